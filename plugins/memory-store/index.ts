@@ -1,0 +1,17 @@
+/** The `memory` store: all state in this process, lost on restart. For a single daemon. */
+import { Type } from '@sinclair/typebox';
+import { definePlugin } from '../../src/pipeline/plugin.js';
+import { MemoryStore } from './memory-store.js';
+
+export { MemoryStore } from './memory-store.js';
+
+export default definePlugin({
+  name: 'memory',
+  kind: 'store',
+  description: 'Keeps the state store in this process (one daemon; state is rebuilt after a restart).',
+  optionsSchema: Type.Object({}, { additionalProperties: false }),
+  create: (_opts, ctx) =>
+    new MemoryStore(ctx.clock, {
+      onListenerError: (err, change) => ctx.logger.error({ err, change }, 'store change listener failed'),
+    }),
+});

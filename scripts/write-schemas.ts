@@ -1,0 +1,38 @@
+/**
+ * Writes what is generated from the TypeBox definitions, so nothing is written twice by hand:
+ * schemas/config.schema.json and schemas/plugins/<name>.schema.json for every built-in plugin.
+ * With --readme it also rewrites the config reference block of README.md (npm run docs).
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { renderReference, spliceReference } from '../src/config/reference.js';
+import { ConfigSchema } from '../src/config/schema.js';
+import { packageRoot, schemasDir } from '../src/paths.js';
+import { builtinPluginNames, loadPlugin } from '../src/pipeline/plugin-loader.js';
+import type { PluginDefinition } from '../src/pipeline/plugin.js';
+
+function write(file: string, schema: object, id: string, title: string): void {
+  const out = { $schema: 'http://json-schema.org/draft-07/schema#', $id: id, title, ...JSON.parse(JSON.stringify(schema)) };
+  writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
+}
+
+mkdirSync(join(schemasDir, 'plugins'), { recursive: true });
+write(join(schemasDir, 'config.schema.json'), ConfigSchema, 'hmgate/config.schema.json', 'hmgate config');
+const plugins: PluginDefinition[] = [];
+for (const name of builtinPluginNames()) {
+  const { definition } = await loadPlugin(name, process.cwd());
+  plugins.push(definition);
+  write(
+    join(schemasDir, 'plugins', `${definition.name}.schema.json`),
+    definition.optionsSchema,
+    `hmgate/plugins/${definition.name}.schema.json`,
+    `${definition.kind} plugin "${definition.name}"${definition.description ? `: ${definition.description}` : ''}`,
+  );
+}
+process.stdout.write(`schemas written for the config and ${plugins.length} built-in plugins\n`);
+if (process.argv.includes('--readme')) {
+  const readmePath = join(packageRoot, 'README.md');
+  const readme = readFileSync(readmePath, 'utf8');
+  writeFileSync(readmePath, spliceReference(readme, renderReference(plugins)));
+  process.stdout.write('README.md config reference written\n');
+}

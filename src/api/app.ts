@@ -1,0 +1,36 @@
+/**
+ * The HTTP API as a Hono app, routes grouped per concern. Built without a socket so tests drive it
+ * with app.request(); src/api/server.ts puts it on `api.listen`.
+ */
+import { Hono } from 'hono';
+import type { Registry } from 'prom-client';
+import type { Logger } from 'pino';
+import { errorText } from '../log.js';
+import { requireBasicAuth } from './auth.js';
+import { healthRoutes } from './routes/health.js';
+import { metricsRoutes } from './routes/metrics.js';
+import { statusRoutes, type StatusBody } from './routes/status.js';
+
+export interface ApiDeps {
+  user: string;
+  password: string;
+  status: () => Promise<StatusBody>;
+  metrics: Registry;
+  logger: Logger;
+}
+
+export function buildApi(deps: ApiDeps): Hono {
+  const auth = requireBasicAuth(deps.user, deps.password);
+  const app = new Hono();
+  app.route('/', healthRoutes());
+  app.route('/', statusRoutes(auth, deps.status));
+  app.route('/', metricsRoutes(deps.metrics));
+  app.notFound((c) => c.json({ error: 'not found' }, 404));
+  // The one place an error becomes a response: logged with the route, answered without internals.
+  app.onError((err, c) => {
+    if ('getResponse' in err && typeof err.getResponse === 'function') return err.getResponse() as Response;
+    deps.logger.error({ method: c.req.method, path: c.req.path, error: errorText(err) }, 'API request failed');
+    return c.json({ error: 'internal error' }, 500);
+  });
+  return app;
+}

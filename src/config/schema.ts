@@ -1,0 +1,101 @@
+/**
+ * The whole-config schema (design.md §3), defined once with TypeBox: it gives the TypeScript type of
+ * a loaded config and the JSON Schema that ajv validates and `npm run build` writes to
+ * schemas/config.schema.json. Stage entries carry `plugin:` plus the plugin's own options flat
+ * beside it; those options are validated against each plugin's schema in a second step.
+ */
+import { Type, type Static, type TSchema, type TUnsafe } from '@sinclair/typebox';
+
+/**
+ * A duration option. Written as "250ms", "10s", "5m", "1h", bare seconds, or "3hb"; validated and
+ * converted to milliseconds by the `x-duration` keyword, so the loaded type is a number.
+ */
+export function Duration(opts: { description?: string; default?: string | number; hb?: boolean } = {}): TUnsafe<number> {
+  return Type.Unsafe<number>({
+    type: ['string', 'number'],
+    'x-duration': opts.hb === false ? 'no-hb' : true,
+    description: opts.description ?? 'A duration: 250ms, 10s, 5m, 1h, bare seconds, or Nhb (heartbeat intervals).',
+    ...(opts.default !== undefined ? { default: opts.default } : {}),
+  });
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+const LogLevel = Type.Unsafe<LogLevel>({ type: 'string', enum: [...LOG_LEVELS] });
+
+/** A stage: `plugin:` names a built-in plugin, a path relative to the config file, or a package. */
+export const StageEntry = Type.Object(
+  {
+    plugin: Type.String({ minLength: 1, description: 'Built-in plugin name, path relative to this file, or installed package name.' }),
+    enabled: Type.Optional(Type.Boolean({ description: 'false leaves the stage out (e.g. to switch off a preset stage).' })),
+  },
+  { additionalProperties: true },
+);
+
+const StageMap = (what: string): TSchema =>
+  Type.Record(Type.String({ pattern: '^[A-Za-z][A-Za-z0-9_-]*$' }), StageEntry, {
+    default: {},
+    description: `${what}, keyed by stage id. Run in the order written.`,
+  });
+
+export const ConfigSchema = Type.Object(
+  {
+    extends: Type.Optional(Type.String({ description: 'A built-in preset name (a file in presets/, e.g. hm9000) or a path; this file is deep-merged over it.' })),
+    foundation: Type.String({ minLength: 1, default: 'default', description: 'Name carried in every log line and metric.' }),
+    heartbeat_interval: Duration({ default: '10s', hb: false, description: "The agents' heartbeat period; the unit of every `hb` duration." }),
+    analyze_interval: Duration({ default: '1hb', description: 'How often the analyze → dispatch cycle runs.' }),
+    freshness: Type.Object(
+      {
+        gate: Type.Boolean({ default: true, description: 'Send nothing unless actual and desired state are fresh.' }),
+        actual_ttl: Duration({ default: '3hb', description: 'TTL of the actual freshness marker and the minimum age before actual state counts as fresh.' }),
+        desired_ttl: Duration({ default: '12hb', description: 'TTL of the desired freshness marker.' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    log: Type.Object(
+      {
+        level: Type.Optional({ ...LogLevel, description: 'Log level of every component (default info).' }),
+        levels: Type.Record(Type.String(), LogLevel, { default: {}, description: 'Per-component level, e.g. { desired: debug }.' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    bus: Type.Object(
+      {
+        servers: Type.Array(Type.String({ pattern: '^(nats|tls)://' }), {
+          minItems: 1,
+          default: ['nats://127.0.0.1:4222'],
+          description: 'NATS server URLs; credentials in a URL are masked in logs.',
+        }),
+        user: Type.Optional(Type.String({ description: 'NATS user.' })),
+        password: Type.Optional(Type.String({ description: 'NATS password.' })),
+        token: Type.Optional(Type.String({ description: 'NATS token, instead of user and password.' })),
+        name: Type.String({ default: 'hmgate', description: 'Connection name shown by the NATS server.' }),
+        connect_timeout: Duration({ default: '2s', hb: false, description: 'How long start-up waits for the first connection before going on and retrying in the background.' }),
+        monitor_url: Type.Optional(Type.String({ description: "The NATS server's monitoring endpoint (http://127.0.0.1:8222), for diagnostics." })),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    store: Type.Object(
+      {
+        plugin: Type.String({ minLength: 1, default: 'memory', description: 'memory (one daemon) or etcd (shared state, several daemons).' }),
+      },
+      { additionalProperties: true, default: {} },
+    ),
+    sources: StageMap('Sources (heartbeats, desired state, …)'),
+    policies: StageMap('Policies applied per app'),
+    sinks: StageMap('Sinks (notifiers)'),
+    api: Type.Object(
+      {
+        listen: Type.String({ default: '127.0.0.1:5155', description: 'host:port; [::1]:5155 for IPv6.' }),
+        user: Type.String({ default: 'magnet', description: 'Basic-auth user.' }),
+        password: Type.String({ minLength: 1, description: 'Basic-auth password for every route but /healthz and /metrics.' }),
+        enabled: Type.Boolean({ default: true, description: 'false runs without the HTTP API.' }),
+      },
+      { additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export type Config = Static<typeof ConfigSchema>;
+export type StageSection = 'store' | 'sources' | 'policies' | 'sinks';
