@@ -93,6 +93,11 @@ export class Engine {
     );
   }
 
+  /** The state store, once started (for tools and tests that look inside a running engine). */
+  get stateStore(): Store | undefined {
+    return this.store;
+  }
+
   /** The listening API address, once started. */
   get apiAddress(): RunningServer | undefined {
     return this.server;
