@@ -7,6 +7,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { renderReference, spliceReference } from '../src/config/reference.js';
 import { ConfigSchema } from '../src/config/schema.js';
+import { MESSAGE_SCHEMAS } from '../src/messages/schemas.js';
 import { packageRoot, schemasDir } from '../src/paths.js';
 import { builtinPluginNames, loadPlugin } from '../src/pipeline/plugin-loader.js';
 import type { PluginDefinition } from '../src/pipeline/plugin.js';
@@ -17,7 +18,11 @@ function write(file: string, schema: object, id: string, title: string): void {
 }
 
 mkdirSync(join(schemasDir, 'plugins'), { recursive: true });
+mkdirSync(join(schemasDir, 'messages'), { recursive: true });
 write(join(schemasDir, 'config.schema.json'), ConfigSchema, 'hmgate/config.schema.json', 'hmgate config');
+for (const [name, schema] of Object.entries(MESSAGE_SCHEMAS)) {
+  write(join(schemasDir, 'messages', `${name}.schema.json`), schema, `hmgate/messages/${name}.schema.json`, `inbound message: ${name}`);
+}
 const plugins: PluginDefinition[] = [];
 for (const name of builtinPluginNames()) {
   const { definition } = await loadPlugin(name, process.cwd());

@@ -75,6 +75,18 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    dispatch: Type.Object(
+      {
+        mode: Type.Unsafe<'live' | 'shadow'>({
+          type: 'string',
+          enum: ['live', 'shadow'],
+          default: 'live',
+          description: 'shadow runs everything but sends nothing, logging and counting what it would have sent.',
+        }),
+        message_limit: Type.Integer({ minimum: 0, default: 60, description: 'Most starts sent per cycle; stops are not limited (HM9000 sender_message_limit).' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     store: Type.Object(
       {
         plugin: Type.String({ minLength: 1, default: 'memory', description: 'memory (one daemon) or etcd (shared state, several daemons).' }),

@@ -16,8 +16,10 @@ import { NatsBus } from './nats-bus.js';
 import type { Stage, StageContext } from './plugin.js';
 import type { Bus } from './bus.js';
 import { CycleScheduler } from './scheduler.js';
-import type { Store } from './store.js';
-import type { Decision, PolicyStage, SinkStage } from './decisions.js';
+import type { Store, StoreSnapshot } from './store.js';
+import type { Order, PolicyStage, SinkStage } from './decisions.js';
+import { analyze } from './analyzer.js';
+import { dispatch } from './dispatcher.js';
 
 export class StageStartError extends Error {
   constructor(
@@ -65,6 +67,8 @@ export class Engine {
   private readonly cycleDuration: Histogram;
   private readonly stale: Counter;
   private lastGateError: string | null = null;
+  private readonly sentOrders: Counter<'action' | 'reason' | 'mode'>;
+  private readonly suppressedOrders: Counter<'action' | 'why'>;
 
   constructor(
     readonly loaded: LoadedConfig,
@@ -74,12 +78,24 @@ export class Engine {
     this.clock = opts.clock ?? new RealClock();
     this.loggers = opts.loggers ?? createLoggerFactory({ foundation: config.foundation, level: config.log.level, levels: config.log.levels });
     this.logger = this.loggers.component('engine');
-    this.freshness = new FreshnessBoard(() => this.clock.now());
+    this.freshness = new FreshnessBoard(() => this.clock.now(), config.freshness.actual_ttl, config.freshness.desired_ttl);
     this.metrics.setDefaultLabels({ foundation: config.foundation });
     collectDefaultMetrics({ register: this.metrics });
     this.cycles = new Counter({ name: 'hmgate_cycles_total', help: 'Analyze → dispatch cycles run', registers: [this.metrics] });
     this.cycleFailures = new Counter({ name: 'hmgate_cycle_failures_total', help: 'Cycles that ended in an error', registers: [this.metrics] });
     this.stale = new Counter({ name: 'hmgate_cycles_not_fresh_total', help: 'Cycles that sent nothing because state was not fresh', registers: [this.metrics] });
+    this.sentOrders = new Counter({
+      name: 'hmgate_orders_sent_total',
+      help: 'Starts and stops sent (mode="shadow": would have been sent), by reason',
+      labelNames: ['action', 'reason', 'mode'],
+      registers: [this.metrics],
+    });
+    this.suppressedOrders = new Counter({
+      name: 'hmgate_orders_suppressed_total',
+      help: 'Due messages not sent: failed verification, over the message limit, or a failed send',
+      labelNames: ['action', 'why'],
+      registers: [this.metrics],
+    });
     this.cycleDuration = new Histogram({
       name: 'hmgate_cycle_duration_seconds',
       help: 'Duration of the analyze → dispatch cycle',
@@ -150,7 +166,13 @@ export class Engine {
       await this.startStage('bus', 'bus', 'nats', async () => this.bus);
       for (const section of ['sources', 'policies', 'sinks'] as const) {
         for (const s of stages.filter((x) => x.section === section)) {
-          const stage = await this.startStage(s.id, s.kind, s.pluginSpec, async () => s.plugin.create(s.options, this.context(s)));
+          const stage = await this.startStage(s.id, s.kind, s.pluginSpec, async () => {
+            const created = await s.plugin.create(s.options, this.context(s));
+            // The contract of each kind, checked at boot so a broken plugin fails naming itself.
+            if (section === 'policies' && typeof (created as PolicyStage).evaluate !== 'function') throw new Error('a policy plugin must return a stage with evaluate(input)');
+            if (section === 'sinks' && typeof (created as SinkStage).send !== 'function') throw new Error('a sink plugin must return a stage with send(order)');
+            return created;
+          });
           if (section === 'policies') this.policies.push({ id: s.id, stage: stage as PolicyStage });
           if (section === 'sinks') this.sinks.push({ id: s.id, stage: stage as SinkStage });
         }
@@ -182,38 +204,70 @@ export class Engine {
   }
 
   /**
-   * One analyze → dispatch pass. With no policies it only records itself. Nothing is decided on
-   * stale state when the freshness gate is on.
+   * One analyze → dispatch pass (HM9000's analyzer then sender). With no policies it only records
+   * itself. Nothing is decided or sent on stale state while the freshness gate is on.
    */
   private async cycle(): Promise<void> {
     if (this.policies.length === 0) return;
     const store = this.store!;
-    const snapshot = await store.snapshot();
     const { config } = this.loaded;
-    if (config.freshness.gate) {
-      const now = this.clock.now();
-      const actual = this.freshness.verdict('actual', snapshot.freshness.actual, now, config.freshness.actual_ttl);
-      const desired = this.freshness.verdict('desired', snapshot.freshness.desired, now, config.freshness.actual_ttl);
-      const gate = freshnessError(actual.fresh, desired.fresh);
-      if (gate !== this.lastGateError) {
-        if (gate) this.logger.warn({ actual: actual.reason, desired: desired.reason }, `${gate}: sending nothing`);
-        else this.logger.info('actual and desired state are fresh');
-        this.lastGateError = gate;
-      }
-      if (gate) {
-        this.stale.inc();
-        return;
-      }
+    const now = this.clock.now();
+    const snapshot = await store.snapshot();
+    if (config.freshness.gate && !this.checkFreshness(snapshot, now)) return;
+
+    const analysis = analyze(snapshot, now, this.policies, this.logger);
+    for (const p of analysis.enqueued) {
+      const m = p.kind === 'start' ? p.start : p.stop;
+      this.logger.info(
+        { decision: p.kind, reason: m.reason, app: m.app, version: m.version, ...p.facts, send_in_ms: m.sendOn - now, message_id: m.messageId },
+        `Enqueuing ${p.kind === 'start' ? 'Start' : 'Stop'} Message: ${p.log}`,
+      );
     }
-    const decisions: Decision[] = [];
-    for (const { stage } of this.policies) decisions.push(...((await stage.analyze?.(snapshot)) ?? []));
-    for (const { id, stage } of this.sinks) {
+    // HM9000 saves crash counts, then starts, then stops; a failure aborts the rest of the run.
+    for (const { count, ttlMs } of analysis.crashCounts) await store.putCrashCounts([count], ttlMs);
+    if (analysis.starts.length) await store.putPendingStarts(analysis.starts);
+    if (analysis.stops.length) await store.putPendingStops(analysis.stops);
+
+    const result = await dispatch(await store.snapshot(), now, (order) => this.send(order), { messageLimit: config.dispatch.message_limit, shadow: config.dispatch.mode === 'shadow' }, this.logger);
+    for (const order of result.sent) this.sentOrders.inc({ action: order.action, reason: order.reason, mode: config.dispatch.mode });
+    for (const s of result.suppressed) this.suppressedOrders.inc({ action: s.kind, why: s.why });
+    // Every step is attempted even when one fails (HM9000's sender); the first failure is reported.
+    const steps = [
+      () => (result.saveStarts.length ? store.putPendingStarts(result.saveStarts) : undefined),
+      () => (result.deleteStarts.length ? store.deletePendingStarts(result.deleteStarts) : undefined),
+      () => (result.saveStops.length ? store.putPendingStops(result.saveStops) : undefined),
+      () => (result.deleteStops.length ? store.deletePendingStops(result.deleteStops) : undefined),
+    ];
+    let firstError: unknown;
+    for (const step of steps) {
       try {
-        await stage.deliver?.(decisions);
+        await step();
       } catch (err) {
-        this.logger.error({ sink: id, error: errorText(err) }, `sink "${id}" failed to deliver`);
+        firstError ??= err;
       }
     }
+    if (firstError !== undefined) throw firstError;
+    if (result.failures > 0) throw new Error(`${result.failures} message(s) failed to send; they are kept for the next cycle`);
+  }
+
+  /** The freshness gate: logs each change of verdict once and counts the cycles it holds back. */
+  private checkFreshness(snapshot: { freshness: StoreSnapshot['freshness'] }, now: number): boolean {
+    const { config } = this.loaded;
+    const actual = this.freshness.verdict('actual', snapshot.freshness.actual, now, config.freshness.actual_ttl);
+    const desired = this.freshness.verdict('desired', snapshot.freshness.desired, now, config.freshness.actual_ttl);
+    const gate = freshnessError(actual.fresh, desired.fresh);
+    if (gate !== this.lastGateError) {
+      if (gate) this.logger.warn({ actual: actual.reason, desired: desired.reason }, `${gate}: sending nothing`);
+      else this.logger.info('actual and desired state are fresh');
+      this.lastGateError = gate;
+    }
+    if (gate) this.stale.inc();
+    return gate === null;
+  }
+
+  /** Sends one order through every sink; it counts as sent only if every sink took it. */
+  private async send(order: Order): Promise<void> {
+    for (const { stage } of this.sinks) await stage.send(order);
   }
 
   async status(): Promise<StatusBody> {

@@ -36,7 +36,12 @@ export function freshnessError(actualFresh: boolean, desiredFresh: boolean): str
 export class FreshnessBoard {
   private readonly reasons = new Map<FreshnessKind, { reason: string; since: number }>();
 
-  constructor(private readonly now: () => number) {}
+  constructor(
+    private readonly now: () => number,
+    /** The configured TTLs (freshness.actual_ttl / desired_ttl), for the sources that bump. */
+    readonly actualTtlMs: number,
+    readonly desiredTtlMs: number,
+  ) {}
 
   /** Record why `which` is (or will go) stale; null clears it. Returns true when it changed. */
   setReason(which: FreshnessKind, reason: string | null): boolean {

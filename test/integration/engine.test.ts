@@ -55,7 +55,7 @@ async function engineFor(extra: string[]) {
           .trim()
           .split('\n')
           .map((l) => JSON.parse(l).event as string)
-          .filter((e) => e.startsWith('deliver'))
+          .filter((e) => e.startsWith('send'))
       : [];
   return { engine, clock, lines, delivered };
 }
@@ -74,29 +74,29 @@ describe('engine', () => {
 
       await store.replaceDesired([app]);
       await store.bumpFreshness('desired', 120_000);
-      // Heartbeats saved every 10 s: actual becomes fresh 30 s after the first bump, not before.
+      // Heartbeats saved every 10 s from t0: actual is fresh from t0 + 30 s, not before.
       for (let t = 0; t < 30_000; t += 10_000) {
+        expect(await delivered()).toEqual([]);
         await store.bumpFreshness('actual', 30_000);
         await clock.advanceAsync(10_000);
-        if (t < 20_000) expect(await delivered()).toEqual([]);
       }
-      await store.bumpFreshness('actual', 30_000);
-      await clock.advanceAsync(10_000);
-      expect((await delivered()).length).toBeGreaterThanOrEqual(1);
-      expect((await delivered())[0]).toBe('deliver:2');
+      expect(await delivered()).toEqual(['send:start:MISSING:0', 'send:start:MISSING:1']);
       expect(lines.some((l) => l.msg === 'actual and desired state are fresh')).toBe(true);
 
       const status = await engine.status();
       expect(status.actual.fresh).toBe(true);
       expect(status.desired.fresh).toBe(true);
-      expect(status.counters.cycles).toBeGreaterThanOrEqual(5);
-      expect(status.counters.cycles_not_fresh).toBeGreaterThanOrEqual(3);
+      expect(status.counters.cycles).toBe(4);
+      expect(status.counters.cycles_not_fresh).toBe(3);
 
+      // keep_alive 0: each cycle proposes and sends the still-missing instances again.
+      await store.bumpFreshness('actual', 30_000);
+      await clock.advanceAsync(10_000);
+      expect((await delivered()).length).toBe(4);
+      expect(status.counters.orders_sent).toBe(2);
       // Heartbeats stop: the actual marker lapses after its TTL and sending stops with it.
-      const before = (await delivered()).length;
-      await clock.advanceAsync(40_000);
+      await clock.advanceAsync(30_000);
       const after = (await delivered()).length;
-      expect(after - before).toBeLessThanOrEqual(3);
       await clock.advanceAsync(30_000);
       expect((await delivered()).length).toBe(after);
       expect((await engine.status()).actual).toMatchObject({ fresh: false });
@@ -110,8 +110,8 @@ describe('engine', () => {
     await engine.start();
     try {
       await engine.stateStore!.replaceDesired([app]);
-      await clock.advanceAsync(10_000);
-      expect(await delivered()).toContain('deliver:2');
+      await clock.advanceAsync(0);
+      expect(await delivered()).toEqual(['send:start:MISSING:0', 'send:start:MISSING:1']);
     } finally {
       await engine.stop();
     }

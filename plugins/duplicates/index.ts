@@ -1,0 +1,54 @@
+/**
+ * Duplicate instances (HM9000 §8.2 rule 4b): at a desired index with more than one STARTING/RUNNING
+ * instance, every one of them gets a DUPLICATE stop staggered at (4 + k) × grace; the dispatcher
+ * sends a stop only while the index is still duplicated, so all but one go, one at a time.
+ * Skipped for an app that got a new start in this pass.
+ */
+import { Type } from '@sinclair/typebox';
+import { desiredInstances, isStartingOrRunning } from '../../src/pipeline/app-view.js';
+import { Duration } from '../../src/config/schema.js';
+import type { PolicyInput, PolicyStage, Proposal } from '../../src/pipeline/decisions.js';
+import { newStop } from '../../src/pipeline/pending.js';
+import { definePlugin } from '../../src/pipeline/plugin.js';
+import type { InstanceHeartbeat } from '../../src/pipeline/store.js';
+
+export const DuplicatesOptions = Type.Object(
+  {
+    grace_period: Duration({ default: '3hb', description: 'Unit of the stagger and keep_alive of a sent stop (HM9000 grace_period_in_heartbeats).' }),
+    first_stop_after: Type.Integer({ minimum: 0, default: 4, description: 'The k-th duplicate is stopped after (first_stop_after + k) × grace_period.' }),
+  },
+  { additionalProperties: false },
+);
+
+export function duplicatesRule({ app, now }: PolicyInput, o: { grace_period: number; first_stop_after: number }): Proposal[] {
+  const n = desiredInstances(app);
+  const byIndex = new Map<number, InstanceHeartbeat[]>();
+  for (const i of app.instances) {
+    if (!isStartingOrRunning(i) || i.index >= n) continue;
+    const list = byIndex.get(i.index);
+    if (list) list.push(i);
+    else byIndex.set(i.index, [i]);
+  }
+  const out: Proposal[] = [];
+  for (const [index, list] of byIndex) {
+    if (list.length < 2) continue;
+    list.forEach((inst, k) => {
+      const delay = (o.first_stop_after + k) * o.grace_period;
+      out.push({
+        kind: 'stop',
+        stop: newStop(inst, now, { delayMs: delay, keepAliveMs: o.grace_period, reason: 'DUPLICATE' }),
+        log: 'instance is a duplicate',
+        facts: { index, instance: inst.instance, agent: inst.agent, running_at_index: list.length, delay_ms: delay },
+      });
+    });
+  }
+  return out;
+}
+
+export default definePlugin({
+  name: 'duplicates',
+  kind: 'policy',
+  description: 'Stops all but one instance running at the same index, one at a time (HM9000 analyzer rule 4b).',
+  optionsSchema: DuplicatesOptions,
+  create: (options): PolicyStage => ({ gate: 'no-new-start', evaluate: (input) => duplicatesRule(input, options) }),
+});

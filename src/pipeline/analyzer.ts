@@ -1,0 +1,69 @@
+/**
+ * The analysis pass (HM9000 §8.1, §8.4): for every app, run the policies in order, collect their
+ * proposals keyed by message key (a later one replaces an earlier one within the pass), and enqueue
+ * only what is not already pending — a pending message is never overwritten. Crash counts are
+ * incremented only for starts actually enqueued. Pure: it returns what to save.
+ */
+import type { Logger } from 'pino';
+import { buildAppViews, startPriority, type AppView } from './app-view.js';
+import type { PolicyStage, Proposal } from './decisions.js';
+import { crashKey, startKey, stopKey, type AppKey, type CrashCount, type PendingStart, type PendingStop, type StoreSnapshot } from './store.js';
+
+export interface AnalysisResult {
+  apps: Map<AppKey, AppView>;
+  starts: PendingStart[];
+  stops: PendingStop[];
+  crashCounts: { count: CrashCount; ttlMs: number }[];
+  /** The proposals enqueued, with the facts behind them, in order (for logs and the audit). */
+  enqueued: Proposal[];
+}
+
+export interface NamedPolicy {
+  id: string;
+  stage: PolicyStage;
+}
+
+export function analyze(snapshot: StoreSnapshot, now: number, policies: readonly NamedPolicy[], logger?: Logger): AnalysisResult {
+  const apps = buildAppViews(snapshot);
+  const result: AnalysisResult = { apps, starts: [], stops: [], crashCounts: [], enqueued: [] };
+  for (const app of apps.values()) {
+    const starts = new Map<string, Proposal & { kind: 'start' }>();
+    const stops = new Map<string, Proposal & { kind: 'stop' }>();
+    const counts = new Map<string, { count: CrashCount; ttlMs: number }>();
+    const priority = startPriority(app);
+    for (const { id, stage } of policies) {
+      if (stage.gate === 'no-new-start' && starts.size > 0) continue;
+      for (const p of stage.evaluate({ app, now, priority })) {
+        if (p.kind === 'start') {
+          const key = startKey(p.start);
+          if (snapshot.starts.has(key)) {
+            logger?.debug({ policy: id, key, reason: p.start.reason }, `Skipping Already Enqueued Start Message: ${p.log}`);
+            continue;
+          }
+          starts.set(key, p);
+          if (p.crashCount) {
+            const c = p.crashCount.count;
+            counts.set(crashKey(c), { count: { ...c, count: c.count + 1 }, ttlMs: p.crashCount.ttlMs });
+          }
+        } else {
+          const key = stopKey(p.stop);
+          if (snapshot.stops.has(key)) {
+            logger?.debug({ policy: id, key, reason: p.stop.reason }, `Skipping Already Enqueued Stop Message: ${p.log}`);
+            continue;
+          }
+          stops.set(key, p);
+        }
+      }
+    }
+    for (const p of starts.values()) {
+      result.starts.push(p.start);
+      result.enqueued.push(p);
+    }
+    for (const p of stops.values()) {
+      result.stops.push(p.stop);
+      result.enqueued.push(p);
+    }
+    result.crashCounts.push(...counts.values());
+  }
+  return result;
+}

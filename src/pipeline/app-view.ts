@@ -1,0 +1,74 @@
+/**
+ * The per-app view the rules read (HM9000 §3.5 / §8.1): apps are (guid, version) pairs — versions
+ * are separate apps — formed by the union of desired state and live heartbeats; crash counts are
+ * attached only to apps that exist through one of those.
+ */
+import type { AppKey, CrashCount, DesiredApp, InstanceHeartbeat, StoreSnapshot } from './store.js';
+
+export interface AppView {
+  key: AppKey;
+  guid: string;
+  version: string;
+  /** Undefined when the app is not desired (stopped, failed, old version, unknown). */
+  desired: DesiredApp | undefined;
+  /** Live instances, in store order. */
+  instances: readonly InstanceHeartbeat[];
+  crashCounts: ReadonlyMap<number, CrashCount>;
+}
+
+export const isStartingOrRunning = (i: InstanceHeartbeat): boolean => i.state === 'STARTING' || i.state === 'RUNNING';
+
+/** Desired instances N; 0 when not desired, so no index is desired. */
+export function desiredInstances(app: AppView): number {
+  return app.desired ? app.desired.instances : 0;
+}
+
+export function isStaged(app: AppView): boolean {
+  return app.desired?.packageState === 'STAGED';
+}
+
+export function isIndexDesired(app: AppView, index: number): boolean {
+  return index < desiredInstances(app);
+}
+
+export function instancesAtIndex(app: AppView, index: number): InstanceHeartbeat[] {
+  return app.instances.filter((i) => i.index === index);
+}
+
+/** The stored count, or a new one (count 0, created now) — HM9000's CrashCountAtIndex. */
+export function crashCountAt(app: AppView, index: number, now: number): CrashCount {
+  return app.crashCounts.get(index) ?? { app: app.guid, version: app.version, index, count: 0, createdAt: now };
+}
+
+/**
+ * HM9000's start priority, computed once per app: the share of desired indices with no
+ * STARTING/RUNNING instance (crashed indices count as missing). NaN for an undesired app.
+ */
+export function startPriority(app: AppView): number {
+  const n = desiredInstances(app);
+  const running = new Set<number>();
+  for (const i of app.instances) if (isStartingOrRunning(i) && i.index < n) running.add(i.index);
+  return (n - running.size) / n;
+}
+
+/** Every app of the snapshot: the union of desired apps and apps with live instances. */
+export function buildAppViews(snapshot: StoreSnapshot): Map<AppKey, AppView> {
+  const apps = new Map<AppKey, AppView>();
+  const view = (key: AppKey, guid: string, version: string): AppView => {
+    let v = apps.get(key);
+    if (!v) {
+      v = { key, guid, version, desired: snapshot.desired.get(key), instances: snapshot.instances.get(key) ?? [], crashCounts: new Map() };
+      apps.set(key, v);
+    }
+    return v;
+  };
+  for (const [key, d] of snapshot.desired) view(key, d.guid, d.version);
+  for (const [key, list] of snapshot.instances) if (list.length > 0) view(key, list[0]!.app, list[0]!.version);
+  for (const [key, counts] of snapshot.crashCounts) {
+    const app = apps.get(key);
+    if (!app) continue;
+    const byIndex = app.crashCounts as Map<number, CrashCount>;
+    for (const c of counts) byIndex.set(c.index, c);
+  }
+  return apps;
+}
