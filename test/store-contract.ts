@@ -412,15 +412,15 @@ export function describeStoreContract(name: string, make: StoreFactory): void {
         const c2 = crashCount('app-a', 1, 1, START);
         await store.putCrashCounts([c1, c2], TTL);
         expect(changes).toEqual([
-          { kind: 'crash', key: crashKey(c1) },
-          { kind: 'crash', key: crashKey(c2) },
+          { kind: 'crash', key: crashKey(c1), app: appKey('app-a', 'v1') },
+          { kind: 'crash', key: crashKey(c2), app: appKey('app-a', 'v1') },
         ]);
         changes.length = 0;
         await store.deleteCrashCounts([crashKey(c1)]);
-        expect(changes).toEqual([{ kind: 'crash', key: crashKey(c1) }]);
+        expect(changes).toEqual([{ kind: 'crash', key: crashKey(c1), app: appKey('app-a', 'v1') }]);
         changes.length = 0;
         await advance(TTL);
-        expect(changes).toEqual([{ kind: 'crash', key: crashKey(c2) }]);
+        expect(changes).toEqual([{ kind: 'crash', key: crashKey(c2), app: appKey('app-a', 'v1') }]);
       });
 
       it('rejects an invalid ttl and leaves state unchanged', async () => {
@@ -488,10 +488,10 @@ export function describeStoreContract(name: string, make: StoreFactory): void {
         await store.deletePendingStarts([startKey(s)]);
         await store.deletePendingStops([stopKey(t)]);
         expect(changes).toEqual([
-          { kind: 'start', key: startKey(s) },
-          { kind: 'stop', key: stopKey(t) },
-          { kind: 'start', key: startKey(s) },
-          { kind: 'stop', key: stopKey(t) },
+          { kind: 'start', key: startKey(s), app: appKey(s.app, s.version) },
+          { kind: 'stop', key: stopKey(t), app: appKey(t.app, t.version) },
+          { kind: 'start', key: startKey(s), app: appKey(s.app, s.version) },
+          { kind: 'stop', key: stopKey(t), app: appKey(t.app, t.version) },
         ]);
       });
     });

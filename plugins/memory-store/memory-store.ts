@@ -1,7 +1,8 @@
 /**
- * The in-memory store for a single daemon. Published collections are copy-on-write and records
- * are frozen, so a snapshot costs a handful of references and stays a consistent view while later
- * writes go to fresh copies.
+ * The in-memory store for a single daemon. Published collections are copy-on-write and records are
+ * copied on the way in and never changed in place, so a snapshot costs a handful of references and
+ * stays a consistent view while later writes go to fresh copies. (Records are not frozen: reading
+ * frozen objects is many times slower, and the analyzer reads every instance.)
  */
 import type { Clock, Timer } from '../../src/pipeline/clock.js';
 import {
@@ -150,17 +151,34 @@ function checkFreshnessKind(op: string, which: unknown): asserts which is Freshn
   }
 }
 
-/** Key-order-independent identity of an instance heartbeat; undefined fields count as absent. */
-function instanceIdentity(hb: InstanceHeartbeat): string {
-  const entries = Object.entries(hb)
-    .filter(([, v]) => v !== undefined)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  return JSON.stringify(entries);
+function sameInstance(a: InstanceHeartbeat, b: InstanceHeartbeat): boolean {
+  return (
+    a.instance === b.instance &&
+    a.index === b.index &&
+    a.state === b.state &&
+    a.stateTimestamp === b.stateTimestamp &&
+    a.app === b.app &&
+    a.version === b.version &&
+    a.agent === b.agent &&
+    a.ccPartition === b.ccPartition
+  );
 }
 
-/** Order-independent identity of an instance set. */
-function instanceSetIdentity(instances: readonly InstanceHeartbeat[]): string {
-  return JSON.stringify(instances.map(instanceIdentity).sort());
+const byGuid = (a: InstanceHeartbeat, b: InstanceHeartbeat) => (a.instance < b.instance ? -1 : a.instance > b.instance ? 1 : a.index - b.index || (a.state < b.state ? -1 : a.state > b.state ? 1 : 0));
+
+/**
+ * Whether two instance sets hold the same instances, in any order. Compared field by field, with
+ * no per-instance allocation on the usual path (an agent reports its instances in the same order
+ * every time): this runs for every agent on every heartbeat.
+ */
+function sameInstanceSet(a: readonly InstanceHeartbeat[], b: readonly InstanceHeartbeat[]): boolean {
+  if (a.length !== b.length) return false;
+  let i = 0;
+  while (i < a.length && sameInstance(a[i]!, b[i]!)) i++;
+  if (i === a.length) return true;
+  const x = a.slice(i).sort(byGuid);
+  const y = b.slice(i).sort(byGuid);
+  return x.every((inst, k) => sameInstance(inst, y[k]!));
 }
 
 function groupByApp(instances: readonly InstanceHeartbeat[]): Map<AppKey, InstanceHeartbeat[]> {
@@ -176,8 +194,6 @@ function groupByApp(instances: readonly InstanceHeartbeat[]): Map<AppKey, Instan
 
 interface AgentState {
   record: AgentRecord;
-  /** Identity of record.instances, kept to compare the next save in one string comparison. */
-  identity: string;
   byApp: Map<AppKey, readonly InstanceHeartbeat[]>;
 }
 
@@ -234,7 +250,7 @@ export class MemoryStore implements Store {
     for (const app of apps) {
       checkString('replaceDesired', 'guid', app?.guid);
       checkString('replaceDesired', 'version', app.version);
-      next.set(appKey(app.guid, app.version), Object.freeze({ ...app }));
+      next.set(appKey(app.guid, app.version), { ...app });
     }
     this.settle();
     this.desired = next;
@@ -270,21 +286,21 @@ export class MemoryStore implements Store {
     const changes: StoreChange[] = [];
     for (const hb of latest.values()) {
       const previous = this.agentStates.get(hb.agent);
-      const identity = instanceSetIdentity(hb.instances);
-      if (previous !== undefined && previous.identity === identity) {
+      if (previous !== undefined && sameInstanceSet(previous.record.instances, hb.instances)) {
         // Only the presence is renewed; the instances (and their stored order) stay as they were.
-        const record = Object.freeze({ ...previous.record, expiresAt });
+        const record = { ...previous.record, expiresAt };
         previous.record = record;
         this.agents.set(hb.agent, record);
       } else {
         // An agent that was absent counts as changed even with no instances: its record is new.
-        // Frozen: records are shared with snapshots.
-        const instances = Object.freeze(hb.instances.map((i) => Object.freeze({ ...i })));
-        const record: AgentRecord = Object.freeze({ agent: hb.agent, instances, expiresAt });
+        // Copied, not frozen: records are shared with snapshots and never changed in place, and
+        // reading fields of frozen objects is many times slower on the analyzer's hot path.
+        const instances: readonly InstanceHeartbeat[] = hb.instances.map((i) => ({ ...i }));
+        const record: AgentRecord = { agent: hb.agent, instances, expiresAt };
         const byApp = new Map<AppKey, readonly InstanceHeartbeat[]>();
-        for (const [key, list] of groupByApp(instances)) byApp.set(key, Object.freeze(list));
+        for (const [key, list] of groupByApp(instances)) byApp.set(key, list);
         const apps = this.replaceAgentInstances(hb.agent, previous?.byApp, byApp);
-        this.agentStates.set(hb.agent, { record, identity, byApp });
+        this.agentStates.set(hb.agent, { record, byApp });
         this.agents.set(hb.agent, record);
         changed.push(hb.agent);
         changes.push({ kind: 'agent', agent: hb.agent, apps });
@@ -321,10 +337,10 @@ export class MemoryStore implements Store {
     const changes: StoreChange[] = [];
     for (const c of counts) {
       const key = crashKey(c);
-      this.setCrash(key, Object.freeze({ ...c }));
+      this.setCrash(key, { ...c });
       this.crashExpiresAt.set(key, expiresAt);
       this.expiries.push({ kind: 'crash', key }, expiresAt);
-      changes.push({ kind: 'crash', key });
+      changes.push({ kind: 'crash', key, app: appKey(c.app, c.version) });
     }
     this.arm();
     this.emit(changes);
@@ -335,7 +351,7 @@ export class MemoryStore implements Store {
     this.settle();
     const changes: StoreChange[] = [];
     for (const key of keys) {
-      if (this.deleteCrash(key)) changes.push({ kind: 'crash', key });
+      if (this.deleteCrash(key)) changes.push({ kind: 'crash', key, app: crashApp(key) });
     }
     this.emit(changes);
   }
@@ -354,8 +370,8 @@ export class MemoryStore implements Store {
     const changes: StoreChange[] = [];
     for (const m of messages) {
       const key = startKey(m);
-      this.starts.set(key, Object.freeze({ ...m }));
-      changes.push({ kind: 'start', key });
+      this.starts.set(key, { ...m });
+      changes.push({ kind: 'start', key, app: appKey(m.app, m.version) });
     }
     this.emit(changes);
   }
@@ -364,7 +380,10 @@ export class MemoryStore implements Store {
     checkArray('deletePendingStarts', 'keys', keys);
     this.settle();
     const changes: StoreChange[] = [];
-    for (const key of keys) if (this.starts.delete(key)) changes.push({ kind: 'start', key });
+    for (const key of keys) {
+      const old = this.starts.get(key);
+      if (old && this.starts.delete(key)) changes.push({ kind: 'start', key, app: appKey(old.app, old.version) });
+    }
     this.emit(changes);
   }
 
@@ -380,8 +399,8 @@ export class MemoryStore implements Store {
     const changes: StoreChange[] = [];
     for (const m of messages) {
       const key = stopKey(m);
-      this.stops.set(key, Object.freeze({ ...m }));
-      changes.push({ kind: 'stop', key });
+      this.stops.set(key, { ...m });
+      changes.push({ kind: 'stop', key, app: appKey(m.app, m.version) });
     }
     this.emit(changes);
   }
@@ -390,7 +409,10 @@ export class MemoryStore implements Store {
     checkArray('deletePendingStops', 'keys', keys);
     this.settle();
     const changes: StoreChange[] = [];
-    for (const key of keys) if (this.stops.delete(key)) changes.push({ kind: 'stop', key });
+    for (const key of keys) {
+      const old = this.stops.get(key);
+      if (old && this.stops.delete(key)) changes.push({ kind: 'stop', key, app: appKey(old.app, old.version) });
+    }
     this.emit(changes);
   }
 
@@ -472,7 +494,7 @@ export class MemoryStore implements Store {
     for (const key of keys) {
       const oldList = before?.get(key);
       const newList = after.get(key);
-      if (oldList && newList && instanceSetIdentity(oldList) === instanceSetIdentity(newList)) continue;
+      if (oldList && newList && sameInstanceSet(oldList, newList)) continue;
       let perAgent = this.instancesByAgent.get(key);
       if (newList) {
         if (!perAgent) this.instancesByAgent.set(key, (perAgent = new Map()));
@@ -495,7 +517,7 @@ export class MemoryStore implements Store {
     }
     const all: InstanceHeartbeat[] = [];
     for (const list of perAgent.values()) all.push(...list);
-    this.instances.set(key, Object.freeze(all));
+    this.instances.set(key, all);
   }
 
   private dropAgent(agent: string): StoreChange | undefined {
@@ -514,7 +536,7 @@ export class MemoryStore implements Store {
     let perKey = this.crashesByKeyPerApp.get(app);
     if (!perKey) this.crashesByKeyPerApp.set(app, (perKey = new Map()));
     perKey.set(key, count);
-    this.crashesByApp.set(app, Object.freeze([...perKey.values()]));
+    this.crashesByApp.set(app, [...perKey.values()]);
   }
 
   private deleteCrash(key: string): boolean {
@@ -529,7 +551,7 @@ export class MemoryStore implements Store {
       this.crashesByKeyPerApp.delete(app);
       this.crashesByApp.delete(app);
     } else {
-      this.crashesByApp.set(app, Object.freeze([...perKey.values()]));
+      this.crashesByApp.set(app, [...perKey.values()]);
     }
     return true;
   }
@@ -551,7 +573,7 @@ export class MemoryStore implements Store {
         case 'crash':
           if (this.crashExpiresAt.get(e.key) !== e.due) break;
           this.deleteCrash(e.key);
-          changes.push({ kind: 'crash', key: e.key });
+          changes.push({ kind: 'crash', key: e.key, app: crashApp(e.key) });
           break;
         case 'freshness':
           if (this.freshness.get(e.key)?.expiresAt !== e.due) break;
@@ -608,4 +630,9 @@ export class MemoryStore implements Store {
       throw err;
     });
   }
+}
+
+/** The app of a crash-count key (`guid,version/index`). */
+function crashApp(key: string): string {
+  return key.slice(0, key.lastIndexOf('/'));
 }

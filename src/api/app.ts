@@ -10,12 +10,17 @@ import { requireBasicAuth } from './auth.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { statusRoutes, type StatusBody } from './routes/status.js';
+import { bulkAppStateRoutes, type BulkAppStateDeps } from './routes/bulk-app-state.js';
 
 export interface ApiDeps {
   user: string;
   password: string;
   status: () => Promise<StatusBody>;
   metrics: Registry;
+  /** Called before each scrape, to compute metrics that are cheaper to compute on demand. */
+  beforeMetrics?: () => Promise<void>;
+  /** HM9000's POST /bulk_app_state. */
+  appState?: BulkAppStateDeps;
   logger: Logger;
 }
 
@@ -24,7 +29,8 @@ export function buildApi(deps: ApiDeps): Hono {
   const app = new Hono();
   app.route('/', healthRoutes());
   app.route('/', statusRoutes(auth, deps.status));
-  app.route('/', metricsRoutes(deps.metrics));
+  app.route('/', metricsRoutes(deps.metrics, deps.beforeMetrics));
+  if (deps.appState) app.route('/', bulkAppStateRoutes(auth, deps.appState));
   app.notFound((c) => c.json({ error: 'not found' }, 404));
   // The one place an error becomes a response: logged with the route, answered without internals.
   app.onError((err, c) => {

@@ -6,5 +6,6 @@ import type { MiddlewareHandler } from 'hono';
 export const REALM = 'API Authentication';
 
 export function requireBasicAuth(user: string, password: string): MiddlewareHandler {
-  return basicAuth({ username: user, password, realm: REALM, invalidUserMessage: '' });
+  // A function, because hono takes an empty string as "use the default body".
+  return basicAuth({ username: user, password, realm: REALM, invalidUserMessage: () => '' });
 }

@@ -23,8 +23,13 @@ export interface NamedPolicy {
   stage: PolicyStage;
 }
 
-export function analyze(snapshot: StoreSnapshot, now: number, policies: readonly NamedPolicy[], logger?: Logger): AnalysisResult {
-  const apps = buildAppViews(snapshot);
+/**
+ * Analyzes every app, or only `keys` (the apps whose inputs changed since the last pass: an app
+ * whose desired state, instances, crash counts and pending messages are unchanged would get exactly
+ * the proposals it got last time, all of them already pending or deliberately not enqueued).
+ */
+export function analyze(snapshot: StoreSnapshot, now: number, policies: readonly NamedPolicy[], logger?: Logger, keys?: Iterable<AppKey>): AnalysisResult {
+  const apps = buildAppViews(snapshot, keys);
   const result: AnalysisResult = { apps, starts: [], stops: [], crashCounts: [], enqueued: [] };
   for (const app of apps.values()) {
     const starts = new Map<string, Proposal & { kind: 'start' }>();

@@ -51,24 +51,33 @@ export function startPriority(app: AppView): number {
   return (n - running.size) / n;
 }
 
-/** Every app of the snapshot: the union of desired apps and apps with live instances. */
-export function buildAppViews(snapshot: StoreSnapshot): Map<AppKey, AppView> {
+/** The view of one app, or undefined when it has neither desired state nor live instances. */
+export function buildAppView(snapshot: StoreSnapshot, key: AppKey): AppView | undefined {
+  const desired = snapshot.desired.get(key);
+  const instances = snapshot.instances.get(key) ?? [];
+  if (!desired && instances.length === 0) return undefined;
+  const comma = key.indexOf(',');
+  const crashCounts = new Map<number, CrashCount>();
+  for (const c of snapshot.crashCounts.get(key) ?? []) crashCounts.set(c.index, c);
+  return { key, guid: desired?.guid ?? key.slice(0, comma), version: desired?.version ?? key.slice(comma + 1), desired, instances, crashCounts };
+}
+
+/**
+ * The apps of the snapshot: the union of desired apps and apps with live instances, or only those
+ * among `keys` when given (an incremental pass over the apps whose inputs changed).
+ */
+export function buildAppViews(snapshot: StoreSnapshot, keys?: Iterable<AppKey>): Map<AppKey, AppView> {
   const apps = new Map<AppKey, AppView>();
-  const view = (key: AppKey, guid: string, version: string): AppView => {
-    let v = apps.get(key);
-    if (!v) {
-      v = { key, guid, version, desired: snapshot.desired.get(key), instances: snapshot.instances.get(key) ?? [], crashCounts: new Map() };
-      apps.set(key, v);
-    }
-    return v;
+  const add = (key: AppKey) => {
+    if (apps.has(key)) return;
+    const v = buildAppView(snapshot, key);
+    if (v) apps.set(key, v);
   };
-  for (const [key, d] of snapshot.desired) view(key, d.guid, d.version);
-  for (const [key, list] of snapshot.instances) if (list.length > 0) view(key, list[0]!.app, list[0]!.version);
-  for (const [key, counts] of snapshot.crashCounts) {
-    const app = apps.get(key);
-    if (!app) continue;
-    const byIndex = app.crashCounts as Map<number, CrashCount>;
-    for (const c of counts) byIndex.set(c.index, c);
+  if (keys) {
+    for (const key of keys) add(key);
+    return apps;
   }
+  for (const key of snapshot.desired.keys()) add(key);
+  for (const [key, list] of snapshot.instances) if (list.length > 0) add(key);
   return apps;
 }

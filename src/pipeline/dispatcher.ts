@@ -75,7 +75,11 @@ export interface DispatchResult {
 export type Send = (order: Order) => Promise<void>;
 
 export async function dispatch(snapshot: StoreSnapshot, now: number, send: Send, opts: DispatchOptions, logger: Logger): Promise<DispatchResult> {
-  const apps = buildAppViews(snapshot);
+  // Views only of the apps that have a due message: verification needs nothing else.
+  const dueApps = new Set<AppKey>();
+  for (const m of snapshot.starts.values()) if (isTimeToSend(m, now) && !m.skipVerification) dueApps.add(`${m.app},${m.version}`);
+  for (const m of snapshot.stops.values()) if (isTimeToSend(m, now)) dueApps.add(`${m.app},${m.version}`);
+  const apps = buildAppViews(snapshot, dueApps);
   const r: DispatchResult = { sent: [], suppressed: [], saveStarts: [], deleteStarts: [], saveStops: [], deleteStops: [], failures: 0 };
   let startsSent = 0;
 

@@ -11,7 +11,9 @@ import { listen, type RunningServer } from '../api/server.js';
 import type { LoadedConfig, ResolvedStage } from '../config/load.js';
 import { createLoggerFactory, errorText, type LoggerFactory } from '../log.js';
 import { RealClock, type Clock } from './clock.js';
-import { FreshnessBoard, freshnessError } from './freshness.js';
+import { FreshnessBoard, freshnessError, isActualFresh, isDesiredFresh } from './freshness.js';
+import { AppMetrics } from './app-metrics.js';
+import { buildAppViews } from './app-view.js';
 import { NatsBus } from './nats-bus.js';
 import type { Stage, StageContext } from './plugin.js';
 import type { Bus } from './bus.js';
@@ -20,6 +22,7 @@ import type { Store, StoreSnapshot } from './store.js';
 import type { Order, PolicyStage, SinkStage } from './decisions.js';
 import { analyze } from './analyzer.js';
 import { dispatch } from './dispatcher.js';
+import { ChangedApps } from './changed-apps.js';
 
 export class StageStartError extends Error {
   constructor(
@@ -67,6 +70,9 @@ export class Engine {
   private readonly cycleDuration: Histogram;
   private readonly stale: Counter;
   private lastGateError: string | null = null;
+  private changedApps: ChangedApps | undefined;
+  private readonly appMetrics: AppMetrics;
+  private lastCycleFailed = false;
   private readonly sentOrders: Counter<'action' | 'reason' | 'mode'>;
   private readonly suppressedOrders: Counter<'action' | 'why'>;
 
@@ -96,6 +102,7 @@ export class Engine {
       labelNames: ['action', 'why'],
       registers: [this.metrics],
     });
+    this.appMetrics = new AppMetrics(this.metrics);
     this.cycleDuration = new Histogram({
       name: 'hmgate_cycle_duration_seconds',
       help: 'Duration of the analyze → dispatch cycle',
@@ -180,7 +187,15 @@ export class Engine {
       const api = this.loaded.config.api;
       if (api.enabled) {
         await this.startStage('api', 'api', 'hono', async () => {
-          const app = buildApi({ user: api.user, password: api.password, status: () => this.status(), metrics: this.metrics, logger: this.loggers.component('api') });
+          const app = buildApi({
+            user: api.user,
+            password: api.password,
+            status: () => this.status(),
+            metrics: this.metrics,
+            beforeMetrics: () => this.refreshAppMetrics(),
+            appState: { snapshot: () => this.store!.snapshot(), fresh: () => this.bothFresh(), logger: this.loggers.component('api') },
+            logger: this.loggers.component('api'),
+          });
           return {
             start: async () => {
               this.server = await listen(app, api.listen);
@@ -197,6 +212,7 @@ export class Engine {
     }
     this.scheduler = new CycleScheduler(this.clock, this.loaded.config.analyze_interval, () => this.cycle(), this.loggers.component('engine'), (ms, ok) => {
       this.cycles.inc();
+      this.lastCycleFailed = !ok;
       if (!ok) this.cycleFailures.inc();
       this.cycleDuration.observe(ms / 1000);
     });
@@ -212,10 +228,25 @@ export class Engine {
     const store = this.store!;
     const { config } = this.loaded;
     const now = this.clock.now();
+    this.changedApps ??= new ChangedApps(store);
+    const collected = this.changedApps.collect();
     const snapshot = await store.snapshot();
-    if (config.freshness.gate && !this.checkFreshness(snapshot, now)) return;
+    if (config.freshness.gate && !this.checkFreshness(snapshot, now)) {
+      this.changedApps.markAll(); // analyse everything once state is fresh again
+      return;
+    }
+    try {
+      await this.analyzeAndDispatch(snapshot, now, this.changedApps.take(snapshot, collected));
+    } catch (err) {
+      this.changedApps.markAll();
+      throw err;
+    }
+  }
 
-    const analysis = analyze(snapshot, now, this.policies, this.logger);
+  private async analyzeAndDispatch(snapshot: StoreSnapshot, now: number, keys: Set<string> | undefined): Promise<void> {
+    const store = this.store!;
+    const { config } = this.loaded;
+    const analysis = analyze(snapshot, now, this.policies, this.logger, keys);
     for (const p of analysis.enqueued) {
       const m = p.kind === 'start' ? p.start : p.stop;
       this.logger.info(
@@ -229,7 +260,10 @@ export class Engine {
     if (analysis.stops.length) await store.putPendingStops(analysis.stops);
 
     const result = await dispatch(await store.snapshot(), now, (order) => this.send(order), { messageLimit: config.dispatch.message_limit, shadow: config.dispatch.mode === 'shadow' }, this.logger);
-    for (const order of result.sent) this.sentOrders.inc({ action: order.action, reason: order.reason, mode: config.dispatch.mode });
+    for (const order of result.sent) {
+      this.sentOrders.inc({ action: order.action, reason: order.reason, mode: config.dispatch.mode });
+      if (config.dispatch.mode === 'live') this.appMetrics.countSent(order);
+    }
     for (const s of result.suppressed) this.suppressedOrders.inc({ action: s.kind, why: s.why });
     // Every step is attempted even when one fails (HM9000's sender); the first failure is reported.
     const steps = [
@@ -248,6 +282,24 @@ export class Engine {
     }
     if (firstError !== undefined) throw firstError;
     if (result.failures > 0) throw new Error(`${result.failures} message(s) failed to send; they are kept for the next cycle`);
+  }
+
+  private async bothFresh(): Promise<boolean> {
+    const s = await this.store!.snapshot();
+    const now = this.clock.now();
+    return isActualFresh(s.freshness.actual, now, this.loaded.config.freshness.actual_ttl) && isDesiredFresh(s.freshness.desired, now);
+  }
+
+  /**
+   * HM9000's ten NumberOf* gauges, computed when scraped (as HM9000 N's /varz did): from the current
+   * state when it is fresh and the last cycle succeeded, else all -1.
+   */
+  private async refreshAppMetrics(): Promise<void> {
+    if (!this.store || this.lastCycleFailed || !(await this.bothFresh())) {
+      this.appMetrics.update(null);
+      return;
+    }
+    this.appMetrics.update(buildAppViews(await this.store.snapshot()));
   }
 
   /** The freshness gate: logs each change of verdict once and counts the cycles it holds back. */
@@ -324,6 +376,7 @@ export class Engine {
 
   async stop(): Promise<void> {
     await this.scheduler?.stop();
+    this.changedApps?.close();
     await this.stopStages();
     this.logger.info('stopped');
   }

@@ -36,9 +36,10 @@ describe('freshness (HM9000 §5)', () => {
     expect(board.setReason('desired', 'CC bulk API answered 401')).toBe(false);
     expect(board.setReason('desired', 'CC bulk API answered 500')).toBe(true);
     expect(board.verdict('desired', undefined, now, s(30))).toEqual({ fresh: false, since: s(1000), reason: 'CC bulk API answered 500' });
-    // a fresh marker wins over an old reason
-    expect(board.verdict('desired', { timestamp: s(1005), expiresAt: s(1125) }, now, s(30))).toEqual({ fresh: true, since: s(1005), reason: null });
+    // while the marker still holds, the reason is shown beside fresh: true
+    expect(board.verdict('desired', { timestamp: s(1005), expiresAt: s(1125) }, now, s(30))).toEqual({ fresh: true, since: s(1005), reason: 'CC bulk API answered 500' });
     expect(board.setReason('desired', null)).toBe(true);
+    expect(board.verdict('desired', { timestamp: s(1005), expiresAt: s(1125) }, now, s(30))).toEqual({ fresh: true, since: s(1005), reason: null });
     expect(board.reason('desired')).toBeUndefined();
   });
 

@@ -61,7 +61,8 @@ export class FreshnessBoard {
   verdict(which: FreshnessKind, marker: FreshnessMarker | undefined, now: number, actualTtlMs: number): FreshnessVerdict {
     const fresh = which === 'actual' ? isActualFresh(marker, now, actualTtlMs) : isDesiredFresh(marker, now);
     const reported = this.reasons.get(which);
-    if (fresh) return { fresh, since: marker!.timestamp, reason: null };
+    // A source's reason shows while the marker still holds too: "fresh, but the last fetch failed".
+    if (fresh) return { fresh, since: marker!.timestamp, reason: reported?.reason ?? null };
     let reason = reported?.reason ?? null;
     if (reason === null) {
       if (marker === undefined || marker.expiresAt <= now) {

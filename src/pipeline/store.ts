@@ -111,9 +111,9 @@ export interface SaveHeartbeatsResult {
 export type StoreChange =
   | { kind: 'desired' }
   | { kind: 'agent'; agent: string; apps: AppKey[] }
-  | { kind: 'crash'; key: string }
-  | { kind: 'start'; key: string }
-  | { kind: 'stop'; key: string }
+  | { kind: 'crash'; key: string; app: AppKey }
+  | { kind: 'start'; key: string; app: AppKey }
+  | { kind: 'stop'; key: string; app: AppKey }
   | { kind: 'freshness'; which: FreshnessKind };
 
 /** A consistent read of everything the analyzer needs, grouped per app. */

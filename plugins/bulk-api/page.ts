@@ -1,0 +1,237 @@
+/**
+ * The pure part of the CC bulk API walk (HM9000 §2.6): the request path, one page's body turned
+ * into kept apps and the next token, the NATS credentials reply, and transport errors in words.
+ * Nothing here does I/O or throws on bad input, so it can be fuzzed in-process.
+ */
+import type { DesiredApp } from '../../src/pipeline/store.js';
+
+/** HM9000 starts every walk with the literal token `{}`. */
+export const FIRST_TOKEN = '{}';
+
+/**
+ * The request target of one page. HM9000 builds it with fmt.Sprintf, so the token goes on the
+ * wire as raw JSON: `bulk_token={"id":5}`, not `bulk_token=%7B%22id%22%3A5%7D`. It is handed to
+ * undici as a `path` (Dispatcher.request({ origin, path })), which writes it into the request line
+ * byte for byte: undici only rejects bytes outside 0x21–0xFF there, and `{`, `"`, `:`, `}` are
+ * inside. A WHATWG URL (fetch(), request(url)) would percent-encode the `"` as %22.
+ */
+export function bulkAppsPath(basePath: string, batchSize: number, token: string): string {
+  return `${basePath}/bulk/apps?batch_size=${batchSize}&bulk_token=${token}`;
+}
+
+export type PageResult =
+  | {
+      ok: true;
+      /** true on the final page: a 200 whose `results` is empty. */
+      done: boolean;
+      /** Number of entries in `results`. */
+      results: number;
+      /** STARTED apps whose package is STAGED or PENDING, in page order. */
+      kept: DesiredApp[];
+      /** The token for the next page (`{"id":N}`), null on the final page. */
+      nextToken: string | null;
+    }
+  | { ok: false; reason: string };
+
+type Json = Record<string, unknown>;
+
+function isObject(v: unknown): v is Json {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** What a JSON value is, for reasons: "a string", "null", "an array", … */
+export function describeJson(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  switch (typeof v) {
+    case 'string':
+      return `a string`;
+    case 'number':
+      return `the number ${String(v).slice(0, 30)}`;
+    case 'boolean':
+      return `${v}`;
+    case 'object':
+      return 'an object';
+    default:
+      return typeof v;
+  }
+}
+
+/** A result key, quoted and cut short, safe to put in a log line. */
+function keyText(key: string): string {
+  const quoted = JSON.stringify(key);
+  return quoted.length > 60 ? `${quoted.slice(0, 57)}…"` : quoted;
+}
+
+function fail(reason: string): PageResult {
+  return { ok: false, reason };
+}
+
+const KEPT_PACKAGE_STATES = new Set(['STAGED', 'PENDING']);
+
+/**
+ * One page's body. HM9000 unmarshals it into `{results: map[string]DesiredAppState, bulk_token:
+ * {id int}}`, so a field of the wrong JSON type fails the whole page, as here. Two cases where
+ * HM9000 would go on are failures here, because going on is harmful: a body without a `results`
+ * object (Go reads it as an empty page, ending the walk with whatever was gathered, possibly
+ * nothing), and a non-empty page without an integer `bulk_token.id` (Go sends `{"id":0}` next and
+ * walks from the start again until its timeout).
+ */
+export function parseBulkPage(body: string): PageResult {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(body);
+  } catch (err) {
+    const detail = err instanceof Error ? err.message.split('\n')[0]!.slice(0, 120) : 'unparseable';
+    return fail(`a body that is not JSON (${detail})`);
+  }
+  if (!isObject(doc)) return fail(`a page of the wrong shape: the body must be an object with results and bulk_token, not ${describeJson(doc)}`);
+
+  const results = doc.results;
+  if (!isObject(results)) return fail(`a page of the wrong shape: results must be an object of apps keyed by guid, not ${describeJson(results)}`);
+
+  const token = doc.bulk_token;
+  let id: number | null = null;
+  if (token !== undefined && token !== null) {
+    if (!isObject(token)) return fail(`a page of the wrong shape: bulk_token must be an object like {"id":5}, not ${describeJson(token)}`);
+    if (token.id !== undefined && token.id !== null) {
+      if (typeof token.id !== 'number' || !Number.isSafeInteger(token.id)) {
+        return fail(`a page of the wrong shape: bulk_token.id must be an integer, not ${describeJson(token.id)}`);
+      }
+      id = token.id;
+    }
+  }
+
+  const entries = Object.entries(results);
+  if (entries.length === 0) return { ok: true, done: true, results: 0, kept: [], nextToken: null };
+  if (id === null) return fail('a page of the wrong shape: a page with results must carry bulk_token {"id": <integer>} for the next page');
+
+  const kept: DesiredApp[] = [];
+  for (const [key, entry] of entries) {
+    const where = `results[${keyText(key)}]`;
+    if (!isObject(entry)) return fail(`a page of the wrong shape: ${where} must be an app object, not ${describeJson(entry)}`);
+    // As Go's decoder: a field present with the wrong type fails; absent or null is its zero value.
+    for (const field of ['id', 'version', 'state', 'package_state'] as const) {
+      const v = entry[field];
+      if (v !== undefined && v !== null && typeof v !== 'string') {
+        return fail(`a page of the wrong shape: ${where}.${field} must be a string, not ${describeJson(v)}`);
+      }
+    }
+    const instances = entry.instances;
+    if (instances !== undefined && instances !== null && (typeof instances !== 'number' || !Number.isSafeInteger(instances) || instances < 0)) {
+      return fail(`a page of the wrong shape: ${where}.instances must be a whole number, not ${describeJson(instances)}`);
+    }
+    const state = (entry.state as string | null | undefined) ?? '';
+    const packageState = (entry.package_state as string | null | undefined) ?? '';
+    if (state !== 'STARTED' || !KEPT_PACKAGE_STATES.has(packageState)) continue;
+    // An app that is desired must say which app, which version and how many instances.
+    const guid = entry.id as string | null | undefined;
+    const version = entry.version as string | null | undefined;
+    if (typeof guid !== 'string' || guid === '') return fail(`a page of the wrong shape: ${where}.id (the app guid) is missing`);
+    if (typeof version !== 'string' || version === '') return fail(`a page of the wrong shape: ${where}.version is missing`);
+    if (typeof instances !== 'number') return fail(`a page of the wrong shape: ${where}.instances is missing`);
+    const app: DesiredApp = { guid, version, instances, state, packageState };
+    if (typeof entry.updated_at === 'string') app.updatedAt = entry.updated_at;
+    kept.push(app);
+  }
+  // HM9000 re-serialises the token it parsed, a struct holding only the integer id.
+  return { ok: true, done: false, results: entries.length, kept, nextToken: JSON.stringify({ id }) };
+}
+
+export type CredentialsResult = { ok: true; user: string; password: string } | { ok: false; reason: string };
+
+/**
+ * The CC's reply on the credentials subject: `{"user":"..","password":".."}`. The reason never
+ * quotes the reply, which may hold the password.
+ */
+export function parseCredentials(data: Uint8Array): CredentialsResult {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(new TextDecoder().decode(data));
+  } catch {
+    return { ok: false, reason: 'the reply is not JSON' };
+  }
+  if (!isObject(doc)) return { ok: false, reason: `the reply must be an object {"user","password"}, not ${describeJson(doc)}` };
+  if (typeof doc.user !== 'string') return { ok: false, reason: `the reply's user must be a string, not ${describeJson(doc.user)}` };
+  if (typeof doc.password !== 'string') return { ok: false, reason: `the reply's password must be a string, not ${doc.password === undefined ? 'missing' : 'of another type'}` };
+  return { ok: true, user: doc.user, password: doc.password };
+}
+
+export function basicAuth(user: string, password: string): string {
+  return `Basic ${Buffer.from(`${user}:${password}`, 'utf8').toString('base64')}`;
+}
+
+/** The first `code` on an error, its cause, or the errors of an AggregateError (happy eyeballs). */
+export function errorCode(err: unknown, depth = 0): string | undefined {
+  if (typeof err !== 'object' || err === null || depth > 4) return undefined;
+  const e = err as { code?: unknown; cause?: unknown; errors?: unknown };
+  if (typeof e.code === 'string' && e.code !== '') return e.code;
+  if (Array.isArray(e.errors)) {
+    for (const inner of e.errors) {
+      const c = errorCode(inner, depth + 1);
+      if (c) return c;
+    }
+  }
+  return errorCode(e.cause, depth + 1);
+}
+
+const TLS_TRUST_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_NOT_YET_VALID',
+  'CERT_HAS_EXPIRED',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_REVOKED',
+  'CERT_CHAIN_TOO_LONG',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+const DNS_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'EAI_NODATA']);
+const UNREACHABLE_CODES = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
+
+export interface TransportContext {
+  /** The stage id, for `sources.<id>.…` in the advice. */
+  id: string;
+  /** The base URL, already masked. */
+  url: string;
+  /** host[:port] of the URL. */
+  host: string;
+  networkTimeoutMs: number;
+}
+
+/** A transport error (no HTTP answer) in words, with what to change. */
+export function describeTransportError(err: unknown, t: TransportContext): string {
+  const code = errorCode(err);
+  const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
+  const checkUrl = `check sources.${t.id}.url — it must be the Cloud Controller's domain or IP`;
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return `the CC certificate is not valid for ${t.host} (${code}): put a name the certificate carries in sources.${t.id}.url, or skip_cert_verify: true`;
+  }
+  if (code !== undefined && TLS_TRUST_CODES.has(code)) {
+    return `the CC certificate for ${t.host} is not trusted (${code}): set sources.${t.id}.ca_file, or skip_cert_verify: true`;
+  }
+  if (code === 'ECONNREFUSED') return `connection refused by ${t.url} (${code}): ${checkUrl}`;
+  if (code !== undefined && DNS_CODES.has(code)) return `cannot resolve the host of ${t.url} (DNS ${code}): ${checkUrl}`;
+  if (code !== undefined && UNREACHABLE_CODES.has(code)) return `cannot reach ${t.url} (${code}): ${checkUrl}`;
+  if (code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return `timed out connecting to ${t.url} after ${t.networkTimeoutMs}ms (sources.${t.id}.network_timeout): ${checkUrl}`;
+  }
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+    return `timed out: the CC bulk API at ${t.url} did not answer within ${t.networkTimeoutMs}ms (sources.${t.id}.network_timeout)`;
+  }
+  if (code === 'EPROTO' || code?.startsWith('ERR_SSL_')) {
+    return `TLS handshake with ${t.host} failed (${code}: ${message}): check that sources.${t.id}.url is https:// only where the CC speaks TLS`;
+  }
+  return `HTTP request to the CC bulk API at ${t.url} failed (${code ? `${code}: ` : ''}${message})`;
+}

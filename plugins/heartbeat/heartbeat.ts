@@ -1,0 +1,427 @@
+/**
+ * The heartbeat source: HM9000's actual-state listener (§6) on the plugin pipeline.
+ *
+ * Heartbeats arrive on NATS (and optionally over HTTPS), are decoded once, and the last one per
+ * agent waits in a pending batch. A sync loop — once at start, then every sync_interval, never two
+ * at a time — swaps the batch and saves it to the store with the agents' presence TTL. As in
+ * HM9000's write-through cache only state changes are written: an instance whose state is the
+ * same as in the agent's previously saved heartbeat keeps its saved index and state timestamp, so
+ * the store sees no change and only renews the presence. A save faster than save_deadline bumps
+ * actual freshness, a failed save revokes it (§5.2); `dea.advertise` bumps it while no heartbeat
+ * has been received for the freshness TTL (§2.2).
+ */
+import type { Logger } from 'pino';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import { errorText } from '../../src/log.js';
+import { makeDecoder } from '../../src/messages/decode.js';
+import { HeartbeatMessage } from '../../src/messages/schemas.js';
+import type { BusMessage } from '../../src/pipeline/bus.js';
+import type { Clock, Timer } from '../../src/pipeline/clock.js';
+import { DropReporter, droppedMessagesCounter } from '../../src/pipeline/intake.js';
+import type { Stage, StageContext, StageHealth } from '../../src/pipeline/plugin.js';
+import type { AgentHeartbeat, InstanceHeartbeat } from '../../src/pipeline/store.js';
+import { HEARTBEAT_PATH, HttpsHeartbeatListener, type BodyVerdict } from './https-listener.js';
+
+/** Options as they reach the stage: validated, defaults filled, durations in milliseconds. */
+export interface HeartbeatStageOptions {
+  subject: string;
+  advertise_subject: string;
+  sync_interval: number;
+  heartbeat_ttl: number;
+  save_deadline?: number;
+  cc_partition?: string;
+  http_listener?: { listen: string; cert_file: string; key_file: string; ca_file: string };
+}
+
+type DropletMessage = HeartbeatMessage['droplets'][number];
+
+/** Decoding is compiled once for every heartbeat stage. */
+const decodeHeartbeat = makeDecoder(HeartbeatMessage);
+
+/** The drop-counter label for heartbeats that came over HTTPS. */
+export const HTTPS_SUBJECT_LABEL = `https:${HEARTBEAT_PATH}`;
+
+/** Distinct (agent, partition) pairs remembered for the once-only partition log line. */
+const MAX_PARTITION_NOTICES = 10_000;
+
+/**
+ * A state timestamp as HM9000 stores it: formatted with Go's `%.1f` (round half to even on the
+ * exact binary value) and read back. Only x.25 and x.75 are exact ties in binary.
+ */
+export function roundStateTimestamp(ts: number): number {
+  if (!Number.isFinite(ts)) return ts;
+  const tenths = ts * 10;
+  if (Math.abs(tenths) < 2 ** 52 && Number.isInteger(ts * 4) && !Number.isInteger(ts * 2)) {
+    // An exact tie: the even neighbour wins.
+    const down = Math.floor(tenths);
+    return (down % 2 === 0 ? down : down + 1) / 10;
+  }
+  return Number(ts.toFixed(1));
+}
+
+interface HeartbeatMetrics {
+  received: Counter<'stage'>;
+  saved: Counter<'stage'>;
+  saveDuration: Histogram<'stage'>;
+  saveFailures: Counter<'stage'>;
+}
+
+const metricsByRegistry = new WeakMap<Registry, HeartbeatMetrics>();
+
+function counter(registry: Registry, name: string, help: string): Counter<'stage'> {
+  return (
+    (registry.getSingleMetric(name) as Counter<'stage'> | undefined) ??
+    new Counter({ name, help, labelNames: ['stage'], registers: [registry] })
+  );
+}
+
+/** One set of heartbeat metrics per registry, however many heartbeat stages share it. */
+export function heartbeatMetrics(registry: Registry): HeartbeatMetrics {
+  let m = metricsByRegistry.get(registry);
+  if (!m) {
+    m = {
+      received: counter(registry, 'hmgate_heartbeats_received_total', 'Agent heartbeats received and decoded (NATS and HTTPS)'),
+      saved: counter(registry, 'hmgate_heartbeats_saved_total', 'Instance heartbeats saved to the store'),
+      saveFailures: counter(registry, 'hmgate_heartbeat_save_failures_total', 'Heartbeat batch saves that failed'),
+      saveDuration:
+        (registry.getSingleMetric('hmgate_heartbeat_save_duration_seconds') as Histogram<'stage'> | undefined) ??
+        new Histogram({
+          name: 'hmgate_heartbeat_save_duration_seconds',
+          help: 'Duration of one heartbeat batch save to the store',
+          labelNames: ['stage'],
+          buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+          registers: [registry],
+        }),
+    };
+    metricsByRegistry.set(registry, m);
+  }
+  return m;
+}
+
+/** What was saved last for one agent, by instance guid, and until when the store keeps it. */
+interface SavedAgent {
+  expiresAt: number;
+  byGuid: Map<string, InstanceHeartbeat>;
+}
+
+function instanceRecord(d: DropletMessage, agent: string, index: number, stateTimestamp: number): InstanceHeartbeat {
+  const rec: InstanceHeartbeat = { app: d.droplet, version: d.version, instance: d.instance, index, state: d.state, stateTimestamp, agent };
+  if (d.cc_partition !== undefined) rec.ccPartition = d.cc_partition;
+  return rec;
+}
+
+export class HeartbeatSource implements Stage {
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+  private readonly drops: DropReporter;
+  private readonly received: Counter.Internal;
+  private readonly saved: Counter.Internal;
+  private readonly saveFailures: Counter.Internal;
+  private readonly saveDuration: Histogram.Internal<'stage'>;
+  private readonly dropped: Counter<'subject' | 'reason'>;
+  private readonly saveDeadline: number;
+  private readonly https: HttpsHeartbeatListener | undefined;
+
+  /** The last heartbeat of each agent since the last swap. */
+  private pending = new Map<string, readonly DropletMessage[]>();
+  private readonly savedAgents = new Map<string, SavedAgent>();
+  private lastPrune: number;
+  /** Clock time of the last heartbeat received; undefined before the first (HM9000's zero time). */
+  private lastReceived: number | undefined;
+  private readonly partitionNotices = new Set<string>();
+
+  private unsubscribe: (() => void)[] = [];
+  private timer: Timer | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  private readonly inflight = new Set<Promise<void>>();
+  private running = false;
+
+  private storeError: string | null = null;
+  private partitionNotice: string | null = null;
+
+  constructor(
+    private readonly opts: HeartbeatStageOptions,
+    private readonly ctx: StageContext,
+  ) {
+    for (const [key, value] of [
+      ['sync_interval', opts.sync_interval],
+      ['heartbeat_ttl', opts.heartbeat_ttl],
+      ['save_deadline', opts.save_deadline ?? opts.sync_interval],
+    ] as const) {
+      if (!(typeof value === 'number' && Number.isFinite(value) && value > 0)) {
+        throw new Error(`sources.${ctx.id}.${key} must be a duration greater than 0, got ${String(value)}`);
+      }
+    }
+    this.clock = ctx.clock;
+    this.logger = ctx.logger;
+    this.lastPrune = ctx.clock.now();
+    this.saveDeadline = opts.save_deadline ?? opts.sync_interval;
+    this.drops = new DropReporter(ctx.metrics, ctx.logger, ctx.clock);
+    const m = heartbeatMetrics(ctx.metrics);
+    this.received = m.received.labels(ctx.id);
+    this.saved = m.saved.labels(ctx.id);
+    this.saveFailures = m.saveFailures.labels(ctx.id);
+    this.saveDuration = m.saveDuration.labels(ctx.id);
+    this.dropped = droppedMessagesCounter(ctx.metrics);
+    const h = opts.http_listener;
+    this.https = h
+      ? new HttpsHeartbeatListener(
+          { listen: h.listen, certFile: h.cert_file, keyFile: h.key_file, caFile: h.ca_file, baseDir: ctx.configDir, optionPath: `sources.${ctx.id}.http_listener` },
+          (body) => this.onHttpsBody(body),
+          ctx.logger,
+        )
+      : undefined;
+  }
+
+  /** The HTTPS listener's bound port, when it runs. */
+  get httpsPort(): number | undefined {
+    return this.https?.port;
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    if (this.https) await this.https.start();
+    this.running = true;
+    const { bus } = this.ctx;
+    this.unsubscribe.push(bus.subscribe(this.opts.subject, this.onHeartbeat));
+    if (this.opts.advertise_subject !== '') this.unsubscribe.push(bus.subscribe(this.opts.advertise_subject, this.onAdvertise));
+    this.logger.info(
+      { subject: this.opts.subject, advertise_subject: this.opts.advertise_subject || null, sync_interval_ms: this.opts.sync_interval, heartbeat_ttl_ms: this.opts.heartbeat_ttl },
+      `listening for heartbeats on ${this.opts.subject}`,
+    );
+    // HM9000 runs the sync loop once at once, then on every tick.
+    this.tick();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    for (const off of this.unsubscribe.splice(0)) off();
+    this.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.https?.stop();
+    await this.idle();
+  }
+
+  health(): StageHealth {
+    const failure = this.storeError ?? this.https?.error ?? null;
+    return { healthy: failure === null, last_error: failure ?? this.partitionNotice };
+  }
+
+  /** Saves the pending batch now, after any save under way (the loop itself goes through here). */
+  syncNow(): Promise<void> {
+    const run = this.chain.then(() => this.sync());
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Resolves once no save and no freshness bump is under way. */
+  async idle(): Promise<void> {
+    for (;;) {
+      const chain = this.chain;
+      await Promise.all([chain, ...this.inflight]);
+      if (chain === this.chain && this.inflight.size === 0) return;
+    }
+  }
+
+  // --- intake (kept cheap: one decode, one map write per heartbeat) ---
+
+  private readonly onHeartbeat = (msg: BusMessage): void => {
+    const decoded = decodeHeartbeat(msg.data);
+    if (!decoded.ok) {
+      this.drops.drop(this.opts.subject, decoded.reason, decoded.detail);
+      return;
+    }
+    this.accept(decoded.value, this.opts.subject);
+  };
+
+  private onHttpsBody(body: Uint8Array): BodyVerdict {
+    if (body.byteLength === 0) {
+      this.drops.drop(HTTPS_SUBJECT_LABEL, 'empty', 'the request body is empty');
+      return { ok: false, reason: 'the request body is empty' };
+    }
+    const decoded = decodeHeartbeat(body);
+    if (!decoded.ok) {
+      this.drops.drop(HTTPS_SUBJECT_LABEL, decoded.reason, decoded.detail);
+      return { ok: false, reason: `${decoded.reason}: ${decoded.detail}` };
+    }
+    this.accept(decoded.value, HTTPS_SUBJECT_LABEL);
+    return { ok: true };
+  }
+
+  private accept(hb: HeartbeatMessage, subject: string): void {
+    this.pending.set(hb.dea, this.keep(hb.dea, hb.droplets, subject));
+    this.lastReceived = this.clock.now();
+    this.received.inc();
+  }
+
+  /**
+   * The instances this stage keeps, in one pass that allocates only when something is left out:
+   * those of another cc_partition (when cc_partition is set), counted and named once per agent
+   * and value, and those with an empty version, which the store cannot key.
+   */
+  private keep(agent: string, droplets: readonly DropletMessage[], subject: string): readonly DropletMessage[] {
+    const mine = this.opts.cc_partition;
+    const filtering = mine !== undefined;
+    let i = 0;
+    for (; i < droplets.length; i++) {
+      const d = droplets[i]!;
+      if (d.version === '' || (filtering && d.cc_partition !== mine)) break;
+    }
+    if (i === droplets.length) return droplets;
+    const kept = droplets.slice(0, i);
+    let otherPartition = 0;
+    for (; i < droplets.length; i++) {
+      const d = droplets[i]!;
+      if (filtering && d.cc_partition !== mine) {
+        otherPartition++;
+        this.noticePartition(agent, d.cc_partition);
+      } else if (d.version === '') {
+        this.drops.drop(subject, 'empty_version', `instance ${d.instance} of app ${d.droplet} reported by agent ${agent} has an empty version; the other instances are kept`);
+      } else {
+        kept.push(d);
+      }
+    }
+    if (otherPartition > 0) this.dropped.inc({ subject, reason: 'other_cc_partition' }, otherPartition);
+    return kept;
+  }
+
+  private noticePartition(agent: string, theirs: string | undefined): void {
+    const key = theirs === undefined ? `${agent}\u0000` : `${agent}\u0000=${theirs}`;
+    if (this.partitionNotices.has(key) || this.partitionNotices.size >= MAX_PARTITION_NOTICES) return;
+    this.partitionNotices.add(key);
+    const mine = JSON.stringify(this.opts.cc_partition);
+    const text =
+      theirs === undefined
+        ? `agent ${agent} heartbeats instances without a cc_partition, this stage keeps only ${mine}: remove sources.${this.ctx.id}.cc_partition to keep them`
+        : `agent ${agent} heartbeats instances of cc_partition ${JSON.stringify(theirs)}, this stage keeps only ${mine}: set sources.${this.ctx.id}.cc_partition: ${theirs}`;
+    this.partitionNotice = text;
+    this.logger.warn({ agent, cc_partition: theirs ?? null, kept_cc_partition: this.opts.cc_partition }, text);
+  }
+
+  private readonly onAdvertise = (): void => {
+    if (!this.running) return;
+    // HM9000 §2.2: the payload is ignored; it keeps actual state fresh while nothing heartbeats.
+    const now = this.clock.now();
+    if (this.lastReceived !== undefined && now - this.lastReceived < this.ctx.freshness.actualTtlMs) return;
+    this.track(this.bumpActual('dea.advertise'));
+  };
+
+  private track(p: Promise<void>): void {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+  }
+
+  // --- the sync loop ---
+
+  private tick(): void {
+    if (!this.running) return;
+    const started = this.clock.now();
+    void this.syncNow()
+      .catch((err: unknown) => this.logger.error({ error: errorText(err) }, `heartbeat sync failed unexpectedly: ${errorText(err)}`))
+      .finally(() => {
+        if (!this.running) return;
+        // A ticker: the period runs from the start of a sync; a late sync is followed at once.
+        this.timer = this.clock.setTimeout(() => {
+          this.timer = undefined;
+          this.tick();
+        }, Math.max(0, started + this.opts.sync_interval - this.clock.now()));
+      });
+  }
+
+  private async sync(): Promise<void> {
+    if (this.pending.size === 0) return;
+    const batch = this.pending;
+    this.pending = new Map();
+    const ttl = this.opts.heartbeat_ttl;
+    const t0 = this.clock.now();
+    const heartbeats: AgentHeartbeat[] = [];
+    const nextSaved: SavedAgent[] = [];
+    let instanceCount = 0;
+    for (const [agent, droplets] of batch) {
+      const byGuid = this.normalise(agent, droplets, t0);
+      const instances = Array.from(byGuid.values());
+      instanceCount += instances.length;
+      heartbeats.push({ agent, instances });
+      nextSaved.push({ expiresAt: t0 + ttl, byGuid });
+    }
+
+    try {
+      await this.ctx.store.saveHeartbeats(heartbeats, ttl);
+    } catch (err) {
+      // What the store holds for these agents is unknown now: write them in full next time.
+      for (const hb of heartbeats) this.savedAgents.delete(hb.agent);
+      await this.saveFailed(errorText(err));
+      return;
+    }
+    const took = this.clock.now() - t0;
+    this.saveDuration.observe(took / 1000);
+    this.saved.inc(instanceCount);
+    for (let i = 0; i < heartbeats.length; i++) this.savedAgents.set(heartbeats[i]!.agent, nextSaved[i]!);
+    this.pruneSaved(t0);
+    this.storeError = null;
+    if (took < this.saveDeadline) {
+      await this.bumpActual('heartbeat save');
+    } else {
+      this.logger.warn({ took_ms: took, save_deadline_ms: this.saveDeadline, agents: heartbeats.length }, `save took too long (${took}ms); not bumping freshness`);
+      this.ctx.freshness.setReason('actual', `saving heartbeats took ${took}ms, not less than save_deadline (${this.saveDeadline}ms): not bumping freshness`);
+    }
+  }
+
+  /**
+   * The instances to save for one agent, by guid (a guid reported twice counts once, the later
+   * report winning). An instance whose state equals the one saved before — earlier in this
+   * heartbeat or in the agent's last saved heartbeat — keeps the saved index and state timestamp.
+   */
+  private normalise(agent: string, droplets: readonly DropletMessage[], now: number): Map<string, InstanceHeartbeat> {
+    const savedAgent = this.savedAgents.get(agent);
+    // Past its presence TTL the store has dropped the agent: nothing saved before counts.
+    const before = savedAgent !== undefined && savedAgent.expiresAt > now ? savedAgent.byGuid : undefined;
+    const byGuid = new Map<string, InstanceHeartbeat>();
+    for (let i = 0; i < droplets.length; i++) {
+      const d = droplets[i]!;
+      const prev = byGuid.get(d.instance) ?? before?.get(d.instance);
+      let rec: InstanceHeartbeat;
+      if (prev !== undefined && prev.state === d.state) {
+        rec =
+          prev.app === d.droplet && prev.version === d.version && prev.agent === agent && prev.ccPartition === d.cc_partition
+            ? prev
+            : instanceRecord(d, agent, prev.index, prev.stateTimestamp);
+      } else {
+        rec = instanceRecord(d, agent, d.index, roundStateTimestamp(d.state_timestamp));
+      }
+      byGuid.set(d.instance, rec);
+    }
+    return byGuid;
+  }
+
+  /** Forget agents whose presence has lapsed, at most once per heartbeat_ttl. */
+  private pruneSaved(now: number): void {
+    if (now - this.lastPrune < this.opts.heartbeat_ttl) return;
+    this.lastPrune = now;
+    for (const [agent, s] of this.savedAgents) if (s.expiresAt <= now) this.savedAgents.delete(agent);
+  }
+
+  private async saveFailed(error: string): Promise<void> {
+    this.saveFailures.inc();
+    this.storeError = `saving heartbeats to the store failed: ${error}`;
+    this.logger.error({ error }, this.storeError);
+    this.ctx.freshness.setReason('actual', this.storeError);
+    try {
+      await this.ctx.store.revokeFreshness('actual');
+    } catch (err) {
+      this.logger.error({ error: errorText(err) }, `revoking actual freshness failed: ${errorText(err)}`);
+    }
+  }
+
+  private async bumpActual(why: string): Promise<void> {
+    try {
+      await this.ctx.store.bumpFreshness('actual', this.ctx.freshness.actualTtlMs);
+      this.ctx.freshness.setReason('actual', null);
+    } catch (err) {
+      const text = `bumping actual freshness after a ${why} failed: ${errorText(err)}`;
+      this.storeError = text;
+      this.logger.error({ error: errorText(err) }, text);
+      this.ctx.freshness.setReason('actual', text);
+    }
+  }
+}

@@ -1,0 +1,77 @@
+/**
+ * The `heartbeat` source: agents' heartbeats from NATS (and optionally HTTPS) into the store,
+ * reproducing HM9000's actual-state listener — batching, write-only-on-state-change, agent
+ * presence TTL and the actual-freshness bump rules.
+ */
+import { Type } from '@sinclair/typebox';
+import { Duration } from '../../src/config/schema.js';
+import { definePlugin } from '../../src/pipeline/plugin.js';
+import { HeartbeatSource } from './heartbeat.js';
+
+export { HeartbeatSource, roundStateTimestamp, heartbeatMetrics, HTTPS_SUBJECT_LABEL, type HeartbeatStageOptions } from './heartbeat.js';
+
+export const HeartbeatOptionsSchema = Type.Object(
+  {
+    subject: Type.String({
+      minLength: 1,
+      default: 'dea.heartbeat',
+      description: 'NATS subject the agents heartbeat on, subscribed without a queue group (HM9000: dea.heartbeat).',
+    }),
+    advertise_subject: Type.String({
+      default: 'dea.advertise',
+      description:
+        'NATS subject whose messages keep actual state fresh while no heartbeat arrived for freshness.actual_ttl (HM9000 B: dea.advertise); the payload is ignored; "" switches it off.',
+    }),
+    sync_interval: Duration({
+      default: '1000ms',
+      description: 'How often the received heartbeats are saved to the store in one batch (HM9000 listener_heartbeat_sync_interval_in_milliseconds).',
+    }),
+    heartbeat_ttl: Duration({
+      default: '3hb',
+      description: "An agent's presence TTL: its instances disappear this long after its last saved heartbeat (HM9000 heartbeat_ttl_in_heartbeats).",
+    }),
+    save_deadline: Type.Optional(
+      Duration({
+        description:
+          'A batch save that takes this long or longer does not bump actual freshness; default sync_interval (HM9000 B used listener_heartbeat_sync_interval_in_milliseconds, H heartbeat_period_in_seconds).',
+      }),
+    ),
+    cc_partition: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "Keep only instances of this cc_partition and count the others as dropped (reason other_cc_partition); unset keeps all, as HM9000 ignored cc_partition (the Ruby HM's cc_partition).",
+      }),
+    ),
+    http_listener: Type.Optional(
+      Type.Object(
+        {
+          listen: Type.String({
+            default: '0.0.0.0:5335',
+            description: 'host:port of the HTTPS heartbeat endpoint POST /dea/heartbeat (HM9000 H http_heartbeat_server_address and http_heartbeat_port).',
+          }),
+          cert_file: Type.String({ minLength: 1, description: "The server certificate, PEM; relative to the config file's directory (HM9000 H ssl.cert_file)." }),
+          key_file: Type.String({ minLength: 1, description: "The server certificate's private key, PEM (HM9000 H ssl.key_file)." }),
+          ca_file: Type.String({
+            minLength: 1,
+            description: 'CA certificates, PEM, that client certificates must be signed by; a client without one is refused (HM9000 H ssl.ca_file).',
+          }),
+        },
+        {
+          additionalProperties: false,
+          description: 'Also accept heartbeats over HTTPS with required client certificates (HM9000 H); the body is the NATS heartbeat JSON.',
+        },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export default definePlugin({
+  name: 'heartbeat',
+  kind: 'source',
+  description:
+    "Saves agents' heartbeats (NATS dea.heartbeat, optionally HTTPS) to the store as HM9000's listener did: batched every sync_interval, only state changes written, agent presence with heartbeat_ttl; a timely save bumps actual freshness, a failed one revokes it.",
+  optionsSchema: HeartbeatOptionsSchema,
+  create: (options, ctx) => new HeartbeatSource(options, ctx),
+});
