@@ -5,7 +5,7 @@
  * when the start is actually enqueued, and forgotten only when its TTL (2 × max back-off) lapses.
  */
 import { Type } from '@sinclair/typebox';
-import { crashCountAt, desiredInstances, isStaged, isStartingOrRunning } from '../../src/pipeline/app-view.js';
+import { byIndex, crashCountAt, desiredInstances, isStaged } from '../../src/pipeline/app-view.js';
 import { Duration } from '../../src/config/schema.js';
 import type { PolicyInput, PolicyStage, Proposal } from '../../src/pipeline/decisions.js';
 import { newStart } from '../../src/pipeline/pending.js';
@@ -32,16 +32,13 @@ export interface CrashesConfig {
 export function crashesRule({ app, now, priority }: PolicyInput, o: CrashesConfig): Proposal[] {
   if (!isStaged(app)) return [];
   const n = desiredInstances(app);
-  const running = new Set<number>();
-  const crashed = new Set<number>();
-  for (const i of app.instances) {
-    if (isStartingOrRunning(i)) running.add(i.index);
-    else if (i.state === 'CRASHED') crashed.add(i.index);
-  }
-  const anyRunning = running.size > 0; // any index, desired or not
+  const indices = byIndex(app);
+  let anyRunning = false; // at any index, desired or not
+  for (const s of indices.values()) if (s.running + s.starting > 0) anyRunning = true;
   const out: Proposal[] = [];
   for (let index = 0; index < n; index++) {
-    if (running.has(index) || !crashed.has(index)) continue;
+    const s = indices.get(index);
+    if (!s || s.running + s.starting > 0 || s.crashed === 0) continue;
     if (index !== 0 && !anyRunning) continue;
     const cc = crashCountAt(app, index, now);
     const delay = computeCrashDelay(cc.count, o.crashes_before_backoff, o.starting_backoff, o.maximum_backoff);

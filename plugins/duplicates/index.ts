@@ -5,12 +5,11 @@
  * Skipped for an app that got a new start in this pass.
  */
 import { Type } from '@sinclair/typebox';
-import { desiredInstances, isStartingOrRunning } from '../../src/pipeline/app-view.js';
+import { byIndex, desiredInstances, isStartingOrRunning } from '../../src/pipeline/app-view.js';
 import { Duration } from '../../src/config/schema.js';
 import type { PolicyInput, PolicyStage, Proposal } from '../../src/pipeline/decisions.js';
 import { newStop } from '../../src/pipeline/pending.js';
 import { definePlugin } from '../../src/pipeline/plugin.js';
-import type { InstanceHeartbeat } from '../../src/pipeline/store.js';
 
 export const DuplicatesOptions = Type.Object(
   {
@@ -22,16 +21,10 @@ export const DuplicatesOptions = Type.Object(
 
 export function duplicatesRule({ app, now }: PolicyInput, o: { grace_period: number; first_stop_after: number }): Proposal[] {
   const n = desiredInstances(app);
-  const byIndex = new Map<number, InstanceHeartbeat[]>();
-  for (const i of app.instances) {
-    if (!isStartingOrRunning(i) || i.index >= n) continue;
-    const list = byIndex.get(i.index);
-    if (list) list.push(i);
-    else byIndex.set(i.index, [i]);
-  }
   const out: Proposal[] = [];
-  for (const [index, list] of byIndex) {
-    if (list.length < 2) continue;
+  for (const [index, at] of byIndex(app)) {
+    if (index >= n || at.running + at.starting < 2) continue;
+    const list = at.instances.filter(isStartingOrRunning);
     list.forEach((inst, k) => {
       const delay = (o.first_stop_after + k) * o.grace_period;
       out.push({

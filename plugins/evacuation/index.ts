@@ -6,7 +6,7 @@
  * falls through after its stop and still gets the start — HM9000 B does exactly that.
  */
 import { Type } from '@sinclair/typebox';
-import { crashCountAt, isIndexDesired, isStaged } from '../../src/pipeline/app-view.js';
+import { byIndex, crashCountAt, isIndexDesired, isStaged } from '../../src/pipeline/app-view.js';
 import { Duration } from '../../src/config/schema.js';
 import type { PolicyInput, PolicyStage, Proposal } from '../../src/pipeline/decisions.js';
 import { newStart, newStop } from '../../src/pipeline/pending.js';
@@ -23,31 +23,25 @@ export const EvacuationOptions = Type.Object(
 );
 
 export function evacuationRule({ app, now }: PolicyInput, o: { grace_period: number }): Proposal[] {
-  const byIndex = new Map<number, InstanceHeartbeat[]>();
-  for (const i of app.instances) {
-    const list = byIndex.get(i.index);
-    if (list) list.push(i);
-    else byIndex.set(i.index, [i]);
-  }
   const out: Proposal[] = [];
   const stopEach = (evacuating: InstanceHeartbeat[], reason: string, log: string) => {
     for (const e of evacuating) {
       out.push({ kind: 'stop', stop: newStop(e, now, { delayMs: 0, keepAliveMs: o.grace_period, reason }), log, facts: { index: e.index, instance: e.instance, agent: e.agent } });
     }
   };
-  for (const [index, list] of byIndex) {
-    const evacuating = list.filter((i) => i.state === 'EVACUATING');
-    if (evacuating.length === 0) continue;
+  for (const [index, at] of byIndex(app)) {
+    if (at.evacuating === 0) continue;
+    const evacuating = at.instances.filter((i) => i.state === 'EVACUATING');
     if (!isIndexDesired(app, index)) {
       stopEach(evacuating, 'EXTRA', 'Identified undesired evacuating instance.');
       continue;
     }
     if (!isStaged(app)) stopEach(evacuating, 'EVACUATION_COMPLETE', 'Identified evacuating instance that is not staged.');
-    if (list.some((i) => i.state === 'RUNNING')) {
+    if (at.running > 0) {
       stopEach(evacuating, 'EVACUATION_COMPLETE', 'Stopping an evacuating instance that has started running elsewhere.');
       continue;
     }
-    if (list.some((i) => i.state === 'STARTING')) continue;
+    if (at.starting > 0) continue;
     const cc = crashCountAt(app, index, now);
     if (cc.count > 0) stopEach(evacuating, 'EVACUATION_COMPLETE', 'Stopping an unstable evacuating instance.');
     out.push({

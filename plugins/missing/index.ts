@@ -4,7 +4,7 @@
  * once sent (so a still-missing index is proposed again in a later cycle).
  */
 import { Type } from '@sinclair/typebox';
-import { desiredInstances, isStaged, isStartingOrRunning } from '../../src/pipeline/app-view.js';
+import { byIndex, desiredInstances, isStaged } from '../../src/pipeline/app-view.js';
 import { Duration } from '../../src/config/schema.js';
 import type { PolicyInput, PolicyStage, Proposal } from '../../src/pipeline/decisions.js';
 import { newStart } from '../../src/pipeline/pending.js';
@@ -29,13 +29,11 @@ export interface MissingConfig {
 export function missingRule({ app, now, priority }: PolicyInput, o: MissingConfig): Proposal[] {
   if (!isStaged(app)) return [];
   const n = desiredInstances(app);
-  const present = new Set<number>();
-  for (const i of app.instances) {
-    if (isStartingOrRunning(i) || i.state === 'CRASHED' || (o.evacuating_counts_as_present && i.state === 'EVACUATING')) present.add(i.index);
-  }
+  const indices = byIndex(app);
   const out: Proposal[] = [];
   for (let index = 0; index < n; index++) {
-    if (present.has(index)) continue;
+    const s = indices.get(index);
+    if (s && (s.running + s.starting + s.crashed > 0 || (o.evacuating_counts_as_present && s.evacuating > 0))) continue;
     out.push({
       kind: 'start',
       start: newStart(app, index, now, { delayMs: o.grace_period, keepAliveMs: 0, priority, reason: 'MISSING' }),

@@ -31,8 +31,40 @@ export function isIndexDesired(app: AppView, index: number): boolean {
   return index < desiredInstances(app);
 }
 
-export function instancesAtIndex(app: AppView, index: number): InstanceHeartbeat[] {
-  return app.instances.filter((i) => i.index === index);
+/** What is at one index of an app: every instance there, and counts by state. */
+export interface IndexSummary {
+  instances: InstanceHeartbeat[];
+  running: number;
+  starting: number;
+  crashed: number;
+  evacuating: number;
+}
+
+const summaries = new WeakMap<AppView, ReadonlyMap<number, IndexSummary>>();
+
+/**
+ * The app's instances grouped by index, computed once per view and shared by every rule (the
+ * analyzer's hot path: each rule would otherwise walk the instances again).
+ */
+export function byIndex(app: AppView): ReadonlyMap<number, IndexSummary> {
+  let m = summaries.get(app) as Map<number, IndexSummary> | undefined;
+  if (m) return m;
+  m = new Map();
+  for (const i of app.instances) {
+    let s = m.get(i.index);
+    if (!s) m.set(i.index, (s = { instances: [], running: 0, starting: 0, crashed: 0, evacuating: 0 }));
+    s.instances.push(i);
+    if (i.state === 'RUNNING') s.running++;
+    else if (i.state === 'STARTING') s.starting++;
+    else if (i.state === 'CRASHED') s.crashed++;
+    else if (i.state === 'EVACUATING') s.evacuating++;
+  }
+  summaries.set(app, m);
+  return m;
+}
+
+export function instancesAtIndex(app: AppView, index: number): readonly InstanceHeartbeat[] {
+  return byIndex(app).get(index)?.instances ?? [];
 }
 
 /** The stored count, or a new one (count 0, created now) — HM9000's CrashCountAtIndex. */
@@ -46,9 +78,9 @@ export function crashCountAt(app: AppView, index: number, now: number): CrashCou
  */
 export function startPriority(app: AppView): number {
   const n = desiredInstances(app);
-  const running = new Set<number>();
-  for (const i of app.instances) if (isStartingOrRunning(i) && i.index < n) running.add(i.index);
-  return (n - running.size) / n;
+  let running = 0;
+  for (const [index, s] of byIndex(app)) if (index < n && s.running + s.starting > 0) running++;
+  return (n - running) / n;
 }
 
 /** The view of one app, or undefined when it has neither desired state nor live instances. */

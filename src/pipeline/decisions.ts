@@ -17,6 +17,7 @@ export interface PolicyInput {
   priority: number;
 }
 
+/** A proposal's message may carry an empty messageId: the analyzer assigns one when it enqueues it. */
 export type Proposal =
   | {
       kind: 'start';

@@ -1,5 +1,8 @@
-/** The one place pending messages are made, so every rule fills them the same way. */
-import { randomUUID } from 'node:crypto';
+/**
+ * The one place pending messages are made, so every rule fills them the same way. The message id
+ * is left empty: the analyzer gives one (a UUID v4) only to what it actually enqueues, since most
+ * proposals of a steady foundation are already pending.
+ */
 import type { AppView } from './app-view.js';
 import type { InstanceHeartbeat, PendingStart, PendingStop } from './store.js';
 
@@ -10,7 +13,7 @@ export function newStart(
   o: { delayMs: number; keepAliveMs: number; priority: number; reason: string; skipVerification?: boolean },
 ): PendingStart {
   return {
-    messageId: randomUUID(),
+    messageId: '',
     sendOn: now + o.delayMs,
     sentOn: 0,
     keepAlive: o.keepAliveMs,
@@ -25,7 +28,7 @@ export function newStart(
 
 export function newStop(instance: InstanceHeartbeat, now: number, o: { delayMs: number; keepAliveMs: number; reason: string }): PendingStop {
   return {
-    messageId: randomUUID(),
+    messageId: '',
     sendOn: now + o.delayMs,
     sentOn: 0,
     keepAlive: o.keepAliveMs,

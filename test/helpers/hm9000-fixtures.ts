@@ -16,15 +16,15 @@ export const GRACE = 3 * HB;
 
 export function hm9000Policies(o: { maximumBackoff?: number; evacuatingCountsAsPresent?: boolean } = {}): NamedPolicy[] {
   const grace = { grace_period: GRACE };
+  const missing = { ...grace, evacuating_counts_as_present: o.evacuatingCountsAsPresent ?? false };
+  const crashes = { ...grace, crashes_before_backoff: 3, starting_backoff: 3 * HB, maximum_backoff: o.maximumBackoff ?? 96 * HB };
+  const duplicates = { ...grace, first_stop_after: 4 };
   return [
-    { id: 'missing', stage: { evaluate: (i) => missingRule(i, { ...grace, evacuating_counts_as_present: o.evacuatingCountsAsPresent ?? false }) } },
-    {
-      id: 'crashes',
-      stage: { evaluate: (i) => crashesRule(i, { ...grace, crashes_before_backoff: 3, starting_backoff: 3 * HB, maximum_backoff: o.maximumBackoff ?? 96 * HB }) },
-    },
+    { id: 'missing', stage: { evaluate: (i) => missingRule(i, missing) } },
+    { id: 'crashes', stage: { evaluate: (i) => crashesRule(i, crashes) } },
     { id: 'evacuation', stage: { evaluate: (i) => evacuationRule(i, grace) } },
     { id: 'extras', stage: { gate: 'no-new-start', evaluate: (i) => extrasRule(i, grace) } },
-    { id: 'duplicates', stage: { gate: 'no-new-start', evaluate: (i) => duplicatesRule(i, { ...grace, first_stop_after: 4 }) } },
+    { id: 'duplicates', stage: { gate: 'no-new-start', evaluate: (i) => duplicatesRule(i, duplicates) } },
   ];
 }
 
