@@ -48,6 +48,8 @@ export interface EngineOptions {
   loggers?: LoggerFactory;
   /** Stop timeout per stage, so a stuck stage cannot hold up shutdown. */
   stopTimeoutMs?: number;
+  /** The bus instead of a NATS connection (simulations on a virtual clock). */
+  bus?: Bus & Stage;
 }
 
 const STOP_TIMEOUT_MS = 5_000;
@@ -58,7 +60,7 @@ export class Engine {
   readonly metrics = new Registry();
   readonly freshness: FreshnessBoard;
   private readonly logger: Logger;
-  private readonly bus: NatsBus;
+  private readonly bus: Bus & Stage;
   private store: Store | undefined;
   private readonly running: Running[] = [];
   private readonly policies: { id: string; stage: PolicyStage }[] = [];
@@ -110,7 +112,7 @@ export class Engine {
       registers: [this.metrics],
     });
     const bus = config.bus;
-    this.bus = new NatsBus(
+    this.bus = opts.bus ?? new NatsBus(
       { servers: bus.servers, user: bus.user, password: bus.password, token: bus.token, name: bus.name, connectTimeoutMs: bus.connect_timeout },
       this.loggers.component('bus'),
     );
@@ -138,7 +140,7 @@ export class Engine {
       heartbeatMs,
       configDir: file.replace(/[/\\][^/\\]*$/, ''),
       metrics: this.metrics,
-      bus: this.bus as Bus,
+      bus: this.bus,
       get store(): Store {
         if (!engine.store) throw new Error('the store is not available to the store stage itself');
         return engine.store;
@@ -170,7 +172,7 @@ export class Engine {
       this.store = (await this.startStage('store', 'store', storeStage.pluginSpec, async () =>
         storeStage.plugin.create(storeStage.options, this.context(storeStage)),
       )) as Store;
-      await this.startStage('bus', 'bus', 'nats', async () => this.bus);
+      await this.startStage('bus', 'bus', this.opts.bus ? 'in-process' : 'nats', async () => this.bus);
       for (const section of ['sources', 'policies', 'sinks'] as const) {
         for (const s of stages.filter((x) => x.section === section)) {
           const stage = await this.startStage(s.id, s.kind, s.pluginSpec, async () => {

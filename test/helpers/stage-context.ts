@@ -6,56 +6,12 @@
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { MemoryStore } from '../../plugins/memory-store/memory-store.js';
-import type { Bus, BusMessage, SubscribeOptions } from '../../src/pipeline/bus.js';
+import { InProcessBus } from '../../src/sim/in-process-bus.js';
 import { VirtualClock } from '../../src/pipeline/clock.js';
 import { FreshnessBoard } from '../../src/pipeline/freshness.js';
 import type { PluginKind, StageContext } from '../../src/pipeline/plugin.js';
 
-function matches(pattern: string, subject: string): boolean {
-  const p = pattern.split('.');
-  const s = subject.split('.');
-  for (let i = 0; i < p.length; i++) {
-    if (p[i] === '>') return s.length > i;
-    if (i >= s.length || (p[i] !== '*' && p[i] !== s[i])) return false;
-  }
-  return p.length === s.length;
-}
-
-export class InProcessBus implements Bus {
-  connected = true;
-  readonly published: { subject: string; data: string; reply?: string }[] = [];
-  private readonly subs = new Set<{ subject: string; handler: (m: BusMessage) => void }>();
-
-  subscribe(subject: string, handler: (msg: BusMessage) => void, _opts?: SubscribeOptions): () => void {
-    const s = { subject, handler };
-    this.subs.add(s);
-    return () => this.subs.delete(s);
-  }
-
-  publish(subject: string, data: string | Uint8Array, reply?: string): void {
-    const bytes = typeof data === 'string' ? new TextEncoder().encode(data) : data;
-    this.published.push({ subject, data: new TextDecoder().decode(bytes), reply });
-    for (const s of [...this.subs]) if (matches(s.subject, subject)) s.handler({ subject, data: bytes, reply });
-  }
-
-  async request(subject: string, data: string | Uint8Array, timeoutMs: number): Promise<BusMessage> {
-    const inbox = `_INBOX.${Math.random().toString(36).slice(2)}`;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        off();
-        reject(new Error('request timed out'));
-      }, timeoutMs);
-      const off = this.subscribe(inbox, (m) => {
-        clearTimeout(timer);
-        off();
-        resolve(m);
-      });
-      this.publish(subject, data, inbox);
-    });
-  }
-
-  async flush(): Promise<void> {}
-}
+export { InProcessBus };
 
 export interface TestContext {
   ctx: StageContext;

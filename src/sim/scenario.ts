@@ -1,0 +1,251 @@
+/**
+ * Runs a policy-test scenario (`hmgate test`): the config under test, built by the real engine with
+ * its real heartbeat source and policies, on a virtual clock with an in-process bus. Simulated
+ * agents heartbeat every heartbeat interval, a simulated Cloud Controller answers the desired-state
+ * polls, and a recording sink takes the place of the notifiers. The orders sent, with their virtual
+ * times, are checked against the scenario's expectations.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { Type } from '@sinclair/typebox';
+import { stringify } from 'yaml';
+import { ConfigError, type ConfigProblem } from '../config/errors.js';
+import { loadConfig, type LoadedConfig, type ResolvedStage } from '../config/load.js';
+import { isPlainObject } from '../config/merge.js';
+import { readSourceFile } from '../config/source.js';
+import { makeValidator } from '../config/validate.js';
+import { createLoggerFactory } from '../log.js';
+import { presetsDir } from '../paths.js';
+import { VirtualClock } from '../pipeline/clock.js';
+import type { Order, SinkStage } from '../pipeline/decisions.js';
+import { Engine } from '../pipeline/engine.js';
+import { definePlugin } from '../pipeline/plugin.js';
+import type { DesiredApp } from '../pipeline/store.js';
+import { InProcessBus } from './in-process-bus.js';
+import { ScenarioSchema, type Scenario, type ScenarioApp, type ScenarioExpectation, type ScenarioInstance } from './scenario-schema.js';
+
+/** An order as the scenario saw it: sent at `at` ms of virtual time since the start. */
+export interface TimedOrder {
+  at: number;
+  order: Order;
+}
+
+export interface ScenarioResult {
+  file: string;
+  name: string;
+  passed: boolean;
+  failures: string[];
+  timeline: TimedOrder[];
+}
+
+const EPOCH = Date.UTC(2026, 0, 1);
+
+function instanceGuid(agent: string, i: ScenarioInstance): string {
+  return i.instance ?? `${agent}-${i.app}-${i.version}-${i.index}`;
+}
+
+/**
+ * The config under test with the scenario's overrides merged over it, written where loadConfig can
+ * read it. A scenario needs no API: it is switched off (so a preset's required password is moot).
+ */
+async function loadScenarioConfig(file: string, raw: Record<string, unknown>): Promise<{ loaded: LoadedConfig; cleanup: () => Promise<void> }> {
+  const configRef = String(raw.config ?? '');
+  const preset = join(presetsDir, `${configRef}.yaml`);
+  const base = !configRef.includes('/') && existsSync(preset) ? configRef : resolve(dirname(file), configRef);
+  const overrides = isPlainObject(raw.overrides) ? raw.overrides : {};
+  const api = { password: 'scenario', ...(isPlainObject(overrides.api) ? overrides.api : {}), enabled: false };
+  const dir = await mkdtemp(join(tmpdir(), 'hmgate-scenario-'));
+  const merged = join(dir, 'config.yaml');
+  await writeFile(merged, stringify({ extends: base, ...overrides, api }));
+  try {
+    return { loaded: await loadConfig(merged), cleanup: () => rm(dir, { recursive: true, force: true }) };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** The pipeline of the config, with the notifiers replaced by a recorder and the CC simulated. */
+function simulatedStages(loaded: LoadedConfig, record: (o: Order) => void): ResolvedStage[] {
+  const recorder = definePlugin({
+    name: 'scenario-recorder',
+    kind: 'sink',
+    optionsSchema: Type.Object({}),
+    create: (): SinkStage => ({ send: async (order: Order) => record(order) }),
+  });
+  const kept = loaded.stages.filter((s) => !(s.kind === 'sink' || s.plugin.name === 'bulk-api'));
+  return [...kept, { id: 'scenario', section: 'sinks', kind: 'sink', plugin: recorder, pluginSpec: 'scenario-recorder', options: {} }];
+}
+
+function desiredApps(apps: ScenarioApp[]): DesiredApp[] {
+  // What the bulk-api source keeps: STARTED and STAGED or PENDING.
+  return apps
+    .filter((a) => a.state === 'STARTED' && (a.package_state === 'STAGED' || a.package_state === 'PENDING'))
+    .map((a) => ({ guid: a.app, version: a.version, instances: a.instances, state: a.state, packageState: a.package_state }));
+}
+
+export async function runScenario(file: string): Promise<ScenarioResult> {
+  const source = await readSourceFile(file);
+  if (!isPlainObject(source.value)) throw new ConfigError([{ pos: { file, line: 1, col: 1 }, message: 'a scenario must be a map (name, config, desired, agents, events, expect)' }]);
+  const { loaded, cleanup } = await loadScenarioConfig(file, source.value);
+  try {
+    const scenario = structuredClone(source.value) as Scenario;
+    const problems = makeValidator({ heartbeatMs: loaded.heartbeatMs, convertDurations: true }).validate(ScenarioSchema, scenario);
+    if (problems.length > 0) {
+      throw new ConfigError(
+        problems.map<ConfigProblem>((p) => ({ pos: (p.atKey ? source.locations.get(p.pointer)?.key : undefined) ?? source.locations.get(p.pointer)?.value ?? { file, line: 1, col: 1 }, message: p.message })),
+      );
+    }
+    return await simulate(file, scenario, loaded);
+  } finally {
+    await cleanup();
+  }
+}
+
+async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig): Promise<ScenarioResult> {
+  const clock = new VirtualClock(EPOCH);
+  const bus = new InProcessBus();
+  const timeline: TimedOrder[] = [];
+  let obey: ((order: Order) => void) | undefined;
+  const stages = simulatedStages(loaded, (order) => {
+    timeline.push({ at: clock.now() - EPOCH, order });
+    obey?.(order);
+  });
+  const engine = new Engine({ ...loaded, stages }, { clock, bus, loggers: createLoggerFactory({ foundation: 'scenario', level: 'silent' }) });
+  const hb = loaded.heartbeatMs;
+
+  // Simulated agents: instance guid → instance, per agent.
+  const agents = new Map<string, { silent: boolean; instances: Map<string, ScenarioInstance> }>();
+  const agent = (id: string) => {
+    let a = agents.get(id);
+    if (!a) agents.set(id, (a = { silent: false, instances: new Map() }));
+    return a;
+  };
+  for (const [id, list] of Object.entries(scenario.agents)) for (const i of list) agent(id).instances.set(instanceGuid(id, i), i);
+  const heartbeatSubject = String(loaded.stages.find((s) => s.plugin.name === 'heartbeat')?.options.subject ?? 'dea.heartbeat');
+  const beat = () => {
+    for (const [id, a] of agents) {
+      if (a.silent) continue;
+      const droplets = [...a.instances.entries()].map(([guid, i]) => ({
+        cc_partition: i.cc_partition ?? 'default',
+        droplet: i.app,
+        version: i.version,
+        instance: guid,
+        index: i.index,
+        state: i.state,
+        state_timestamp: (clock.now() - EPOCH) / 1000,
+      }));
+      bus.publish(heartbeatSubject, JSON.stringify({ dea: id, droplets }));
+    }
+    clock.setTimeout(beat, hb);
+  };
+
+  // The simulated Cloud Controller, polled like the bulk-api stage would poll it.
+  let ccApps = scenario.desired;
+  let ccUp = true;
+  const desiredStage = loaded.stages.find((s) => s.plugin.name === 'bulk-api');
+  const pollMs = Number(desiredStage?.options.poll_interval ?? 6 * hb);
+  const poll = async () => {
+    if (ccUp) {
+      await engine.stateStore!.replaceDesired(desiredApps(ccApps));
+      await engine.stateStore!.bumpFreshness('desired', loaded.config.freshness.desired_ttl);
+    }
+    clock.setTimeout(() => void poll(), pollMs);
+  };
+
+  if (scenario.obey) {
+    const placeOn = scenario.obey;
+    obey = (order) => {
+      if (order.action === 'stop') for (const a of agents.values()) a.instances.delete(order.instance);
+      else agent(placeOn).instances.set(`${placeOn}-${order.app}-${order.version}-${order.index}-${clock.now()}`, { app: order.app, version: order.version, index: order.index, state: 'RUNNING' });
+    };
+  }
+
+  for (const e of scenario.events) {
+    clock.setTimeout(() => {
+      if (e.desired) ccApps = e.desired;
+      if (e.cc) ccUp = e.cc === 'up';
+      if (e.exited) {
+        const x = e.exited;
+        bus.publish('droplet.exited', JSON.stringify({ droplet: x.app, version: x.version, instance: `exited-${x.app}-${x.index}`, index: x.index, reason: x.reason }));
+      }
+      if (e.agent) {
+        const a = agent(e.agent);
+        if (e.silence !== undefined) a.silent = e.silence;
+        if (e.run) a.instances.set(instanceGuid(e.agent, e.run), e.run);
+        for (const [guid, i] of a.instances) {
+          if (e.set && i.app === e.set.app && i.version === e.set.version && i.index === e.set.index) a.instances.set(guid, { ...i, state: e.set.state });
+          if (e.remove && i.app === e.remove.app && i.version === e.remove.version && i.index === e.remove.index) a.instances.delete(guid);
+        }
+      }
+    }, e.at);
+  }
+
+  await engine.start();
+  try {
+    await poll();
+    beat();
+    // Step a heartbeat at a time so async work triggered by timers settles in order.
+    for (let t = 0; t < scenario.run_for; t += Math.min(hb, 1000)) await clock.advanceAsync(Math.min(hb, 1000, scenario.run_for - t));
+  } finally {
+    await engine.stop();
+  }
+  const failures = check(scenario.expect, timeline);
+  return { file, name: scenario.name, passed: failures.length === 0, failures, timeline };
+}
+
+function describeOrder(o: Order): string {
+  return o.action === 'start'
+    ? `start ${o.app}/${o.version} index ${o.index} (${o.reason})`
+    : `stop ${o.app}/${o.version} index ${o.index} instance ${o.instance} (${o.reason}, is_duplicate ${o.isDuplicate})`;
+}
+
+export function formatTimeline(timeline: TimedOrder[]): string {
+  if (timeline.length === 0) return '    (nothing was sent)';
+  return timeline.map((t) => `    ${(t.at / 1000).toFixed(3).padStart(9)}s  ${describeOrder(t.order)}`).join('\n');
+}
+
+function check(expectations: ScenarioExpectation[], timeline: TimedOrder[]): string[] {
+  const failures: string[] = [];
+  const used = new Set<TimedOrder>();
+  const fmt = (ms: number) => `${ms / 1000}s`;
+  for (const e of expectations) {
+    const want = e.start ? { action: 'start' as const, ...e.start } : e.stop ? { action: 'stop' as const, ...e.stop } : undefined;
+    if (want) {
+      const hit = timeline.find((t) => {
+        const o = t.order;
+        if (used.has(t) || o.action !== want.action || o.app !== want.app) return false;
+        if (want.version !== undefined && o.version !== want.version) return false;
+        if (want.index !== undefined && o.index !== want.index) return false;
+        if (want.reason !== undefined && o.reason !== want.reason) return false;
+        if ('instance' in want && want.instance !== undefined && (o.action !== 'stop' || o.instance !== want.instance)) return false;
+        if ('is_duplicate' in want && want.is_duplicate !== undefined && (o.action !== 'stop' || o.isDuplicate !== want.is_duplicate)) return false;
+        if (want.at !== undefined && t.at !== want.at) return false;
+        if (want.after !== undefined && t.at < want.after) return false;
+        if (want.before !== undefined && t.at > want.before) return false;
+        return true;
+      });
+      if (hit) used.add(hit);
+      else {
+        const when = want.at !== undefined ? ` at ${fmt(want.at)}` : `${want.after !== undefined ? ` after ${fmt(want.after)}` : ''}${want.before !== undefined ? ` before ${fmt(want.before)}` : ''}`;
+        failures.push(`expected a ${want.action} of ${want.app}${want.index !== undefined ? ` index ${want.index}` : ''}${want.reason ? ` (${want.reason})` : ''}${when}: none matched`);
+      }
+    }
+    if (e.no_message_until !== undefined) {
+      const early = timeline.filter((t) => t.at < e.no_message_until!);
+      if (early.length) failures.push(`expected no message before ${fmt(e.no_message_until)}, got ${early.length} (first: ${describeOrder(early[0]!.order)} at ${fmt(early[0]!.at)})`);
+    }
+    if (e.starts !== undefined) {
+      const n = timeline.filter((t) => t.order.action === 'start').length;
+      if (n !== e.starts) failures.push(`expected ${e.starts} starts in all, got ${n}`);
+    }
+    if (e.stops !== undefined) {
+      const n = timeline.filter((t) => t.order.action === 'stop').length;
+      if (n !== e.stops) failures.push(`expected ${e.stops} stops in all, got ${n}`);
+    }
+  }
+  return failures;
+}
+
