@@ -74,7 +74,9 @@ export const ScenarioSchema = Type.Object(
     config: Type.String({ minLength: 1, description: 'The config under test: a path relative to this file, or a preset name.' }),
     overrides: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Merged over the config (maps merge, lists replace).' })),
     obey: Type.Optional(
-      Type.String({ description: 'Agents obey the orders: a stop removes the instance, a start runs it RUNNING on this agent.' }),
+      Type.String({
+        description: 'Agents obey the orders: a stop removes the instance, a start replaces a crashed instance at the index and runs it RUNNING on this agent (`*`: round-robin over the live agents).',
+      }),
     ),
     desired: Type.Array(SimApp, { default: [] }),
     agents: Type.Record(Type.String(), Type.Array(SimInstance), { default: {} }),

@@ -22,6 +22,7 @@ import { VirtualClock } from '../pipeline/clock.js';
 import type { Order, SinkStage } from '../pipeline/decisions.js';
 import { Engine } from '../pipeline/engine.js';
 import { definePlugin } from '../pipeline/plugin.js';
+import { loadPlugin } from '../pipeline/plugin-loader.js';
 import type { DesiredApp } from '../pipeline/store.js';
 import { InProcessBus } from './in-process-bus.js';
 import { ScenarioSchema, type Scenario, type ScenarioApp, type ScenarioExpectation, type ScenarioInstance } from './scenario-schema.js';
@@ -86,6 +87,11 @@ function desiredApps(apps: ScenarioApp[]): DesiredApp[] {
     .map((a) => ({ guid: a.app, version: a.version, instances: a.instances, state: a.state, packageState: a.package_state }));
 }
 
+/** Runs a scenario built in code (the simulator) against a loaded config. */
+export function runScenarioObject(scenario: Scenario, loaded: LoadedConfig, name = '(simulation)'): Promise<ScenarioResult> {
+  return simulate(name, scenario, loaded);
+}
+
 export async function runScenario(file: string): Promise<ScenarioResult> {
   const source = await readSourceFile(file);
   if (!isPlainObject(source.value)) throw new ConfigError([{ pos: { file, line: 1, col: 1 }, message: 'a scenario must be a map (name, config, desired, agents, events, expect)' }]);
@@ -109,6 +115,10 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
   const bus = new InProcessBus();
   const timeline: TimedOrder[] = [];
   let obey: ((order: Order) => void) | undefined;
+  // A simulation keeps its state in memory and serves no API, whatever the config says.
+  const memory = (await loadPlugin('memory', process.cwd())).definition;
+  loaded = { ...loaded, config: { ...loaded.config, api: { ...loaded.config.api, enabled: false } } };
+  loaded = { ...loaded, stages: loaded.stages.map((st) => (st.section === 'store' ? { ...st, plugin: memory, pluginSpec: 'memory', options: {} } : st)) };
   const stages = simulatedStages(loaded, (order) => {
     timeline.push({ at: clock.now() - EPOCH, order });
     obey?.(order);
@@ -157,9 +167,19 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
 
   if (scenario.obey) {
     const placeOn = scenario.obey;
+    let next = 0;
     obey = (order) => {
-      if (order.action === 'stop') for (const a of agents.values()) a.instances.delete(order.instance);
-      else agent(placeOn).instances.set(`${placeOn}-${order.app}-${order.version}-${order.index}-${clock.now()}`, { app: order.app, version: order.version, index: order.index, state: 'RUNNING' });
+      if (order.action === 'stop') {
+        for (const a of agents.values()) a.instances.delete(order.instance);
+        return;
+      }
+      // The restarted instance replaces a crashed one at that index; `*` places round-robin.
+      for (const a of agents.values()) {
+        for (const [guid, i] of a.instances) if (i.app === order.app && i.version === order.version && i.index === order.index && i.state === 'CRASHED') a.instances.delete(guid);
+      }
+      const live = [...agents.entries()].filter(([, a]) => !a.silent).map(([id]) => id);
+      const target = placeOn === '*' ? live[next++ % Math.max(1, live.length)] ?? 'dea-new' : placeOn;
+      agent(target).instances.set(`${target}-${order.app}-${order.version}-${order.index}-${clock.now()}`, { app: order.app, version: order.version, index: order.index, state: 'RUNNING' });
     };
   }
 
