@@ -445,7 +445,7 @@ describe('TLS', () => {
 
   it('an unreadable ca_file fails start with the path', async () => {
     const src = new BulkApiSource(options({ url: cc.url, ca_file: 'missing.pem' }), context());
-    await expect(src.start()).rejects.toThrow(`cannot read sources.desired.ca_file ${join(dir, 'missing.pem')}`);
+    await expect(src.start()).rejects.toThrow(`sources.desired.ca_file: cannot read ${join(dir, 'missing.pem')}`);
     await writeFile(join(dir, 'empty.pem'), 'not a certificate');
     const src2 = new BulkApiSource(options({ url: cc.url, ca_file: 'empty.pem' }), context());
     await expect(src2.start()).rejects.toThrow(/holds no PEM certificate/);

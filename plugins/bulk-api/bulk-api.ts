@@ -11,13 +11,14 @@ import tls from 'node:tls';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { Agent } from 'undici';
 import { maskUrl } from '../../src/config/mask.js';
+import { basicAuth, createHttpAgent, loadCaFile } from '../../src/http/client.js';
 import { errorText } from '../../src/log.js';
 import type { BusMessage } from '../../src/pipeline/bus.js';
 import type { Timer } from '../../src/pipeline/clock.js';
 import type { Stage, StageContext, StageHealth } from '../../src/pipeline/plugin.js';
 import { appKey, type AppKey, type DesiredApp } from '../../src/pipeline/store.js';
 import type { BulkApiOptions } from './options.js';
-import { basicAuth, bulkAppsPath, describeTransportError, FIRST_TOKEN, parseBulkPage, parseCredentials, type TransportContext } from './page.js';
+import { bulkAppsPath, describeTransportError, FIRST_TOKEN, parseBulkPage, parseCredentials, type TransportContext } from './page.js';
 
 export interface HttpAnswer {
   status: number;
@@ -94,16 +95,6 @@ export function desiredFetchMetrics(registry: Registry): FetchMetrics {
     metricsByRegistry.set(registry, m);
   }
   return m;
-}
-
-/**
- * The CAs trusted besides ca_file. Giving `ca` replaces Node's default trust, so the defaults are
- * added back: tls.getCACertificates('default') where Node has it (bundled, NODE_EXTRA_CA_CERTS and,
- * with --use-system-ca, the OS store), else tls.rootCertificates (the bundled Mozilla set).
- */
-function defaultCAs(): string[] {
-  const get = (tls as unknown as { getCACertificates?: (type?: string) => string[] }).getCACertificates;
-  return typeof get === 'function' ? [...get('default')] : [...tls.rootCertificates];
 }
 
 /** Rejects with the signal's reason once it aborts; never leaves `p`'s rejection unhandled. */
@@ -233,26 +224,10 @@ export class BulkApiSource implements Stage {
   }
 
   private async buildTransport(): Promise<Transport> {
-    const connect: tls.ConnectionOptions & { timeout: number } = {
-      timeout: this.opts.network_timeout,
-      rejectUnauthorized: !this.opts.skip_cert_verify,
-    };
-    if (this.opts.ca_file !== undefined) {
-      const file = resolve(this.ctx.configDir, this.opts.ca_file);
-      let pem: string;
-      try {
-        pem = await readFile(file, 'utf8');
-      } catch (err) {
-        throw new Error(`cannot read sources.${this.ctx.id}.ca_file ${file}: ${errorText(err)}`);
-      }
-      if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
-        throw new Error(`sources.${this.ctx.id}.ca_file ${file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
-      }
-      connect.ca = [...defaultCAs(), pem];
-    }
-    // One Agent per stage: its connections are reused page after page and fetch after fetch.
-    // headersTimeout / bodyTimeout back up the per-request deadline kept on the stage's clock.
-    const agent = new Agent({ connect, headersTimeout: this.opts.network_timeout, bodyTimeout: this.opts.network_timeout });
+    const ca = this.opts.ca_file !== undefined ? await loadCaFile(this.opts.ca_file, this.ctx.configDir, `sources.${this.ctx.id}.ca_file`) : undefined;
+    // One Agent per stage: its connections are reused page after page and fetch after fetch. Its
+    // timeouts back up the per-request deadline kept on the stage's clock.
+    const agent = createHttpAgent({ timeoutMs: this.opts.network_timeout, skipCertVerify: this.opts.skip_cert_verify, ca });
     this.agent = agent;
     const origin = this.origin;
     return async (path, headers, signal) => {

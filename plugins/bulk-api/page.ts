@@ -3,6 +3,7 @@
  * into kept apps and the next token, the NATS credentials reply, and transport errors in words.
  * Nothing here does I/O or throws on bad input, so it can be fuzzed in-process.
  */
+import { DNS_CODES, errorCode, TLS_TRUST_CODES, UNREACHABLE_CODES } from '../../src/http/client.js';
 import type { DesiredApp } from '../../src/pipeline/store.js';
 
 /** HM9000 starts every walk with the literal token `{}`. */
@@ -158,47 +159,7 @@ export function parseCredentials(data: Uint8Array): CredentialsResult {
   return { ok: true, user: doc.user, password: doc.password };
 }
 
-export function basicAuth(user: string, password: string): string {
-  return `Basic ${Buffer.from(`${user}:${password}`, 'utf8').toString('base64')}`;
-}
 
-/** The first `code` on an error, its cause, or the errors of an AggregateError (happy eyeballs). */
-export function errorCode(err: unknown, depth = 0): string | undefined {
-  if (typeof err !== 'object' || err === null || depth > 4) return undefined;
-  const e = err as { code?: unknown; cause?: unknown; errors?: unknown };
-  if (typeof e.code === 'string' && e.code !== '') return e.code;
-  if (Array.isArray(e.errors)) {
-    for (const inner of e.errors) {
-      const c = errorCode(inner, depth + 1);
-      if (c) return c;
-    }
-  }
-  return errorCode(e.cause, depth + 1);
-}
-
-const TLS_TRUST_CODES = new Set([
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
-  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
-  'CERT_SIGNATURE_FAILURE',
-  'CERT_NOT_YET_VALID',
-  'CERT_HAS_EXPIRED',
-  'CERT_UNTRUSTED',
-  'CERT_REJECTED',
-  'CERT_REVOKED',
-  'CERT_CHAIN_TOO_LONG',
-  'INVALID_CA',
-  'INVALID_PURPOSE',
-  'PATH_LENGTH_EXCEEDED',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-]);
-
-const DNS_CODES = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'EAI_NODATA']);
-const UNREACHABLE_CODES = new Set(['EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
 
 export interface TransportContext {
   /** The stage id, for `sources.<id>.…` in the advice. */

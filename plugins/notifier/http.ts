@@ -4,10 +4,8 @@
  * `Content-Type: application/json`. Anything but a 200, or no answer at all, is a failed send,
  * described in one sentence that says what to check. URLs in sentences are masked.
  */
-import { readFile } from 'node:fs/promises';
-import { isAbsolute, resolve } from 'node:path';
-import { createSecureContext, rootCertificates } from 'node:tls';
-import { Agent } from 'undici';
+import type { Agent } from 'undici';
+import { basicAuth, createHttpAgent, DNS_CODES, errorCode, TLS_TRUST_CODES } from '../../src/http/client.js';
 import { maskUrl } from '../../src/config/mask.js';
 import { errorText } from '../../src/log.js';
 
@@ -24,47 +22,6 @@ export interface CcClientOptions {
   /** PEM of extra trusted CAs (the contents of ca_file). */
   ca?: string;
 }
-
-export function basicAuth(user: string, password: string): string {
-  return `Basic ${Buffer.from(`${user}:${password}`, 'utf8').toString('base64')}`;
-}
-
-/** Reads ca_file (relative to the config file) and checks that it holds usable PEM certificates. */
-export async function loadCaFile(file: string, configDir: string, id: string): Promise<string> {
-  const path = isAbsolute(file) ? file : resolve(configDir, file);
-  let pem: string;
-  try {
-    pem = await readFile(path, 'utf8');
-  } catch (err) {
-    throw new Error(`sinks.${id}.ca_file: cannot read ${path}: ${errorText(err)}`);
-  }
-  if (!pem.includes('-----BEGIN CERTIFICATE-----')) {
-    throw new Error(`sinks.${id}.ca_file: ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
-  }
-  try {
-    createSecureContext({ ca: pem });
-  } catch (err) {
-    throw new Error(`sinks.${id}.ca_file: ${path} cannot be used as CA certificates: ${errorText(err)}`);
-  }
-  return pem;
-}
-
-/** The first `code` on an error, its cause, or the errors of an AggregateError. */
-function codeOf(err: unknown, depth = 0): string | undefined {
-  if (typeof err !== 'object' || err === null || depth > 4) return undefined;
-  const e = err as { code?: unknown; cause?: unknown; errors?: unknown };
-  if (typeof e.code === 'string' && e.code !== '') return e.code;
-  if (Array.isArray(e.errors)) {
-    for (const inner of e.errors) {
-      const c = codeOf(inner, depth + 1);
-      if (c) return c;
-    }
-  }
-  return codeOf(e.cause, depth + 1);
-}
-
-const UNTRUSTED = /^(DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_[A-Z_]+|INVALID_CA)$/;
-const NO_NAME = /^(ENOTFOUND|EAI_AGAIN|EAI_NONAME|EAI_FAIL|EAI_NODATA)$/;
 
 /** The CC's error body (`{"code":…,"description":…,"error_code":"CF-…"}`) or its first line, short. */
 function answerDetail(body: string): string {
@@ -98,15 +55,7 @@ export class CcClient {
     this.basePath = url.pathname.replace(/\/+$/, '');
     this.shownBase = maskUrl(o.ccUrl.replace(/\/+$/, ''));
     this.auth = basicAuth(o.user, o.password);
-    this.agent = new Agent({
-      connect: {
-        timeout: o.timeoutMs,
-        rejectUnauthorized: !o.skipCertVerify,
-        ...(o.ca !== undefined ? { ca: [...rootCertificates, o.ca] } : {}),
-      },
-      headersTimeout: o.timeoutMs,
-      bodyTimeout: o.timeoutMs,
-    });
+    this.agent = createHttpAgent({ timeoutMs: o.timeoutMs, skipCertVerify: o.skipCertVerify, ca: o.ca });
   }
 
   private static path(action: Action, guid: string): string {
@@ -162,18 +111,18 @@ export class CcClient {
   private describeTransportError(err: unknown, shown: string, timedOut: boolean): string {
     const id = this.o.id;
     const head = `POST ${shown} failed`;
-    const code = codeOf(err);
+    const code = errorCode(err);
     const checkUrl = `check sinks.${id}.cc_url (the Cloud Controller's internal URL)`;
     if (timedOut || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
       return `${head}: no answer within ${this.o.timeoutMs}ms (sinks.${id}.timeout)`;
     }
     if (code === 'UND_ERR_CONNECT_TIMEOUT') return `${head}: timed out connecting to ${this.host} after ${this.o.timeoutMs}ms: ${checkUrl}`;
     if (code === 'ECONNREFUSED') return `${head}: connection refused by ${this.host}: ${checkUrl}`;
-    if (code !== undefined && NO_NAME.test(code)) return `${head}: cannot resolve ${this.host} (${code}): ${checkUrl}`;
+    if (code !== undefined && DNS_CODES.has(code)) return `${head}: cannot resolve ${this.host} (${code}): ${checkUrl}`;
     if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
       return `${head}: the CC certificate is not valid for ${this.host} (${code}): use a name the certificate carries in sinks.${id}.cc_url, or skip_cert_verify: true`;
     }
-    if (code !== undefined && UNTRUSTED.test(code)) {
+    if (code !== undefined && TLS_TRUST_CODES.has(code)) {
       return `${head}: the CC certificate for ${this.host} is not trusted (${code}): set sinks.${id}.ca_file, or skip_cert_verify: true`;
     }
     if (code === 'EPROTO' || code?.startsWith('ERR_SSL_')) {

@@ -9,7 +9,8 @@ import { Counter, type Registry } from 'prom-client';
 import { errorText } from '../../src/log.js';
 import type { Order, SinkStage } from '../../src/pipeline/decisions.js';
 import { definePlugin, type StageContext, type StageHealth } from '../../src/pipeline/plugin.js';
-import { CcClient, loadCaFile } from './http.js';
+import { loadCaFile } from '../../src/http/client.js';
+import { CcClient } from './http.js';
 import { formatOrderMessage } from './messages.js';
 import { checkOptions, NotifierOptionsSchema, type NotifierOptions, type Protocol } from './options.js';
 
@@ -90,7 +91,7 @@ export class Notifier implements SinkStage {
     if (options.protocol === 'hm9000') {
       return new Notifier('hm9000', new NatsTransport(ctx, { start: options.start_subject, stop: options.stop_subject }), ctx);
     }
-    const ca = options.ca_file !== undefined ? await loadCaFile(options.ca_file, ctx.configDir, ctx.id) : undefined;
+    const ca = options.ca_file !== undefined ? await loadCaFile(options.ca_file, ctx.configDir, `sinks.${ctx.id}.ca_file`) : undefined;
     const client = new CcClient({
       id: ctx.id,
       ccUrl: options.cc_url!,
