@@ -1,0 +1,113 @@
+/**
+ * The `hmgate test` and `hmgate simulate` commands: what they print and their exit codes, kept
+ * apart from the CLI's argument parsing.
+ */
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { ConfigError, formatProblem } from '../config/errors.js';
+import { parseDuration } from '../config/duration.js';
+import type { LoadedConfig } from '../config/load.js';
+import { formatTimeline, runScenario } from './scenario.js';
+import { simulateFoundation, type SimulationOptions } from './simulate.js';
+
+/** Scenario files: the given files, and every *.yaml / *.yml inside the given directories. */
+export function scenarioFiles(paths: string[], cwd = process.cwd()): string[] {
+  const out: string[] = [];
+  for (const p of paths.length ? paths : ['test/scenarios']) {
+    const abs = resolve(cwd, p);
+    if (statSync(abs, { throwIfNoEntry: false })?.isDirectory()) {
+      for (const f of readdirSync(abs).sort()) if (/\.ya?ml$/.test(f)) out.push(join(abs, f));
+    } else out.push(abs);
+  }
+  return out;
+}
+
+/** Runs the scenarios; prints PASS/FAIL lines (and the timeline of a failure); returns the exit code. */
+export async function runTests(paths: string[], write: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+  const files = scenarioFiles(paths);
+  if (files.length === 0) {
+    write('no scenario files found\n');
+    return 1;
+  }
+  let failed = 0;
+  for (const file of files) {
+    const shown = relative(process.cwd(), file) || file;
+    const t0 = performance.now();
+    try {
+      const r = await runScenario(file);
+      const ms = (performance.now() - t0).toFixed(0);
+      if (r.passed) write(`PASS ${shown}: ${r.name} (${r.timeline.length} orders, ${ms} ms)\n`);
+      else {
+        failed++;
+        write(`FAIL ${shown}: ${r.name}\n${r.failures.map((f) => `  - ${f}\n`).join('')}  what was sent:\n${formatTimeline(r.timeline)}\n`);
+      }
+    } catch (err) {
+      failed++;
+      if (err instanceof ConfigError) write(`FAIL ${shown}: invalid scenario\n${err.problems.map((p) => `  ${formatProblem(p)}\n`).join('')}`);
+      else write(`FAIL ${shown}: ${(err as Error).message}\n`);
+    }
+  }
+  write(`${files.length - failed} passed, ${failed} failed\n`);
+  return failed === 0 ? 0 : 1;
+}
+
+export interface SimulateArgs {
+  agents: string;
+  instances: string;
+  perApp: string;
+  crashRate: string;
+  agentDiesAt?: string;
+  evacuateAt?: string;
+  versionChangeAt?: string;
+  ccOutage?: string;
+  duration: string;
+  seed: string;
+  timeline: boolean;
+}
+
+export function simulationOptions(a: SimulateArgs, heartbeatMs: number): SimulationOptions {
+  const int = (name: string, v: string) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a whole number > 0, not "${v}"`);
+    return n;
+  };
+  const rate = Number(a.crashRate);
+  if (!(rate >= 0 && rate <= 1)) throw new Error(`--crash-rate must be between 0 and 1, not "${a.crashRate}"`);
+  const dur = (v: string | undefined) => (v === undefined ? undefined : parseDuration(v, heartbeatMs));
+  let ccOutage: [number, number] | undefined;
+  if (a.ccOutage) {
+    const [from, to] = a.ccOutage.split('-');
+    if (!from || !to) throw new Error(`--cc-outage must be FROM-TO, e.g. 5m-8m, not "${a.ccOutage}"`);
+    ccOutage = [parseDuration(from, heartbeatMs), parseDuration(to, heartbeatMs)];
+  }
+  return {
+    agents: int('agents', a.agents),
+    instancesPerAgent: int('instances', a.instances),
+    instancesPerApp: int('per-app', a.perApp),
+    crashRate: rate,
+    agentDiesAt: dur(a.agentDiesAt),
+    evacuateAt: dur(a.evacuateAt),
+    versionChangeAt: dur(a.versionChangeAt),
+    ccOutage,
+    durationMs: parseDuration(a.duration, heartbeatMs),
+    seed: Number(a.seed) || 1,
+  };
+}
+
+export async function runSimulate(loaded: LoadedConfig, a: SimulateArgs, write: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+  const o = simulationOptions(a, loaded.heartbeatMs);
+  const t0 = performance.now();
+  const { result, summary } = await simulateFoundation(loaded, o);
+  if (a.timeline) write(`${formatTimeline(result.timeline)}\n`);
+  const list = (m: Record<string, number>) => Object.entries(m).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  write(
+    [
+      `simulated ${o.agents} agents × ${o.instancesPerAgent} instances for ${o.durationMs / 1000}s of virtual time in ${(performance.now() - t0).toFixed(0)} ms`,
+      `starts: ${list(summary.starts)}`,
+      `stops: ${list(summary.stops)}`,
+      `converged: ${summary.convergedAt === null ? 'nothing to do' : `last order at ${summary.convergedAt / 1000}s`}`,
+      '',
+    ].join('\n'),
+  );
+  return 0;
+}
