@@ -12,7 +12,7 @@ const APP_1 =
   '"crash_counts":[{"droplet":"app-1","version":"v1","instance_index":1,"crash_count":3,"created_at":1700000000}]}';
 const APP_1_OLD =
   '{"droplet":"app-1","version":"v0","desired":{"id":"","version":"","instances":0,"state":"","package_state":""},' +
-  '"instance_heartbeats":[{"droplet":"app-1","version":"v0","instance":"i-old","index":0,"state":"RUNNING","state_timestamp":1.4527000005e+09,"dea_guid":"dea-1"}],' +
+  '"instance_heartbeats":[{"droplet":"app-1","version":"v0","instance":"i-old","index":0,"state":"RUNNING","state_timestamp":1452700000.5,"dea_guid":"dea-1"}],' +
   '"crash_counts":[]}';
 const APP_2 =
   '{"droplet":"app-2","version":"v7","desired":{"id":"app-2","version":"v7","instances":1,"state":"STARTED","package_state":"PENDING"},' +

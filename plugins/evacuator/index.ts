@@ -4,7 +4,6 @@
  * so the instance comes back elsewhere. It overwrites a pending start for the same index (the
  * analyzer never does) and does not check freshness — the dispatcher still does before sending.
  */
-import { randomUUID } from 'node:crypto';
 import { Type } from '@sinclair/typebox';
 import { Counter, type Registry } from 'prom-client';
 import { Duration } from '../../src/config/schema.js';
@@ -12,6 +11,7 @@ import { errorText } from '../../src/log.js';
 import { makeDecoder } from '../../src/messages/decode.js';
 import { DropletExitedMessage } from '../../src/messages/schemas.js';
 import { DropReporter } from '../../src/pipeline/intake.js';
+import { newMessageId } from '../../src/pipeline/pending.js';
 import { definePlugin, type Stage, type StageContext, type StageHealth } from '../../src/pipeline/plugin.js';
 import type { PendingStart } from '../../src/pipeline/store.js';
 
@@ -67,7 +67,7 @@ export class Evacuator implements Stage {
     if (!EVACUATION_REASONS.has(exit.reason)) return undefined;
     const now = this.ctx.clock.now();
     const start: PendingStart = {
-      messageId: randomUUID(),
+      messageId: newMessageId(),
       sendOn: now,
       sentOn: 0,
       keepAlive: this.options.grace_period,

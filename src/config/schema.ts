@@ -44,6 +44,12 @@ export const ConfigSchema = Type.Object(
     foundation: Type.String({ minLength: 1, default: 'default', description: 'Name carried in every log line and metric.' }),
     heartbeat_interval: Duration({ default: '10s', hb: false, description: "The agents' heartbeat period; the unit of every `hb` duration." }),
     analyze_interval: Duration({ default: '1hb', description: 'How often the analyze → dispatch cycle runs.' }),
+    time_resolution: Duration({
+      default: '1ms',
+      hb: false,
+      description:
+        'The step of time for every timestamp and comparison (send_on, sent_on, freshness). HM9000 kept whole seconds (the hm9000 preset sets 1s); a step coarser than heartbeat_interval is reduced to it.',
+    }),
     freshness: Type.Object(
       {
         gate: Type.Boolean({ default: true, description: 'Send nothing unless actual and desired state are fresh.' }),

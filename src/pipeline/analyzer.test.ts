@@ -160,6 +160,16 @@ describe('§8.5 other cases', () => {
   });
 });
 
+describe('message ids', () => {
+  it('are given to enqueued messages only, shaped as HM9000 made them (version 4, variant digit 4–7)', () => {
+    const r = run({ desired: [desired('a', 3)], instances: [hb('a', 0, 'RUNNING'), hb('a', 5, 'RUNNING')] });
+    const ids = [...r.starts, ...r.stops].map((m) => m.messageId);
+    expect(ids).toHaveLength(2);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[4-7][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(new Set(ids).size).toBe(2);
+  });
+});
+
 describe('§17 traps', () => {
   it('6: a pending message is never overwritten by the analyzer, and the stop gate ignores pending starts', () => {
     const extra = hb('a', 1, 'RUNNING');

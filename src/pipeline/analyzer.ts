@@ -4,9 +4,9 @@
  * only what is not already pending — a pending message is never overwritten. Crash counts are
  * incremented only for starts actually enqueued. Pure: it returns what to save.
  */
-import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { buildAppViews, startPriority, type AppView } from './app-view.js';
+import { newMessageId } from './pending.js';
 import type { PolicyStage, Proposal } from './decisions.js';
 import { crashKey, startKey, stopKey, type AppKey, type CrashCount, type PendingStart, type PendingStop, type StoreSnapshot } from './store.js';
 
@@ -62,12 +62,12 @@ export function analyze(snapshot: StoreSnapshot, now: number, policies: readonly
       }
     }
     for (const p of starts.values()) {
-      p.start.messageId ||= randomUUID();
+      p.start.messageId ||= newMessageId();
       result.starts.push(p.start);
       result.enqueued.push(p);
     }
     for (const p of stops.values()) {
-      p.stop.messageId ||= randomUUID();
+      p.stop.messageId ||= newMessageId();
       result.stops.push(p.stop);
       result.enqueued.push(p);
     }

@@ -32,10 +32,11 @@ export interface AppStateRequest {
  *   exponent form from 1e+06 up and below 1e-04 — an agent's Unix-seconds state timestamp
  *   1452700000.5 is written `1.4527000005e+09`;
  * - `es6`: Go 1.8 and later, identical to JavaScript's number formatting (`1452700000.5`).
- * Both agree on every value in [1e-4, 1e6), e.g. 1123.2, 0, 12.
+ * Both agree on every value in [1e-4, 1e6), e.g. 1123.2, 0, 12. The default is `es6`: HM9000 as
+ * it is built today (Go 1.19, shared/peers) writes `1700000000.1`, checked side by side.
  */
 export type FloatFormat = 'g' | 'es6';
-export const DEFAULT_FLOAT_FORMAT: FloatFormat = 'g';
+export const DEFAULT_FLOAT_FORMAT: FloatFormat = 'es6';
 
 export interface RenderOptions {
   floatFormat?: FloatFormat;

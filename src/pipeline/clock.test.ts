@@ -361,3 +361,20 @@ describe('RealClock', () => {
     expect(count()).toBe(before);
   });
 });
+
+describe('SteppedClock', () => {
+  it('tells time in steps and keeps periodic timers on the step grid', async () => {
+    const { SteppedClock, VirtualClock } = await import('./clock.js');
+    const inner = new VirtualClock(10_003);
+    const clock = new SteppedClock(inner, 1000);
+    expect(clock.now()).toBe(10_000);
+    const fired: number[] = [];
+    // a timer of a whole step fires on the grid, not 1000 ms after the odd real time
+    clock.setTimeout(() => fired.push(inner.now()), 1000);
+    // a timer shorter than a step runs as asked
+    clock.setTimeout(() => fired.push(inner.now()), 5);
+    inner.advance(2000);
+    expect(fired).toEqual([10_008, 11_000]);
+    expect(clock.now()).toBe(12_000);
+  });
+});

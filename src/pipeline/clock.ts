@@ -249,3 +249,35 @@ export class VirtualClock implements Clock {
     }
   }
 }
+
+/**
+ * A clock whose time moves in steps of `resolutionMs`, as HM9000's did: it kept every timestamp in
+ * whole Unix seconds (send_on, sent_on, freshness), so comparisons made a few milliseconds apart
+ * agree. Timers of at least one step are aligned to the step grid, so a periodic task started on
+ * the grid stays on it instead of drifting by its own latency; shorter timers run as asked.
+ */
+export class SteppedClock implements Clock {
+  constructor(
+    private readonly inner: Clock,
+    readonly resolutionMs: number,
+  ) {}
+
+  now(): number {
+    return Math.floor(this.inner.now() / this.resolutionMs) * this.resolutionMs;
+  }
+
+  setTimeout(fn: () => void, ms: number): Timer {
+    if (!(ms >= this.resolutionMs)) return this.inner.setTimeout(fn, ms);
+    return this.inner.setTimeout(fn, Math.max(0, this.now() + ms - this.inner.now()));
+  }
+
+  clearTimeout(timer: Timer | undefined): void {
+    this.inner.clearTimeout(timer);
+  }
+
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      this.setTimeout(resolve, ms);
+    });
+  }
+}

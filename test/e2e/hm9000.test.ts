@@ -94,7 +94,7 @@ describe('hm9000 preset end to end (heartbeat 200 ms)', () => {
     await sleep(4 * GRACE);
     expect(starts('app-a')).toHaveLength(1);
     const [start] = starts('app-a');
-    expect(start!.raw).toMatch(/^\{"message_id":"[0-9a-f-]{36}","droplet":"app-a","version":"v1","instance_index":1\}$/);
+    expect(start!.raw).toMatch(/^\{"message_id":"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[4-7][0-9a-f]{3}-[0-9a-f]{12}","droplet":"app-a","version":"v1","instance_index":1\}$/);
     expect(start!.at - freshAt()!).toBeGreaterThanOrEqual(GRACE - 2 * HB); // enqueued at most a cycle before fresh was seen
     expect(starts('app-b')).toEqual([]);
     expect(recorder.on('hm9000.stop')).toEqual([]);
