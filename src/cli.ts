@@ -10,6 +10,10 @@ import { ConfigNotFoundError, findConfigFile, loadConfig, type LoadedConfig } fr
 import { maskSecrets } from './config/mask.js';
 import { errorText } from './log.js';
 import { Engine } from './pipeline/engine.js';
+import { runSimulate, runTests, type SimulateArgs } from './sim/commands.js';
+import { formatResult, runDoctor } from './doctor/index.js';
+import { DumpUnavailableError, fetchDump } from './dump/client.js';
+import { renderDump } from './dump/render.js';
 
 const EXIT_USAGE = 2;
 
@@ -97,6 +101,67 @@ export function buildProgram(): Command {
       process.stdout.write(stringify(maskSecrets(loaded.display)));
     },
   );
+
+  withConfig(
+    program.command('doctor').description('check every dependency the config names: one ok / FAIL line per check, with the fix; exit 1 if any fails'),
+  ).action(async (o: { config?: string }) => {
+    const loaded = await load(o.config);
+    const results = await runDoctor(loaded);
+    for (const r of results) process.stdout.write(`${formatResult(r)}\n`);
+    const failed = results.filter((r) => !r.ok).length;
+    if (failed > 0) {
+      process.stdout.write(`${failed} of ${results.length} checks failed\n`);
+      process.exitCode = 1;
+    }
+  });
+
+  withConfig(
+    program
+      .command('dump')
+      .description("a running daemon's state, as HM9000's dump: freshness, then per app desired, instances, crash counts, pending starts and stops")
+      .option('--json', 'print JSON (schemas/dump.schema.json) for scripts'),
+  ).action(async (o: { config?: string; json?: boolean }) => {
+    const loaded = await load(o.config);
+    try {
+      const doc = await fetchDump(loaded);
+      process.stdout.write(o.json ? `${JSON.stringify(doc, null, 2)}\n` : renderDump(doc));
+    } catch (err) {
+      if (err instanceof DumpUnavailableError) fail(err);
+      throw err;
+    }
+  });
+
+  program
+    .command('test')
+    .description('run policy scenarios (YAML) on a virtual clock; FILES are files or folders (default test/scenarios)')
+    .argument('[files...]')
+    .action(async (files: string[]) => {
+      process.exitCode = await runTests(files);
+    });
+
+  withConfig(
+    program
+      .command('simulate')
+      .description("simulate a foundation under the config's rules on a virtual clock: a timeline of orders and a summary")
+      .option('--agents <n>', 'agents', '20')
+      .option('--instances <n>', 'instances per agent', '10')
+      .option('--per-app <n>', 'instances per app', '5')
+      .option('--crash-rate <r>', 'share of instances that crash during the run (0-1)', '0.02')
+      .option('--agent-dies-at <time>', 'when one agent stops heartbeating for good (e.g. 2m)')
+      .option('--evacuate-at <time>', 'when one agent evacuates all its instances')
+      .option('--version-change-at <time>', 'when one app changes to a new version')
+      .option('--cc-outage <from-to>', 'a Cloud Controller outage, e.g. 5m-8m')
+      .option('--duration <time>', 'virtual time to run', '15m')
+      .option('--seed <n>', 'random seed, for a repeatable run', '1')
+      .option('--timeline', 'print every order with its time and reason'),
+  ).action(async (o: SimulateArgs & { config?: string }) => {
+    const loaded = await load(o.config);
+    try {
+      process.exitCode = await runSimulate(loaded, o);
+    } catch (err) {
+      fail(err);
+    }
+  });
   return program;
 }
 

@@ -11,6 +11,7 @@ import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { statusRoutes, type StatusBody } from './routes/status.js';
 import { bulkAppStateRoutes, type BulkAppStateDeps } from './routes/bulk-app-state.js';
+import { inspectRoutes, type InspectDeps } from './routes/inspect.js';
 
 export interface ApiDeps {
   user: string;
@@ -21,6 +22,8 @@ export interface ApiDeps {
   beforeMetrics?: () => Promise<void>;
   /** HM9000's POST /bulk_app_state. */
   appState?: BulkAppStateDeps;
+  /** /v1/dump, /v1/apps, /v1/apps/:guid, /v1/decisions. */
+  inspect?: InspectDeps;
   logger: Logger;
 }
 
@@ -31,6 +34,7 @@ export function buildApi(deps: ApiDeps): Hono {
   app.route('/', statusRoutes(auth, deps.status));
   app.route('/', metricsRoutes(deps.metrics, deps.beforeMetrics));
   if (deps.appState) app.route('/', bulkAppStateRoutes(auth, deps.appState));
+  if (deps.inspect) app.route('/', inspectRoutes(auth, deps.inspect));
   app.notFound((c) => c.json({ error: 'not found' }, 404));
   // The one place an error becomes a response: logged with the route, answered without internals.
   app.onError((err, c) => {

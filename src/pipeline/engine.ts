@@ -10,19 +10,24 @@ import type { StatusBody } from '../api/routes/status.js';
 import { listen, type RunningServer } from '../api/server.js';
 import type { LoadedConfig, ResolvedStage } from '../config/load.js';
 import { createLoggerFactory, errorText, type LoggerFactory } from '../log.js';
-import { RealClock, type Clock } from './clock.js';
+import { RealClock, SteppedClock, type Clock, type Timer } from './clock.js';
 import { FreshnessBoard, freshnessError, isActualFresh, isDesiredFresh } from './freshness.js';
 import { AppMetrics } from './app-metrics.js';
-import { buildAppViews } from './app-view.js';
+import { buildAppViews, isStartingOrRunning, type AppView } from './app-view.js';
 import { NatsBus } from './nats-bus.js';
 import type { Stage, StageContext } from './plugin.js';
 import type { Bus } from './bus.js';
 import { CycleScheduler } from './scheduler.js';
-import type { Store, StoreSnapshot } from './store.js';
+import { appKey, startKey, stopKey, type PendingStart, type PendingStop, type Store, type StoreSnapshot } from './store.js';
 import type { Order, PolicyStage, SinkStage } from './decisions.js';
 import { analyze } from './analyzer.js';
-import { dispatch } from './dispatcher.js';
+import { dispatch, isTimeToSend, type DispatchResult } from './dispatcher.js';
 import { ChangedApps } from './changed-apps.js';
+import { DecisionAudit, type DecisionInput } from './audit.js';
+import { deriveProblems, ProblemTracker, startStopSubjects, type ListenerFacts, type ProblemEntry, type ProblemFacts, type StageFacts, type StateFacts } from './problems.js';
+import { subscribersOf } from './nats-monitor.js';
+import { stageSummary } from './stage-summary.js';
+import { buildDump, type DumpDoc, type DumpFreshness } from '../dump/build.js';
 
 export class StageStartError extends Error {
   constructor(
@@ -38,10 +43,25 @@ export class StageStartError extends Error {
 interface Running {
   id: string;
   kind: string;
+  /** The config section: store, bus, sources, policies, sinks, api. */
+  section: string;
+  /** The plugin as written (`plugin:`). */
   plugin: string;
+  /** The plugin's own name (heartbeat, bulk-api, …), for summaries and problems. */
+  pluginName: string;
+  options: Record<string, unknown>;
   stage: Stage;
   started: boolean;
 }
+
+interface StageInfo {
+  section: string;
+  pluginName: string;
+  options: Record<string, unknown>;
+}
+
+/** How long the engine's own probes (the NATS monitoring endpoint) wait for an answer. */
+const PROBE_TIMEOUT_MS = 5_000;
 
 export interface EngineOptions {
   clock?: Clock;
@@ -77,15 +97,31 @@ export class Engine {
   private lastCycleFailed = false;
   private readonly sentOrders: Counter<'action' | 'reason' | 'mode'>;
   private readonly suppressedOrders: Counter<'action' | 'why'>;
+  /** Every decision, sent or held back, with its reason and facts (bounded). */
+  readonly audit = new DecisionAudit();
+  private readonly problems: ProblemTracker;
+  private startedAt: number | undefined;
+  /** Due messages already audited as held back during the current stale period. */
+  private readonly heldBackAudited = new Set<string>();
+  private listenerFacts: ListenerFacts[] = [];
+  private probeTimer: Timer | undefined;
+  private probeRun: Promise<void> | undefined;
+  private stopping = false;
+  /** Why each send of the current dispatch failed, by message id. */
+  private readonly sendErrors = new Map<string, string>();
 
   constructor(
     readonly loaded: LoadedConfig,
     private readonly opts: EngineOptions = {},
   ) {
     const { config } = loaded;
-    this.clock = opts.clock ?? new RealClock();
+    const base = opts.clock ?? new RealClock();
+    // HM9000 compared whole seconds; finer steps keep sub-second heartbeat intervals working.
+    const step = Math.min(config.time_resolution, loaded.heartbeatMs);
+    this.clock = step > 1 ? new SteppedClock(base, step) : base;
     this.loggers = opts.loggers ?? createLoggerFactory({ foundation: config.foundation, level: config.log.level, levels: config.log.levels });
     this.logger = this.loggers.component('engine');
+    this.problems = new ProblemTracker(this.logger, () => this.clock.now());
     this.freshness = new FreshnessBoard(() => this.clock.now(), config.freshness.actual_ttl, config.freshness.desired_ttl);
     this.metrics.setDefaultLabels({ foundation: config.foundation });
     collectDefaultMetrics({ register: this.metrics });
@@ -149,15 +185,16 @@ export class Engine {
     };
   }
 
-  private async startStage(id: string, kind: string, plugin: string, build: () => Promise<Stage>): Promise<Stage> {
-    const entry: Running = { id, kind, plugin, stage: {}, started: false };
+  private async startStage(id: string, kind: string, plugin: string, info: StageInfo, build: () => Promise<Stage>): Promise<Stage> {
+    const entry: Running = { id, kind, plugin, ...info, stage: {}, started: false };
     try {
       entry.stage = await build();
       await entry.stage.start?.();
       // Only started stages are stopped: a stage whose start failed cleans up after itself.
       entry.started = true;
       this.running.push(entry);
-      this.logger.info({ stage: id, plugin }, `started ${kind} "${id}" (${plugin})`);
+      // One readable line per stage: what it does, with its main options.
+      this.logger.info({ stage: id, kind, plugin }, stageSummary({ id, kind, plugin: info.pluginName, options: info.options }));
       return entry.stage;
     } catch (err) {
       throw new StageStartError(id, plugin, err);
@@ -169,13 +206,16 @@ export class Engine {
     try {
       const storeStage = stages.find((s) => s.section === 'store');
       if (!storeStage) throw new StageStartError('store', '(none)', new Error('no store configured'));
-      this.store = (await this.startStage('store', 'store', storeStage.pluginSpec, async () =>
+      this.startedAt = this.clock.now();
+      this.store = (await this.startStage('store', 'store', storeStage.pluginSpec, this.info(storeStage), async () =>
         storeStage.plugin.create(storeStage.options, this.context(storeStage)),
       )) as Store;
-      await this.startStage('bus', 'bus', this.opts.bus ? 'in-process' : 'nats', async () => this.bus);
+      const busName = this.opts.bus ? 'in-process' : 'nats';
+      const busInfo: StageInfo = { section: 'bus', pluginName: busName, options: this.opts.bus ? {} : { servers: this.loaded.config.bus.servers } };
+      await this.startStage('bus', 'bus', busName, busInfo, async () => this.bus);
       for (const section of ['sources', 'policies', 'sinks'] as const) {
         for (const s of stages.filter((x) => x.section === section)) {
-          const stage = await this.startStage(s.id, s.kind, s.pluginSpec, async () => {
+          const stage = await this.startStage(s.id, s.kind, s.pluginSpec, this.info(s), async () => {
             const created = await s.plugin.create(s.options, this.context(s));
             // The contract of each kind, checked at boot so a broken plugin fails naming itself.
             if (section === 'policies' && typeof (created as PolicyStage).evaluate !== 'function') throw new Error('a policy plugin must return a stage with evaluate(input)');
@@ -188,7 +228,7 @@ export class Engine {
       }
       const api = this.loaded.config.api;
       if (api.enabled) {
-        await this.startStage('api', 'api', 'hono', async () => {
+        await this.startStage('api', 'api', 'hono', { section: 'api', pluginName: 'hono', options: { listen: api.listen } }, async () => {
           const app = buildApi({
             user: api.user,
             password: api.password,
@@ -196,6 +236,7 @@ export class Engine {
             metrics: this.metrics,
             beforeMetrics: () => this.refreshAppMetrics(),
             appState: { snapshot: () => this.store!.snapshot(), fresh: () => this.bothFresh(), logger: this.loggers.component('api') },
+            inspect: { dump: () => this.dump(), snapshot: () => this.store!.snapshot(), now: () => this.clock.now(), audit: this.audit },
             logger: this.loggers.component('api'),
           });
           return {
@@ -219,6 +260,11 @@ export class Engine {
       this.cycleDuration.observe(ms / 1000);
     });
     this.scheduler.start();
+    this.startListenerProbe();
+  }
+
+  private info(s: ResolvedStage): StageInfo {
+    return { section: s.section, pluginName: s.plugin.name, options: s.options };
   }
 
   /**
@@ -226,23 +272,65 @@ export class Engine {
    * itself. Nothing is decided or sent on stale state while the freshness gate is on.
    */
   private async cycle(): Promise<void> {
-    if (this.policies.length === 0) return;
-    const store = this.store!;
-    const { config } = this.loaded;
-    const now = this.clock.now();
-    this.changedApps ??= new ChangedApps(store);
-    const collected = this.changedApps.collect();
-    const snapshot = await store.snapshot();
-    if (config.freshness.gate && !this.checkFreshness(snapshot, now)) {
-      this.changedApps.markAll(); // analyse everything once state is fresh again
-      return;
-    }
+    let snapshot: StoreSnapshot | undefined;
     try {
-      await this.analyzeAndDispatch(snapshot, now, this.changedApps.take(snapshot, collected));
-    } catch (err) {
-      this.changedApps.markAll();
-      throw err;
+      if (this.policies.length === 0) return;
+      const store = this.store!;
+      const { config } = this.loaded;
+      const now = this.clock.now();
+      this.changedApps ??= new ChangedApps(store);
+      const collected = this.changedApps.collect();
+      snapshot = await store.snapshot();
+      if (config.freshness.gate && !this.checkFreshness(snapshot, now)) {
+        this.auditHeldBack(snapshot, now);
+        this.changedApps.markAll(); // analyse everything once state is fresh again
+        return;
+      }
+      this.heldBackAudited.clear();
+      try {
+        await this.analyzeAndDispatch(snapshot, now, this.changedApps.take(snapshot, collected));
+      } catch (err) {
+        this.changedApps.markAll();
+        throw err;
+      }
+    } finally {
+      // Problems are looked at every cycle, so each is logged when it appears and when it clears.
+      await this.evaluateProblems(snapshot);
     }
+  }
+
+  /** The due messages the freshness gate holds back, audited once per message per stale period. */
+  private auditHeldBack(snapshot: StoreSnapshot, now: number): void {
+    const due: (PendingStart | PendingStop)[] = [];
+    for (const m of snapshot.starts.values()) if (isTimeToSend(m, now) && !this.heldBackAudited.has(`start:${startKey(m)}`)) due.push(m);
+    for (const m of snapshot.stops.values()) if (isTimeToSend(m, now) && !this.heldBackAudited.has(`stop:${stopKey(m)}`)) due.push(m);
+    if (due.length === 0) return;
+    const views = buildAppViews(snapshot, due.map((m) => appKey(m.app, m.version)));
+    const detail = `${this.lastGateError ?? 'state is not fresh'}: nothing is sent`;
+    for (const m of due) {
+      this.heldBackAudited.add('index' in m ? `start:${startKey(m)}` : `stop:${stopKey(m)}`);
+      this.audit.record(this.heldBackRecord(m, now, views.get(appKey(m.app, m.version)), 'not_fresh', detail));
+    }
+  }
+
+  private heldBackRecord(m: PendingStart | PendingStop, now: number, view: AppView | undefined, why: NonNullable<DecisionInput['why']>, detail: string): DecisionInput {
+    const start = 'index' in m ? m : undefined;
+    const stop = 'instance' in m ? m : undefined;
+    const index = start ? start.index : view?.instances.find((i) => i.instance === stop!.instance)?.index;
+    return {
+      at: now,
+      action: start ? 'start' : 'stop',
+      outcome: 'suppressed',
+      why,
+      detail,
+      reason: m.reason,
+      app: m.app,
+      version: m.version,
+      ...(index !== undefined ? { index } : {}),
+      ...(stop ? { instance: stop.instance } : {}),
+      message_id: m.messageId,
+      facts: { ...this.audit.enqueued(m.messageId)?.facts, ...appFacts(view, index), send_on: new Date(m.sendOn).toISOString() },
+    };
   }
 
   private async analyzeAndDispatch(snapshot: StoreSnapshot, now: number, keys: Set<string> | undefined): Promise<void> {
@@ -255,18 +343,36 @@ export class Engine {
         { decision: p.kind, reason: m.reason, app: m.app, version: m.version, ...p.facts, send_in_ms: m.sendOn - now, message_id: m.messageId },
         `Enqueuing ${p.kind === 'start' ? 'Start' : 'Stop'} Message: ${p.log}`,
       );
+      const view = analysis.apps.get(appKey(m.app, m.version));
+      const index = p.kind === 'start' ? p.start.index : view?.instances.find((i) => i.instance === p.stop.instance)?.index;
+      this.audit.record({
+        at: now,
+        action: p.kind,
+        outcome: 'enqueued',
+        reason: m.reason,
+        detail: p.log,
+        app: m.app,
+        version: m.version,
+        ...(index !== undefined ? { index } : {}),
+        ...(p.kind === 'stop' ? { instance: p.stop.instance } : {}),
+        message_id: m.messageId,
+        facts: { ...appFacts(view, index), ...p.facts, delay_ms: m.sendOn - now },
+      });
     }
     // HM9000 saves crash counts, then starts, then stops; a failure aborts the rest of the run.
     for (const { count, ttlMs } of analysis.crashCounts) await store.putCrashCounts([count], ttlMs);
     if (analysis.starts.length) await store.putPendingStarts(analysis.starts);
     if (analysis.stops.length) await store.putPendingStops(analysis.stops);
 
-    const result = await dispatch(await store.snapshot(), now, (order) => this.send(order), { messageLimit: config.dispatch.message_limit, shadow: config.dispatch.mode === 'shadow' }, this.logger);
+    const dispatched = await store.snapshot();
+    this.sendErrors.clear();
+    const result = await dispatch(dispatched, now, (order) => this.send(order), { messageLimit: config.dispatch.message_limit, shadow: config.dispatch.mode === 'shadow' }, this.logger);
     for (const order of result.sent) {
       this.sentOrders.inc({ action: order.action, reason: order.reason, mode: config.dispatch.mode });
       if (config.dispatch.mode === 'live') this.appMetrics.countSent(order);
     }
     for (const s of result.suppressed) this.suppressedOrders.inc({ action: s.kind, why: s.why });
+    this.auditDispatch(dispatched, now, result);
     // Every step is attempted even when one fails (HM9000's sender); the first failure is reported.
     const steps = [
       () => (result.saveStarts.length ? store.putPendingStarts(result.saveStarts) : undefined),
@@ -284,6 +390,40 @@ export class Engine {
     }
     if (firstError !== undefined) throw firstError;
     if (result.failures > 0) throw new Error(`${result.failures} message(s) failed to send; they are kept for the next cycle`);
+  }
+
+  /** Sent orders and held-back messages of one dispatch, with the facts they were sent on. */
+  private auditDispatch(snapshot: StoreSnapshot, now: number, result: DispatchResult): void {
+    if (result.sent.length === 0 && result.suppressed.length === 0) return;
+    const shadow = this.loaded.config.dispatch.mode === 'shadow';
+    const keys = [...result.sent, ...result.suppressed.map((s) => s.message)].map((m) => appKey(m.app, m.version));
+    const views = buildAppViews(snapshot, keys);
+    for (const order of result.sent) {
+      const m = order.action === 'start' ? snapshot.starts.get(startKey(order)) : snapshot.stops.get(stopKey(order));
+      this.audit.record({
+        at: now,
+        action: order.action,
+        outcome: shadow ? 'suppressed' : 'sent',
+        ...(shadow ? { why: 'shadow' as const, detail: 'shadow mode: would have been sent' } : {}),
+        reason: order.reason,
+        app: order.app,
+        version: order.version,
+        index: order.index,
+        ...(order.action === 'stop' ? { instance: order.instance } : {}),
+        message_id: order.messageId,
+        facts: {
+          ...this.audit.enqueued(order.messageId)?.facts,
+          ...appFacts(views.get(appKey(order.app, order.version)), order.index),
+          ...(order.action === 'start' ? { priority: order.priority } : { is_duplicate: order.isDuplicate }),
+          ...(m ? { send_on: new Date(m.sendOn).toISOString() } : {}),
+        },
+      });
+    }
+    for (const s of result.suppressed) {
+      const error = s.why === 'send_failed' ? this.sendErrors.get(s.message.messageId) : undefined;
+      this.audit.record(this.heldBackRecord(s.message, now, views.get(appKey(s.message.app, s.message.version)), s.why, error ? `${s.detail}: ${error}` : s.detail));
+    }
+    this.sendErrors.clear();
   }
 
   private async bothFresh(): Promise<boolean> {
@@ -321,7 +461,13 @@ export class Engine {
 
   /** Sends one order through every sink; it counts as sent only if every sink took it. */
   private async send(order: Order): Promise<void> {
-    for (const { stage } of this.sinks) await stage.send(order);
+    try {
+      for (const { stage } of this.sinks) await stage.send(order);
+    } catch (err) {
+      // Kept for the audit record of this message (the dispatcher only knows that it failed).
+      this.sendErrors.set(order.messageId, errorText(err));
+      throw err;
+    }
   }
 
   async status(): Promise<StatusBody> {
@@ -338,6 +484,7 @@ export class Engine {
       const h = r.stage.health?.() ?? { healthy: r.started, last_error: null };
       stages[r.id] = { kind: r.kind, plugin: r.plugin, healthy: h.healthy, last_error: h.last_error };
     }
+    await this.evaluateProblems();
     return {
       foundation: config.foundation,
       leader: true,
@@ -345,7 +492,123 @@ export class Engine {
       desired: await view('desired'),
       stages,
       counters: await this.counters(),
+      problems: this.problems.list(),
     };
+  }
+
+  /** HM9000's structured dump as data (GET /v1/dump, hmgate dump). */
+  async dump(): Promise<DumpDoc> {
+    if (!this.store) throw new Error('the store is not started');
+    const { config } = this.loaded;
+    const now = this.clock.now();
+    const snapshot = await this.store.snapshot();
+    const verdict = (which: 'actual' | 'desired'): DumpFreshness => {
+      const v = this.freshness.verdict(which, snapshot.freshness[which], now, config.freshness.actual_ttl);
+      return { fresh: v.fresh, since: v.since === null ? null : new Date(v.since).toISOString(), reason: v.reason };
+    };
+    const actual = verdict('actual');
+    const desired = verdict('desired');
+    return buildDump({ foundation: config.foundation, now, snapshot, actual, desired, freshnessError: freshnessError(actual.fresh, desired.fresh) });
+  }
+
+  /** The problems that hold, as of the last evaluation (each cycle and each status request). */
+  currentProblems(): ProblemEntry[] {
+    return this.problems.list();
+  }
+
+  /** Re-derives the problems from what the engine knows now; never throws. */
+  private async evaluateProblems(snapshot?: StoreSnapshot): Promise<void> {
+    if (this.startedAt === undefined || this.stopping) return;
+    try {
+      this.problems.update(deriveProblems(await this.problemFacts(snapshot)));
+    } catch (err) {
+      this.logger.debug({ error: errorText(err) }, `could not evaluate problems: ${errorText(err)}`);
+    }
+  }
+
+  private async problemFacts(given?: StoreSnapshot): Promise<ProblemFacts> {
+    const { config, heartbeatMs } = this.loaded;
+    const now = this.clock.now();
+    const stages: StageFacts[] = this.running.map((r) => {
+      const h = r.stage.health?.() ?? { healthy: r.started, last_error: null };
+      return { id: r.id, section: r.section, plugin: r.pluginName, options: r.options, healthy: h.healthy, last_error: h.last_error };
+    });
+    let state: StateFacts;
+    let markers: StoreSnapshot['freshness'] = {};
+    try {
+      const snapshot = given ?? (await this.store!.snapshot());
+      markers = snapshot.freshness;
+      state = await this.stateFacts(snapshot);
+    } catch (err) {
+      state = { error: errorText(err) };
+    }
+    const verdict = (which: 'actual' | 'desired') => {
+      const v = this.freshness.verdict(which, markers[which], now, config.freshness.actual_ttl);
+      return { fresh: v.fresh, reason: v.reason };
+    };
+    return {
+      uptimeMs: now - (this.startedAt ?? now),
+      heartbeatMs,
+      actualTtlMs: config.freshness.actual_ttl,
+      servers: this.opts.bus ? [] : config.bus.servers,
+      ...(config.bus.monitor_url ? { monitorUrl: config.bus.monitor_url } : {}),
+      stages,
+      actual: verdict('actual'),
+      desired: verdict('desired'),
+      state,
+      listeners: this.listenerFacts,
+    };
+  }
+
+  private async stateFacts(s: StoreSnapshot): Promise<StateFacts> {
+    let live = 0;
+    const guids = new Set<string>();
+    for (const list of s.instances.values()) {
+      if (list.length === 0) continue;
+      live += list.length;
+      guids.add(list[0]!.app);
+    }
+    let desiredHeartbeating = false;
+    if (live > 0) {
+      for (const d of s.desired.values()) {
+        if (guids.has(d.guid)) {
+          desiredHeartbeating = true;
+          break;
+        }
+      }
+    }
+    const facts: StateFacts = { desiredApps: s.desired.size, liveInstances: live, heartbeatingApps: guids.size, desiredHeartbeating };
+    // Agents that heartbeat no instance are only in the agent records: counted when it matters.
+    if (live === 0) facts.agents = (await this.store!.getAgents()).size;
+    return facts;
+  }
+
+  /**
+   * With bus.monitor_url set, asks the NATS server now and then whether anybody subscribes to the
+   * notifiers' start/stop subjects (never publishing there: the CC would act on it).
+   */
+  private startListenerProbe(): void {
+    const url = this.loaded.config.bus.monitor_url;
+    const targets = startStopSubjects(this.loaded.stages.map((s) => ({ id: s.id, plugin: s.plugin.name, options: s.options })));
+    if (!url || this.opts.bus || targets.length === 0) return;
+    const subjects = [...new Set(targets.flatMap((t) => t.subjects))];
+    const interval = Math.min(30_000, Math.max(1_000, 3 * this.loaded.heartbeatMs));
+    const probe = async () => {
+      const answer = await subscribersOf(url, subjects, PROBE_TIMEOUT_MS);
+      this.listenerFacts = answer.ok
+        ? targets.map((t) => ({ stage: t.stage, missing: t.subjects.filter((s) => (answer.subscribers.get(s) ?? 0) === 0) }))
+        : [{ stage: targets[0]!.stage, error: answer.error }];
+      await this.evaluateProblems();
+    };
+    const loop = () => {
+      this.probeRun = probe()
+        .catch((err: unknown) => this.logger.debug({ error: errorText(err) }, 'start/stop listener probe failed'))
+        .finally(() => {
+          this.probeRun = undefined;
+          if (!this.stopping) this.probeTimer = this.clock.setTimeout(loop, interval);
+        });
+    };
+    loop();
   }
 
   /** Every hmgate_* counter, summed over its labels, named without prefix and _total. */
@@ -377,9 +640,21 @@ export class Engine {
   }
 
   async stop(): Promise<void> {
+    this.stopping = true;
+    this.clock.clearTimeout(this.probeTimer);
+    await this.probeRun;
     await this.scheduler?.stop();
     this.changedApps?.close();
     await this.stopStages();
     this.logger.info('stopped');
   }
+}
+
+/** What an audited decision rests on: the app's desired count, running indices and crash count at the index. */
+function appFacts(view: AppView | undefined, index: number | undefined): Record<string, unknown> {
+  if (!view) return {};
+  const running = [...new Set(view.instances.filter(isStartingOrRunning).map((i) => i.index))].sort((a, b) => a - b);
+  const facts: Record<string, unknown> = { desired_instances: view.desired?.instances ?? 0, running_indices: running };
+  if (index !== undefined) facts.crash_count = view.crashCounts.get(index)?.count ?? 0;
+  return facts;
 }

@@ -99,6 +99,34 @@ describe('hmgate validate / print-config', () => {
   });
 });
 
+describe('hmgate test / simulate', () => {
+  it('runs the shipped scenarios, and fails a broken one with the timeline that differed', async () => {
+    const ok = await runCli(['test', join(root, 'test/scenarios')]);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^7 passed, 0 failed$/m);
+    const f = await writeConfig(
+      ['name: wrong', 'config: hm9000', 'desired: [{ app: a, instances: 2 }]', 'agents: { dea-1: [{ app: a, index: 0 }] }', 'run_for: 80s', 'expect:', '  - start: { app: a, index: 1, at: 60s }', ''].join('\n'),
+      'wrong.yaml',
+    );
+    const bad = await runCli(['test', f]);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toContain('FAIL');
+    expect(bad.stdout).toContain('  - expected a start of a index 1 at 60s: none matched');
+    expect(bad.stdout).toContain('       70.000s  start a/v1 index 1 (MISSING)');
+    expect(bad.stdout).toMatch(/^0 passed, 1 failed$/m);
+  });
+
+  it('simulates a foundation and prints a summary', async () => {
+    const r = await runCli(['simulate', '-c', join(root, 'config.example.yaml'), '--agents', '4', '--instances', '5', '--agent-dies-at', '2m', '--duration', '5m']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^simulated 4 agents × 5 instances for 300s of virtual time/m);
+    expect(r.stdout).toMatch(/^starts: .*MISSING 5/m);
+    const usage = await runCli(['simulate', '-c', join(root, 'config.example.yaml'), '--crash-rate', '2']);
+    expect(usage.code).toBe(1);
+    expect(usage.stderr.trim()).toBe('hmgate: --crash-rate must be between 0 and 1, not "2"');
+  });
+});
+
 describe('hmgate run', () => {
   it('runs against a real nats-server, serves /healthz and /v1/status, exits 0 on SIGTERM within 2 s', async () => {
     const n = await nats();

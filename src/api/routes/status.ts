@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import type { MiddlewareHandler } from 'hono';
+import type { ProblemEntry } from '../../pipeline/problems.js';
 
 export interface FreshnessStatus {
   fresh: boolean;
@@ -14,9 +15,14 @@ export interface StatusBody {
   desired: FreshnessStatus;
   stages: Record<string, { kind: string; plugin: string; healthy: boolean; last_error: string | null }>;
   counters: Record<string, number>;
+  /**
+   * What is wrong now, each with a stable code, a sentence, the fix, and since when it holds
+   * (codes and words from src/pipeline/problem-codes.ts, shared with `hmgate doctor`).
+   */
+  problems: ProblemEntry[];
 }
 
-/** GET /v1/status: what an operator asks first — is it fresh, who leads, which stage is unwell. */
+/** GET /v1/status: what an operator asks first — is it fresh, who leads, which stage is unwell, what to fix. */
 export function statusRoutes(auth: MiddlewareHandler, status: () => Promise<StatusBody>): Hono {
   return new Hono().get('/v1/status', auth, async (c) => c.json(await status()));
 }

@@ -1,0 +1,1339 @@
+/**
+ * The etcd store: shared state for several daemons, read from a local cache.
+ *
+ * Layout under `<prefix>/` (values in codec.ts):
+ *
+ *   agents/<agent>      one key per agent: its instances (compact JSON), on a shared lease
+ *   desired/<n>         the desired apps in a few chunks (an app's chunk is a hash of its key)
+ *   desired/meta        {"chunks":n,"apps":count}; chunks and meta are replaced in ONE transaction
+ *   crashes/<crashKey>  a crash count, on a shared lease of its TTL
+ *   starts/<startKey>   a pending start (no lease: the sender removes it)
+ *   stops/<stopKey>     a pending stop (no lease)
+ *   fresh/actual|desired a freshness marker, on a shared lease of its TTL
+ *
+ * Reads. One range of the prefix at start (paged, at one revision) fills a mirror of these keys,
+ * then a watch from that revision keeps it current; every get*, snapshot() and onChange is served
+ * from it, so a cycle costs no etcd round trip. Writes are applied to the mirror only once etcd
+ * has committed them, at their revision; the watch delivers the same change again and the mirror
+ * skips any change not newer than what it holds for that key (a deleted key keeps its revision as
+ * a tombstone until the watch has passed it), so an event fires once whether the write's answer
+ * or the watch arrives first — and changes written by another daemon fire events the same way.
+ * When the watch breaks (etcd restarted, a compaction, a dead connection) the store ranges the
+ * prefix again, emits events for whatever differs, and watches from the new revision.
+ *
+ * Time. Deadlines are computed on the injected clock and kept in the records, and the TTL rule is
+ * applied on that clock: a record whose deadline has passed is absent for every read and fires its
+ * change from a clock timer (as the memory store does), and the store then deletes its key —
+ * unless it was rewritten meanwhile (compare-and-delete on its revision), like HM9000 deleting the
+ * heartbeats of absent DEAs on read. etcd's leases (whole seconds, rounded up) are only the
+ * backstop that removes keys of a store that is gone.
+ *
+ * Agent presence without a write per heartbeat. An agent's key says until when its writer vouches
+ * for it (`x` = save time + 3 × ttl) and sits on a lease that lives at least that long. A heartbeat
+ * whose instance set is unchanged writes nothing while the stored `x` still covers the new
+ * deadline (save time + ttl); only when it no longer does — once per 2 × ttl, about every sixth
+ * heartbeat with HM9000's timings — is the key put again, same instances, new `x`, newer lease.
+ * The writing store keeps the exact deadline of its own saves locally (now + ttl, as the memory
+ * store does) and deletes the key when it passes; another daemon, which did not receive those
+ * heartbeats, counts the agent present until the writer deletes it or until `x`, whichever comes
+ * first. Leases are shared: one per (lifetime, time bucket), see leases.ts, so 10 000 agents hold
+ * about nine leases, not 10 000, and no lease is ever kept alive.
+ *
+ * Per heartbeat of an unchanged agent that is 0 etcd requests, and one put (in a transaction of up
+ * to 128 keys with the rest of the batch) every 2 × ttl. Keeping each agent's own lease alive
+ * instead would cost no puts but a KeepAlive per agent per ttl/3 and 10 000 leases; putting every
+ * heartbeat (HM9000's presence keys) would cost one put per agent per heartbeat.
+ */
+import type { Etcd3, ICompare, IKeyValue, IRequestOp, ITxnResponse, IWatchResponse, Watcher } from 'etcd3';
+import type { Logger } from 'pino';
+import type { Clock, Timer } from '../../src/pipeline/clock.js';
+import { LeaderElection } from '../../src/pipeline/leader.js';
+import type { StageHealth } from '../../src/pipeline/plugin.js';
+import {
+  appKey,
+  crashKey,
+  startKey,
+  stopKey,
+  type AgentHeartbeat,
+  type AgentRecord,
+  type AppKey,
+  type CrashCount,
+  type DesiredApp,
+  type FreshnessKind,
+  type FreshnessMarker,
+  type InstanceHeartbeat,
+  type PendingStart,
+  type PendingStop,
+  type SaveHeartbeatsResult,
+  type Store,
+  type StoreChange,
+  type StoreSnapshot,
+} from '../../src/pipeline/store.js';
+import { createEtcdClient, describeEndpoints, etcdError, EtcdStoreError, type EtcdConnection } from './client.js';
+import {
+  decodeAgent,
+  decodeCrash,
+  decodeDesiredChunk,
+  decodeDesiredMeta,
+  decodeFreshness,
+  decodeMessage,
+  encodeAgent,
+  encodeCrash,
+  encodeDesiredApp,
+  encodeDesiredMeta,
+  encodeFreshness,
+  encodeMessage,
+  joinDesiredChunk,
+  sameInstanceSet,
+  type AgentValue,
+  type CrashValue,
+  type DesiredMeta,
+} from './codec.js';
+import { LeasePool } from './leases.js';
+
+/** An agent write vouches for its presence this many ttls beyond the saved deadline. */
+const VOUCH_EXTRA_TTLS = 2;
+/** etcd's default --max-txn-ops. */
+const MAX_TXN_OPS = 128;
+/** Keep each transaction well under etcd's default --max-request-bytes (1.5 MiB). */
+const MAX_TXN_BYTES = 1_000_000;
+/** Desired chunks aim at this size; their number is a power of two, changed only when far off. */
+const DESIRED_CHUNK_BYTES = 64 * 1024;
+const MAX_DESIRED_CHUNKS = 64;
+/** Keys per page of the initial range. */
+const RANGE_PAGE = 500;
+/** Tombstones are pruned once there are this many (only those the watch has passed). */
+const TOMBSTONE_PRUNE_AT = 1_000;
+const RESYNC_BACKOFF_MIN_MS = 100;
+const RESYNC_BACKOFF_MAX_MS = 5_000;
+
+export interface EtcdStoreConfig extends EtcdConnection {
+  /** Key prefix without a trailing slash, e.g. "/hmgate". */
+  prefix: string;
+}
+
+export type StoreLogger = Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
+
+export interface EtcdStoreOptions {
+  logger?: StoreLogger;
+  /**
+   * Where errors thrown by change listeners go; they never fail a write nor starve other
+   * listeners. Default: rethrown on a fresh microtask.
+   */
+  onListenerError?: (err: unknown, change: StoreChange) => void;
+}
+
+/** Counts of what this store sent to etcd (for write-volume measurements and metrics). */
+export interface EtcdWriteStats {
+  txns: number;
+  puts: number;
+  deletes: number;
+  ranges: number;
+  leaseGrants: number;
+}
+
+/** A Map handed out by reference and cloned on the first write after that. */
+class SharedMap<K, V> {
+  private map = new Map<K, V>();
+  private shared = false;
+
+  get(key: K): V | undefined {
+    return this.map.get(key);
+  }
+  has(key: K): boolean {
+    return this.map.has(key);
+  }
+  get size(): number {
+    return this.map.size;
+  }
+  set(key: K, value: V): void {
+    this.own().set(key, value);
+  }
+  delete(key: K): boolean {
+    return this.map.has(key) && this.own().delete(key);
+  }
+  view(): ReadonlyMap<K, V> {
+    this.shared = true;
+    return this.map;
+  }
+  private own(): Map<K, V> {
+    if (this.shared) {
+      this.map = new Map(this.map);
+      this.shared = false;
+    }
+    return this.map;
+  }
+}
+
+type ExpiryKind = 'agent' | 'crash' | 'fresh';
+interface Expiry {
+  kind: ExpiryKind;
+  id: string;
+  due: number;
+  seq: number;
+}
+
+/** Deadlines in (due, seq) order; a renewal pushes a new entry and the old one is ignored later. */
+class ExpiryHeap {
+  private readonly heap: Expiry[] = [];
+  private seq = 0;
+
+  peek(): Expiry | undefined {
+    return this.heap[0];
+  }
+
+  push(kind: ExpiryKind, id: string, due: number): void {
+    const h = this.heap;
+    h.push({ kind, id, due, seq: this.seq++ });
+    for (let i = h.length - 1; i > 0; ) {
+      const up = (i - 1) >> 1;
+      if (!earlier(h[i]!, h[up]!)) break;
+      [h[i], h[up]] = [h[up]!, h[i]!];
+      i = up;
+    }
+  }
+
+  pop(): Expiry | undefined {
+    const h = this.heap;
+    const top = h[0];
+    const last = h.pop();
+    if (top === undefined || last === undefined || top === last) return top;
+    h[0] = last;
+    for (let i = 0; ; ) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < h.length && earlier(h[l]!, h[m]!)) m = l;
+      if (r < h.length && earlier(h[r]!, h[m]!)) m = r;
+      if (m === i) break;
+      [h[i], h[m]] = [h[m]!, h[i]!];
+      i = m;
+    }
+    return top;
+  }
+}
+
+function earlier(a: Expiry, b: Expiry): boolean {
+  return a.due < b.due || (a.due === b.due && a.seq < b.seq);
+}
+
+// --- argument checks (the same rules as the memory store) ---
+
+function checkTtl(op: string, ttlMs: number): void {
+  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs <= 0) {
+    throw new Error(`${op}: ttlMs must be a finite number of milliseconds > 0, got ${String(ttlMs)}`);
+  }
+}
+
+function checkString(op: string, what: string, value: unknown): void {
+  if (typeof value !== 'string' || value === '') {
+    throw new Error(`${op}: ${what} must be a non-empty string, got ${JSON.stringify(value)}`);
+  }
+}
+
+function checkArray(op: string, what: string, value: unknown): void {
+  if (!Array.isArray(value)) throw new Error(`${op}: ${what} must be an array`);
+}
+
+function checkFreshnessKind(op: string, which: unknown): asserts which is FreshnessKind {
+  if (which !== 'actual' && which !== 'desired') {
+    throw new Error(`${op}: freshness kind must be "actual" or "desired", got ${JSON.stringify(which)}`);
+  }
+}
+
+function groupByApp(instances: readonly InstanceHeartbeat[]): Map<AppKey, InstanceHeartbeat[]> {
+  const byApp = new Map<AppKey, InstanceHeartbeat[]>();
+  for (const hb of instances) {
+    const key = appKey(hb.app, hb.version);
+    const list = byApp.get(key);
+    if (list) list.push(hb);
+    else byApp.set(key, [hb]);
+  }
+  return byApp;
+}
+
+/** The app of a crash-count key (`guid,version/index`). */
+function crashApp(key: string): string {
+  return key.slice(0, key.lastIndexOf('/'));
+}
+
+/** The end of the key range of everything that starts with `prefix`. */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i]! < 0xff) {
+      end[i]!++;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
+}
+
+/** FNV-1a: which desired chunk an app goes to. */
+function chunkOf(key: string, chunks: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % chunks;
+}
+
+function nextPowerOfTwo(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+interface WriteOp {
+  key: string;
+  /** Undefined deletes the key. */
+  value?: string;
+  lease?: string;
+}
+
+interface Batch {
+  changes: StoreChange[];
+  /** Desired keys changed since the last 'desired' event of this batch, at this revision. */
+  desiredDirty: boolean;
+  desiredRev?: number;
+}
+
+interface AgentState {
+  record: AgentRecord;
+  byApp: Map<AppKey, readonly InstanceHeartbeat[]>;
+}
+
+interface Keys {
+  root: string;
+  agents: string;
+  desired: string;
+  crashes: string;
+  starts: string;
+  stops: string;
+  fresh: string;
+}
+
+export class EtcdStore implements Store {
+  readonly keys: Keys;
+  /** Identifies this store instance's agent writes, so it keeps its own exact deadlines for them. */
+  readonly writerId = Math.random().toString(36).slice(2, 10);
+  readonly stats: EtcdWriteStats = { txns: 0, puts: 0, deletes: 0, ranges: 0, leaseGrants: 0 };
+
+  private etcd: Etcd3 | undefined;
+  private readonly leases: LeasePool;
+  private readonly logger: StoreLogger | undefined;
+  private readonly where: string;
+
+  // --- the mirror: what etcd holds under the prefix, at which revision ---
+  private readonly revs = new Map<string, number>();
+  private readonly tombs = new Map<string, number>();
+  /** Texts of the small keys (all but agents), to skip writes that would change nothing. */
+  private readonly texts = new Map<string, string>();
+  /** Every change up to this revision under the prefix has been applied. */
+  private watchRev = 0;
+
+  private readonly agentsRaw = new Map<string, AgentValue>();
+  /** The deadline of this store's own last save of each agent (clock ms). */
+  private readonly ownDeadline = new Map<string, number>();
+  private readonly desiredChunks = new Map<number, DesiredApp[]>();
+  private desiredMeta: DesiredMeta | undefined;
+  private readonly crashRaw = new Map<string, CrashValue>();
+  private readonly freshRaw = new Map<FreshnessKind, FreshnessMarker>();
+
+  // --- the visible state: the mirror under the TTL rule, as handed out ---
+  private desired: ReadonlyMap<AppKey, DesiredApp> = new Map();
+  private readonly agentStates = new Map<string, AgentState>();
+  private readonly agents = new SharedMap<string, AgentRecord>();
+  private readonly instancesByAgent = new Map<AppKey, Map<string, readonly InstanceHeartbeat[]>>();
+  private readonly instances = new SharedMap<AppKey, readonly InstanceHeartbeat[]>();
+  private readonly visibleCrash = new Map<string, CrashValue>();
+  private readonly crashes = new SharedMap<string, CrashCount>();
+  private readonly crashesByKeyPerApp = new Map<AppKey, Map<string, CrashCount>>();
+  private readonly crashesByApp = new SharedMap<AppKey, readonly CrashCount[]>();
+  private readonly starts = new SharedMap<string, PendingStart>();
+  private readonly stops = new SharedMap<string, PendingStop>();
+  private readonly freshness = new Map<FreshnessKind, FreshnessMarker>();
+
+  private readonly expiries = new ExpiryHeap();
+  private timer: Timer | undefined;
+  private timerFor: number | undefined;
+  /** Compare-and-deletes of expired keys in flight, by key → the revision they delete. */
+  private readonly expiredDeletes = new Map<string, number>();
+  private readonly inflight = new Set<Promise<unknown>>();
+
+  private watcher: Watcher | undefined;
+  private resyncTimer: ReturnType<typeof setTimeout> | undefined;
+  private resyncBackoff = RESYNC_BACKOFF_MIN_MS;
+  private resyncing = false;
+  private synced = false;
+  private started = false;
+  private stopped = false;
+  private lastError: string | null = null;
+  private watchError: string | null = null;
+
+  private readonly listeners = new Set<(change: StoreChange) => void>();
+
+  constructor(
+    private readonly config: EtcdStoreConfig,
+    private readonly clock: Clock,
+    private readonly options: EtcdStoreOptions = {},
+  ) {
+    const root = `${config.prefix.replace(/\/+$/, '')}/`;
+    this.keys = {
+      root,
+      agents: `${root}agents/`,
+      desired: `${root}desired/`,
+      crashes: `${root}crashes/`,
+      starts: `${root}starts/`,
+      stops: `${root}stops/`,
+      fresh: `${root}fresh/`,
+    };
+    this.logger = options.logger;
+    this.where = `etcd at ${describeEndpoints(config.endpoints)}`;
+    this.leases = new LeasePool(async (ttlSeconds) => {
+      const res = await this.call('granting a lease', (c) => c.leaseClient.leaseGrant({ TTL: ttlSeconds }));
+      this.stats.leaseGrants++;
+      return res.ID;
+    });
+  }
+
+  /** The etcd client (after start), e.g. for leader election on the same connection. */
+  get client(): Etcd3 {
+    if (!this.etcd) throw new Error('etcd store: not started');
+    return this.etcd;
+  }
+
+  /** A leader election under this store's prefix (`<prefix>/election/<name>/`), on its client. */
+  leaderElection(opts: { id: string; ttlSeconds: number; logger: Logger; name?: string }): LeaderElection {
+    return new LeaderElection(this.client.namespace(this.keys.root), { name: opts.name ?? 'leader', ttlSeconds: opts.ttlSeconds, id: opts.id, logger: opts.logger });
+  }
+
+  // --- lifecycle ---
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    if (!this.started) {
+      this.etcd ??= createEtcdClient(this.config);
+      try {
+        await this.resync();
+      } catch (err) {
+        this.etcd.close();
+        this.etcd = undefined;
+        throw err;
+      }
+      this.started = true;
+    }
+    this.settle();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.started = false;
+    this.synced = false;
+    this.disarm();
+    if (this.resyncTimer) clearTimeout(this.resyncTimer);
+    this.resyncTimer = undefined;
+    const watcher = this.watcher;
+    this.watcher = undefined;
+    const settleWithin = (ps: Promise<unknown>[], ms: number) =>
+      Promise.race([Promise.allSettled(ps), new Promise((r) => setTimeout(r, ms).unref())]);
+    await settleWithin([...this.inflight, ...(watcher ? [watcher.cancel()] : [])], 1_000);
+    this.etcd?.close();
+    this.etcd = undefined;
+  }
+
+  health(): StageHealth {
+    const error = this.lastError ?? (this.synced ? null : (this.watchError ?? `not in sync with ${this.where}`));
+    return { healthy: error === null, last_error: error };
+  }
+
+  // --- desired ---
+
+  async replaceDesired(apps: Iterable<DesiredApp>): Promise<void> {
+    const next = new Map<AppKey, DesiredApp>();
+    for (const app of apps) {
+      checkString('replaceDesired', 'guid', app?.guid);
+      checkString('replaceDesired', 'version', app.version);
+      next.set(appKey(app.guid, app.version), { ...app });
+    }
+    this.settle();
+    for (let attempt = 1; ; attempt++) {
+      const ops = this.planDesired(next);
+      if (ops.length === 0) {
+        // Already what etcd holds: nothing to write, but the replace still happened.
+        this.emit([{ kind: 'desired' }]);
+        return;
+      }
+      const metaKey = `${this.keys.desired}meta`;
+      const compare: ICompare = { key: Buffer.from(metaKey), target: 'Mod', result: 'Equal', mod_revision: this.revs.get(metaKey) ?? 0 };
+      const res = await this.commit(ops, 'replacing the desired state', [compare]);
+      if (res.succeeded) {
+        this.applyResult(res, ops);
+        return;
+      }
+      // Another daemon replaced it since this mirror last heard: read it, then plan again.
+      if (attempt >= 3) throw new EtcdStoreError(`${this.where}: the desired state kept changing under this replace (3 attempts)`, 'rejected');
+      await this.refreshRange(this.keys.desired, 'reading the desired state');
+    }
+  }
+
+  async getDesired(): Promise<ReadonlyMap<AppKey, DesiredApp>> {
+    this.settle();
+    return this.desired;
+  }
+
+  // --- agents ---
+
+  async saveHeartbeats(batch: readonly AgentHeartbeat[], ttlMs: number): Promise<SaveHeartbeatsResult> {
+    checkTtl('saveHeartbeats', ttlMs);
+    checkArray('saveHeartbeats', 'batch', batch);
+    const latest = new Map<string, AgentHeartbeat>();
+    for (const hb of batch) {
+      checkString('saveHeartbeats', 'agent', hb?.agent);
+      checkArray('saveHeartbeats', `instances of agent ${hb.agent}`, hb.instances);
+      for (const inst of hb.instances) {
+        checkString('saveHeartbeats', `app of an instance of agent ${hb.agent}`, inst?.app);
+        checkString('saveHeartbeats', `version of an instance of agent ${hb.agent}`, inst.version);
+      }
+      latest.delete(hb.agent);
+      latest.set(hb.agent, hb);
+    }
+
+    this.settle();
+    const now = this.clock.now();
+    const deadline = now + ttlMs;
+    const vouchedUntil = deadline + VOUCH_EXTRA_TTLS * ttlMs;
+    const changed: string[] = [];
+    const writes: { agent: string; text: string }[] = [];
+    for (const hb of latest.values()) {
+      const visible = this.agentStates.get(hb.agent);
+      const stored = this.agentsRaw.get(hb.agent);
+      const isChanged = visible === undefined || !sameInstanceSet(visible.record.instances, hb.instances);
+      if (isChanged) changed.push(hb.agent);
+      // Unchanged and still vouched for by what etcd holds: nothing to write.
+      if (!isChanged && stored !== undefined && stored.vouchedUntil >= deadline) continue;
+      const instances = isChanged ? hb.instances : visible.record.instances;
+      writes.push({ agent: hb.agent, text: encodeAgent(hb.agent, { writer: this.writerId, vouchedUntil, instances }) });
+    }
+
+    const failed = new Set<string>();
+    let firstError: unknown;
+    const results: { res: ITxnResponse; ops: WriteOp[]; agents: string[] }[] = [];
+    if (writes.length > 0) {
+      const groups: { agent: string; text: string }[][] = [];
+      let group: { agent: string; text: string }[] = [];
+      let bytes = 0;
+      for (const w of writes) {
+        if (group.length >= MAX_TXN_OPS || (group.length > 0 && bytes + w.text.length > MAX_TXN_BYTES)) {
+          groups.push(group);
+          group = [];
+          bytes = 0;
+        }
+        group.push(w);
+        bytes += w.text.length + w.agent.length;
+      }
+      groups.push(group);
+      const settled = await Promise.allSettled(
+        groups.map(async (g) => {
+          const ops = (lease: string): WriteOp[] => g.map((w) => ({ key: this.keys.agents + w.agent, value: w.text, lease }));
+          const res = await this.withLease(vouchedUntil - now, (lease) => this.commit(ops(lease), 'saving heartbeats'));
+          return { res: res.value, ops: ops(res.lease), agents: g.map((w) => w.agent) };
+        }),
+      );
+      settled.forEach((s, i) => {
+        if (s.status === 'fulfilled') results.push(s.value);
+        else {
+          firstError ??= s.reason;
+          for (const w of groups[i]!) failed.add(w.agent);
+        }
+      });
+    }
+
+    // What etcd now holds, then this store's deadlines; a failed agent keeps its old ones.
+    for (const agent of latest.keys()) if (!failed.has(agent)) this.ownDeadline.set(agent, deadline);
+    const out: Batch = { changes: [], desiredDirty: false };
+    for (const r of results) this.applyResultInto(r.res, r.ops, out);
+    for (const agent of latest.keys()) this.refreshAgent(agent, out.changes);
+    this.arm();
+    this.emit(out.changes);
+    if (firstError !== undefined) throw firstError;
+    return { changed };
+  }
+
+  async removeAgent(agent: string): Promise<void> {
+    this.settle();
+    const ops: WriteOp[] = [{ key: this.keys.agents + agent }];
+    const res = await this.commit(ops, `removing agent ${agent}`);
+    this.ownDeadline.delete(agent);
+    this.applyResult(res, ops);
+  }
+
+  async getAgents(): Promise<ReadonlyMap<string, AgentRecord>> {
+    this.settle();
+    return this.agents.view();
+  }
+
+  // --- crash counts ---
+
+  async putCrashCounts(counts: readonly CrashCount[], ttlMs: number): Promise<void> {
+    checkTtl('putCrashCounts', ttlMs);
+    checkArray('putCrashCounts', 'counts', counts);
+    for (const c of counts) {
+      checkString('putCrashCounts', 'app', c?.app);
+      checkString('putCrashCounts', 'version', c.version);
+    }
+    this.settle();
+    const expiresAt = this.clock.now() + ttlMs;
+    const items = counts.map((c) => ({ key: this.keys.crashes + crashKey(c), value: encodeCrash(c, expiresAt), app: appKey(c.app, c.version), id: crashKey(c) }));
+    // The last put of a key in one call wins, as with consecutive puts.
+    const last = new Map(items.map((i) => [i.key, i]));
+    const toWrite = [...last.values()].filter((i) => !(this.visibleCrash.has(i.id) && this.texts.get(i.key) === i.value));
+    await this.writeInChunks(toWrite, 'saving crash counts', ttlMs);
+    const written = new Set(toWrite);
+    // A put that changed nothing in etcd is still a put: it is reported, as the memory store does.
+    this.emit(items.filter((i) => !written.has(i)).map((i) => ({ kind: 'crash', key: i.id, app: i.app })));
+  }
+
+  async deleteCrashCounts(keys: readonly string[]): Promise<void> {
+    checkArray('deleteCrashCounts', 'keys', keys);
+    this.settle();
+    await this.deleteInChunks(keys.map((k) => this.keys.crashes + k), 'deleting crash counts');
+  }
+
+  async getCrashCounts(): Promise<ReadonlyMap<string, CrashCount>> {
+    this.settle();
+    return this.crashes.view();
+  }
+
+  // --- pending starts and stops ---
+
+  async putPendingStarts(messages: readonly PendingStart[]): Promise<void> {
+    checkArray('putPendingStarts', 'messages', messages);
+    for (const m of messages) checkString('putPendingStarts', 'app', m?.app);
+    this.settle();
+    await this.putMessages(
+      'start',
+      messages.map((m) => ({ id: startKey(m), message: m })),
+      this.keys.starts,
+      'saving pending starts',
+    );
+  }
+
+  async deletePendingStarts(keys: readonly string[]): Promise<void> {
+    checkArray('deletePendingStarts', 'keys', keys);
+    this.settle();
+    await this.deleteInChunks(keys.map((k) => this.keys.starts + k), 'deleting pending starts');
+  }
+
+  async getPendingStarts(): Promise<ReadonlyMap<string, PendingStart>> {
+    this.settle();
+    return this.starts.view();
+  }
+
+  async putPendingStops(messages: readonly PendingStop[]): Promise<void> {
+    checkArray('putPendingStops', 'messages', messages);
+    for (const m of messages) checkString('putPendingStops', 'instance', m?.instance);
+    this.settle();
+    await this.putMessages(
+      'stop',
+      messages.map((m) => ({ id: stopKey(m), message: m })),
+      this.keys.stops,
+      'saving pending stops',
+    );
+  }
+
+  async deletePendingStops(keys: readonly string[]): Promise<void> {
+    checkArray('deletePendingStops', 'keys', keys);
+    this.settle();
+    await this.deleteInChunks(keys.map((k) => this.keys.stops + k), 'deleting pending stops');
+  }
+
+  async getPendingStops(): Promise<ReadonlyMap<string, PendingStop>> {
+    this.settle();
+    return this.stops.view();
+  }
+
+  // --- freshness ---
+
+  async bumpFreshness(which: FreshnessKind, ttlMs: number): Promise<void> {
+    checkFreshnessKind('bumpFreshness', which);
+    checkTtl('bumpFreshness', ttlMs);
+    // Settling first drops an expired marker, so a bump after a lapse starts a new streak.
+    this.settle();
+    const now = this.clock.now();
+    const current = this.freshness.get(which);
+    const key = this.keys.fresh + which;
+    const value = encodeFreshness({ timestamp: current?.timestamp ?? now, expiresAt: now + ttlMs });
+    if (current !== undefined && this.texts.get(key) === value) {
+      this.emit([{ kind: 'freshness', which }]);
+      return;
+    }
+    await this.writeInChunks([{ key, value }], `bumping ${which} freshness`, ttlMs);
+  }
+
+  async revokeFreshness(which: FreshnessKind): Promise<void> {
+    checkFreshnessKind('revokeFreshness', which);
+    this.settle();
+    await this.deleteInChunks([this.keys.fresh + which], `revoking ${which} freshness`);
+  }
+
+  async getFreshness(which: FreshnessKind): Promise<FreshnessMarker | undefined> {
+    checkFreshnessKind('getFreshness', which);
+    this.settle();
+    return this.freshness.get(which);
+  }
+
+  // --- reads of everything ---
+
+  async snapshot(): Promise<StoreSnapshot> {
+    this.settle();
+    const freshness: StoreSnapshot['freshness'] = {};
+    const actual = this.freshness.get('actual');
+    const desired = this.freshness.get('desired');
+    if (actual) freshness.actual = actual;
+    if (desired) freshness.desired = desired;
+    return {
+      now: this.clock.now(),
+      desired: this.desired,
+      instances: this.instances.view(),
+      crashCounts: this.crashesByApp.view(),
+      starts: this.starts.view(),
+      stops: this.stops.view(),
+      freshness,
+    };
+  }
+
+  onChange(listener: (change: StoreChange) => void): () => void {
+    const wrapped = (change: StoreChange): void => listener(change);
+    this.listeners.add(wrapped);
+    return () => {
+      this.listeners.delete(wrapped);
+    };
+  }
+
+  /**
+   * Every key under the prefix as etcd holds it now, one line each: `key  value  (lease <id> ttl
+   * <remaining>s)` or `(no lease)`, sorted by key. Read from etcd, not from the cache.
+   */
+  async dumpRaw(): Promise<string[]> {
+    const { kvs } = await this.rangeAll(this.keys.root, 'dumping the keys');
+    const ttls = new Map<string, string>();
+    for (const lease of new Set(kvs.map((kv) => kv.lease).filter((l) => l !== '0'))) {
+      const res = await this.call('reading a lease', (c) => c.leaseClient.leaseTimeToLive({ ID: lease }));
+      ttls.set(lease, Number(res.TTL) < 0 ? 'expired' : `${res.TTL}s`);
+    }
+    return kvs.map((kv) => {
+      const lease = kv.lease === '0' ? '(no lease)' : `(lease ${BigInt(kv.lease).toString(16)} ttl ${ttls.get(kv.lease)})`;
+      return `${kv.key.toString()}  ${kv.value.toString()}  ${lease}`;
+    });
+  }
+
+  // --- writing ---
+
+  /** Runs an etcd call with this store's client, turning failures into errors naming etcd. */
+  private async call<T>(doing: string, fn: (client: Etcd3) => Promise<T>): Promise<T> {
+    const client = this.etcd;
+    if (!client) throw new EtcdStoreError(`${this.where}: the store is not started (${doing})`, 'unreachable');
+    try {
+      return await fn(client);
+    } catch (err) {
+      throw etcdError(err, this.config.endpoints, this.config.timeoutMs, doing);
+    }
+  }
+
+  /** One transaction; a failure is recorded for health() and rethrown. */
+  private async commit(ops: readonly WriteOp[], doing: string, compare: ICompare[] = []): Promise<ITxnResponse> {
+    const success: IRequestOp[] = ops.map((op) =>
+      op.value === undefined
+        ? { request_delete_range: { key: Buffer.from(op.key) } }
+        : { request_put: { key: Buffer.from(op.key), value: Buffer.from(op.value), ...(op.lease ? { lease: op.lease } : {}) } },
+    );
+    this.stats.txns++;
+    for (const op of ops) {
+      if (op.value === undefined) this.stats.deletes++;
+      else this.stats.puts++;
+    }
+    try {
+      const res = await this.call(doing, (c) => c.kv.txn({ compare, success, failure: [] }));
+      this.lastError = null;
+      return res;
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      this.logger?.warn({ error: this.lastError }, this.lastError);
+      throw err;
+    }
+  }
+
+  /** Runs `write` with a shared lease for `lifeMs`; a lease etcd has lost is replaced once. */
+  private async withLease<T>(lifeMs: number, write: (lease: string) => Promise<T>): Promise<{ value: T; lease: string }> {
+    for (let attempt = 1; ; attempt++) {
+      const { id } = await this.leases.leaseFor(lifeMs);
+      try {
+        return { value: await write(id), lease: id };
+      } catch (err) {
+        if (attempt >= 2 || !/lease not found/i.test((err as Error).message)) throw err;
+        this.leases.forget(id);
+      }
+    }
+  }
+
+  /** Puts keys (on a shared lease when `ttlMs` is given), in transactions of at most 128. */
+  private async writeInChunks(items: readonly { key: string; value: string }[], doing: string, ttlMs?: number): Promise<void> {
+    for (let i = 0; i < items.length; i += MAX_TXN_OPS) {
+      const slice = items.slice(i, i + MAX_TXN_OPS);
+      const ops = (lease?: string): WriteOp[] => slice.map((it) => ({ key: it.key, value: it.value, lease }));
+      if (ttlMs === undefined) {
+        const res = await this.commit(ops(), doing);
+        this.applyResult(res, ops());
+      } else {
+        const { value: res, lease } = await this.withLease(ttlMs, (l) => this.commit(ops(l), doing));
+        this.applyResult(res, ops(lease));
+      }
+    }
+  }
+
+  private async deleteInChunks(keys: readonly string[], doing: string): Promise<void> {
+    const unique = [...new Set(keys)];
+    for (let i = 0; i < unique.length; i += MAX_TXN_OPS) {
+      const ops = unique.slice(i, i + MAX_TXN_OPS).map((key) => ({ key }));
+      const res = await this.commit(ops, doing);
+      this.applyResult(res, ops);
+    }
+  }
+
+  private async putMessages(kind: 'start' | 'stop', items: { id: string; message: PendingStart | PendingStop }[], under: string, doing: string): Promise<void> {
+    const view = kind === 'start' ? this.starts : this.stops;
+    const encoded = items.map(({ id, message }) => ({ id, key: under + id, value: encodeMessage(message), app: appKey(message.app, message.version) }));
+    // The last put of a key in one call wins, as with consecutive puts.
+    const last = new Map(encoded.map((e) => [e.key, e]));
+    const toWrite = [...last.values()].filter((e) => !(view.has(e.id) && this.texts.get(e.key) === e.value));
+    await this.writeInChunks(toWrite, doing);
+    const written = new Set(toWrite);
+    // A put that changed nothing in etcd is still a put: it is reported, as the memory store does.
+    this.emit(encoded.filter((e) => !written.has(e)).map((e) => ({ kind, key: e.id, app: e.app })));
+  }
+
+  /** The writes that make etcd hold `next` as the desired state; none if it already does. */
+  private planDesired(next: ReadonlyMap<AppKey, DesiredApp>): WriteOp[] {
+    const rows: { key: AppKey; text: string }[] = [];
+    let total = 0;
+    for (const [key, app] of next) {
+      const text = encodeDesiredApp(app);
+      rows.push({ key, text });
+      total += text.length + 1;
+    }
+    const current = this.desiredMeta?.chunks ?? 0;
+    let chunks = 0;
+    if (rows.length > 0) {
+      const ideal = Math.min(MAX_DESIRED_CHUNKS, nextPowerOfTwo(Math.ceil(total / DESIRED_CHUNK_BYTES)));
+      // Re-chunking rewrites every chunk, so the count only moves when far from the ideal.
+      chunks = current > 0 && current * 4 >= ideal && current <= ideal * 4 ? current : ideal;
+    }
+    const buckets: { key: AppKey; text: string }[][] = Array.from({ length: chunks }, () => []);
+    for (const row of rows) buckets[chunkOf(row.key, chunks)]!.push(row);
+    const ops: WriteOp[] = [];
+    buckets.forEach((bucket, n) => {
+      bucket.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+      const text = joinDesiredChunk(bucket.map((r) => r.text));
+      const key = `${this.keys.desired}${n}`;
+      if (this.texts.get(key) !== text) ops.push({ key, value: text });
+    });
+    for (const n of this.desiredChunks.keys()) if (n >= chunks) ops.push({ key: `${this.keys.desired}${n}` });
+    const meta = encodeDesiredMeta({ chunks, apps: rows.length });
+    const metaKey = `${this.keys.desired}meta`;
+    if (ops.length > 0 || this.texts.get(metaKey) !== meta) ops.push({ key: metaKey, value: meta });
+    return ops;
+  }
+
+  // --- reading etcd into the mirror ---
+
+  private async rangeAll(prefix: string, doing: string): Promise<{ kvs: IKeyValue[]; revision: number }> {
+    const start = Buffer.from(prefix);
+    const end = prefixEnd(start);
+    const kvs: IKeyValue[] = [];
+    let key = start;
+    let revision: number | undefined;
+    for (;;) {
+      this.stats.ranges++;
+      const res = await this.call(doing, (c) =>
+        c.kv.range({ key, range_end: end, limit: RANGE_PAGE, ...(revision === undefined ? {} : { revision }) }),
+      );
+      revision ??= Number(res.header.revision);
+      kvs.push(...res.kvs);
+      if (!res.more || res.kvs.length === 0) break;
+      key = Buffer.concat([res.kvs[res.kvs.length - 1]!.key, Buffer.from([0])]);
+    }
+    return { kvs, revision };
+  }
+
+  /** Reads every key under `prefix` and makes the mirror of that part match. */
+  private async refreshRange(prefix: string, doing: string): Promise<number> {
+    const { kvs, revision } = await this.rangeAll(prefix, doing);
+    const out: Batch = { changes: [], desiredDirty: false };
+    const seen = new Set<string>();
+    for (const kv of kvs) {
+      const key = kv.key.toString();
+      seen.add(key);
+      this.applyKv(key, kv.value.toString(), Number(kv.mod_revision), out);
+    }
+    for (const [key, rev] of [...this.revs]) {
+      if (key.startsWith(prefix) && !seen.has(key) && rev < revision) this.applyKv(key, undefined, revision, out);
+    }
+    this.finishBatch(out);
+    this.emit(out.changes);
+    return revision;
+  }
+
+  /** Range everything, then watch from the revision of that range. */
+  private async resync(): Promise<void> {
+    if (this.resyncing) return;
+    this.resyncing = true;
+    try {
+      const revision = await this.refreshRange(this.keys.root, 'reading the state');
+      if (this.stopped || !this.etcd) return;
+      this.watchRev = Math.max(this.watchRev, revision);
+      this.pruneTombstones();
+      this.openWatch(revision + 1);
+      this.synced = true;
+      this.watchError = null;
+      this.resyncBackoff = RESYNC_BACKOFF_MIN_MS;
+    } finally {
+      this.resyncing = false;
+    }
+  }
+
+  private openWatch(fromRevision: number): void {
+    const watcher = this.client.watch().prefix(this.keys.root).startRevision(String(fromRevision)).watcher();
+    this.watcher = watcher;
+    watcher.on('data', (res: IWatchResponse) => {
+      if (this.watcher === watcher) this.onWatchData(res);
+    });
+    const broken = (err: Error, cancel: boolean) => {
+      if (this.watcher !== watcher) return;
+      this.watcher = undefined;
+      this.synced = false;
+      this.watchError = `the watch of ${this.where} broke: ${(err?.message ?? String(err)).split('\n')[0]}`;
+      this.logger?.warn({ error: this.watchError }, `${this.watchError}; reading the state again`);
+      if (cancel) void watcher.cancel().catch(() => undefined);
+      this.scheduleResync();
+    };
+    watcher.on('disconnected', (err: Error) => broken(err, true));
+    // A watch etcd cancelled (its start revision was compacted, …) is already gone.
+    watcher.on('error', (err: Error) => broken(err, false));
+  }
+
+  private scheduleResync(): void {
+    if (this.stopped || this.resyncTimer) return;
+    const delay = this.resyncBackoff;
+    this.resyncBackoff = Math.min(RESYNC_BACKOFF_MAX_MS, this.resyncBackoff * 2);
+    this.resyncTimer = setTimeout(() => {
+      this.resyncTimer = undefined;
+      if (this.stopped) return;
+      this.resync().catch((err: unknown) => {
+        this.watchError = `cannot read the state again: ${(err as Error).message}`;
+        this.logger?.warn({ error: this.watchError }, this.watchError);
+        this.scheduleResync();
+      });
+    }, delay);
+    this.resyncTimer.unref?.();
+  }
+
+  private onWatchData(res: IWatchResponse): void {
+    const out: Batch = { changes: [], desiredDirty: false };
+    let highest = 0;
+    for (const ev of res.events) {
+      const rev = Number(ev.kv.mod_revision);
+      highest = Math.max(highest, rev);
+      this.applyKv(ev.kv.key.toString(), ev.type === 'Put' ? ev.kv.value.toString() : undefined, rev, out);
+    }
+    // An answer without events is a progress notice: nothing is pending up to its revision.
+    this.watchRev = Math.max(this.watchRev, res.events.length > 0 ? highest : Number(res.header.revision));
+    if (this.tombs.size >= TOMBSTONE_PRUNE_AT) this.pruneTombstones();
+    this.finishBatch(out);
+    this.arm();
+    this.emit(out.changes);
+  }
+
+  /** A tombstone is needed only until the watch has passed it. */
+  private pruneTombstones(): void {
+    for (const [key, rev] of this.tombs) if (rev <= this.watchRev) this.tombs.delete(key);
+  }
+
+  /** Applies a committed write at its revision (unless the watch already has) and emits. */
+  private applyResult(res: ITxnResponse, ops: readonly WriteOp[]): void {
+    const out: Batch = { changes: [], desiredDirty: false };
+    this.applyResultInto(res, ops, out);
+    this.arm();
+    this.emit(out.changes);
+  }
+
+  private applyResultInto(res: ITxnResponse, ops: readonly WriteOp[], out: Batch): void {
+    const rev = Number(res.header.revision);
+    if (rev > this.watchRev) {
+      for (const op of ops) this.applyKv(op.key, op.value, rev, out);
+    }
+    this.finishBatch(out);
+  }
+
+  private finishBatch(out: Batch): void {
+    if (!out.desiredDirty) return;
+    out.desiredDirty = false;
+    const next = new Map<AppKey, DesiredApp>();
+    const chunks = this.desiredMeta?.chunks ?? 0;
+    for (let n = 0; n < chunks; n++) for (const app of this.desiredChunks.get(n) ?? []) next.set(appKey(app.guid, app.version), app);
+    this.desired = next;
+    out.changes.push({ kind: 'desired' });
+  }
+
+  /** One key's new state at `rev` (undefined: deleted), if newer than what the mirror holds. */
+  private applyKv(key: string, text: string | undefined, rev: number, out: Batch): void {
+    const k = this.keys;
+    const kind = key.startsWith(k.agents)
+      ? 'agent'
+      : key.startsWith(k.desired)
+        ? 'desired'
+        : key.startsWith(k.crashes)
+          ? 'crash'
+          : key.startsWith(k.starts)
+            ? 'start'
+            : key.startsWith(k.stops)
+              ? 'stop'
+              : key.startsWith(k.fresh)
+                ? 'fresh'
+                : undefined;
+    if (kind === undefined) return; // not a store key (e.g. a leader election under the prefix)
+    if (rev <= (this.revs.get(key) ?? this.tombs.get(key) ?? 0)) return;
+    // One 'desired' event per desired transaction, in its place among the other changes.
+    if (out.desiredDirty && (kind !== 'desired' || out.desiredRev !== rev)) this.finishBatch(out);
+    if (text === undefined) {
+      this.revs.delete(key);
+      this.tombs.set(key, rev);
+      this.texts.delete(key);
+    } else {
+      this.revs.set(key, rev);
+      this.tombs.delete(key);
+      if (kind !== 'agent') this.texts.set(key, text);
+    }
+    try {
+      switch (kind) {
+        case 'agent':
+          this.applyAgent(key.slice(k.agents.length), text, out.changes);
+          break;
+        case 'desired':
+          this.applyDesired(key.slice(k.desired.length), text);
+          out.desiredDirty = true;
+          out.desiredRev = rev;
+          break;
+        case 'crash':
+          this.applyCrash(key.slice(k.crashes.length), text, out.changes);
+          break;
+        case 'start':
+          this.applyMessage('start', this.starts, key.slice(k.starts.length), text, out.changes);
+          break;
+        case 'stop':
+          this.applyMessage('stop', this.stops, key.slice(k.stops.length), text, out.changes);
+          break;
+        case 'fresh':
+          this.applyFresh(key.slice(k.fresh.length), text, out.changes);
+          break;
+      }
+    } catch (err) {
+      this.logger?.warn({ key, error: (err as Error).message }, `ignoring unreadable key ${key}: ${(err as Error).message}`);
+    }
+  }
+
+  private applyAgent(agent: string, text: string | undefined, out: StoreChange[]): void {
+    if (text === undefined) {
+      this.agentsRaw.delete(agent);
+      this.ownDeadline.delete(agent);
+    } else {
+      try {
+        this.agentsRaw.set(agent, decodeAgent(agent, text));
+      } catch (err) {
+        this.agentsRaw.delete(agent);
+        this.refreshAgent(agent, out);
+        throw err;
+      }
+    }
+    this.refreshAgent(agent, out);
+  }
+
+  private applyDesired(name: string, text: string | undefined): void {
+    if (name === 'meta') {
+      this.desiredMeta = text === undefined ? undefined : decodeDesiredMeta(text);
+      return;
+    }
+    const n = Number(name);
+    if (!Number.isInteger(n) || n < 0) return;
+    if (text === undefined) this.desiredChunks.delete(n);
+    else {
+      this.desiredChunks.delete(n);
+      this.desiredChunks.set(n, decodeDesiredChunk(name, text));
+    }
+  }
+
+  private applyCrash(id: string, text: string | undefined, out: StoreChange[]): void {
+    if (text === undefined) this.crashRaw.delete(id);
+    else {
+      try {
+        this.crashRaw.set(id, decodeCrash(id, text));
+      } catch (err) {
+        this.crashRaw.delete(id);
+        this.refreshCrash(id, out);
+        throw err;
+      }
+    }
+    this.refreshCrash(id, out);
+  }
+
+  private applyMessage<T extends PendingStart | PendingStop>(kind: 'start' | 'stop', view: SharedMap<string, T>, id: string, text: string | undefined, out: StoreChange[]): void {
+    const old = view.get(id);
+    if (text !== undefined) {
+      try {
+        const m = decodeMessage<T>(`pending ${kind} ${id}`, text);
+        view.set(id, m);
+        out.push({ kind, key: id, app: appKey(m.app, m.version) });
+        return;
+      } catch (err) {
+        if (old && view.delete(id)) out.push({ kind, key: id, app: appKey(old.app, old.version) });
+        throw err;
+      }
+    }
+    if (old && view.delete(id)) out.push({ kind, key: id, app: appKey(old.app, old.version) });
+  }
+
+  private applyFresh(name: string, text: string | undefined, out: StoreChange[]): void {
+    if (name !== 'actual' && name !== 'desired') return;
+    if (text === undefined) this.freshRaw.delete(name);
+    else {
+      try {
+        this.freshRaw.set(name, decodeFreshness(`${name} freshness`, text));
+      } catch (err) {
+        this.freshRaw.delete(name);
+        this.refreshFresh(name, out);
+        throw err;
+      }
+    }
+    this.refreshFresh(name, out);
+  }
+
+  // --- the TTL rule: from the mirror to what is visible ---
+
+  /** Until when an agent is present: this store's own deadline for its own writes, else the latest vouched. */
+  private agentDeadline(agent: string, stored: AgentValue): number {
+    const own = this.ownDeadline.get(agent);
+    if (stored.writer === this.writerId) return own ?? stored.vouchedUntil;
+    return own === undefined ? stored.vouchedUntil : Math.max(own, stored.vouchedUntil);
+  }
+
+  private refreshAgent(agent: string, out: StoreChange[]): void {
+    const stored = this.agentsRaw.get(agent);
+    const previous = this.agentStates.get(agent);
+    const deadline = stored === undefined ? undefined : this.agentDeadline(agent, stored);
+    if (stored !== undefined && deadline !== undefined && deadline > this.clock.now()) {
+      if (previous !== undefined && sameInstanceSet(previous.record.instances, stored.instances)) {
+        // Keep the instances (and their stored order) as they were; renew the deadline only.
+        stored.instances = previous.record.instances;
+        if (previous.record.expiresAt !== deadline) {
+          const record = { ...previous.record, expiresAt: deadline };
+          previous.record = record;
+          this.agents.set(agent, record);
+          this.expiries.push('agent', agent, deadline);
+        }
+        return;
+      }
+      const instances: readonly InstanceHeartbeat[] = stored.instances;
+      const byApp = new Map<AppKey, readonly InstanceHeartbeat[]>(groupByApp(instances));
+      const apps = this.replaceAgentInstances(agent, previous?.byApp, byApp);
+      const record: AgentRecord = { agent, instances, expiresAt: deadline };
+      this.agentStates.set(agent, { record, byApp });
+      this.agents.set(agent, record);
+      this.expiries.push('agent', agent, deadline);
+      out.push({ kind: 'agent', agent, apps });
+      return;
+    }
+    if (previous !== undefined) {
+      const apps = this.replaceAgentInstances(agent, previous.byApp, new Map());
+      this.agentStates.delete(agent);
+      this.agents.delete(agent);
+      out.push({ kind: 'agent', agent, apps });
+    }
+    if (stored !== undefined) this.deleteExpired(this.keys.agents + agent);
+  }
+
+  private replaceAgentInstances(
+    agent: string,
+    before: ReadonlyMap<AppKey, readonly InstanceHeartbeat[]> | undefined,
+    after: ReadonlyMap<AppKey, readonly InstanceHeartbeat[]>,
+  ): AppKey[] {
+    const affected: AppKey[] = [];
+    const keys = new Set<AppKey>([...(before?.keys() ?? []), ...after.keys()]);
+    for (const key of keys) {
+      const oldList = before?.get(key);
+      const newList = after.get(key);
+      if (oldList && newList && sameInstanceSet(oldList, newList)) continue;
+      let perAgent = this.instancesByAgent.get(key);
+      if (newList) {
+        if (!perAgent) this.instancesByAgent.set(key, (perAgent = new Map()));
+        perAgent.set(agent, newList);
+      } else {
+        perAgent?.delete(agent);
+      }
+      if (!perAgent || perAgent.size === 0) {
+        this.instancesByAgent.delete(key);
+        this.instances.delete(key);
+      } else {
+        const all: InstanceHeartbeat[] = [];
+        for (const list of perAgent.values()) all.push(...list);
+        this.instances.set(key, all);
+      }
+      affected.push(key);
+    }
+    return affected;
+  }
+
+  private refreshCrash(id: string, out: StoreChange[]): void {
+    const stored = this.crashRaw.get(id);
+    const shown = this.visibleCrash.get(id);
+    if (stored !== undefined && stored.expiresAt > this.clock.now()) {
+      if (shown === stored) return;
+      this.visibleCrash.set(id, stored);
+      this.setCrash(id, stored.count);
+      this.expiries.push('crash', id, stored.expiresAt);
+      out.push({ kind: 'crash', key: id, app: appKey(stored.count.app, stored.count.version) });
+      return;
+    }
+    if (shown !== undefined) {
+      this.visibleCrash.delete(id);
+      this.deleteCrash(id);
+      out.push({ kind: 'crash', key: id, app: crashApp(id) });
+    }
+    if (stored !== undefined) this.deleteExpired(this.keys.crashes + id);
+  }
+
+  private setCrash(id: string, count: CrashCount): void {
+    const app = appKey(count.app, count.version);
+    this.crashes.set(id, count);
+    let perKey = this.crashesByKeyPerApp.get(app);
+    if (!perKey) this.crashesByKeyPerApp.set(app, (perKey = new Map()));
+    perKey.set(id, count);
+    this.crashesByApp.set(app, [...perKey.values()]);
+  }
+
+  private deleteCrash(id: string): void {
+    const count = this.crashes.get(id);
+    if (count === undefined) return;
+    this.crashes.delete(id);
+    const app = appKey(count.app, count.version);
+    const perKey = this.crashesByKeyPerApp.get(app);
+    perKey?.delete(id);
+    if (!perKey || perKey.size === 0) {
+      this.crashesByKeyPerApp.delete(app);
+      this.crashesByApp.delete(app);
+    } else {
+      this.crashesByApp.set(app, [...perKey.values()]);
+    }
+  }
+
+  private refreshFresh(which: FreshnessKind, out: StoreChange[]): void {
+    const stored = this.freshRaw.get(which);
+    const shown = this.freshness.get(which);
+    if (stored !== undefined && stored.expiresAt > this.clock.now()) {
+      if (shown === stored) return;
+      this.freshness.set(which, stored);
+      this.expiries.push('fresh', which, stored.expiresAt);
+      out.push({ kind: 'freshness', which });
+      return;
+    }
+    if (shown !== undefined) {
+      this.freshness.delete(which);
+      out.push({ kind: 'freshness', which });
+    }
+    if (stored !== undefined) this.deleteExpired(this.keys.fresh + which);
+  }
+
+  /**
+   * Deletes the key of an expired record in the background — only if nobody rewrote it since
+   * (compare on its revision). If it fails, the key's lease removes it later.
+   */
+  private deleteExpired(key: string): void {
+    const rev = this.revs.get(key);
+    if (rev === undefined || this.expiredDeletes.get(key) === rev || !this.etcd || this.stopped) return;
+    this.expiredDeletes.set(key, rev);
+    const ops: WriteOp[] = [{ key }];
+    const compare: ICompare = { key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: rev };
+    const p = this.call('deleting an expired key', (c) =>
+      c.kv.txn({ compare: [compare], success: [{ request_delete_range: { key: Buffer.from(key) } }], failure: [] }),
+    )
+      .then((res) => {
+        this.stats.txns++;
+        this.stats.deletes++;
+        if (res.succeeded && !this.stopped) this.applyResult(res, ops);
+      })
+      .catch((err: unknown) => this.logger?.debug({ key, error: (err as Error).message }, 'deleting an expired key failed; its lease will'))
+      .finally(() => {
+        if (this.expiredDeletes.get(key) === rev) this.expiredDeletes.delete(key);
+        this.inflight.delete(p);
+      });
+    this.inflight.add(p);
+  }
+
+  /** Drop every record whose deadline has passed (alive iff now < deadline), then re-arm. */
+  private settle(): void {
+    const now = this.clock.now();
+    const out: StoreChange[] = [];
+    for (let e = this.expiries.peek(); e !== undefined && e.due <= now; e = this.expiries.peek()) {
+      this.expiries.pop();
+      if (e.kind === 'agent') this.refreshAgent(e.id, out);
+      else if (e.kind === 'crash') this.refreshCrash(e.id, out);
+      else this.refreshFresh(e.id as FreshnessKind, out);
+    }
+    this.arm();
+    this.emit(out);
+  }
+
+  /** One clock timer, at the earliest deadline, while started. */
+  private arm(): void {
+    const next = this.expiries.peek();
+    if (this.stopped || next === undefined) {
+      this.disarm();
+      return;
+    }
+    if (this.timer !== undefined && this.timerFor === next.due) return;
+    this.disarm();
+    this.timerFor = next.due;
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = undefined;
+      this.timerFor = undefined;
+      this.settle();
+    }, next.due - this.clock.now());
+  }
+
+  private disarm(): void {
+    this.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.timerFor = undefined;
+  }
+
+  private emit(changes: readonly StoreChange[]): void {
+    for (const change of changes) {
+      for (const listener of [...this.listeners]) {
+        try {
+          listener(change);
+        } catch (err) {
+          if (this.options.onListenerError) this.options.onListenerError(err, change);
+          else
+            queueMicrotask(() => {
+              throw err;
+            });
+        }
+      }
+    }
+  }
+}
+
+/** Every key of the store's prefix as `key  value  (lease <id> ttl <n>s)` lines, for `hmgate dump --raw`. */
+export function dumpRaw(store: EtcdStore): Promise<string[]> {
+  return store.dumpRaw();
+}

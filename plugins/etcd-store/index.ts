@@ -1,0 +1,39 @@
+/**
+ * The `etcd` store: state shared by several daemons in etcd v3, read from a local cache kept
+ * current by a watch. The layout and the lease design are described in etcd-store.ts.
+ */
+import { definePlugin } from '../../src/pipeline/plugin.js';
+import { readTlsFiles } from './client.js';
+import { EtcdStore } from './etcd-store.js';
+import { EtcdStoreOptionsSchema } from './options.js';
+
+export { EtcdStore, dumpRaw, type EtcdStoreConfig, type EtcdWriteStats } from './etcd-store.js';
+export { EtcdStoreError, createEtcdClient, describeEndpoints } from './client.js';
+export { EtcdStoreOptionsSchema, type EtcdStoreOptions } from './options.js';
+
+export default definePlugin({
+  name: 'etcd',
+  kind: 'store',
+  description:
+    'Keeps the state store in etcd v3, shared by several daemons: one key per agent on shared leases, the desired state in a few chunks replaced in one transaction, reads from a local cache kept by a watch.',
+  optionsSchema: EtcdStoreOptionsSchema,
+  create: (opts, ctx) => {
+    if ((opts.username === undefined) !== (opts.password === undefined)) {
+      throw new Error('etcd store: username and password go together');
+    }
+    return new EtcdStore(
+      {
+        endpoints: opts.endpoints,
+        prefix: opts.prefix,
+        timeoutMs: opts.dial_timeout,
+        tls: readTlsFiles(ctx.configDir, opts),
+        auth: opts.username !== undefined ? { username: opts.username, password: opts.password ?? '' } : undefined,
+      },
+      ctx.clock,
+      {
+        logger: ctx.logger,
+        onListenerError: (err, change) => ctx.logger.error({ err, change }, 'store change listener failed'),
+      },
+    );
+  },
+});

@@ -1,0 +1,86 @@
+/**
+ * Shared etcd leases, one per (lifetime class, time bucket), so 10 000 agents saved within the
+ * same few seconds share one lease instead of holding 10 000.
+ *
+ * A key that must live at least `life` (whole seconds, rounded up, at least 1) goes on the current
+ * lease of that class. A lease of class `life` is granted with TTL `life + bucket`, where
+ * `bucket = ceil(life / 8)`, and is handed out only during the first `bucket` seconds after it was
+ * requested: every key put on it therefore lives at least `life` more seconds, and at most
+ * `life + bucket`. Leases are never kept alive — a key lives on by being put again on a newer
+ * lease — so a class has about 9 leases alive at a time, whatever the number of keys, and one
+ * LeaseGrant per bucket (an agent class of 90 s: one grant per 12 s).
+ *
+ * Real time (Date.now) is used here on purpose: etcd runs leases on its own clock, whatever clock
+ * the store computes record deadlines with.
+ */
+
+export interface PooledLease {
+  /** The lease id, as etcd3 returns it (a decimal string). */
+  id: string;
+  ttlSeconds: number;
+}
+
+interface Slot {
+  lease: PooledLease;
+  /** Real time up to which keys needing this class's life may go on it. */
+  usableUntil: number;
+}
+
+export class LeasePool {
+  private readonly slots = new Map<number, Slot>();
+  private readonly pending = new Map<number, Promise<PooledLease>>();
+  /** Leases granted so far (for tests and metrics). */
+  granted = 0;
+
+  constructor(
+    private readonly grant: (ttlSeconds: number) => Promise<string>,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Whole seconds a key needing `lifeMs` must be able to live. */
+  static lifeSeconds(lifeMs: number): number {
+    return Math.max(1, Math.ceil(lifeMs / 1000));
+  }
+
+  static bucketSeconds(lifeSeconds: number): number {
+    return Math.max(1, Math.ceil(lifeSeconds / 8));
+  }
+
+  /** A lease on which a key put now lives at least `lifeMs`. */
+  async leaseFor(lifeMs: number): Promise<PooledLease> {
+    const life = LeasePool.lifeSeconds(lifeMs);
+    for (let attempt = 0; ; attempt++) {
+      const slot = this.slots.get(life);
+      if (slot && this.now() <= slot.usableUntil) return slot.lease;
+      let p = this.pending.get(life);
+      if (!p) {
+        p = this.grantFor(life).finally(() => this.pending.delete(life));
+        this.pending.set(life, p);
+      }
+      const lease = await p;
+      // A grant slower than the bucket leaves too little life for keys put now: ask again.
+      if (attempt >= 2 || this.now() <= (this.slots.get(life)?.usableUntil ?? 0)) return lease;
+    }
+  }
+
+  /** Forget a lease etcd no longer knows (revoked or expired early), so the next put gets a new one. */
+  forget(id: string): void {
+    for (const [life, slot] of this.slots) if (slot.lease.id === id) this.slots.delete(life);
+  }
+
+  forgetAll(): void {
+    this.slots.clear();
+  }
+
+  private async grantFor(life: number): Promise<PooledLease> {
+    const bucket = LeasePool.bucketSeconds(life);
+    const ttlSeconds = life + bucket;
+    // Taken before the request: etcd starts the TTL no earlier than this.
+    const requestedAt = this.now();
+    const id = await this.grant(ttlSeconds);
+    this.granted++;
+    const lease = { id, ttlSeconds };
+    this.slots.set(life, { lease, usableUntil: requestedAt + bucket * 1000 });
+    return lease;
+  }
+}

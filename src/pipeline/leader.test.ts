@@ -1,0 +1,141 @@
+/**
+ * Leader election on a real etcd (one per file), with 2 s leases: one of two candidates leads, a
+ * resignation hands over at once, a leader that cannot reach etcd steps down within its TTL, and a
+ * leader that vanishes without resigning is replaced once its lease expires.
+ */
+import type { Etcd3 } from 'etcd3';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createEtcdClient } from '../../plugins/etcd-store/client.js';
+import { startEtcd, waitFor, type EtcdHandle } from '../../test/helpers/index.js';
+import { AlwaysLeader, LeaderElection } from './leader.js';
+
+const TTL_SECONDS = 2;
+const quiet = { info() {}, warn() {}, debug() {} };
+
+let etcd: EtcdHandle;
+let seq = 0;
+const clients: Etcd3[] = [];
+const elections: LeaderElection[] = [];
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+});
+
+afterAll(async () => {
+  await etcd?.stop();
+});
+
+afterEach(async () => {
+  if (etcd.paused) etcd.resume();
+  await Promise.all(elections.splice(0).map((e) => e.stop()));
+  for (const c of clients.splice(0)) c.close();
+});
+
+interface Candidate {
+  id: string;
+  client: Etcd3;
+  election: LeaderElection;
+  changes: boolean[];
+}
+
+function candidates(n: number): Candidate[] {
+  const name = `hmgate-test-${++seq}`;
+  return Array.from({ length: n }, (_, i) => {
+    const client = createEtcdClient({ endpoints: [etcd.endpoint], timeoutMs: 1_000 });
+    clients.push(client);
+    const id = `daemon-${i + 1}`;
+    const election = new LeaderElection(client, { name, ttlSeconds: TTL_SECONDS, id, logger: quiet });
+    elections.push(election);
+    const changes: boolean[] = [];
+    election.onChange((v) => changes.push(v));
+    return { id, client, election, changes };
+  });
+}
+
+async function oneLeader(cs: Candidate[], timeoutMs = 10_000): Promise<Candidate> {
+  return waitFor(
+    () => {
+      const leaders = cs.filter((c) => c.election.isLeader);
+      return leaders.length === 1 ? leaders[0] : undefined;
+    },
+    { timeoutMs, intervalMs: 20, what: 'exactly one leader' },
+  );
+}
+
+describe('LeaderElection', () => {
+  it('elects exactly one of two candidates, and both observe who it is', async () => {
+    const cs = candidates(2);
+    for (const c of cs) c.election.start();
+    const leader = await oneLeader(cs);
+    await waitFor(() => cs.every((c) => c.election.leaderId() === leader.id), { what: 'both to observe the leader' });
+    // It stays that way.
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(cs.filter((c) => c.election.isLeader)).toEqual([leader]);
+    expect(leader.changes).toEqual([true]);
+    expect(cs.find((c) => c !== leader)!.changes).toEqual([]);
+  });
+
+  it('hands over at once when the leader resigns', async () => {
+    const cs = candidates(2);
+    for (const c of cs) c.election.start();
+    const leader = await oneLeader(cs);
+    const other = cs.find((c) => c !== leader)!;
+    const t0 = Date.now();
+    await leader.election.resign();
+    expect(leader.election.isLeader).toBe(false);
+    expect(leader.changes).toEqual([true, false]);
+    await waitFor(() => other.election.isLeader, { intervalMs: 10, what: 'the other to lead' });
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    await waitFor(() => other.election.leaderId() === other.id && leader.election.leaderId() === other.id, { what: 'the new leader observed' });
+  });
+
+  it('a leader that cannot reach etcd steps down within the TTL; once etcd is back someone leads', async () => {
+    const cs = candidates(2);
+    for (const c of cs) c.election.start();
+    const leader = await oneLeader(cs);
+    etcd.pause();
+    const t0 = Date.now();
+    await waitFor(() => !leader.election.isLeader, { timeoutMs: TTL_SECONDS * 1000 + 1_000, intervalMs: 20, what: 'the leader to report the loss' });
+    expect(Date.now() - t0).toBeLessThanOrEqual(TTL_SECONDS * 1000 + 1_000);
+    await waitFor(() => leader.changes.at(-1) === false, { timeoutMs: 500, what: 'onChange(false)' });
+    expect(cs.some((c) => c.election.isLeader)).toBe(false);
+    etcd.resume();
+    const next = await oneLeader(cs, 15_000);
+    expect(next.changes.at(-1)).toBe(true);
+  });
+
+  it('replaces a leader that vanished without resigning once its lease expires', async () => {
+    const cs = candidates(2);
+    for (const c of cs) c.election.start();
+    const leader = await oneLeader(cs);
+    const other = cs.find((c) => c !== leader)!;
+    const t0 = Date.now();
+    // A crashed process: its connection closes, nothing resigns.
+    leader.client.close();
+    await waitFor(() => other.election.isLeader, { timeoutMs: TTL_SECONDS * 1000 + 1_000, intervalMs: 20, what: 'the other to lead' });
+    expect(Date.now() - t0).toBeLessThanOrEqual(TTL_SECONDS * 1000 + 1_000);
+    expect(leader.election.isLeader).toBe(false);
+  });
+
+  it('rejects a TTL etcd cannot have', () => {
+    const client = createEtcdClient({ endpoints: [etcd.endpoint], timeoutMs: 1_000 });
+    clients.push(client);
+    expect(() => new LeaderElection(client, { name: 'x', ttlSeconds: 0.5, id: 'a', logger: quiet })).toThrow(/ttlSeconds/);
+  });
+});
+
+describe('AlwaysLeader', () => {
+  it('leads from the start until it resigns, and reports both', async () => {
+    const l = new AlwaysLeader('solo');
+    const changes: boolean[] = [];
+    l.onChange((v) => changes.push(v));
+    l.start();
+    expect(l.isLeader).toBe(true);
+    expect(l.leaderId()).toBe('solo');
+    await l.resign();
+    expect(l.isLeader).toBe(false);
+    expect(l.leaderId()).toBeNull();
+    l.start();
+    expect(changes).toEqual([false, true]);
+  });
+});

@@ -1,0 +1,162 @@
+/**
+ * The one catalogue of problems hmgate can name: each code with the template of what is wrong and
+ * how to fix it. `hmgate doctor` prints them as FAIL lines, `/v1/status` lists them live as
+ * `problems`, and the log says when each appears and clears — always in these words.
+ *
+ * A template returns three parts: `what` (the thing checked, e.g. "CC bulk API at https://…"),
+ * `why` (what is wrong with it) and `fix` (what to change, naming the config key).
+ */
+
+export interface ProblemText {
+  what: string;
+  why: string;
+  fix: string;
+}
+
+/** Where a CC problem was seen: the bulk API source or the start/stop notifier. */
+export interface CcWhere {
+  /** "CC bulk API" or "CC internal API". */
+  label: string;
+  /** The URL, password masked. */
+  url: string;
+  /** The stage's config path, e.g. "sources.desired". */
+  stage: string;
+  /** The key holding the URL: "url" (bulk API) or "cc_url" (notifier). */
+  urlKey: 'url' | 'cc_url';
+}
+
+const code = (s: string) => `\`${s}\``;
+
+function checkUrl(w: CcWhere): string {
+  return w.urlKey === 'url'
+    ? `check ${code(`${w.stage}.url`)} — it must be the Cloud Controller's domain or IP`
+    : `check ${code(`${w.stage}.cc_url`)} — it must be the Cloud Controller's internal URL`;
+}
+
+export const NOT_CONFIGURED_FOR_HM = 'is the Cloud Controller configured to use this health manager (e.g. `hm9000_noop: false`)?';
+
+export const PROBLEM_CATALOGUE = {
+  NATS_UNREACHABLE: (p: { servers: string; error: string }): ProblemText => ({
+    what: `NATS at ${p.servers}`,
+    why: `not reachable (${p.error})`,
+    fix: `check ${code('bus.servers')}: a nats-server must listen there, reachable from this host`,
+  }),
+  NATS_AUTH_REFUSED: (p: { servers: string; error?: string }): ProblemText => ({
+    what: `NATS at ${p.servers}`,
+    why: `the server refused the credentials${p.error ? ` (${p.error})` : ''}`,
+    fix: `check ${code('bus.user')} / ${code('bus.password')} (or ${code('bus.token')}, or user:password in the URL)`,
+  }),
+  NATS_MONITOR_UNREACHABLE: (p: { url: string; error: string }): ProblemText => ({
+    what: `NATS monitoring at ${p.url}`,
+    why: `not reachable (${p.error})`,
+    fix: `set ${code('bus.monitor_url')} to the NATS server's monitoring endpoint (nats-server -m 8222, e.g. http://127.0.0.1:8222), or remove it`,
+  }),
+  ETCD_UNREACHABLE: (p: { endpoints: string; error: string }): ProblemText => ({
+    what: `etcd at ${p.endpoints}`,
+    why: `not reachable (${p.error})`,
+    fix: `check ${code('store.endpoints')}: etcd must run there, reachable from this host`,
+  }),
+  ETCD_UNHEALTHY: (p: { endpoint: string; detail: string }): ProblemText => ({
+    what: `etcd at ${p.endpoint}`,
+    why: `answers but is not healthy (${p.detail})`,
+    fix: 'etcd has no leader or an alarm is raised: check the cluster (`etcdctl endpoint health`, `etcdctl alarm list`)',
+  }),
+  ETCD_WRITE_REFUSED: (p: { endpoint: string; prefix: string; error: string }): ProblemText => ({
+    what: `etcd at ${p.endpoint}`,
+    why: `refused a test write under ${p.prefix} (${p.error})`,
+    fix: `check etcd's alarms (NOSPACE: compact and defragment), its quota and the permissions on ${code('store.prefix')}`,
+  }),
+  CC_UNREACHABLE: (p: CcWhere & { error: string }): ProblemText => ({
+    what: `${p.label} at ${p.url}`,
+    why: p.error,
+    fix: checkUrl(p),
+  }),
+  CC_UNAUTHORIZED: (p: CcWhere & { status: number }): ProblemText => ({
+    what: `${p.label} at ${p.url}`,
+    why: `answered ${p.status}: the credentials were refused`,
+    fix: `check ${code(`${p.stage}.user`)} / ${code(`${p.stage}.password`)}`,
+  }),
+  CC_TLS_UNTRUSTED: (p: CcWhere & { error: string }): ProblemText => ({
+    what: `${p.label} at ${p.url}`,
+    why: `the CC certificate is not trusted (${p.error})`,
+    fix: `set ${code(`${p.stage}.ca_file`)}, or ${code('skip_cert_verify: true')} to skip`,
+  }),
+  CC_TLS_NAME_MISMATCH: (p: CcWhere & { error: string }): ProblemText => ({
+    what: `${p.label} at ${p.url}`,
+    why: `the CC certificate is not valid for this host name (${p.error})`,
+    fix: `put a name the certificate carries in ${code(`${p.stage}.${p.urlKey}`)}, or ${code('skip_cert_verify: true')} to skip`,
+  }),
+  CC_TIMEOUT: (p: CcWhere & { error: string; timeoutKey: string }): ProblemText => ({
+    what: `${p.label} at ${p.url}`,
+    why: p.error,
+    fix: `${checkUrl(p)}; if the CC is only slow, raise ${code(`${p.stage}.${p.timeoutKey}`)}`,
+  }),
+  CC_BAD_ANSWER: (p: CcWhere & { error: string }): ProblemText => ({
+    what: `${p.label} at ${p.url}`,
+    why: p.error,
+    fix: `${checkUrl(p)}, and that the Cloud Controller is healthy`,
+  }),
+  CC_CREDENTIALS_UNAVAILABLE: (p: { stage: string; subject: string; error: string }): ProblemText => ({
+    what: `CC bulk API credentials on ${p.subject}`,
+    why: p.error,
+    fix: `is the Cloud Controller connected to this NATS? Otherwise set ${code(`${p.stage}.credentials: static`)} with ${code('user')} / ${code('password')}`,
+  }),
+  NO_HEARTBEATS: (p: { stage: string; subject: string; window: string }): ProblemText => ({
+    what: `heartbeats on ${p.subject}`,
+    why: `none within ${p.window}`,
+    fix: `no agents, wrong NATS or wrong subject: the agents (DEAs) must publish on ${code(`${p.stage}.subject`)} (${p.subject}) to the NATS in ${code('bus.servers')}`,
+  }),
+  CC_PARTITION_MISMATCH: (p: { stage: string; subject: string; theirs: string | null; mine: string }): ProblemText => ({
+    what: `heartbeats on ${p.subject}`,
+    why:
+      p.theirs === null
+        ? `the agents heartbeat instances without a cc_partition, and ${code(`${p.stage}.cc_partition`)} keeps only ${JSON.stringify(p.mine)}: no instance is kept`
+        : `the agents heartbeat cc_partition ${JSON.stringify(p.theirs)}, and ${code(`${p.stage}.cc_partition`)} keeps only ${JSON.stringify(p.mine)}: no instance is kept`,
+    fix: p.theirs === null ? `remove ${code(`${p.stage}.cc_partition`)}` : `set ${code(`${p.stage}.cc_partition: ${p.theirs}`)}`,
+  }),
+  NO_START_STOP_LISTENER: (p: { stage: string; missing: string[]; monitorUrl: string }): ProblemText => ({
+    what: `start/stop orders on ${p.missing.join(', ')}`,
+    why: `nobody subscribes to ${p.missing.join(' or ')} on NATS (asked ${p.monitorUrl})`,
+    fix: `${NOT_CONFIGURED_FOR_HM} Is it connected to this NATS? Check ${code(`${p.stage}.start_subject`)} / ${code(`${p.stage}.stop_subject`)} too`,
+  }),
+  CC_NOT_CONFIGURED_FOR_HM: (p: { stage: string; url: string; detail: string }): ProblemText => ({
+    what: `start/stop orders to ${p.url}`,
+    why: p.detail,
+    fix: NOT_CONFIGURED_FOR_HM,
+  }),
+  WRONG_FOUNDATION: (p: { desiredApps: number; heartbeatingApps: number; stage: string }): ProblemText => ({
+    what: 'desired and actual state',
+    why: `the CC desires ${p.desiredApps} app(s) and the agents heartbeat ${p.heartbeatingApps} app(s), but none of the desired apps is heartbeating`,
+    fix: `hmgate is looking at two different foundations: ${code(`${p.stage}.url`)} and ${code('bus.servers')} must belong to the same one`,
+  }),
+  NOT_FRESH: (p: { actual: string | null; desired: string | null }): ProblemText => ({
+    what: p.actual !== null && p.desired !== null ? 'actual and desired state' : p.actual !== null ? 'actual state' : 'desired state',
+    why: `not fresh (${[p.actual !== null ? `actual: ${p.actual}` : '', p.desired !== null ? `desired: ${p.desired}` : ''].filter(Boolean).join('; ')})`,
+    fix: 'nothing is started or stopped until both are fresh: see the other problems',
+  }),
+  STAGE_UNHEALTHY: (p: { stage: string; plugin: string; error: string }): ProblemText => ({
+    what: `stage "${p.stage}" (${p.plugin})`,
+    why: p.error,
+    fix: `see the log lines of component ${JSON.stringify(p.stage)}`,
+  }),
+} as const;
+
+export type ProblemCode = keyof typeof PROBLEM_CATALOGUE;
+export type ProblemParams<C extends ProblemCode> = Parameters<(typeof PROBLEM_CATALOGUE)[C]>[0];
+
+/** Every code, in catalogue order (the order problems are listed in). */
+export const PROBLEM_CODES = Object.keys(PROBLEM_CATALOGUE) as ProblemCode[];
+
+/** One named problem: its code, a key telling apart two of the same code, and its words. */
+export interface Problem extends ProblemText {
+  code: ProblemCode;
+  /** Distinguishes problems of one code (e.g. the stage id); '' when there is one at most. */
+  key: string;
+  /** `what: why`, the sentence shown in /v1/status and the log. */
+  message: string;
+}
+
+export function makeProblem<C extends ProblemCode>(code: C, params: ProblemParams<C>, key = ''): Problem {
+  const text = (PROBLEM_CATALOGUE[code] as (p: ProblemParams<C>) => ProblemText)(params);
+  return { code, key, ...text, message: `${text.what}: ${text.why}` };
+}

@@ -1,0 +1,99 @@
+/**
+ * One readable line per stage for the start-up log: what the stage does, with its main options —
+ * `heartbeats: heartbeat on dea.heartbeat, sync 1s, presence TTL 30s`. Built-in plugins are
+ * described by name; any other plugin by its kind and its plain options (secrets left out).
+ */
+import { isSecretKey, maskUrl } from '../config/mask.js';
+
+/** 250ms, 1s, 1.5s, 30s, 10m, 1h36m. */
+export function shortDuration(ms: number): string {
+  if (!Number.isFinite(ms)) return String(ms);
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  if (ms < 60_000) return `${Number((ms / 1000).toFixed(2))}s`;
+  if (ms < 3_600_000) {
+    const m = Math.floor(ms / 60_000);
+    const s = Math.round((ms % 60_000) / 1000);
+    return s ? `${m}m${s}s` : `${m}m`;
+  }
+  const h = Math.floor(ms / 3_600_000);
+  const m = Math.round((ms % 3_600_000) / 60_000);
+  return m ? `${h}h${m}m` : `${h}h`;
+}
+
+export interface SummaryInput {
+  id: string;
+  kind: string;
+  /** The plugin's own name. */
+  plugin: string;
+  options: Record<string, unknown>;
+}
+
+const d = (v: unknown) => shortDuration(Number(v));
+
+function generic(s: SummaryInput): string {
+  const opts = Object.entries(s.options)
+    .filter(([k, v]) => !isSecretKey(k) && (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean'))
+    .slice(0, 4)
+    .map(([k, v]) => `${k} ${typeof v === 'string' ? maskUrl(v) : String(v)}`);
+  return `${s.plugin} (${s.kind})${opts.length ? `, ${opts.join(', ')}` : ''}`;
+}
+
+function describe(s: SummaryInput): string {
+  const o = s.options;
+  switch (s.plugin) {
+    case 'heartbeat': {
+      const parts = [`heartbeat on ${String(o.subject)}`];
+      if (o.advertise_subject) parts[0] += ` (and ${String(o.advertise_subject)})`;
+      parts.push(`sync ${d(o.sync_interval)}`, `presence TTL ${d(o.heartbeat_ttl)}`);
+      if (o.cc_partition !== undefined) parts.push(`cc_partition ${String(o.cc_partition)} only`);
+      const http = o.http_listener as { listen?: string } | undefined;
+      if (http) parts.push(`HTTPS heartbeats on ${String(http.listen)}`);
+      return parts.join(', ');
+    }
+    case 'bulk-api': {
+      const parts = [`bulk-api from ${maskUrl(String(o.url))}/bulk/apps`, `${String(o.batch_size)} apps a page`, `every ${d(o.poll_interval)}`, `timeout ${d(o.timeout)}`];
+      if (o.credentials === 'nats') parts.push(`credentials from ${String(o.credentials_subject)}`);
+      if (o.skip_cert_verify === true) parts.push('certificate NOT verified');
+      else if (o.ca_file !== undefined) parts.push(`CA ${String(o.ca_file)}`);
+      return parts.join(', ');
+    }
+    case 'evacuator':
+      return `evacuator on ${String(o.subject)}, keep-alive ${d(o.grace_period)}`;
+    case 'app-state':
+      return `app-state answers ${String(o.subject)} and ${String(o.bulk_subject)}${o.queue ? ` (queue ${String(o.queue)})` : ''}`;
+    case 'missing':
+      return `missing: starts missing instances after ${d(o.grace_period)}`;
+    case 'crashes':
+      return `crashes: restarts crashed instances, back-off after ${String(o.crashes_before_backoff)} crashes from ${d(o.starting_backoff)} up to ${d(o.maximum_backoff)}`;
+    case 'evacuation':
+      return `evacuation: moves instances off evacuating agents, keep-alive ${d(o.grace_period)}`;
+    case 'extras':
+      return `extras: stops undesired instances, keep-alive ${d(o.grace_period)}`;
+    case 'duplicates':
+      return `duplicates: stops duplicates one at a time from ${String(o.first_stop_after)} + k × ${d(o.grace_period)}`;
+    case 'notifier':
+      return (o.protocol ?? 'hm9000') === 'hm9000-http'
+        ? `notifier POSTs starts and stops to ${maskUrl(String(o.cc_url))}/internal/dea/hm9000/…, timeout ${d(o.timeout)}`
+        : `notifier publishes starts on ${String(o.start_subject)} and stops on ${String(o.stop_subject)} (NATS)`;
+    case 'nats': {
+      const servers = Array.isArray(o.servers) ? o.servers.map((e) => maskUrl(String(e))).join(', ') : 'its servers';
+      return `NATS at ${servers}`;
+    }
+    case 'in-process':
+      return 'in-process bus (no NATS)';
+    case 'hono':
+      return `HTTP API on ${String(o.listen)}`;
+    case 'memory':
+      return 'memory store (state lives in this process)';
+    case 'etcd': {
+      const endpoints = Array.isArray(o.endpoints) ? o.endpoints.map((e) => maskUrl(String(e))).join(', ') : 'its default endpoints';
+      return `etcd store at ${endpoints}${o.prefix !== undefined ? `, prefix ${String(o.prefix)}` : ''}`;
+    }
+    default:
+      return generic(s);
+  }
+}
+
+export function stageSummary(s: SummaryInput): string {
+  return `${s.id}: ${describe(s)}`;
+}
