@@ -244,6 +244,7 @@ describe('a walk over generated pages', () => {
       bus: {} as Bus,
       store,
       freshness: new FreshnessBoard(() => clock.now(), 30_000, 120_000),
+      isLeader: () => true,
     } satisfies StageContext;
     let served = 0;
     const src = new BulkApiSource(

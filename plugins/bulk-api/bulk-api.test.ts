@@ -110,6 +110,7 @@ function context(): StageContext {
     bus,
     store,
     freshness,
+    isLeader: () => true,
   };
 }
 

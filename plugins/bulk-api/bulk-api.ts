@@ -248,7 +248,8 @@ export class BulkApiSource implements Stage {
     this.timer = this.ctx.clock.setTimeout(() => {
       this.timer = undefined;
       const started = this.ctx.clock.now();
-      this.run = this.fetchOnce()
+      // Only the leader asks the Cloud Controller; standbys read the desired state from the store.
+      this.run = (this.ctx.isLeader() ? this.fetchOnce() : Promise.resolve())
         .then(
           () => undefined,
           (err: unknown) => this.ctx.logger.error({ error: errorText(err) }, `desired-state fetch crashed: ${errorText(err)}`),

@@ -64,7 +64,7 @@ export class Evacuator implements Stage {
     }
     const exit = decoded.value;
     this.exits.inc({ reason: exit.reason });
-    if (!EVACUATION_REASONS.has(exit.reason)) return undefined;
+    if (!EVACUATION_REASONS.has(exit.reason) || !this.ctx.isLeader()) return undefined;
     const now = this.ctx.clock.now();
     const start: PendingStart = {
       messageId: newMessageId(),

@@ -240,6 +240,7 @@ async function harness() {
     bus,
     store,
     freshness: new FreshnessBoard(() => clock.now(), ACTUAL_TTL, 1_000),
+    isLeader: () => true,
   };
   // A short presence TTL keeps the state small while time moves on.
   const stage = (await heartbeatPlugin.create({ subject: 'dea.heartbeat', advertise_subject: 'dea.advertise', sync_interval: 50, heartbeat_ttl: 500 }, ctx)) as HeartbeatSource;

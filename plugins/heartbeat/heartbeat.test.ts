@@ -101,6 +101,7 @@ async function setup(opts: Partial<HeartbeatStageOptions> = {}) {
     bus,
     store,
     freshness,
+    isLeader: () => true,
   };
   const stage = (await heartbeatPlugin.create({ ...DEFAULTS, ...opts }, ctx)) as HeartbeatSource;
   await stage.start();

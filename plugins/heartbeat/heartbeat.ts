@@ -332,6 +332,8 @@ export class HeartbeatSource implements Stage {
     if (this.pending.size === 0) return;
     const batch = this.pending;
     this.pending = new Map();
+    // A standby drops what it heard: the leader's own heartbeat stream makes its freshness.
+    if (!this.ctx.isLeader()) return;
     const ttl = this.opts.heartbeat_ttl;
     const t0 = this.clock.now();
     const heartbeats: AgentHeartbeat[] = [];

@@ -8,6 +8,7 @@ import { listen, parseListen } from './server.js';
 const status: StatusBody = {
   foundation: 'eu-1',
   leader: true,
+  leader_id: 'host:1',
   actual: { fresh: false, since: null, reason: 'no heartbeats saved yet' },
   desired: { fresh: true, since: '2026-01-01T00:00:00.000Z', reason: null },
   stages: { store: { kind: 'store', plugin: 'memory', healthy: true, last_error: null } },

@@ -81,6 +81,16 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    leader: Type.Object(
+      {
+        ttl: Duration({
+          default: '10s',
+          hb: false,
+          description: "With a shared store (etcd): the leader's lease; a leader that vanishes without resigning is replaced within it (HM9000's locks lived 10 s).",
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     dispatch: Type.Object(
       {
         mode: Type.Unsafe<'live' | 'shadow'>({

@@ -3,6 +3,7 @@
  * dependency order (store → bus → sources → policies → sinks → api), runs the analyze → dispatch
  * cycle, and stops everything in reverse. It knows no plugin by name.
  */
+import { hostname } from 'node:os';
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { buildApi } from '../api/app.js';
@@ -11,6 +12,7 @@ import { listen, type RunningServer } from '../api/server.js';
 import type { LoadedConfig, ResolvedStage } from '../config/load.js';
 import { createLoggerFactory, errorText, type LoggerFactory } from '../log.js';
 import { RealClock, SteppedClock, type Clock, type Timer } from './clock.js';
+import { AlwaysLeader, type Leadership } from './leader.js';
 import { FreshnessBoard, freshnessError, isActualFresh, isDesiredFresh } from './freshness.js';
 import { AppMetrics } from './app-metrics.js';
 import { buildAppViews, isStartingOrRunning, type AppView } from './app-view.js';
@@ -93,6 +95,8 @@ export class Engine {
   private readonly stale: Counter;
   private lastGateError: string | null = null;
   private changedApps: ChangedApps | undefined;
+  /** Leadership: an etcd election when the store offers one, else this daemon alone leads. */
+  private leadership: Leadership = new AlwaysLeader(daemonId());
   private readonly appMetrics: AppMetrics;
   private lastCycleFailed = false;
   private readonly sentOrders: Counter<'action' | 'reason' | 'mode'>;
@@ -182,6 +186,7 @@ export class Engine {
         return engine.store;
       },
       freshness: this.freshness,
+      isLeader: () => engine.leadership.isLeader,
     };
   }
 
@@ -210,6 +215,7 @@ export class Engine {
       this.store = (await this.startStage('store', 'store', storeStage.pluginSpec, this.info(storeStage), async () =>
         storeStage.plugin.create(storeStage.options, this.context(storeStage)),
       )) as Store;
+      this.startLeadership(this.store);
       const busName = this.opts.bus ? 'in-process' : 'nats';
       const busInfo: StageInfo = { section: 'bus', pluginName: busName, options: this.opts.bus ? {} : { servers: this.loaded.config.bus.servers } };
       await this.startStage('bus', 'bus', busName, busInfo, async () => this.bus);
@@ -263,6 +269,30 @@ export class Engine {
     this.startListenerProbe();
   }
 
+  /**
+   * Joins the store's leader election, if it has one. A daemon that becomes leader revokes actual
+   * freshness: it acts only after a full freshness window of heartbeats it saved itself, never on
+   * what the previous leader last saw.
+   */
+  private startLeadership(store: Store): void {
+    const elect = (store as Store & { leaderElection?: (o: { id: string; ttlSeconds: number; logger: Logger }) => Leadership }).leaderElection;
+    const logger = this.loggers.component('leader');
+    if (typeof elect === 'function') {
+      this.leadership = elect.call(store, { id: daemonId(), ttlSeconds: Math.max(1, Math.ceil(this.loaded.config.leader.ttl / 1000)), logger });
+    }
+    this.leadership.onChange((leading) => {
+      if (leading) {
+        logger.info({ id: daemonId() }, 'this daemon leads: waiting for a full freshness window of its own heartbeats before acting');
+        this.changedApps?.markAll();
+        if (this.leadership instanceof AlwaysLeader) return;
+        void store.revokeFreshness('actual').catch((err: unknown) => logger.error({ error: errorText(err) }, `could not reset actual freshness: ${errorText(err)}`));
+      } else {
+        logger.warn({ leader: this.leadership.leaderId() }, 'this daemon no longer leads: it stops writing and sending');
+      }
+    });
+    this.leadership.start();
+  }
+
   private info(s: ResolvedStage): StageInfo {
     return { section: s.section, pluginName: s.plugin.name, options: s.options };
   }
@@ -274,7 +304,7 @@ export class Engine {
   private async cycle(): Promise<void> {
     let snapshot: StoreSnapshot | undefined;
     try {
-      if (this.policies.length === 0) return;
+      if (this.policies.length === 0 || !this.leadership.isLeader) return;
       const store = this.store!;
       const { config } = this.loaded;
       const now = this.clock.now();
@@ -461,6 +491,8 @@ export class Engine {
 
   /** Sends one order through every sink; it counts as sent only if every sink took it. */
   private async send(order: Order): Promise<void> {
+    // Leadership can end mid-cycle (etcd unreachable, lease lost): the message stays for the leader.
+    if (!this.leadership.isLeader) throw new Error('this daemon is no longer the leader; the message is left for the leader');
     try {
       for (const { stage } of this.sinks) await stage.send(order);
     } catch (err) {
@@ -487,7 +519,8 @@ export class Engine {
     await this.evaluateProblems();
     return {
       foundation: config.foundation,
-      leader: true,
+      leader: this.leadership.isLeader,
+      leader_id: this.leadership.leaderId(),
       actual: await view('actual'),
       desired: await view('desired'),
       stages,
@@ -641,6 +674,8 @@ export class Engine {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    // Resign at once so a standby takes over without waiting for the lease to lapse.
+    await this.leadership.stop().catch((err: unknown) => this.logger.warn({ error: errorText(err) }, 'resigning leadership failed'));
     this.clock.clearTimeout(this.probeTimer);
     await this.probeRun;
     await this.scheduler?.stop();
@@ -657,4 +692,9 @@ function appFacts(view: AppView | undefined, index: number | undefined): Record<
   const facts: Record<string, unknown> = { desired_instances: view.desired?.instances ?? 0, running_indices: running };
   if (index !== undefined) facts.crash_count = view.crashCounts.get(index)?.count ?? 0;
   return facts;
+}
+
+/** This daemon's id in the leader election and the status: host and process. */
+function daemonId(): string {
+  return `${hostname()}:${process.pid}`;
 }

@@ -47,6 +47,11 @@ export interface StageContext {
   store: Store;
   /** Where sources report freshness reasons and what they last saw. */
   freshness: FreshnessBoard;
+  /**
+   * Whether this daemon leads (always, with one daemon). Only the leader writes what sources
+   * receive and runs the cycle; standbys keep the store's cache warm and serve the API.
+   */
+  isLeader(): boolean;
 }
 
 export interface PluginDefinition<S extends TSchema = TSchema, T extends Stage = Stage> {

@@ -42,6 +42,7 @@ export function makeStageContext(opts: { id?: string; kind?: PluginKind; heartbe
     bus,
     store,
     freshness: new FreshnessBoard(() => clock.now(), 3 * heartbeatMs, 12 * heartbeatMs),
+    isLeader: () => true,
   };
   return { ctx, clock, store, bus, metrics, logs };
 }

@@ -11,6 +11,8 @@ export interface FreshnessStatus {
 export interface StatusBody {
   foundation: string;
   leader: boolean;
+  /** Who leads, as last observed (host:pid); null while nobody does. */
+  leader_id: string | null;
   actual: FreshnessStatus;
   desired: FreshnessStatus;
   stages: Record<string, { kind: string; plugin: string; healthy: boolean; last_error: string | null }>;

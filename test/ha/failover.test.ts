@@ -1,0 +1,111 @@
+/**
+ * High availability with real processes: two `hmgate run` daemons sharing an etcd store, a real
+ * nats-server, simulated agents that carry out the orders, and a fake Cloud Controller. The leader
+ * is killed with SIGKILL: the standby must lead within the lease TTL plus one heartbeat, act only
+ * after its own freshness window, and send every order exactly once.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, expect, it } from 'vitest';
+import { SimAgents, SubjectRecorder } from '../helpers/agents.js';
+import { HmgateDaemon } from '../helpers/hmgate-process.js';
+import { freePort, startEtcd, startFakeCC, startNatsServer, waitFor, type EtcdHandle, type FakeCCHandle, type NatsServerHandle } from '../helpers/index.js';
+
+const HB = 500;
+const LEASE_S = 2;
+let dir: string;
+let etcd: EtcdHandle;
+let nats: NatsServerHandle;
+let cc: FakeCCHandle;
+let agents: SimAgents;
+let recorder: SubjectRecorder;
+const daemons: HmgateDaemon[] = [];
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'hmgate-ha-'));
+  [etcd, nats, cc] = await Promise.all([startEtcd(), startNatsServer(), startFakeCC({ apps: [] })]);
+  agents = await SimAgents.start(nats.url, HB);
+  recorder = await SubjectRecorder.start(nats.url, ['hm9000.start', 'hm9000.stop']);
+});
+
+afterEach(async () => {
+  for (const d of daemons.splice(0)) await d.stop('SIGKILL');
+  await agents.stop();
+  await recorder.stop();
+  await Promise.all([cc.stop(), nats.stop(), etcd.stop()]);
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function daemon(name: string): Promise<{ d: HmgateDaemon; status: () => Promise<Record<string, any>> }> {
+  const port = await freePort();
+  const file = join(dir, `${name}.yaml`);
+  await writeFile(
+    file,
+    [
+      'extends: hm9000',
+      `foundation: ha`,
+      `heartbeat_interval: ${HB}ms`,
+      `leader: { ttl: ${LEASE_S}s }`,
+      `store: { plugin: etcd, endpoints: ["${etcd.endpoint}"], prefix: /ha }`,
+      `bus: { servers: ["${nats.url}"] }`,
+      'sources:',
+      '  heartbeats: { sync_interval: 100ms }',
+      `  desired: { url: "${cc.url}", user: bulk_api, password: bulk-password }`,
+      `api: { listen: "127.0.0.1:${port}", password: pw }`,
+      '',
+    ].join('\n'),
+  );
+  const d = HmgateDaemon.start(file);
+  daemons.push(d);
+  const status = async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/v1/status`, { headers: { Authorization: `Basic ${Buffer.from('magnet:pw').toString('base64')}` } });
+    if (!res.ok) throw new Error(`status ${res.status}`);
+    return (await res.json()) as Record<string, any>;
+  };
+  await waitFor(status, { what: `${name} status`, timeoutMs: 20_000 });
+  return { d, status };
+}
+
+it('leader killed with SIGKILL: the standby leads within the lease + 1 hb, and every start is sent once', async () => {
+  cc.setApps([{ guid: 'app-ha', version: 'v1', instances: 3 }]);
+  agents.agent('dea-1').run('app-ha', 0, { version: 'v1' });
+  agents.obey('dea-2');
+  const a = await daemon('a');
+  const b = await daemon('b');
+  const leaderOf = async () => ((await a.status()).leader ? 'a' : (await b.status()).leader ? 'b' : null);
+  const first = await waitFor(leaderOf, { what: 'a leader', timeoutMs: 15_000 });
+  const [leader, standby] = first === 'a' ? [a, b] : [b, a];
+  expect((await standby.status()).leader).toBe(false);
+  expect((await standby.status()).leader_id).toBe((await leader.status()).leader_id);
+
+  // Kill the leader once it is fresh, before the MISSING starts (due after the grace period) go out.
+  await waitFor(async () => (await leader.status()).actual.fresh, { what: 'leader fresh', timeoutMs: 15_000 });
+  expect(recorder.messages).toEqual([]);
+  const killedAt = Date.now();
+  leader.d.child.kill('SIGKILL');
+  await waitFor(async () => (await standby.status()).leader, { what: 'standby leads', timeoutMs: 15_000, intervalMs: 50 });
+  expect(Date.now() - killedAt).toBeLessThanOrEqual(LEASE_S * 1000 + HB + 1000);
+
+  await waitFor(() => recorder.on('hm9000.start').length >= 2, { what: 'the two starts', timeoutMs: 20_000 });
+  await new Promise((r) => setTimeout(r, 8 * HB));
+  const starts = recorder.on('hm9000.start');
+  expect(starts.map((m) => m.body.instance_index).sort()).toEqual([1, 2]);
+  expect(new Set(starts.map((m) => m.body.message_id)).size).toBe(2);
+  // the new leader acted only after a freshness window of its own heartbeats
+  expect(Math.min(...starts.map((m) => m.at)) - killedAt).toBeGreaterThanOrEqual(3 * HB);
+  expect(recorder.on('hm9000.stop')).toEqual([]);
+});
+
+it('a leader stopped with SIGTERM resigns at once and the standby takes over without waiting for the lease', async () => {
+  cc.setApps([{ guid: 'app-ha', version: 'v1', instances: 1 }]);
+  agents.agent('dea-1').run('app-ha', 0, { version: 'v1' });
+  const a = await daemon('a');
+  const b = await daemon('b');
+  const first = await waitFor(async () => ((await a.status()).leader ? 'a' : (await b.status()).leader ? 'b' : null), { what: 'a leader', timeoutMs: 15_000 });
+  const [leader, standby] = first === 'a' ? [a, b] : [b, a];
+  const stoppedAt = Date.now();
+  expect((await leader.d.stop('SIGTERM')).code).toBe(0);
+  await waitFor(async () => (await standby.status()).leader, { what: 'standby leads', timeoutMs: 10_000, intervalMs: 50 });
+  expect(Date.now() - stoppedAt).toBeLessThan(LEASE_S * 1000);
+});
