@@ -178,40 +178,4 @@ export function decodeFreshness(what: string, text: string): FreshnessMarker {
   return Object.freeze({ timestamp: v.timestamp, expiresAt: v.expiresAt });
 }
 
-// --- comparing instance sets (as the memory store does) ---
-
-export function sameInstance(a: InstanceHeartbeat, b: InstanceHeartbeat): boolean {
-  return (
-    a.instance === b.instance &&
-    a.index === b.index &&
-    a.state === b.state &&
-    a.stateTimestamp === b.stateTimestamp &&
-    a.app === b.app &&
-    a.version === b.version &&
-    a.agent === b.agent &&
-    a.ccPartition === b.ccPartition
-  );
-}
-
-function compareInstances(a: InstanceHeartbeat, b: InstanceHeartbeat): number {
-  if (a.instance !== b.instance) return a.instance < b.instance ? -1 : 1;
-  if (a.index !== b.index) return a.index - b.index;
-  if (a.state !== b.state) return a.state < b.state ? -1 : 1;
-  if (a.stateTimestamp !== b.stateTimestamp) return a.stateTimestamp < b.stateTimestamp ? -1 : 1;
-  const ka = `${a.app}\u0000${a.version}\u0000${a.agent}\u0000${a.ccPartition ?? ''}`;
-  const kb = `${b.app}\u0000${b.version}\u0000${b.agent}\u0000${b.ccPartition ?? ''}`;
-  return ka < kb ? -1 : ka > kb ? 1 : 0;
-}
-
-/** The same instances in any order; allocation-free when the order is the same (the usual case). */
-export function sameInstanceSet(a: readonly InstanceHeartbeat[], b: readonly InstanceHeartbeat[]): boolean {
-  if (a === b) return true;
-  if (a.length !== b.length) return false;
-  let i = 0;
-  while (i < a.length && sameInstance(a[i]!, b[i]!)) i++;
-  if (i === a.length) return true;
-  const x = a.slice(i).sort(compareInstances);
-  const y = b.slice(i).sort(compareInstances);
-  for (let k = 0; k < x.length; k++) if (!sameInstance(x[k]!, y[k]!)) return false;
-  return true;
-}
+export { sameInstance, sameInstanceSet } from '../../src/pipeline/instances.js';

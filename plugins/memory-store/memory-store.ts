@@ -5,6 +5,7 @@
  * frozen objects is many times slower, and the analyzer reads every instance.)
  */
 import type { Clock, Timer } from '../../src/pipeline/clock.js';
+import { sameInstanceSet } from '../../src/pipeline/instances.js';
 import {
   appKey,
   crashKey,
@@ -151,35 +152,6 @@ function checkFreshnessKind(op: string, which: unknown): asserts which is Freshn
   }
 }
 
-function sameInstance(a: InstanceHeartbeat, b: InstanceHeartbeat): boolean {
-  return (
-    a.instance === b.instance &&
-    a.index === b.index &&
-    a.state === b.state &&
-    a.stateTimestamp === b.stateTimestamp &&
-    a.app === b.app &&
-    a.version === b.version &&
-    a.agent === b.agent &&
-    a.ccPartition === b.ccPartition
-  );
-}
-
-const byGuid = (a: InstanceHeartbeat, b: InstanceHeartbeat) => (a.instance < b.instance ? -1 : a.instance > b.instance ? 1 : a.index - b.index || (a.state < b.state ? -1 : a.state > b.state ? 1 : 0));
-
-/**
- * Whether two instance sets hold the same instances, in any order. Compared field by field, with
- * no per-instance allocation on the usual path (an agent reports its instances in the same order
- * every time): this runs for every agent on every heartbeat.
- */
-function sameInstanceSet(a: readonly InstanceHeartbeat[], b: readonly InstanceHeartbeat[]): boolean {
-  if (a.length !== b.length) return false;
-  let i = 0;
-  while (i < a.length && sameInstance(a[i]!, b[i]!)) i++;
-  if (i === a.length) return true;
-  const x = a.slice(i).sort(byGuid);
-  const y = b.slice(i).sort(byGuid);
-  return x.every((inst, k) => sameInstance(inst, y[k]!));
-}
 
 function groupByApp(instances: readonly InstanceHeartbeat[]): Map<AppKey, InstanceHeartbeat[]> {
   const byApp = new Map<AppKey, InstanceHeartbeat[]>();
