@@ -14,6 +14,7 @@ import { runSimulate, runTests, type SimulateArgs } from './sim/commands.js';
 import { formatResult, runDoctor } from './doctor/index.js';
 import { DumpUnavailableError, fetchDump } from './dump/client.js';
 import { renderDump } from './dump/render.js';
+import { rawDump } from './dump/raw.js';
 
 const EXIT_USAGE = 2;
 
@@ -119,9 +120,18 @@ export function buildProgram(): Command {
     program
       .command('dump')
       .description("a running daemon's state, as HM9000's dump: freshness, then per app desired, instances, crash counts, pending starts and stops")
-      .option('--json', 'print JSON (schemas/dump.schema.json) for scripts'),
-  ).action(async (o: { config?: string; json?: boolean }) => {
+      .option('--json', 'print JSON (schemas/dump.schema.json) for scripts')
+      .option('--raw', "print the shared store's keys and values as they lie in it (etcd), without a daemon"),
+  ).action(async (o: { config?: string; json?: boolean; raw?: boolean }) => {
     const loaded = await load(o.config);
+    if (o.raw) {
+      try {
+        for (const line of await rawDump(loaded)) process.stdout.write(`${line}\n`);
+      } catch (err) {
+        fail(err);
+      }
+      return;
+    }
     try {
       const doc = await fetchDump(loaded);
       process.stdout.write(o.json ? `${JSON.stringify(doc, null, 2)}\n` : renderDump(doc));

@@ -216,9 +216,15 @@ describe('the walk (HM9000 §2.6)', () => {
     expect(freshness.reason('desired')).toBeUndefined();
     expect(src.health()).toEqual({ healthy: true, last_error: null });
     const info = lines.filter((l) => l.level === 'info');
-    expect(info).toHaveLength(1);
-    expect(info[0]).toMatchObject({ msg: 'desired state fetched: 3 apps (4 pages, 0ms)', apps: 3, pages: 4, component: 'desired' });
-    expect(lines.filter((l) => l.level === 'debug' && /^desired state page \d/.test(String(l.msg)))).toHaveLength(4);
+    // the first fetch shows its progress page by page at info, then one line when complete
+    expect(info.map((l) => l.msg)).toEqual([
+      expect.stringMatching(/^desired state page 1: \d+ apps, \d+ kept, \d+ desired so far$/),
+      expect.stringMatching(/^desired state page 2: /),
+      expect.stringMatching(/^desired state page 3: /),
+      'desired state page 4: 0 apps, 0 kept, 3 desired so far',
+      'desired state fetched: 3 apps (4 pages, 0ms)',
+    ]);
+    expect(info[4]).toMatchObject({ apps: 3, pages: 4, component: 'desired' });
     expect(await metricValue('hmgate_desired_fetches_total', { result: 'ok' })).toBe(1);
     expect(await metricValue('hmgate_desired_apps')).toBe(3);
   });

@@ -152,6 +152,8 @@ export class BulkApiSource implements Stage {
   /** The scheduled run in progress (fetch and rescheduling). */
   private run: Promise<void> | undefined;
   private inFlight: Promise<FetchOutcome> | undefined;
+  /** Whether a fetch has completed since start (progress is logged at info until then). */
+  private completed = false;
   private current: AbortController | undefined;
   private stopped = true;
   private lastError: string | null = null;
@@ -283,9 +285,11 @@ export class BulkApiSource implements Stage {
         const page = parseBulkPage(answer.body);
         if (!page.ok) throw new FetchFailure(`CC bulk API at ${this.url} sent ${page.reason} (page ${pages})`);
         for (const app of page.kept) apps.set(appKey(app.guid, app.version), app);
-        logger.debug(
+        // Until the first complete fetch, progress is shown at info: on a large foundation the first
+        // walk takes a while, and nothing is decided before it ends.
+        logger[this.completed ? 'debug' : 'info'](
           { page: pages, results: page.results, kept: page.kept.length, desired_so_far: apps.size },
-          `desired state page ${pages}: ${page.results} apps, ${page.kept.length} kept`,
+          `desired state page ${pages}: ${page.results} apps, ${page.kept.length} kept, ${apps.size} desired so far`,
         );
         // The end of the walk is a 200 whose results are empty, not a null token (§2.6).
         if (page.done) break;
@@ -302,6 +306,7 @@ export class BulkApiSource implements Stage {
       } catch (err) {
         throw new FetchFailure(`Failed to sync desired state to the store: ${errorText(err)}`);
       }
+      this.completed = true;
       return this.succeeded(apps.size, pages, started);
     } catch (err) {
       if (err instanceof Abandoned && err.why === 'stopped') {

@@ -1,0 +1,44 @@
+/**
+ * `hmgate dump --raw`: the store's keys and values as they lie in it (HM9000's `dump --raw`),
+ * read straight from a shared store without a daemon. Only a store that keeps its state outside
+ * the process can be read this way; it must offer dumpRaw().
+ */
+import { dirname } from 'node:path';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import type { LoadedConfig } from '../config/load.js';
+import { RealClock } from '../pipeline/clock.js';
+import { FreshnessBoard } from '../pipeline/freshness.js';
+import type { StageContext } from '../pipeline/plugin.js';
+import type { Store } from '../pipeline/store.js';
+
+export class RawDumpUnavailableError extends Error {}
+
+export async function rawDump(loaded: LoadedConfig): Promise<string[]> {
+  const stage = loaded.stages.find((s) => s.section === 'store')!;
+  const clock = new RealClock();
+  const ctx = {
+    id: 'store',
+    kind: 'store',
+    foundation: loaded.config.foundation,
+    logger: pino({ level: 'silent' }),
+    clock,
+    heartbeatMs: loaded.heartbeatMs,
+    configDir: dirname(loaded.file),
+    metrics: new Registry(),
+    freshness: new FreshnessBoard(() => clock.now(), loaded.config.freshness.actual_ttl, loaded.config.freshness.desired_ttl),
+    isLeader: () => false,
+  } as unknown as StageContext;
+  const store = (await stage.plugin.create(stage.options, ctx)) as Store & { dumpRaw?: () => Promise<string[]> };
+  if (typeof store.dumpRaw !== 'function') {
+    throw new RawDumpUnavailableError(
+      `dump --raw reads a shared store; store "${stage.pluginSpec}" keeps its state inside the daemon: use hmgate dump (it asks the running daemon)`,
+    );
+  }
+  await store.start?.();
+  try {
+    return await store.dumpRaw();
+  } finally {
+    await store.stop?.();
+  }
+}
