@@ -44,6 +44,7 @@
  * instead would cost no puts but a KeepAlive per agent per ttl/3 and 10 000 leases; putting every
  * heartbeat (HM9000's presence keys) would cost one put per agent per heartbeat.
  */
+import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, groupByApp } from '../../src/pipeline/store-kit.js';
 import type { Etcd3, ICompare, IKeyValue, IRequestOp, ITxnResponse, IWatchResponse, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Clock, Timer } from '../../src/pipeline/clock.js';
@@ -132,131 +133,7 @@ export interface EtcdWriteStats {
   leaseGrants: number;
 }
 
-/** A Map handed out by reference and cloned on the first write after that. */
-class SharedMap<K, V> {
-  private map = new Map<K, V>();
-  private shared = false;
-
-  get(key: K): V | undefined {
-    return this.map.get(key);
-  }
-  has(key: K): boolean {
-    return this.map.has(key);
-  }
-  get size(): number {
-    return this.map.size;
-  }
-  set(key: K, value: V): void {
-    this.own().set(key, value);
-  }
-  delete(key: K): boolean {
-    return this.map.has(key) && this.own().delete(key);
-  }
-  view(): ReadonlyMap<K, V> {
-    this.shared = true;
-    return this.map;
-  }
-  private own(): Map<K, V> {
-    if (this.shared) {
-      this.map = new Map(this.map);
-      this.shared = false;
-    }
-    return this.map;
-  }
-}
-
 type ExpiryKind = 'agent' | 'crash' | 'fresh';
-interface Expiry {
-  kind: ExpiryKind;
-  id: string;
-  due: number;
-  seq: number;
-}
-
-/** Deadlines in (due, seq) order; a renewal pushes a new entry and the old one is ignored later. */
-class ExpiryHeap {
-  private readonly heap: Expiry[] = [];
-  private seq = 0;
-
-  peek(): Expiry | undefined {
-    return this.heap[0];
-  }
-
-  push(kind: ExpiryKind, id: string, due: number): void {
-    const h = this.heap;
-    h.push({ kind, id, due, seq: this.seq++ });
-    for (let i = h.length - 1; i > 0; ) {
-      const up = (i - 1) >> 1;
-      if (!earlier(h[i]!, h[up]!)) break;
-      [h[i], h[up]] = [h[up]!, h[i]!];
-      i = up;
-    }
-  }
-
-  pop(): Expiry | undefined {
-    const h = this.heap;
-    const top = h[0];
-    const last = h.pop();
-    if (top === undefined || last === undefined || top === last) return top;
-    h[0] = last;
-    for (let i = 0; ; ) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < h.length && earlier(h[l]!, h[m]!)) m = l;
-      if (r < h.length && earlier(h[r]!, h[m]!)) m = r;
-      if (m === i) break;
-      [h[i], h[m]] = [h[m]!, h[i]!];
-      i = m;
-    }
-    return top;
-  }
-}
-
-function earlier(a: Expiry, b: Expiry): boolean {
-  return a.due < b.due || (a.due === b.due && a.seq < b.seq);
-}
-
-// --- argument checks (the same rules as the memory store) ---
-
-function checkTtl(op: string, ttlMs: number): void {
-  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs <= 0) {
-    throw new Error(`${op}: ttlMs must be a finite number of milliseconds > 0, got ${String(ttlMs)}`);
-  }
-}
-
-function checkString(op: string, what: string, value: unknown): void {
-  if (typeof value !== 'string' || value === '') {
-    throw new Error(`${op}: ${what} must be a non-empty string, got ${JSON.stringify(value)}`);
-  }
-}
-
-function checkArray(op: string, what: string, value: unknown): void {
-  if (!Array.isArray(value)) throw new Error(`${op}: ${what} must be an array`);
-}
-
-function checkFreshnessKind(op: string, which: unknown): asserts which is FreshnessKind {
-  if (which !== 'actual' && which !== 'desired') {
-    throw new Error(`${op}: freshness kind must be "actual" or "desired", got ${JSON.stringify(which)}`);
-  }
-}
-
-function groupByApp(instances: readonly InstanceHeartbeat[]): Map<AppKey, InstanceHeartbeat[]> {
-  const byApp = new Map<AppKey, InstanceHeartbeat[]>();
-  for (const hb of instances) {
-    const key = appKey(hb.app, hb.version);
-    const list = byApp.get(key);
-    if (list) list.push(hb);
-    else byApp.set(key, [hb]);
-  }
-  return byApp;
-}
-
-/** The app of a crash-count key (`guid,version/index`). */
-function crashApp(key: string): string {
-  return key.slice(0, key.lastIndexOf('/'));
-}
-
 /** The end of the key range of everything that starts with `prefix`. */
 function prefixEnd(prefix: Buffer): Buffer {
   const end = Buffer.from(prefix);
@@ -344,18 +221,18 @@ export class EtcdStore implements Store {
   // --- the visible state: the mirror under the TTL rule, as handed out ---
   private desired: ReadonlyMap<AppKey, DesiredApp> = new Map();
   private readonly agentStates = new Map<string, AgentState>();
-  private readonly agents = new SharedMap<string, AgentRecord>();
+  private readonly agents = new CowMap<string, AgentRecord>();
   private readonly instancesByAgent = new Map<AppKey, Map<string, readonly InstanceHeartbeat[]>>();
-  private readonly instances = new SharedMap<AppKey, readonly InstanceHeartbeat[]>();
+  private readonly instances = new CowMap<AppKey, readonly InstanceHeartbeat[]>();
   private readonly visibleCrash = new Map<string, CrashValue>();
-  private readonly crashes = new SharedMap<string, CrashCount>();
+  private readonly crashes = new CowMap<string, CrashCount>();
   private readonly crashesByKeyPerApp = new Map<AppKey, Map<string, CrashCount>>();
-  private readonly crashesByApp = new SharedMap<AppKey, readonly CrashCount[]>();
-  private readonly starts = new SharedMap<string, PendingStart>();
-  private readonly stops = new SharedMap<string, PendingStop>();
+  private readonly crashesByApp = new CowMap<AppKey, readonly CrashCount[]>();
+  private readonly starts = new CowMap<string, PendingStart>();
+  private readonly stops = new CowMap<string, PendingStop>();
   private readonly freshness = new Map<FreshnessKind, FreshnessMarker>();
 
-  private readonly expiries = new ExpiryHeap();
+  private readonly expiries = new DeadlineHeap<{ kind: ExpiryKind; id: string }>();
   private timer: Timer | undefined;
   private timerFor: number | undefined;
   /** Compare-and-deletes of expired keys in flight, by key → the revision they delete. */
@@ -1087,7 +964,7 @@ export class EtcdStore implements Store {
     this.refreshCrash(id, out);
   }
 
-  private applyMessage<T extends PendingStart | PendingStop>(kind: 'start' | 'stop', view: SharedMap<string, T>, id: string, text: string | undefined, out: StoreChange[]): void {
+  private applyMessage<T extends PendingStart | PendingStop>(kind: 'start' | 'stop', view: CowMap<string, T>, id: string, text: string | undefined, out: StoreChange[]): void {
     const old = view.get(id);
     if (text !== undefined) {
       try {
@@ -1139,7 +1016,7 @@ export class EtcdStore implements Store {
           const record = { ...previous.record, expiresAt: deadline };
           previous.record = record;
           this.agents.set(agent, record);
-          this.expiries.push('agent', agent, deadline);
+          this.expiries.push({ kind: 'agent', id: agent }, deadline);
         }
         return;
       }
@@ -1149,7 +1026,7 @@ export class EtcdStore implements Store {
       const record: AgentRecord = { agent, instances, expiresAt: deadline };
       this.agentStates.set(agent, { record, byApp });
       this.agents.set(agent, record);
-      this.expiries.push('agent', agent, deadline);
+      this.expiries.push({ kind: 'agent', id: agent }, deadline);
       out.push({ kind: 'agent', agent, apps });
       return;
     }
@@ -1200,7 +1077,7 @@ export class EtcdStore implements Store {
       if (shown === stored) return;
       this.visibleCrash.set(id, stored);
       this.setCrash(id, stored.count);
-      this.expiries.push('crash', id, stored.expiresAt);
+      this.expiries.push({ kind: 'crash', id }, stored.expiresAt);
       out.push({ kind: 'crash', key: id, app: appKey(stored.count.app, stored.count.version) });
       return;
     }
@@ -1242,7 +1119,7 @@ export class EtcdStore implements Store {
     if (stored !== undefined && stored.expiresAt > this.clock.now()) {
       if (shown === stored) return;
       this.freshness.set(which, stored);
-      this.expiries.push('fresh', which, stored.expiresAt);
+      this.expiries.push({ kind: 'fresh', id: which }, stored.expiresAt);
       out.push({ kind: 'freshness', which });
       return;
     }

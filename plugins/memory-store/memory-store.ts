@@ -6,6 +6,7 @@
  */
 import type { Clock, Timer } from '../../src/pipeline/clock.js';
 import { sameInstanceSet } from '../../src/pipeline/instances.js';
+import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, groupByApp } from '../../src/pipeline/store-kit.js';
 import {
   appKey,
   crashKey,
@@ -35,134 +36,8 @@ export interface MemoryStoreOptions {
   onListenerError?: (err: unknown, change: StoreChange) => void;
 }
 
-/**
- * A Map that is cloned on the first write after it was handed out, so every handed-out map is
- * never written again.
- */
-class CowMap<K, V> {
-  private map = new Map<K, V>();
-  private shared = false;
-
-  get(key: K): V | undefined {
-    return this.map.get(key);
-  }
-
-  has(key: K): boolean {
-    return this.map.has(key);
-  }
-
-  values(): IterableIterator<V> {
-    return this.map.values();
-  }
-
-  set(key: K, value: V): void {
-    this.own().set(key, value);
-  }
-
-  delete(key: K): boolean {
-    return this.map.has(key) && this.own().delete(key);
-  }
-
-  view(): ReadonlyMap<K, V> {
-    this.shared = true;
-    return this.map;
-  }
-
-  private own(): Map<K, V> {
-    if (this.shared) {
-      this.map = new Map(this.map);
-      this.shared = false;
-    }
-    return this.map;
-  }
-}
-
 type ExpiryTarget = { kind: 'agent'; key: string } | { kind: 'crash'; key: string } | { kind: 'freshness'; key: FreshnessKind };
 
-type Expiry = ExpiryTarget & { due: number; seq: number };
-
-/**
- * Expiry deadlines in (due, seq) order. Renewals push a new entry and leave the old one to be
- * discarded when it comes up, which is cheaper than finding it.
- */
-class ExpiryQueue {
-  private readonly heap: Expiry[] = [];
-  private seq = 0;
-
-  peek(): Expiry | undefined {
-    return this.heap[0];
-  }
-
-  push(target: ExpiryTarget, due: number): void {
-    const heap = this.heap;
-    heap.push({ ...target, due, seq: this.seq++ });
-    let i = heap.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!before(heap[i]!, heap[parent]!)) break;
-      [heap[i], heap[parent]] = [heap[parent]!, heap[i]!];
-      i = parent;
-    }
-  }
-
-  pop(): Expiry | undefined {
-    const heap = this.heap;
-    const top = heap[0];
-    const last = heap.pop();
-    if (top === undefined || last === undefined || top === last) return top;
-    heap[0] = last;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < heap.length && before(heap[l]!, heap[m]!)) m = l;
-      if (r < heap.length && before(heap[r]!, heap[m]!)) m = r;
-      if (m === i) return top;
-      [heap[i], heap[m]] = [heap[m]!, heap[i]!];
-      i = m;
-    }
-  }
-
-}
-
-function before(a: Expiry, b: Expiry): boolean {
-  return a.due < b.due || (a.due === b.due && a.seq < b.seq);
-}
-
-function checkTtl(op: string, ttlMs: number): void {
-  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs <= 0) {
-    throw new Error(`${op}: ttlMs must be a finite number of milliseconds > 0, got ${String(ttlMs)}`);
-  }
-}
-
-function checkString(op: string, what: string, value: unknown): void {
-  if (typeof value !== 'string' || value === '') {
-    throw new Error(`${op}: ${what} must be a non-empty string, got ${JSON.stringify(value)}`);
-  }
-}
-
-function checkArray(op: string, what: string, value: unknown): void {
-  if (!Array.isArray(value)) throw new Error(`${op}: ${what} must be an array`);
-}
-
-function checkFreshnessKind(op: string, which: unknown): asserts which is FreshnessKind {
-  if (which !== 'actual' && which !== 'desired') {
-    throw new Error(`${op}: freshness kind must be "actual" or "desired", got ${JSON.stringify(which)}`);
-  }
-}
-
-
-function groupByApp(instances: readonly InstanceHeartbeat[]): Map<AppKey, InstanceHeartbeat[]> {
-  const byApp = new Map<AppKey, InstanceHeartbeat[]>();
-  for (const hb of instances) {
-    const key = appKey(hb.app, hb.version);
-    const list = byApp.get(key);
-    if (list) list.push(hb);
-    else byApp.set(key, [hb]);
-  }
-  return byApp;
-}
 
 interface AgentState {
   record: AgentRecord;
@@ -187,7 +62,7 @@ export class MemoryStore implements Store {
   private readonly stops = new CowMap<string, PendingStop>();
   private readonly freshness = new Map<FreshnessKind, FreshnessMarker>();
 
-  private readonly expiries = new ExpiryQueue();
+  private readonly expiries = new DeadlineHeap<ExpiryTarget>();
   /**
    * One clock timer for the earliest deadline rather than one per record: thousands of agents
    * renew every heartbeat, and the queue also lets every call drop what is already overdue, so a
@@ -602,9 +477,4 @@ export class MemoryStore implements Store {
       throw err;
     });
   }
-}
-
-/** The app of a crash-count key (`guid,version/index`). */
-function crashApp(key: string): string {
-  return key.slice(0, key.lastIndexOf('/'));
 }
