@@ -191,6 +191,9 @@ interface Keys {
   fresh: string;
 }
 
+/** How long decision records are kept in etcd. */
+const AUDIT_TTL_MS = 24 * 3_600_000;
+
 export class EtcdStore implements Store {
   readonly keys: Keys;
   /** Identifies this store instance's agent writes, so it keeps its own exact deadlines for them. */
@@ -604,6 +607,32 @@ export class EtcdStore implements Store {
       const lease = kv.lease === '0' ? '(no lease)' : `(lease ${BigInt(kv.lease).toString(16)} ttl ${ttls.get(kv.lease)})`;
       return `${kv.key.toString()}  ${kv.value.toString()}  ${lease}`;
     });
+  }
+
+  // --- the decision audit, kept beside the state ---
+
+  /**
+   * Appends decision records under `<prefix>/audit/`, each on a shared lease of AUDIT_TTL_MS, so a
+   * standby or the next leader can show what was decided. Keys sort by time, then by writer.
+   */
+  async appendAudit(records: readonly { seq: number; at: number }[]): Promise<void> {
+    if (records.length === 0) return;
+    const items = records.map((r) => ({ key: `${this.keys.root}audit/${String(r.at).padStart(15, '0')}-${this.writerId}-${String(r.seq).padStart(9, '0')}`, value: JSON.stringify(r) }));
+    await this.writeInChunks(items, 'writing the decision audit', AUDIT_TTL_MS);
+  }
+
+  /** The audit records kept in etcd, oldest first (at most `limit`, the newest ones). */
+  async readAudit(limit: number): Promise<unknown[]> {
+    const { kvs } = await this.rangeAll(`${this.keys.root}audit/`, 'reading the decision audit');
+    const out: unknown[] = [];
+    for (const kv of kvs.slice(-limit)) {
+      try {
+        out.push(JSON.parse(kv.value.toString()));
+      } catch {
+        // a record that is not JSON was not written by hmgate: skipped
+      }
+    }
+    return out;
   }
 
   // --- writing ---

@@ -53,3 +53,26 @@ describe('DecisionAudit', () => {
     expect(() => new DecisionAudit(0)).toThrow(RangeError);
   });
 });
+
+describe('DecisionAudit persistence helpers', () => {
+  const input = (at: number, id: string, outcome: 'enqueued' | 'sent' = 'enqueued') => ({ at, action: 'start' as const, outcome, reason: 'MISSING', app: 'a', version: 'v1', index: 1, message_id: id, facts: {} });
+
+  it('after(seq) gives the records to persist next', () => {
+    const a = new DecisionAudit(10);
+    a.record(input(1, 'm1'));
+    a.record(input(2, 'm2'));
+    expect(a.after(0).map((r) => r.message_id)).toEqual(['m1', 'm2']);
+    expect(a.after(1).map((r) => r.message_id)).toEqual(['m2']);
+    expect(a.lastSeq).toBe(2);
+  });
+
+  it("adopt() takes in another daemon's records in time order, once, keeping the ring bounded", () => {
+    const a = new DecisionAudit(3);
+    a.record(input(50, 'mine'));
+    const theirs = [input(10, 'old1'), input(20, 'old2'), input(30, 'old3')];
+    expect(a.adopt(theirs)).toBe(3);
+    expect(a.list().map((r) => r.message_id)).toEqual(['old2', 'old3', 'mine']);
+    expect(a.adopt(theirs.slice(1))).toBe(0); // already known
+    expect(a.enqueued('mine')?.at).toBe(50);
+  });
+});

@@ -99,6 +99,37 @@ export class DecisionAudit {
     return out.reverse();
   }
 
+  /** Records newer than `seq` (this daemon's own numbering), oldest first: what to persist next. */
+  after(seq: number): DecisionRecord[] {
+    const out: DecisionRecord[] = [];
+    for (const r of this.all()) if (r.seq > seq) out.push(r);
+    return out;
+  }
+
+  /** The latest seq given out. */
+  get lastSeq(): number {
+    return this.seq;
+  }
+
+  /**
+   * Takes in records another daemon persisted (a new leader reading its predecessor's), older than
+   * any of its own: they are renumbered here and keep their time, facts and message ids.
+   */
+  adopt(records: readonly DecisionInput[]): number {
+    const mine = [...this.all()];
+    const known = new Set(mine.map((r) => `${r.message_id}|${r.outcome}|${r.at}`));
+    const theirs = records.filter((r) => !known.has(`${r.message_id}|${r.outcome}|${r.at}`));
+    if (theirs.length === 0) return 0;
+    this.head = 0;
+    this.count = 0;
+    this.byMessage.clear();
+    for (const r of [...theirs, ...mine].sort((a, b) => a.at - b.at)) {
+      const { seq: _s, time: _t, ...input } = r as DecisionRecord;
+      this.record(input);
+    }
+    return theirs.length;
+  }
+
   /** The enqueue record of a message, if still in the ring (for the facts of its later send). */
   enqueued(messageId: string): DecisionRecord | undefined {
     return this.byMessage.get(messageId);

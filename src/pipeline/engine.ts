@@ -25,7 +25,7 @@ import type { Order, PolicyStage, SinkStage } from './decisions.js';
 import { analyze } from './analyzer.js';
 import { dispatch, isTimeToSend, type DispatchResult } from './dispatcher.js';
 import { ChangedApps } from './changed-apps.js';
-import { DecisionAudit, type DecisionInput } from './audit.js';
+import { DecisionAudit, type DecisionInput, type DecisionRecord } from './audit.js';
 import { deriveProblems, ProblemTracker, startStopSubjects, type ListenerFacts, type ProblemEntry, type ProblemFacts, type StageFacts, type StateFacts } from './problems.js';
 import { subscribersOf } from './nats-monitor.js';
 import { stageSummary } from './stage-summary.js';
@@ -95,6 +95,8 @@ export class Engine {
   private readonly stale: Counter;
   private lastGateError: string | null = null;
   private changedApps: ChangedApps | undefined;
+  /** The last decision record written to a shared store. */
+  private auditPersisted = 0;
   /** Leadership: an etcd election when the store offers one, else this daemon alone leads. */
   private leadership: Leadership = new AlwaysLeader(daemonId());
   private readonly appMetrics: AppMetrics;
@@ -285,6 +287,7 @@ export class Engine {
         logger.info({ id: daemonId() }, 'this daemon leads: waiting for a full freshness window of its own heartbeats before acting');
         this.changedApps?.markAll();
         if (this.leadership instanceof AlwaysLeader) return;
+        void this.adoptAudit(store);
         void store.revokeFreshness('actual').catch((err: unknown) => logger.error({ error: errorText(err) }, `could not reset actual freshness: ${errorText(err)}`));
       } else {
         logger.warn({ leader: this.leadership.leaderId() }, 'this daemon no longer leads: it stops writing and sending');
@@ -326,6 +329,35 @@ export class Engine {
     } finally {
       // Problems are looked at every cycle, so each is logged when it appears and when it clears.
       await this.evaluateProblems(snapshot);
+      await this.persistAudit();
+    }
+  }
+
+  /** With a shared store, the leader writes its new decision records beside the state. */
+  private async persistAudit(): Promise<void> {
+    const store = this.store as (Store & AuditStore) | undefined;
+    if (!store?.appendAudit || !this.leadership.isLeader) return;
+    const records = this.audit.after(this.auditPersisted);
+    if (records.length === 0) return;
+    try {
+      await store.appendAudit(records);
+      this.auditPersisted = records[records.length - 1]!.seq;
+    } catch (err) {
+      // Kept in memory and tried again next cycle; the store's own health says what is wrong.
+      this.logger.debug({ error: errorText(err) }, 'decision audit not written to the store');
+    }
+  }
+
+  /** A new leader takes in the decisions its predecessor persisted, so /v1/decisions goes on. */
+  private async adoptAudit(store: Store): Promise<void> {
+    const shared = store as Store & AuditStore;
+    if (!shared.readAudit) return;
+    try {
+      const n = this.audit.adopt((await shared.readAudit(this.audit.capacity)) as DecisionInput[]);
+      this.auditPersisted = this.audit.lastSeq;
+      if (n > 0) this.logger.info({ records: n }, `took in ${n} decision records from the store`);
+    } catch (err) {
+      this.logger.warn({ error: errorText(err) }, `could not read the decision audit from the store: ${errorText(err)}`);
     }
   }
 
@@ -697,4 +729,10 @@ function appFacts(view: AppView | undefined, index: number | undefined): Record<
 /** This daemon's id in the leader election and the status: host and process. */
 function daemonId(): string {
   return `${hostname()}:${process.pid}`;
+}
+
+/** What a shared store offers to keep the decision audit (the etcd store does). */
+interface AuditStore {
+  appendAudit?(records: readonly DecisionRecord[]): Promise<void>;
+  readAudit?(limit: number): Promise<unknown[]>;
 }

@@ -37,7 +37,7 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function daemon(name: string): Promise<{ d: HmgateDaemon; status: () => Promise<Record<string, any>> }> {
+async function daemon(name: string): Promise<{ d: HmgateDaemon; port: number; status: () => Promise<Record<string, any>> }> {
   const port = await freePort();
   const file = join(dir, `${name}.yaml`);
   await writeFile(
@@ -64,7 +64,7 @@ async function daemon(name: string): Promise<{ d: HmgateDaemon; status: () => Pr
     return (await res.json()) as Record<string, any>;
   };
   await waitFor(status, { what: `${name} status`, timeoutMs: 20_000 });
-  return { d, status };
+  return { d, port, status };
 }
 
 it('leader killed with SIGKILL: the standby leads within the lease + 1 hb, and every start is sent once', async () => {
@@ -79,8 +79,14 @@ it('leader killed with SIGKILL: the standby leads within the lease + 1 hb, and e
   expect((await standby.status()).leader).toBe(false);
   expect((await standby.status()).leader_id).toBe((await leader.status()).leader_id);
 
-  // Kill the leader once it is fresh, before the MISSING starts (due after the grace period) go out.
-  await waitFor(async () => (await leader.status()).actual.fresh, { what: 'leader fresh', timeoutMs: 15_000 });
+  // Kill the leader once it has enqueued the MISSING starts, before they are due (after the grace period).
+  const auth = { Authorization: `Basic ${Buffer.from('magnet:pw').toString('base64')}` };
+  const decisionsOf = async (port: number) =>
+    ((await (await fetch(`http://127.0.0.1:${port}/v1/decisions?limit=100`, { headers: auth })).json()) as { decisions: { outcome: string; index?: number; message_id: string }[] }).decisions;
+  const enqueued = await waitFor(async () => {
+    const e = (await decisionsOf(leader.port)).filter((d) => d.outcome === 'enqueued');
+    return e.length >= 2 ? e : undefined;
+  }, { what: 'the leader enqueues the starts', timeoutMs: 15_000, intervalMs: 50 });
   expect(recorder.messages).toEqual([]);
   const killedAt = Date.now();
   leader.d.child.kill('SIGKILL');
@@ -95,6 +101,11 @@ it('leader killed with SIGKILL: the standby leads within the lease + 1 hb, and e
   // the new leader acted only after a freshness window of its own heartbeats
   expect(Math.min(...starts.map((m) => m.at)) - killedAt).toBeGreaterThanOrEqual(3 * HB);
   expect(recorder.on('hm9000.stop')).toEqual([]);
+  // the new leader sent the starts its predecessor enqueued (same message ids), and took in the
+  // decisions its predecessor wrote to etcd
+  expect(starts.map((m) => m.body.message_id).sort()).toEqual(enqueued.map((d) => d.message_id).sort());
+  const adopted = (await decisionsOf(standby.port)).filter((d) => d.outcome === 'enqueued');
+  expect(adopted.map((d) => d.message_id).sort()).toEqual(enqueued.map((d) => d.message_id).sort());
 });
 
 it('a leader stopped with SIGTERM resigns at once and the standby takes over without waiting for the lease', async () => {
