@@ -44,10 +44,10 @@
  * instead would cost no puts but a KeepAlive per agent per ttl/3 and 10 000 leases; putting every
  * heartbeat (HM9000's presence keys) would cost one put per agent per heartbeat.
  */
-import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, groupByApp } from '../../src/pipeline/store-kit.js';
+import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer, groupByApp } from '../../src/pipeline/store-kit.js';
 import type { Etcd3, ICompare, IKeyValue, IRequestOp, ITxnResponse, IWatchResponse, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
-import type { Clock, Timer } from '../../src/pipeline/clock.js';
+import type { Clock } from '../../src/pipeline/clock.js';
 import { LeaderElection } from '../../src/pipeline/leader.js';
 import type { StageHealth } from '../../src/pipeline/plugin.js';
 import {
@@ -236,8 +236,7 @@ export class EtcdStore implements Store {
   private readonly freshness = new Map<FreshnessKind, FreshnessMarker>();
 
   private readonly expiries = new DeadlineHeap<{ kind: ExpiryKind; id: string }>();
-  private timer: Timer | undefined;
-  private timerFor: number | undefined;
+  private readonly deadlines: DeadlineTimer;
   /** Compare-and-deletes of expired keys in flight, by key → the revision they delete. */
   private readonly expiredDeletes = new Map<string, number>();
   private readonly inflight = new Set<Promise<unknown>>();
@@ -259,6 +258,7 @@ export class EtcdStore implements Store {
     private readonly clock: Clock,
     private readonly options: EtcdStoreOptions = {},
   ) {
+    this.deadlines = new DeadlineTimer(clock, () => this.settle());
     const root = `${config.prefix.replace(/\/+$/, '')}/`;
     this.keys = {
       root,
@@ -1199,27 +1199,13 @@ export class EtcdStore implements Store {
     this.emit(out);
   }
 
-  /** One clock timer, at the earliest deadline, while started. */
+  /** One clock timer, at the earliest deadline, unless stopped. */
   private arm(): void {
-    const next = this.expiries.peek();
-    if (this.stopped || next === undefined) {
-      this.disarm();
-      return;
-    }
-    if (this.timer !== undefined && this.timerFor === next.due) return;
-    this.disarm();
-    this.timerFor = next.due;
-    this.timer = this.clock.setTimeout(() => {
-      this.timer = undefined;
-      this.timerFor = undefined;
-      this.settle();
-    }, next.due - this.clock.now());
+    this.deadlines.aim(this.stopped ? undefined : this.expiries.peek()?.due);
   }
 
   private disarm(): void {
-    this.clock.clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerFor = undefined;
+    this.deadlines.cancel();
   }
 
   private emit(changes: readonly StoreChange[]): void {

@@ -4,9 +4,9 @@
  * stays a consistent view while later writes go to fresh copies. (Records are not frozen: reading
  * frozen objects is many times slower, and the analyzer reads every instance.)
  */
-import type { Clock, Timer } from '../../src/pipeline/clock.js';
+import type { Clock } from '../../src/pipeline/clock.js';
 import { sameInstanceSet } from '../../src/pipeline/instances.js';
-import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, groupByApp } from '../../src/pipeline/store-kit.js';
+import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer, groupByApp } from '../../src/pipeline/store-kit.js';
 import {
   appKey,
   crashKey,
@@ -68,9 +68,7 @@ export class MemoryStore implements Store {
    * renew every heartbeat, and the queue also lets every call drop what is already overdue, so a
    * record is gone exactly at its deadline even before a late timer fires.
    */
-  private timer: Timer | undefined;
-  /** The deadline the timer was set for (a real timer's `due` may differ by a millisecond). */
-  private timerFor: number | undefined;
+  private readonly deadlines: DeadlineTimer;
   private stopped = false;
 
   private readonly listeners = new Set<(change: StoreChange) => void>();
@@ -78,7 +76,9 @@ export class MemoryStore implements Store {
   constructor(
     private readonly clock: Clock,
     private readonly options: MemoryStoreOptions = {},
-  ) {}
+  ) {
+    this.deadlines = new DeadlineTimer(clock, () => this.settle());
+  }
 
   start(): void {
     this.stopped = false;
@@ -433,27 +433,13 @@ export class MemoryStore implements Store {
     this.emit(changes);
   }
 
-  /** Keep exactly one clock timer, at the earliest deadline, unless stopped. */
+  /** One clock timer, at the earliest deadline, unless stopped. */
   private arm(): void {
-    const next = this.expiries.peek();
-    if (this.stopped || next === undefined) {
-      this.disarm();
-      return;
-    }
-    if (this.timer !== undefined && this.timerFor === next.due) return;
-    this.disarm();
-    this.timerFor = next.due;
-    this.timer = this.clock.setTimeout(() => {
-      this.timer = undefined;
-      this.timerFor = undefined;
-      this.settle();
-    }, next.due - this.clock.now());
+    this.deadlines.aim(this.stopped ? undefined : this.expiries.peek()?.due);
   }
 
   private disarm(): void {
-    this.clock.clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerFor = undefined;
+    this.deadlines.cancel();
   }
 
   private emit(changes: readonly StoreChange[]): void {

@@ -68,6 +68,15 @@ async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
   }
 }
 
+/** Adds a listener (the same function may be added twice); returns what removes that one. */
+function subscribe<T>(set: Set<(v: T) => void>, listener: (v: T) => void): () => void {
+  const wrapped = (v: T): void => listener(v);
+  set.add(wrapped);
+  return () => {
+    set.delete(wrapped);
+  };
+}
+
 export class LeaderElection implements Leadership {
   private readonly election: Election;
   private readonly ttlMs: number;
@@ -113,11 +122,7 @@ export class LeaderElection implements Leadership {
   }
 
   onChange(listener: (isLeader: boolean) => void): () => void {
-    const wrapped = (v: boolean): void => listener(v);
-    this.listeners.add(wrapped);
-    return () => {
-      this.listeners.delete(wrapped);
-    };
+    return subscribe(this.listeners, listener);
   }
 
   start(): void {
@@ -317,11 +322,7 @@ export class AlwaysLeader implements Leadership {
   }
 
   onChange(listener: (isLeader: boolean) => void): () => void {
-    const wrapped = (v: boolean): void => listener(v);
-    this.listeners.add(wrapped);
-    return () => {
-      this.listeners.delete(wrapped);
-    };
+    return subscribe(this.listeners, listener);
   }
 
   start(): void {

@@ -3,6 +3,7 @@
  * TTL deadlines driving one clock timer, the argument checks every Store method makes, and
  * grouping of instances per app.
  */
+import type { Clock, Timer } from './clock.js';
 import { appKey, type AppKey, type FreshnessKind, type InstanceHeartbeat } from './store.js';
 
 /** A Map handed out by reference (view()) and cloned on the first write after that. */
@@ -95,6 +96,39 @@ export class DeadlineHeap<T extends object> {
 
 function earlier(a: { due: number; seq: number }, b: { due: number; seq: number }): boolean {
   return a.due < b.due || (a.due === b.due && a.seq < b.seq);
+}
+
+/**
+ * One clock timer, aimed at the earliest deadline: TTLs expire on the injected clock without a
+ * timer per record. Aiming again at the same deadline keeps the timer that is there.
+ */
+export class DeadlineTimer {
+  private timer: Timer | undefined;
+  private aimedAt: number | undefined;
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly onDue: () => void,
+  ) {}
+
+  /** Fires onDue at `due`; undefined cancels. */
+  aim(due: number | undefined): void {
+    if (due === undefined) return this.cancel();
+    if (this.timer !== undefined && this.aimedAt === due) return;
+    this.cancel();
+    this.aimedAt = due;
+    this.timer = this.clock.setTimeout(() => {
+      this.timer = undefined;
+      this.aimedAt = undefined;
+      this.onDue();
+    }, due - this.clock.now());
+  }
+
+  cancel(): void {
+    this.clock.clearTimeout(this.timer);
+    this.timer = undefined;
+    this.aimedAt = undefined;
+  }
 }
 
 // --- argument checks: a write that fails them throws and changes nothing ---
