@@ -7,7 +7,7 @@
  */
 import { Counter, type Registry } from 'prom-client';
 import { errorText } from '../../src/log.js';
-import type { Order, SinkStage } from '../../src/pipeline/decisions.js';
+import type { InstanceOrder, Order, SinkStage } from '../../src/pipeline/decisions.js';
 import { definePlugin, type StageContext, type StageHealth } from '../../src/pipeline/plugin.js';
 import { loadCaFile } from '../../src/http/client.js';
 import { CcClient } from './http.js';
@@ -39,7 +39,7 @@ export function notifierSendsCounter(registry: Registry): Counter<SendLabels> {
 /** Where an order goes and how; one per protocol. */
 interface Transport {
   /** Sends the wire body; returns where it went, for the log line. */
-  send(order: Order, body: string): Promise<Record<string, string>>;
+  send(order: InstanceOrder, body: string): Promise<Record<string, string>>;
   close(): Promise<void>;
 }
 
@@ -49,7 +49,7 @@ class NatsTransport implements Transport {
     private readonly subjects: { start: string; stop: string },
   ) {}
 
-  async send(order: Order, body: string): Promise<Record<string, string>> {
+  async send(order: InstanceOrder, body: string): Promise<Record<string, string>> {
     const subject = this.subjects[order.action];
     // Throws BusNotConnectedError while NATS is down; the caller rethrows it as is.
     this.ctx.bus.publish(subject, body);
@@ -62,7 +62,7 @@ class NatsTransport implements Transport {
 class HttpTransport implements Transport {
   constructor(private readonly client: CcClient) {}
 
-  async send(order: Order, body: string): Promise<Record<string, string>> {
+  async send(order: InstanceOrder, body: string): Promise<Record<string, string>> {
     await this.client.post(order.action, order.app, body);
     return { url: this.client.urlFor(order.action, order.app) };
   }
@@ -105,6 +105,7 @@ export class Notifier implements SinkStage {
   }
 
   async send(order: Order): Promise<void> {
+    if (order.action === 'request') throw new Error(`protocol ${this.protocol} cannot send the requests of event policies`);
     const body = formatOrderMessage(order);
     let where: Record<string, string>;
     try {

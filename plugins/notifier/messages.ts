@@ -4,7 +4,7 @@
  * two functions are the only place that formats them: keys in Go struct order, and strings escaped
  * as Go's encoding/json escapes them, so a consumer comparing bytes sees what HM9000 sent.
  */
-import type { Order, StartOrder, StopOrder } from '../../src/pipeline/decisions.js';
+import type { InstanceOrder, StartOrder, StopOrder } from '../../src/pipeline/decisions.js';
 
 /** What a start message carries. */
 export type StartMessageFields = Pick<StartOrder, 'messageId' | 'app' | 'version' | 'index'>;
@@ -49,6 +49,6 @@ export function formatStopMessage(m: StopMessageFields): string {
 }
 
 /** The wire body of an order: formatStartMessage or formatStopMessage by its action. */
-export function formatOrderMessage(order: Order): string {
+export function formatOrderMessage(order: InstanceOrder): string {
   return order.action === 'start' ? formatStartMessage(order) : formatStopMessage(order);
 }

@@ -100,6 +100,43 @@ export const ConfigSchema = Type.Object(
           description: 'shadow runs everything but sends nothing, logging and counting what it would have sent.',
         }),
         message_limit: Type.Integer({ minimum: 0, default: 60, description: 'Most starts sent per cycle; stops are not limited (HM9000 sender_message_limit).' }),
+        queue: Type.Object(
+          {
+            interval: Duration({ default: '1s', hb: false, description: "How often queued starts of event policies are sent (the Ruby HM's request_queue)." }),
+            batch_size: Type.Integer({ minimum: 1, default: 40, description: 'Most queued starts sent per interval, highest priority first (queue_batch_size).' }),
+            dedupe: Type.Unsafe<'payload' | 'op-version-indices'>({
+              type: 'string',
+              enum: ['payload', 'op-version-indices'],
+              default: 'payload',
+              description:
+                'A start is not queued while an equal one is: payload = the whole request but last_updated (running and flapping included); op-version-indices = app, op, version and indices only (the older Ruby HM).',
+            }),
+          },
+          { additionalProperties: false, default: {}, description: 'The priority queue of starts decided by event policies (Ruby HM); stops and delayed restarts are sent at once.' },
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    clock: Type.Unsafe<'real' | 'manual'>({
+      type: 'string',
+      enum: ['real', 'manual'],
+      default: 'real',
+      description:
+        'manual: time stands still and moves only when asked over NATS (healthmanager.advance_time {"seconds":N}), for black-box scenario tests.',
+    }),
+    events: Type.Object(
+      {
+        analysis_slice: Type.Integer({
+          minimum: 0,
+          default: 0,
+          description:
+            "Event policies: app records analysed per analyze_interval tick, in insertion order (0 = all). The Ruby HM's slicing (200; 20 in its older design) — its behaviour, not a limit of hmgate.",
+        }),
+        run_loop: Duration({
+          default: 0,
+          hb: false,
+          description: "Policy timers (delayed restarts) are armed at the next run-loop tick, as the Ruby HM's scheduler did (2s); 0 arms them at once.",
+        }),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -3,6 +3,7 @@
  * order carries its reason and the facts behind it, so it is logged once, audited and explained.
  */
 import type { AppView } from './app-view.js';
+import type { DropletRequest } from './droplets.js';
 import type { Stage } from './plugin.js';
 import type { CrashCount, PendingStart, PendingStop } from './store.js';
 
@@ -63,7 +64,21 @@ export interface StopOrder {
   reason: StopReason;
 }
 
-export type Order = StartOrder | StopOrder;
+/** A request decided by an event policy (the Ruby HM's start/stop), rendered by the notifier's protocol. */
+export interface RequestOrder {
+  action: 'request';
+  messageId: string;
+  app: string;
+  reason: string;
+  request: DropletRequest;
+  /** The queue priority it was sent with; absent for requests sent at once. */
+  priority?: number;
+}
+
+/** What the analyze → dispatch cycle sends (HM9000's per-instance messages). */
+export type InstanceOrder = StartOrder | StopOrder;
+
+export type Order = InstanceOrder | RequestOrder;
 
 /**
  * A sink stage (a notifier): sends one verified order. Throwing means the send failed: the pending

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { buildAppViews, isIndexDesired, isStartingOrRunning, type AppView } from './app-view.js';
-import type { Order, StartOrder, StopOrder } from './decisions.js';
+import type { InstanceOrder, StartOrder, StopOrder } from './decisions.js';
 import { errorText } from '../log.js';
 import { startKey, stopKey, type AppKey, type PendingMessageBase, type PendingStart, type PendingStop, type StoreSnapshot } from './store.js';
 
@@ -63,7 +63,7 @@ export interface Suppressed {
 }
 
 export interface DispatchResult {
-  sent: Order[];
+  sent: InstanceOrder[];
   suppressed: Suppressed[];
   saveStarts: PendingStart[];
   deleteStarts: string[];
@@ -72,7 +72,7 @@ export interface DispatchResult {
   failures: number;
 }
 
-export type Send = (order: Order) => Promise<void>;
+export type Send = (order: InstanceOrder) => Promise<void>;
 
 export async function dispatch(snapshot: StoreSnapshot, now: number, send: Send, opts: DispatchOptions, logger: Logger): Promise<DispatchResult> {
   // Views only of the apps that have a due message: verification needs nothing else.
@@ -83,7 +83,7 @@ export async function dispatch(snapshot: StoreSnapshot, now: number, send: Send,
   const r: DispatchResult = { sent: [], suppressed: [], saveStarts: [], deleteStarts: [], saveStops: [], deleteStops: [], failures: 0 };
   let startsSent = 0;
 
-  const deliver = async (order: Order): Promise<boolean> => {
+  const deliver = async (order: InstanceOrder): Promise<boolean> => {
     if (opts.shadow) {
       logger.info({ order, shadow: true }, `shadow: would send ${order.action} ${order.reason}`);
       return true;

@@ -11,7 +11,7 @@ import type { StatusBody } from '../api/routes/status.js';
 import { listen, type RunningServer } from '../api/server.js';
 import type { LoadedConfig, ResolvedStage } from '../config/load.js';
 import { createLoggerFactory, errorText, type LoggerFactory } from '../log.js';
-import { RealClock, SteppedClock, type Clock, type Timer } from './clock.js';
+import { RealClock, SteppedClock, VirtualClock, type Clock, type Timer } from './clock.js';
 import { AlwaysLeader, type Leadership } from './leader.js';
 import { FreshnessBoard, freshnessError, isActualFresh, isDesiredFresh } from './freshness.js';
 import { AppMetrics } from './app-metrics.js';
@@ -30,6 +30,10 @@ import { deriveProblems, ProblemTracker, startStopSubjects, type ListenerFacts, 
 import { subscribersOf } from './nats-monitor.js';
 import { stageSummary } from './stage-summary.js';
 import { buildDump, type DumpDoc, type DumpFreshness } from '../dump/build.js';
+import { EventRunner } from './event-runner.js';
+import { isEventPolicy, type EventHub, type EventPolicyStage } from './events.js';
+import { DropletRegistry } from './droplets.js';
+import type { RequestOrder } from './decisions.js';
 
 export class StageStartError extends Error {
   constructor(
@@ -115,13 +119,23 @@ export class Engine {
   private stopping = false;
   /** Why each send of the current dispatch failed, by message id. */
   private readonly sendErrors = new Map<string, string>();
+  private readonly eventPolicies: { id: string; stage: EventPolicyStage }[] = [];
+  /** The event path (event policies); built once the policies are. */
+  private runner: EventRunner | undefined;
+  /** With `clock: manual`: the clock that moves only on healthmanager.advance_time. */
+  private readonly manualClock: VirtualClock | undefined;
+  private desiredFreshCache = false;
+  /** What stages see as ctx.events; forwards to the runner once it exists. */
+  private readonly eventHub: EventHub;
 
   constructor(
     readonly loaded: LoadedConfig,
     private readonly opts: EngineOptions = {},
   ) {
     const { config } = loaded;
-    const base = opts.clock ?? new RealClock();
+    // A manual clock starts at 1 s, as the Ruby HM's black-box test mode did.
+    this.manualClock = !opts.clock && config.clock === 'manual' ? new VirtualClock(1000) : undefined;
+    const base = opts.clock ?? this.manualClock ?? new RealClock();
     // HM9000 compared whole seconds; finer steps keep sub-second heartbeat intervals working.
     const step = Math.min(config.time_resolution, loaded.heartbeatMs);
     this.clock = step > 1 ? new SteppedClock(base, step) : base;
@@ -153,6 +167,16 @@ export class Engine {
       buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
       registers: [this.metrics],
     });
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const engine = this;
+    const noRecords = new DropletRegistry();
+    this.eventHub = {
+      emit: (event) => this.runner?.emit(event),
+      wants: (kind) => this.runner?.hub.wants(kind) ?? false,
+      get droplets() {
+        return engine.runner?.droplets ?? noRecords;
+      },
+    };
     const bus = config.bus;
     this.bus = opts.bus ?? new NatsBus(
       { servers: bus.servers, user: bus.user, password: bus.password, token: bus.token, name: bus.name, connectTimeoutMs: bus.connect_timeout },
@@ -189,6 +213,7 @@ export class Engine {
       },
       freshness: this.freshness,
       isLeader: () => engine.leadership.isLeader,
+      events: this.eventHub,
     };
   }
 
@@ -221,16 +246,20 @@ export class Engine {
       const busName = this.opts.bus ? 'in-process' : 'nats';
       const busInfo: StageInfo = { section: 'bus', pluginName: busName, options: this.opts.bus ? {} : { servers: this.loaded.config.bus.servers } };
       await this.startStage('bus', 'bus', busName, busInfo, async () => this.bus);
-      for (const section of ['sources', 'policies', 'sinks'] as const) {
+      // Consumers first: sources raise events from their first message on.
+      for (const section of ['policies', 'sinks', 'sources'] as const) {
+        if (section === 'sources') this.buildRunner();
         for (const s of stages.filter((x) => x.section === section)) {
           const stage = await this.startStage(s.id, s.kind, s.pluginSpec, this.info(s), async () => {
             const created = await s.plugin.create(s.options, this.context(s));
             // The contract of each kind, checked at boot so a broken plugin fails naming itself.
-            if (section === 'policies' && typeof (created as PolicyStage).evaluate !== 'function') throw new Error('a policy plugin must return a stage with evaluate(input)');
+            if (section === 'policies' && typeof (created as PolicyStage).evaluate !== 'function' && !isEventPolicy(created))
+              throw new Error('a policy plugin must return a stage with evaluate(input), or events and handle(input)');
             if (section === 'sinks' && typeof (created as SinkStage).send !== 'function') throw new Error('a sink plugin must return a stage with send(order)');
             return created;
           });
-          if (section === 'policies') this.policies.push({ id: s.id, stage: stage as PolicyStage });
+          if (section === 'policies' && typeof (stage as PolicyStage).evaluate === 'function') this.policies.push({ id: s.id, stage: stage as PolicyStage });
+          if (section === 'policies' && isEventPolicy(stage)) this.eventPolicies.push({ id: s.id, stage });
           if (section === 'sinks') this.sinks.push({ id: s.id, stage: stage as SinkStage });
         }
       }
@@ -268,8 +297,89 @@ export class Engine {
       this.cycleDuration.observe(ms / 1000);
     });
     this.scheduler.start();
+    this.runner?.start();
+    this.startManualClock();
     this.startListenerProbe();
   }
+
+  /** The event path, if any policy handles events. */
+  private buildRunner(): void {
+    if (this.eventPolicies.length === 0) return;
+    const { config } = this.loaded;
+    const mode = config.dispatch.mode;
+    this.runner = new EventRunner({
+      clock: this.clock,
+      logger: this.loggers.component('dispatcher'),
+      policies: this.eventPolicies,
+      send: (order) => this.send(order),
+      onSent: (order) => {
+        this.sentOrders.inc({ action: order.request.op.toLowerCase(), reason: order.reason, mode });
+        if (mode === 'live') this.audit.record(requestRecord(order, this.clock.now(), 'sent', {}));
+      },
+      onDecided: (order, delivery, facts) => this.audit.record(requestRecord(order, this.clock.now(), 'enqueued', { ...facts, delivery })),
+      onSuppressed: (order, why, detail) => {
+        this.suppressedOrders.inc({ action: order.request.op.toLowerCase(), why });
+        this.audit.record(requestRecord(order, this.clock.now(), 'suppressed', {}, why, detail));
+      },
+      shadow: mode === 'shadow',
+      mayAct: () => !config.freshness.gate || this.lastGateError === null,
+      isLeader: () => this.leadership.isLeader,
+      desiredAvailable: () => this.desiredAvailable(),
+      busConnected: () => this.bus.connected,
+      analyzeEveryMs: config.analyze_interval,
+      analysisSlice: config.events.analysis_slice,
+      runLoopMs: config.events.run_loop,
+      queue: { intervalMs: config.dispatch.queue.interval, batchSize: config.dispatch.queue.batch_size, dedupe: config.dispatch.queue.dedupe },
+      refreshDesired: () => {
+        for (const r of this.running) {
+          const source = r.stage as { refreshDesired?: () => void | Promise<void> };
+          if (r.section === 'sources' && typeof source.refreshDesired === 'function') {
+            void Promise.resolve(source.refreshDesired()).catch((err: unknown) => this.logger.warn({ stage: r.id, error: errorText(err) }, `desired refresh failed: ${errorText(err)}`));
+          }
+        }
+      },
+    });
+  }
+
+  /** Desired state available: what the desired-state sources say, else the desired marker. */
+  private desiredAvailable(): boolean {
+    let answered = false;
+    for (const r of this.running) {
+      const source = r.stage as { desiredAvailable?: () => boolean };
+      if (typeof source.desiredAvailable !== 'function') continue;
+      answered = true;
+      if (source.desiredAvailable()) return true;
+    }
+    return answered ? false : this.desiredFreshCache;
+  }
+
+  /** With `clock: manual`, time moves only on `healthmanager.advance_time {"seconds":N}`, a second at a time. */
+  private startManualClock(): void {
+    const clock = this.manualClock;
+    if (!clock) return;
+    const logger = this.loggers.component('engine');
+    let advancing: Promise<void> = Promise.resolve();
+    const unsubscribe = this.bus.subscribe('healthmanager.advance_time', (msg) => {
+      let seconds: unknown;
+      try {
+        seconds = (JSON.parse(new TextDecoder().decode(msg.data)) as { seconds?: unknown }).seconds;
+      } catch {
+        seconds = undefined;
+      }
+      if (typeof seconds !== 'number' || !Number.isInteger(seconds) || seconds < 0 || seconds > 86_400) {
+        logger.warn({ subject: msg.subject }, 'healthmanager.advance_time ignored: expected {"seconds": N} with N a whole number of seconds from 0 to 86400');
+        return;
+      }
+      advancing = advancing.then(async () => {
+        for (let i = 0; i < seconds; i++) await clock.advanceAsync(1000);
+        logger.info({ seconds, now: clock.now() }, `clock advanced by ${seconds}s`);
+        if (msg.reply) this.bus.publish(msg.reply, JSON.stringify({ seconds }));
+      });
+    });
+    this.stopManualClock = unsubscribe;
+  }
+
+  private stopManualClock: (() => void) | undefined;
 
   /**
    * Joins the store's leader election, if it has one. A daemon that becomes leader revokes actual
@@ -307,13 +417,23 @@ export class Engine {
   private async cycle(): Promise<void> {
     let snapshot: StoreSnapshot | undefined;
     try {
-      if (this.policies.length === 0 || !this.leadership.isLeader) return;
+      if (!this.leadership.isLeader) return;
       const store = this.store!;
       const { config } = this.loaded;
       const now = this.clock.now();
+      if (this.policies.length === 0) {
+        // Event policies only: keep the freshness verdict current for their gate and fallbacks.
+        if (this.runner) {
+          snapshot = await store.snapshot();
+          this.desiredFreshCache = isDesiredFresh(snapshot.freshness.desired, now);
+          if (config.freshness.gate) this.checkFreshness(snapshot, now);
+        }
+        return;
+      }
       this.changedApps ??= new ChangedApps(store);
       const collected = this.changedApps.collect();
       snapshot = await store.snapshot();
+      this.desiredFreshCache = isDesiredFresh(snapshot.freshness.desired, now);
       if (config.freshness.gate && !this.checkFreshness(snapshot, now)) {
         this.auditHeldBack(snapshot, now);
         this.changedApps.markAll(); // analyse everything once state is fresh again
@@ -711,6 +831,8 @@ export class Engine {
     this.clock.clearTimeout(this.probeTimer);
     await this.probeRun;
     await this.scheduler?.stop();
+    this.stopManualClock?.();
+    await this.runner?.stop();
     this.changedApps?.close();
     await this.stopStages();
     this.logger.info('stopped');
@@ -724,6 +846,26 @@ function appFacts(view: AppView | undefined, index: number | undefined): Record<
   const facts: Record<string, unknown> = { desired_instances: view.desired?.instances ?? 0, running_indices: running };
   if (index !== undefined) facts.crash_count = view.crashCounts.get(index)?.count ?? 0;
   return facts;
+}
+
+/** An audit record of a request decided by an event policy. */
+function requestRecord(order: RequestOrder, at: number, outcome: 'enqueued' | 'suppressed' | 'sent', facts: Record<string, unknown>, why?: DecisionInput['why'], detail?: string): DecisionInput {
+  const r = order.request;
+  const instance = r.instances?.[0]?.instance;
+  return {
+    at,
+    action: r.op === 'START' ? 'start' : 'stop',
+    outcome,
+    ...(why ? { why } : {}),
+    ...(detail ? { detail } : {}),
+    reason: order.reason,
+    app: order.app,
+    version: r.version ?? '',
+    ...(r.indices?.length ? { index: r.indices[0] } : {}),
+    ...(instance ? { instance } : {}),
+    message_id: order.messageId,
+    facts: { ...facts, request: r, ...(order.priority !== undefined ? { priority: order.priority } : {}) },
+  };
 }
 
 /** This daemon's id in the leader election and the status: host and process. */

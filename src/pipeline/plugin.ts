@@ -11,6 +11,7 @@ import type { Clock } from './clock.js';
 import type { Store } from './store.js';
 import type { Bus } from './bus.js';
 import type { FreshnessBoard } from './freshness.js';
+import type { EventHub } from './events.js';
 
 export type PluginKind = 'source' | 'store' | 'policy' | 'sink';
 export const PLUGIN_KINDS: readonly PluginKind[] = ['store', 'source', 'policy', 'sink'];
@@ -52,6 +53,8 @@ export interface StageContext {
    * receive and runs the cycle; standbys keep the store's cache warm and serve the API.
    */
   isLeader(): boolean;
+  /** Events for event-triggered policies, and the per-app records they keep (events.ts). */
+  events: EventHub;
 }
 
 export interface PluginDefinition<S extends TSchema = TSchema, T extends Stage = Stage> {

@@ -169,6 +169,7 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
     const placeOn = scenario.obey;
     let next = 0;
     obey = (order) => {
+      if (order.action === 'request') return;
       if (order.action === 'stop') {
         for (const a of agents.values()) a.instances.delete(order.instance);
         return;
@@ -217,6 +218,11 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
 }
 
 function describeOrder(o: Order): string {
+  if (o.action === 'request') {
+    const r = o.request;
+    const what = r.op === 'START' ? `indices ${JSON.stringify(r.indices)}${r.flapping ? ' flapping' : ''}` : `instances ${r.instances!.map((i) => i.instance).join(',')}`;
+    return `${r.op.toLowerCase()} ${o.app}/${r.version} ${what} (${o.reason})`;
+  }
   return o.action === 'start'
     ? `start ${o.app}/${o.version} index ${o.index} (${o.reason})`
     : `stop ${o.app}/${o.version} index ${o.index} instance ${o.instance} (${o.reason}, is_duplicate ${o.isDuplicate})`;

@@ -10,6 +10,8 @@ import { InProcessBus } from '../../src/sim/in-process-bus.js';
 import { VirtualClock } from '../../src/pipeline/clock.js';
 import { FreshnessBoard } from '../../src/pipeline/freshness.js';
 import type { PluginKind, StageContext } from '../../src/pipeline/plugin.js';
+import { DropletRegistry } from '../../src/pipeline/droplets.js';
+import type { PolicyEvent } from '../../src/pipeline/events.js';
 
 export { InProcessBus };
 
@@ -20,6 +22,9 @@ export interface TestContext {
   bus: InProcessBus;
   metrics: Registry;
   logs: Record<string, unknown>[];
+  /** Every event the stage raised with ctx.events.emit (all kinds are wanted). */
+  emitted: PolicyEvent[];
+  droplets: DropletRegistry;
 }
 
 export function makeStageContext(opts: { id?: string; kind?: PluginKind; heartbeatMs?: number; startMs?: number; configDir?: string } = {}): TestContext {
@@ -29,6 +34,8 @@ export function makeStageContext(opts: { id?: string; kind?: PluginKind; heartbe
   const metrics = new Registry();
   const logs: Record<string, unknown>[] = [];
   const heartbeatMs = opts.heartbeatMs ?? 10_000;
+  const emitted: PolicyEvent[] = [];
+  const droplets = new DropletRegistry();
   const logger = pino({ level: 'debug', base: { foundation: 'test' } }, { write: (s: string) => void logs.push(JSON.parse(s)) }).child({ component: opts.id ?? 'stage' });
   const ctx: StageContext = {
     id: opts.id ?? 'stage',
@@ -43,6 +50,7 @@ export function makeStageContext(opts: { id?: string; kind?: PluginKind; heartbe
     store,
     freshness: new FreshnessBoard(() => clock.now(), 3 * heartbeatMs, 12 * heartbeatMs),
     isLeader: () => true,
+    events: { emit: (e) => void emitted.push(e), wants: () => true, droplets },
   };
-  return { ctx, clock, store, bus, metrics, logs };
+  return { ctx, clock, store, bus, metrics, logs, emitted, droplets };
 }
