@@ -12,6 +12,8 @@ import { metricsRoutes } from './routes/metrics.js';
 import { statusRoutes, type StatusBody } from './routes/status.js';
 import { bulkAppStateRoutes, type BulkAppStateDeps } from './routes/bulk-app-state.js';
 import { inspectRoutes, type InspectDeps } from './routes/inspect.js';
+import { shadowRoutes } from './routes/shadow.js';
+import type { ShadowComparer } from '../pipeline/shadow.js';
 
 export interface ApiDeps {
   user: string;
@@ -24,6 +26,8 @@ export interface ApiDeps {
   appState?: BulkAppStateDeps;
   /** /v1/dump, /v1/apps, /v1/apps/:guid, /v1/decisions. */
   inspect?: InspectDeps;
+  /** GET /v1/shadow: the comparison with the other health manager, in shadow mode. */
+  shadow?: () => ShadowComparer | undefined;
   logger: Logger;
 }
 
@@ -35,6 +39,7 @@ export function buildApi(deps: ApiDeps): Hono {
   app.route('/', metricsRoutes(deps.metrics, deps.beforeMetrics));
   if (deps.appState) app.route('/', bulkAppStateRoutes(auth, deps.appState));
   if (deps.inspect) app.route('/', inspectRoutes(auth, deps.inspect));
+  if (deps.shadow) app.route('/', shadowRoutes(auth, deps.shadow));
   app.notFound((c) => c.json({ error: 'not found' }, 404));
   // The one place an error becomes a response: logged with the route, answered without internals.
   app.onError((err, c) => {

@@ -114,6 +114,21 @@ export const ConfigSchema = Type.Object(
           },
           { additionalProperties: false, default: {}, description: 'The priority queue of starts decided by event policies (Ruby HM); stops and delayed restarts are sent at once.' },
         ),
+        shadow: Type.Object(
+          {
+            window: Duration({
+              default: '10s',
+              hb: false,
+              description: "In shadow mode: how long a request waits for its equal from the other health manager before it counts as one-sided (the older Ruby HM's max_shadowing_delay).",
+            }),
+            subjects: Type.Optional(
+              Type.Array(Type.String({ minLength: 1 }), {
+                description: "The other health manager's request subjects to listen to; by default the subjects the sinks publish to.",
+              }),
+            ),
+          },
+          { additionalProperties: false, default: {}, description: 'Shadow mode compares what hmgate would send with what the running health manager sends (GET /v1/shadow).' },
+        ),
       },
       { additionalProperties: false, default: {} },
     ),

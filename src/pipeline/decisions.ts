@@ -86,4 +86,8 @@ export type Order = InstanceOrder | RequestOrder;
  */
 export interface SinkStage extends Stage {
   send(order: Order): Promise<void>;
+  /** The wire form of an order (where it would go, and the body), for shadow comparison. */
+  render?(order: Order): { subject: string; body: string } | undefined;
+  /** The subjects this sink publishes to: what shadow mode listens to from the other health manager. */
+  publishSubjects?(): string[];
 }

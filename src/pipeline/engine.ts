@@ -34,6 +34,7 @@ import { EventRunner } from './event-runner.js';
 import { isEventPolicy, type EventHub, type EventPolicyStage } from './events.js';
 import { DropletRegistry } from './droplets.js';
 import type { RequestOrder } from './decisions.js';
+import { ShadowComparer } from './shadow.js';
 
 export class StageStartError extends Error {
   constructor(
@@ -125,6 +126,9 @@ export class Engine {
   /** With `clock: manual`: the clock that moves only on healthmanager.advance_time. */
   private readonly manualClock: VirtualClock | undefined;
   private desiredFreshCache = false;
+  /** In shadow mode: the comparison with the other health manager's requests. */
+  private shadowComparer: ShadowComparer | undefined;
+  private readonly shadowUnsubscribes: (() => void)[] = [];
   /** What stages see as ctx.events; forwards to the runner once it exists. */
   private readonly eventHub: EventHub;
 
@@ -274,6 +278,7 @@ export class Engine {
             beforeMetrics: () => this.refreshAppMetrics(),
             appState: { snapshot: () => this.store!.snapshot(), fresh: () => this.bothFresh(), logger: this.loggers.component('api') },
             inspect: { dump: () => this.dump(), snapshot: () => this.store!.snapshot(), now: () => this.clock.now(), audit: this.audit },
+            shadow: () => this.shadowComparer,
             logger: this.loggers.component('api'),
           });
           return {
@@ -297,9 +302,34 @@ export class Engine {
       this.cycleDuration.observe(ms / 1000);
     });
     this.scheduler.start();
+    this.startShadowing();
     this.runner?.start();
     this.startManualClock();
     this.startListenerProbe();
+  }
+
+  /**
+   * In shadow mode, listens to the subjects the sinks would publish to (or dispatch.shadow.subjects):
+   * what arrives there comes from the health manager still in charge.
+   */
+  private startShadowing(): void {
+    const { config } = this.loaded;
+    if (config.dispatch.mode !== 'shadow') return;
+    const comparer = new ShadowComparer(config.dispatch.shadow.window, this.loggers.component('shadow'), () => this.clock.now());
+    this.shadowComparer = comparer;
+    const subjects = config.dispatch.shadow.subjects ?? [...new Set(this.sinks.flatMap(({ stage }) => stage.publishSubjects?.() ?? []))];
+    const text = new TextDecoder();
+    for (const subject of subjects) this.shadowUnsubscribes.push(this.bus.subscribe(subject, (msg) => comparer.addTheirs(msg.subject, text.decode(msg.data))));
+    this.logger.info({ subjects, window_ms: comparer.windowMs }, `shadow mode: comparing with the requests on ${subjects.join(', ') || '(no subject: set dispatch.shadow.subjects)'}`);
+  }
+
+  /** In shadow mode, what a sink would have put on the wire joins the comparison. */
+  private shadowOurs(order: Order): void {
+    if (!this.shadowComparer) return;
+    for (const { stage } of this.sinks) {
+      const wire = stage.render?.(order);
+      if (wire) this.shadowComparer.addOurs(wire.subject, wire.body);
+    }
   }
 
   /** The event path, if any policy handles events. */
@@ -314,6 +344,7 @@ export class Engine {
       send: (order) => this.send(order),
       onSent: (order) => {
         this.sentOrders.inc({ action: order.request.op.toLowerCase(), reason: order.reason, mode });
+        if (mode === 'shadow') this.shadowOurs(order);
         if (mode === 'live') this.audit.record(requestRecord(order, this.clock.now(), 'sent', {}));
       },
       onDecided: (order, delivery, facts) => this.audit.record(requestRecord(order, this.clock.now(), 'enqueued', { ...facts, delivery })),
@@ -449,6 +480,7 @@ export class Engine {
     } finally {
       // Problems are looked at every cycle, so each is logged when it appears and when it clears.
       await this.evaluateProblems(snapshot);
+      this.shadowComparer?.expire();
       await this.persistAudit();
     }
   }
@@ -551,6 +583,7 @@ export class Engine {
     const result = await dispatch(dispatched, now, (order) => this.send(order), { messageLimit: config.dispatch.message_limit, shadow: config.dispatch.mode === 'shadow' }, this.logger);
     for (const order of result.sent) {
       this.sentOrders.inc({ action: order.action, reason: order.reason, mode: config.dispatch.mode });
+      if (config.dispatch.mode === 'shadow') this.shadowOurs(order);
       if (config.dispatch.mode === 'live') this.appMetrics.countSent(order);
     }
     for (const s of result.suppressed) this.suppressedOrders.inc({ action: s.kind, why: s.why });
@@ -832,6 +865,7 @@ export class Engine {
     await this.probeRun;
     await this.scheduler?.stop();
     this.stopManualClock?.();
+    for (const unsubscribe of this.shadowUnsubscribes) unsubscribe();
     await this.runner?.stop();
     this.changedApps?.close();
     await this.stopStages();
