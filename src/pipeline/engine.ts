@@ -77,6 +77,8 @@ export interface EngineOptions {
   stopTimeoutMs?: number;
   /** The bus instead of a NATS connection (simulations on a virtual clock). */
   bus?: Bus & Stage;
+  /** The random source of event policies (jitter), for reproducible runs. */
+  random?: () => number;
 }
 
 const STOP_TIMEOUT_MS = 5_000;
@@ -356,6 +358,7 @@ export class Engine {
       mayAct: () => !config.freshness.gate || this.lastGateError === null,
       isLeader: () => this.leadership.isLeader,
       desiredAvailable: () => this.desiredAvailable(),
+      ...(this.opts.random ? { random: this.opts.random } : {}),
       busConnected: () => this.bus.connected,
       analyzeEveryMs: config.analyze_interval,
       analysisSlice: config.events.analysis_slice,

@@ -24,6 +24,7 @@ const SimApp = Type.Object(
     instances: Type.Integer({ minimum: 0 }),
     state: Type.String({ default: 'STARTED' }),
     package_state: Type.String({ default: 'STAGED' }),
+    updated_at: Type.Optional(Type.String({ description: "CC's updated_at, e.g. \"2013-07-31 22:00:00 +0000\" (the Ruby HM's last_updated)." })),
   },
   { additionalProperties: false },
 );
@@ -37,8 +38,18 @@ const Event = Type.Object(
     remove: Type.Optional(Type.Object({ app: Type.String(), version: Type.String({ default: 'v1' }), index: Type.Integer() }, { additionalProperties: false })),
     silence: Type.Optional(Type.Boolean({ description: 'true: the agent stops heartbeating; false: it resumes.' })),
     exited: Type.Optional(
-      Type.Object({ app: Type.String(), version: Type.String({ default: 'v1' }), index: Type.Integer(), reason: Type.String() }, { additionalProperties: false }),
+      Type.Object(
+        {
+          app: Type.String(),
+          version: Type.String({ default: 'v1' }),
+          index: Type.Integer(),
+          reason: Type.String(),
+          instance: Type.Optional(Type.String({ description: 'The exiting instance guid; by default the one running at that index, if any.' })),
+        },
+        { additionalProperties: false },
+      ),
     ),
+    updated: Type.Optional(Type.String({ description: 'Publish droplet.updated for this app.' })),
     desired: Type.Optional(Type.Array(SimApp, { description: 'Replace the apps the Cloud Controller reports.' })),
     cc: Type.Optional(Type.Unsafe<'up' | 'down'>({ type: 'string', enum: ['up', 'down'], description: 'down: desired-state fetches fail.' })),
   },
@@ -53,6 +64,7 @@ const OrderMatch = {
   at: Type.Optional(Duration({ description: 'Sent exactly at this virtual time.' })),
   after: Type.Optional(Duration({ description: 'Sent at or after this time.' })),
   before: Type.Optional(Duration({ description: 'Sent at or before this time.' })),
+  flapping: Type.Optional(Type.Boolean({ description: 'Requests of event policies: a delayed restart of a flapping instance.' })),
 };
 
 const Expectation = Type.Object(
@@ -82,6 +94,12 @@ export const ScenarioSchema = Type.Object(
     agents: Type.Record(Type.String(), Type.Array(SimInstance), { default: {} }),
     events: Type.Array(Event, { default: [] }),
     run_for: Duration({ default: '5m' }),
+    random: Type.Number({
+      minimum: 0,
+      exclusiveMaximum: 1,
+      default: 0.5,
+      description: 'What the random source returns (jitter such as delay_time_noise): 0.5 = no jitter.',
+    }),
     expect: Type.Array(Expectation, { minItems: 1 }),
   },
   { additionalProperties: false },

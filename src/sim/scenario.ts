@@ -21,7 +21,7 @@ import { presetsDir } from '../paths.js';
 import { VirtualClock } from '../pipeline/clock.js';
 import type { Order, SinkStage } from '../pipeline/decisions.js';
 import { Engine } from '../pipeline/engine.js';
-import { definePlugin } from '../pipeline/plugin.js';
+import { definePlugin, type Stage, type StageContext } from '../pipeline/plugin.js';
 import { loadPlugin } from '../pipeline/plugin-loader.js';
 import type { DesiredApp } from '../pipeline/store.js';
 import { InProcessBus } from './in-process-bus.js';
@@ -68,23 +68,47 @@ async function loadScenarioConfig(file: string, raw: Record<string, unknown>): P
   }
 }
 
+/** The simulated Cloud Controller as a desired-state source: its context raises events, its answer says whether desired state is available. */
+interface SimulatedCc {
+  ctx?: StageContext;
+  available: boolean;
+}
+
 /** The pipeline of the config, with the notifiers replaced by a recorder and the CC simulated. */
-function simulatedStages(loaded: LoadedConfig, record: (o: Order) => void): ResolvedStage[] {
+function simulatedStages(loaded: LoadedConfig, record: (o: Order) => void, cc: SimulatedCc): ResolvedStage[] {
   const recorder = definePlugin({
     name: 'scenario-recorder',
     kind: 'sink',
     optionsSchema: Type.Object({}),
     create: (): SinkStage => ({ send: async (order: Order) => record(order) }),
   });
+  const source = definePlugin({
+    name: 'scenario-cc',
+    kind: 'source',
+    optionsSchema: Type.Object({}),
+    create: (_o, ctx) => {
+      cc.ctx = ctx;
+      const stage: Stage & { desiredAvailable(): boolean } = { desiredAvailable: () => cc.available };
+      return stage;
+    },
+  });
   const kept = loaded.stages.filter((s) => !(s.kind === 'sink' || s.plugin.name === 'bulk-api'));
-  return [...kept, { id: 'scenario', section: 'sinks', kind: 'sink', plugin: recorder, pluginSpec: 'scenario-recorder', options: {} }];
+  return [
+    ...kept,
+    { id: 'scenario_cc', section: 'sources', kind: 'source', plugin: source, pluginSpec: 'scenario-cc', options: {} },
+    { id: 'scenario', section: 'sinks', kind: 'sink', plugin: recorder, pluginSpec: 'scenario-recorder', options: {} },
+  ];
 }
 
 function desiredApps(apps: ScenarioApp[]): DesiredApp[] {
   // What the bulk-api source keeps: STARTED and STAGED or PENDING.
   return apps
     .filter((a) => a.state === 'STARTED' && (a.package_state === 'STAGED' || a.package_state === 'PENDING'))
-    .map((a) => ({ guid: a.app, version: a.version, instances: a.instances, state: a.state, packageState: a.package_state }));
+    .map(toDesired);
+}
+
+function toDesired(a: ScenarioApp): DesiredApp {
+  return { guid: a.app, version: a.version, instances: a.instances, state: a.state, packageState: a.package_state, ...(a.updated_at ? { updatedAt: a.updated_at } : {}) };
 }
 
 /** Runs a scenario built in code (the simulator) against a loaded config. */
@@ -119,11 +143,17 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
   const memory = (await loadPlugin('memory', process.cwd())).definition;
   loaded = { ...loaded, config: { ...loaded.config, api: { ...loaded.config.api, enabled: false } } };
   loaded = { ...loaded, stages: loaded.stages.map((st) => (st.section === 'store' ? { ...st, plugin: memory, pluginSpec: 'memory', options: {} } : st)) };
-  const stages = simulatedStages(loaded, (order) => {
-    timeline.push({ at: clock.now() - EPOCH, order });
-    obey?.(order);
-  });
-  const engine = new Engine({ ...loaded, stages }, { clock, bus, loggers: createLoggerFactory({ foundation: 'scenario', level: 'silent' }) });
+  const cc: SimulatedCc = { available: false };
+  const stages = simulatedStages(
+    loaded,
+    (order) => {
+      timeline.push({ at: clock.now() - EPOCH, order });
+      obey?.(order);
+    },
+    cc,
+  );
+  const random = scenario.random ?? 0.5;
+  const engine = new Engine({ ...loaded, stages }, { clock, bus, random: () => random, loggers: createLoggerFactory({ foundation: 'scenario', level: 'silent' }) });
   const hb = loaded.heartbeatMs;
 
   // Simulated agents: instance guid → instance, per agent.
@@ -158,7 +188,15 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
   const desiredStage = loaded.stages.find((s) => s.plugin.name === 'bulk-api');
   const pollMs = Number(desiredStage?.options.poll_interval ?? 6 * hb);
   const poll = async () => {
+    cc.available = ccUp;
     if (ccUp) {
+      // Event policies see the walk as the bulk-api source reports it: every app, page by page.
+      const events = cc.ctx?.events;
+      if (events?.wants('desired')) {
+        events.emit({ kind: 'walk', phase: 'start' });
+        for (const a of ccApps) events.emit({ kind: 'desired', app: toDesired(a) });
+        events.emit({ kind: 'walk', phase: 'done' });
+      }
       await engine.stateStore!.replaceDesired(desiredApps(ccApps));
       await engine.stateStore!.bumpFreshness('desired', loaded.config.freshness.desired_ttl);
     }
@@ -169,18 +207,29 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
     const placeOn = scenario.obey;
     let next = 0;
     obey = (order) => {
-      if (order.action === 'request') return;
+      if (order.action === 'request') {
+        const r = order.request;
+        if (r.op === 'STOP') {
+          for (const a of agents.values()) for (const i of r.instances ?? []) if (i.instance) a.instances.delete(i.instance);
+          return;
+        }
+        for (const index of r.indices ?? []) run({ app: order.app, version: r.version ?? 'v1', index });
+        return;
+      }
       if (order.action === 'stop') {
         for (const a of agents.values()) a.instances.delete(order.instance);
         return;
       }
-      // The restarted instance replaces a crashed one at that index; `*` places round-robin.
+      run(order);
+    };
+    // The restarted instance replaces a crashed one at that index; `*` places round-robin.
+    const run = (o: { app: string; version: string; index: number }) => {
       for (const a of agents.values()) {
-        for (const [guid, i] of a.instances) if (i.app === order.app && i.version === order.version && i.index === order.index && i.state === 'CRASHED') a.instances.delete(guid);
+        for (const [guid, i] of a.instances) if (i.app === o.app && i.version === o.version && i.index === o.index && i.state === 'CRASHED') a.instances.delete(guid);
       }
       const live = [...agents.entries()].filter(([, a]) => !a.silent).map(([id]) => id);
       const target = placeOn === '*' ? live[next++ % Math.max(1, live.length)] ?? 'dea-new' : placeOn;
-      agent(target).instances.set(`${target}-${order.app}-${order.version}-${order.index}-${clock.now()}`, { app: order.app, version: order.version, index: order.index, state: 'RUNNING' });
+      agent(target).instances.set(`${target}-${o.app}-${o.version}-${o.index}-${clock.now()}`, { app: o.app, version: o.version, index: o.index, state: 'RUNNING' });
     };
   }
 
@@ -190,8 +239,12 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
       if (e.cc) ccUp = e.cc === 'up';
       if (e.exited) {
         const x = e.exited;
-        bus.publish('droplet.exited', JSON.stringify({ droplet: x.app, version: x.version, instance: `exited-${x.app}-${x.index}`, index: x.index, reason: x.reason }));
+        let instance = x.instance;
+        for (const a of agents.values()) for (const [guid, i] of a.instances) if (!instance && i.app === x.app && i.version === x.version && i.index === x.index) instance = guid;
+        const crash = x.reason === 'CRASHED' ? { crash_timestamp: Math.floor(clock.now() / 1000) } : {};
+        bus.publish('droplet.exited', JSON.stringify({ droplet: x.app, version: x.version, instance: instance ?? `exited-${x.app}-${x.index}`, index: x.index, reason: x.reason, ...crash }));
       }
+      if (e.updated) bus.publish('droplet.updated', JSON.stringify({ droplet: e.updated }));
       if (e.agent) {
         const a = agent(e.agent);
         if (e.silence !== undefined) a.silent = e.silence;
@@ -242,7 +295,18 @@ function check(expectations: ScenarioExpectation[], timeline: TimedOrder[]): str
     if (want) {
       const hit = timeline.find((t) => {
         const o = t.order;
-        if (used.has(t) || o.action !== want.action || o.app !== want.app) return false;
+        if (used.has(t)) return false;
+        if (o.action === 'request') {
+          const r = o.request;
+          if (r.op !== (want.action === 'start' ? 'START' : 'STOP') || o.app !== want.app) return false;
+          if (want.version !== undefined && r.version !== want.version) return false;
+          if (want.index !== undefined && !(r.indices ?? []).includes(want.index)) return false;
+          if (want.reason !== undefined && o.reason !== want.reason) return false;
+          if (want.flapping !== undefined && (r.flapping ?? false) !== want.flapping) return false;
+          if ('instance' in want && want.instance !== undefined && !(r.instances ?? []).some((i) => i.instance === want.instance)) return false;
+          return (want.at === undefined || t.at === want.at) && (want.after === undefined || t.at >= want.after) && (want.before === undefined || t.at <= want.before);
+        }
+        if (o.action !== want.action || o.app !== want.app) return false;
         if (want.version !== undefined && o.version !== want.version) return false;
         if (want.index !== undefined && o.index !== want.index) return false;
         if (want.reason !== undefined && o.reason !== want.reason) return false;
@@ -264,11 +328,11 @@ function check(expectations: ScenarioExpectation[], timeline: TimedOrder[]): str
       if (early.length) failures.push(`expected no message before ${fmt(e.no_message_until)}, got ${early.length} (first: ${describeOrder(early[0]!.order)} at ${fmt(early[0]!.at)})`);
     }
     if (e.starts !== undefined) {
-      const n = timeline.filter((t) => t.order.action === 'start').length;
+      const n = timeline.filter((t) => t.order.action === 'start' || (t.order.action === 'request' && t.order.request.op === 'START')).length;
       if (n !== e.starts) failures.push(`expected ${e.starts} starts in all, got ${n}`);
     }
     if (e.stops !== undefined) {
-      const n = timeline.filter((t) => t.order.action === 'stop').length;
+      const n = timeline.filter((t) => t.order.action === 'stop' || (t.order.action === 'request' && t.order.request.op === 'STOP')).length;
       if (n !== e.stops) failures.push(`expected ${e.stops} stops in all, got ${n}`);
     }
   }

@@ -69,7 +69,7 @@ export function buildSimulation(o: SimulationOptions): Scenario {
   if (o.versionChangeAt !== undefined) events.push({ at: o.versionChangeAt, desired: desired.map((d, a) => (a === 0 ? { ...d, version: 'v2' } : d)) });
   if (o.ccOutage) events.push({ at: o.ccOutage[0], cc: 'down' }, { at: o.ccOutage[1], cc: 'up' });
   events.sort((a, b) => a.at - b.at);
-  return { name: 'simulation', config: '(loaded)', obey: '*', desired, agents, events, run_for: o.durationMs, expect: [] };
+  return { name: 'simulation', config: '(loaded)', obey: '*', desired, agents, events, run_for: o.durationMs, random: rnd(), expect: [] };
 }
 
 export interface SimulationSummary {
