@@ -69,6 +69,11 @@ export interface Droplet {
   desiredUpdateMs: number;
   /** index → pending delayed restart id, for policies that track them per index (older design). */
   pendingRestarts: Map<number, string>;
+  /**
+   * Clock ms of the event being handled: records created while handling it start DOWN as of then
+   * (the engine sets it before each event; tests may set it directly).
+   */
+  nowMs: number;
 }
 
 export function createDroplet(id: string, nowMs: number): Droplet {
@@ -86,6 +91,7 @@ export function createDroplet(id: string, nowMs: number): Droplet {
     desiredUpdateRequired: true,
     desiredUpdateMs: nowMs,
     pendingRestarts: new Map(),
+    nowMs,
   };
 }
 
@@ -102,7 +108,7 @@ export function getInstance(d: Droplet, index: number, version: string | null = 
       index,
       version,
       state: 'DOWN',
-      stateTimestamp: null,
+      stateTimestamp: Math.floor(d.nowMs / 1000),
       guid,
       lastHeartbeatMs: null,
       crashCount: 0,

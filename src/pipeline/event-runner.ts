@@ -167,6 +167,7 @@ export class EventRunner {
   /** Runs the declaring policies; returns whether one asked to forget the record. */
   private dispatchEvent(event: PolicyEvent, droplet: Droplet | undefined, now: number, only: string | null, depth: number): boolean {
     let forget = false;
+    if (droplet) droplet.nowMs = now;
     const env = this.env;
     for (const p of this.o.policies) {
       if (only !== null && p.id !== only) continue;
@@ -314,6 +315,9 @@ export class EventRunner {
 
   private sweep(p: { id: string }): void {
     const now = this.o.clock.now();
+    const before = this.droplets.size;
     for (const d of [...this.droplets.values()]) this.handleAppEvent({ kind: 'sweep', app: d.id }, d, now, p.id);
+    const after = this.droplets.size;
+    if (after !== before) this.o.logger.info({ policy: p.id, before, after }, `${p.id}: ${before - after} of ${before} app records forgotten`);
   }
 }

@@ -71,6 +71,22 @@ function describe(s: SummaryInput): string {
       return `extras: stops undesired instances, keep-alive ${d(o.grace_period)}`;
     case 'duplicates':
       return `duplicates: stops duplicates one at a time from ${String(o.first_stop_after)} + k × ${d(o.grace_period)}`;
+    case 'droplet-records':
+      return `droplet-records: instance records from heartbeats and exits; duplicates by ${String(o.duplicates)}, stop list ${String(o.heartbeat_stop_list)}, exit mark-down ${String(o.exit_markdown)}`;
+    case 'flapping': {
+      const giveup = Number(o.giveup_crash_number);
+      return `flapping: FLAPPING above ${String(o.flapping_death)} crashes, count reset after ${d(o.flapping_timeout)} (${String(o.crash_count_reset)}), restarts after ${d(o.min_restart_delay)} doubling up to ${d(o.max_restart_delay)} ±${d(o.delay_time_noise)}, ${giveup > 0 ? `gives up above ${giveup} crashes` : 'never gives up'}`;
+    }
+    case 'exit-restarts':
+      return `exit-restarts: restarts instances of agents that shut down or evacuate, queue priority ${String(o.priority)}`;
+    case 'missing-instances':
+      return `missing-instances: queues starts of missing instances (${String(o.rule)}), grace and silence ${d(o.droplet_lost)}`;
+    case 'extra-instances':
+      return `extra-instances: stops instances beyond the desired ${o.slots === 'index' ? 'indices' : 'count'}, of other versions or of stopped apps`;
+    case 'extra-app':
+      return `extra-app: stops apps absent from the desired state for ${d(o.desired_state_lost)}`;
+    case 'droplet-gc':
+      return `droplet-gc: drops crash records after ${d(o.flapping_timeout)}, forgets apps absent for ${d(o.droplet_gc_grace_period)} every ${d(o.droplet_gc)}`;
     case 'notifier':
       return (o.protocol ?? 'hm9000') === 'hm9000-http'
         ? `notifier POSTs starts and stops to ${maskUrl(String(o.cc_url))}/internal/dea/hm9000/…, timeout ${d(o.timeout)}`

@@ -1,0 +1,74 @@
+/**
+ * Garbage collection of app records (Ruby HM `prune_crashes` and `gc_droplets`). At the end of an
+ * app's analysis its crash records older than flapping_timeout are dropped (they feed
+ * `healthmanager.status` CRASHED and the crash counts of varz). Every droplet_gc, each app the bulk
+ * API has not reported for droplet_gc_grace_period is forgotten; heartbeats do not keep it, and its
+ * next event creates it afresh (grace and update-required again).
+ */
+import { Type, type Static } from '@sinclair/typebox';
+import type { Logger } from 'pino';
+import { Duration } from '../../src/config/schema.js';
+import { olderThan, type Droplet } from '../../src/pipeline/droplets.js';
+import type { EventDecision, EventInput, EventPolicyStage } from '../../src/pipeline/events.js';
+import { definePlugin } from '../../src/pipeline/plugin.js';
+
+export const DropletGcOptions = Type.Object(
+  {
+    flapping_timeout: Duration({
+      default: '500s',
+      hb: false,
+      description: 'Crash records older than this are dropped at the end of the app\'s analysis (Ruby HM intervals.flapping_timeout).',
+    }),
+    droplet_gc: Duration({ default: '300s', hb: false, description: 'How often app records are swept (Ruby HM intervals.droplet_gc).' }),
+    droplet_gc_grace_period: Duration({
+      default: '240s',
+      hb: false,
+      description: 'A swept app absent from the bulk API for longer than this is forgotten (Ruby HM intervals.droplet_gc_grace_period).',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+export type DropletGcConfig = Static<typeof DropletGcOptions>;
+
+/** Drops crash records older than flapping_timeout; returns how many went. */
+export function pruneCrashes(d: Droplet, now: number, o: Pick<DropletGcConfig, 'flapping_timeout'>): number {
+  let n = 0;
+  for (const [guid, crash] of d.crashes) {
+    if (olderThan(crash.timestampMs, now, o.flapping_timeout)) {
+      d.crashes.delete(guid);
+      n++;
+    }
+  }
+  return n;
+}
+
+export function ripeForGc(d: Droplet, now: number, o: Pick<DropletGcConfig, 'droplet_gc_grace_period'>): boolean {
+  return olderThan(d.desiredUpdateMs, now, o.droplet_gc_grace_period);
+}
+
+export function dropletGcRule(input: EventInput, o: DropletGcConfig, logger: Logger): EventDecision[] {
+  const d = input.droplet;
+  if (!d) return [];
+  if (input.event.kind === 'analyze') {
+    pruneCrashes(d, input.now, o);
+    return [];
+  }
+  if (input.event.kind === 'sweep' && ripeForGc(d, input.now, o)) {
+    logger.debug({ app: d.id, desired_update_age_ms: input.now - d.desiredUpdateMs }, `forgetting ${d.id}: not in the desired state for more than ${o.droplet_gc_grace_period / 1000}s`);
+    return [{ kind: 'forget' }];
+  }
+  return [];
+}
+
+export default definePlugin({
+  name: 'droplet-gc',
+  kind: 'policy',
+  description: 'Drops stale crash records after each analysis and forgets apps the bulk API no longer reports (Ruby HM prune_crashes / gc_droplets).',
+  optionsSchema: DropletGcOptions,
+  create: (options, ctx): EventPolicyStage => ({
+    events: ['analyze', 'sweep'],
+    everyMs: options.droplet_gc,
+    handle: (input: EventInput) => dropletGcRule(input, options, ctx.logger),
+  }),
+});
