@@ -1,9 +1,15 @@
 /**
- * The start and stop messages HM9000 sends to the Cloud Controller (spec §2.4), byte for byte. The
- * same body goes on NATS (hm9000.start / hm9000.stop) and in the HTTP POST of HM9000 HEAD. These
- * two functions are the only place that formats them: keys in Go struct order, and strings escaped
- * as Go's encoding/json escapes them, so a consumer comparing bytes sees what HM9000 sent.
+ * The messages the notifier sends to the Cloud Controller, byte for byte; this file is the only
+ * place that formats them.
+ *
+ * - HM9000 (spec hm9000 §2.4): one instance per message; the same body goes on NATS (hm9000.start /
+ *   hm9000.stop) and in the HTTP POST of HM9000 HEAD. Keys in Go struct order, strings escaped as
+ *   Go's encoding/json escapes them.
+ * - The Ruby Health Manager (spec ruby-hm §3.5, §11.3): the requests of event policies, in the two
+ *   protocols it spoke — `health` (health.start / health.stop) and `cc-partition`
+ *   (cloudcontrollers.hm.requests.<partition>, with an `op`). Keys in the order its hashes had.
  */
+import type { DropletRequest } from '../../src/pipeline/droplets.js';
 import type { InstanceOrder, StartOrder, StopOrder } from '../../src/pipeline/decisions.js';
 
 /** What a start message carries. */
@@ -51,4 +57,77 @@ export function formatStopMessage(m: StopMessageFields): string {
 /** The wire body of an order: formatStartMessage or formatStopMessage by its action. */
 export function formatOrderMessage(order: InstanceOrder): string {
   return order.action === 'start' ? formatStartMessage(order) : formatStopMessage(order);
+}
+
+/** A JSON object from ordered pairs of key and JSON text; a JS object would move integer-like keys first. */
+function jsonObject(pairs: Iterable<readonly [string, string]>): string {
+  const parts: string[] = [];
+  for (const [k, json] of pairs) parts.push(`${JSON.stringify(k)}:${json}`);
+  return `{${parts.join(',')}}`;
+}
+
+const j = (v: unknown): string => JSON.stringify(v);
+
+/**
+ * `health.start`: `{"droplet","last_updated","version","indices","running","flapping"}`; flapping is
+ * always there, true only for the delayed restart of a flapping instance.
+ */
+export function formatHealthStart(r: DropletRequest): string {
+  return jsonObject([
+    ['droplet', j(r.droplet)],
+    ['last_updated', j(r.lastUpdated)],
+    ['version', j(r.version)],
+    ['indices', j(r.indices ?? [])],
+    ['running', j(r.running)],
+    ['flapping', j(r.flapping === true)],
+  ]);
+}
+
+/**
+ * `health.stop`: `{"droplet","last_updated","instances":{guid: version, …},"running","version"}`.
+ * A guid listed twice keeps its first place and its last version, as in a Ruby hash; a null guid
+ * becomes the key "", as the Ruby encoder writes a nil key.
+ */
+export function formatHealthStop(r: DropletRequest): string {
+  const instances = new Map<string, string>();
+  for (const i of r.instances ?? []) instances.set(i.instance ?? '', j(i.version));
+  return jsonObject([
+    ['droplet', j(r.droplet)],
+    ['last_updated', j(r.lastUpdated)],
+    ['instances', jsonObject(instances)],
+    ['running', j(r.running)],
+    ['version', j(r.version)],
+  ]);
+}
+
+/**
+ * cc-partition START: `{"droplet","op":"START","last_updated","version","indices"}`, plus
+ * `"flapping":true` only for the delayed restart of a flapping instance (never `false`).
+ */
+export function formatPartitionStart(r: DropletRequest): string {
+  const pairs: [string, string][] = [
+    ['droplet', j(r.droplet)],
+    ['op', j('START')],
+    ['last_updated', j(r.lastUpdated)],
+    ['version', j(r.version)],
+    ['indices', j(r.indices ?? [])],
+  ];
+  if (r.flapping === true) pairs.push(['flapping', 'true']);
+  return jsonObject(pairs);
+}
+
+/** cc-partition STOP: `{"droplet","op":"STOP","last_updated","instances":[guid, …]}`, duplicates and nulls kept. */
+export function formatPartitionStop(r: DropletRequest): string {
+  return jsonObject([
+    ['droplet', j(r.droplet)],
+    ['op', j('STOP')],
+    ['last_updated', j(r.lastUpdated)],
+    ['instances', j((r.instances ?? []).map((i) => i.instance))],
+  ]);
+}
+
+/** The wire body of a request in a Ruby protocol. */
+export function formatRequestMessage(protocol: 'health' | 'cc-partition', r: DropletRequest): string {
+  if (protocol === 'health') return r.op === 'START' ? formatHealthStart(r) : formatHealthStop(r);
+  return r.op === 'START' ? formatPartitionStart(r) : formatPartitionStop(r);
 }

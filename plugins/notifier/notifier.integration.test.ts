@@ -13,7 +13,7 @@ import { createLoggerFactory } from '../../src/log.js';
 import { VirtualClock } from '../../src/pipeline/clock.js';
 import { Engine } from '../../src/pipeline/engine.js';
 import { BusNotConnectedError } from '../../src/pipeline/bus.js';
-import type { StartOrder, StopOrder } from '../../src/pipeline/decisions.js';
+import type { RequestOrder, StartOrder, StopOrder } from '../../src/pipeline/decisions.js';
 import { NatsBus } from '../../src/pipeline/nats-bus.js';
 import { freePort, makeCA, makeSelfSignedCert, makeSignedCert, startFakeCC, startNatsServer, waitFor } from '../../test/helpers/index.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
@@ -100,6 +100,66 @@ describe('protocol hm9000 over a real nats-server', () => {
     await expect(notifier.send(start)).rejects.toBeInstanceOf(BusNotConnectedError);
     expect(notifier.health().healthy).toBe(false);
     expect(notifier.health().last_error).toMatch(/^start MISSING for app-guid-1\/1 not sent: NATS is not connected/);
+  });
+});
+
+describe('Ruby HM protocols over a real nats-server', () => {
+  const request: RequestOrder = {
+    action: 'request',
+    messageId: 'm-1',
+    app: 'app-guid-1',
+    reason: 'MISSING',
+    request: { op: 'START', droplet: 'app-guid-1', lastUpdated: 1375308000, version: 'app-version-1', running: { 'app-version-1': 1 }, indices: [1], flapping: false },
+  };
+  const stopRequest: RequestOrder = {
+    action: 'request',
+    messageId: 'm-2',
+    app: 'app-guid-2',
+    reason: 'STOPPED',
+    request: { op: 'STOP', droplet: 'app-guid-2', lastUpdated: 1375308000, version: 'app-version-2', running: {}, instances: [{ instance: 'inst-2-0', version: 'app-version-2' }] },
+  };
+
+  async function ccOn(pattern: string) {
+    const server = await startNatsServer();
+    cleanups.push(() => server.stop());
+    const t = makeStageContext({ id: 'cc', kind: 'sink' });
+    const bus = new NatsBus({ servers: [server.url], name: 'hmgate-test', connectTimeoutMs: 5000 }, t.ctx.logger);
+    await bus.start();
+    cleanups.push(() => bus.stop());
+    t.ctx.bus = bus;
+    // The Cloud Controller of either era subscribed in queue group "cc".
+    const cc: NatsConnection = await connect({ servers: server.url, name: 'fake-cc' });
+    cleanups.push(() => cc.close());
+    const received: Msg[] = [];
+    cc.subscribe(pattern, { queue: 'cc', callback: (_err, msg) => void received.push(msg) });
+    await cc.flush();
+    return { t, received };
+  }
+
+  it('protocol health: the observed bodies arrive on health.start and health.stop', async () => {
+    const { t, received } = await ccOn('health.*');
+    const { notifier } = await notifierWith({ protocol: 'health' }, t);
+    await notifier.send(request);
+    await notifier.send(stopRequest);
+    await t.ctx.bus.flush();
+    await waitFor(() => received.length === 2, { timeoutMs: 5000, what: 'two messages' });
+    expect(received.map((m) => [m.subject, new TextDecoder().decode(m.data)])).toEqual([
+      ['health.start', '{"droplet":"app-guid-1","last_updated":1375308000,"version":"app-version-1","indices":[1],"running":{"app-version-1":1},"flapping":false}'],
+      ['health.stop', '{"droplet":"app-guid-2","last_updated":1375308000,"instances":{"inst-2-0":"app-version-2"},"running":{},"version":"app-version-2"}'],
+    ]);
+  });
+
+  it('protocol cc-partition: both on cloudcontrollers.hm.requests.<cc_partition>', async () => {
+    const { t, received } = await ccOn('cloudcontrollers.hm.requests.*');
+    const { notifier } = await notifierWith({ protocol: 'cc-partition', cc_partition: 'ng' }, t);
+    await notifier.send(request);
+    await notifier.send(stopRequest);
+    await t.ctx.bus.flush();
+    await waitFor(() => received.length === 2, { timeoutMs: 5000, what: 'two messages' });
+    expect(received.map((m) => [m.subject, new TextDecoder().decode(m.data)])).toEqual([
+      ['cloudcontrollers.hm.requests.ng', '{"droplet":"app-guid-1","op":"START","last_updated":1375308000,"version":"app-version-1","indices":[1]}'],
+      ['cloudcontrollers.hm.requests.ng', '{"droplet":"app-guid-2","op":"STOP","last_updated":1375308000,"instances":["inst-2-0"]}'],
+    ]);
   });
 });
 

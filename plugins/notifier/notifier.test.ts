@@ -3,7 +3,7 @@ import { makeValidator } from '../../src/config/validate.js';
 import { BusNotConnectedError } from '../../src/pipeline/bus.js';
 import type { StartOrder, StopOrder } from '../../src/pipeline/decisions.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
-import plugin, { formatOrderMessage, formatStartMessage, formatStopMessage, Notifier } from './index.js';
+import plugin, { formatOrderMessage, formatStartMessage, formatStopMessage, Notifier, subjectsFor } from './index.js';
 
 const start: StartOrder = { action: 'start', messageId: 'msg-1', app: 'app-guid-1', version: 'v-1', index: 1, reason: 'MISSING', priority: 1 };
 const stop: StopOrder = {
@@ -165,12 +165,14 @@ describe('notifier, protocol hm9000 (NATS)', () => {
 
 describe('notifier options', () => {
   it('defaults to protocol hm9000 on hm9000.start / hm9000.stop, timeout 10s, verifying certificates', () => {
-    expect(options({}).data).toEqual({ protocol: 'hm9000', start_subject: 'hm9000.start', stop_subject: 'hm9000.stop', timeout: 10_000, skip_cert_verify: false });
+    const { data } = options({});
+    expect(data).toEqual({ protocol: 'hm9000', timeout: 10_000, skip_cert_verify: false });
+    expect(subjectsFor(data)).toEqual({ start: 'hm9000.start', stop: 'hm9000.stop' });
   });
 
   it('rejects unknown keys, unknown protocols and bad durations through the schema', () => {
     expect(options({ protocl: 'hm9000' }).problems).toEqual(['unknown key "protocl" (did you mean "protocol"?)']);
-    expect(options({ protocol: 'smtp' }).problems).toEqual(['protocol must be one of "hm9000", "hm9000-http", not the string "smtp"']);
+    expect(options({ protocol: 'smtp' }).problems).toEqual(['protocol must be one of "hm9000", "hm9000-http", "health", "cc-partition", not the string "smtp"']);
     expect(options({ protocol: 'hm9000-http', cc_url: 'ftp://cc' }).problems).toHaveLength(1);
     expect(options({ timeout: 'soon' }).problems).toHaveLength(1);
   });
@@ -206,7 +208,7 @@ describe('notifier options', () => {
 
   it('NATS subjects with protocol hm9000-http', async () => {
     expect(await createError({ protocol: 'hm9000-http', cc_url: 'http://127.0.0.1:9022', user: 'u', password: 'p', stop_subject: 'x.stop' })).toBe(
-      'sinks.cc.stop_subject applies only to protocol: hm9000 (NATS), and this stage POSTs to the Cloud Controller',
+      'sinks.cc.stop_subject applies only to the NATS protocols (hm9000, health, cc-partition), and this stage POSTs to the Cloud Controller',
     );
   });
 

@@ -1,16 +1,27 @@
 /**
- * Options of the `notifier` sink. Each names the HM9000 config key it replaces where there is one,
- * so an HM9000 config maps onto it key by key. Durations arrive in ms. Which options go with which
- * protocol is checked when the stage is created (checkOptions), with a sentence per problem.
+ * Options of the `notifier` sink. Each names the HM9000 or Ruby Health Manager config key it
+ * replaces where there is one, so an old config maps onto it key by key. Durations arrive in ms.
+ * Which options go with which protocol is checked when the stage is created (checkOptions), with a
+ * sentence per problem. The subjects have no schema default because it depends on the protocol
+ * (subjectsFor).
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { Duration } from '../../src/config/schema.js';
 
-export const PROTOCOLS = ['hm9000', 'hm9000-http'] as const;
+export const PROTOCOLS = ['hm9000', 'hm9000-http', 'health', 'cc-partition'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
+
+/** HM9000's per-instance orders (the analyze → dispatch cycle). */
+export const INSTANCE_PROTOCOLS: readonly Protocol[] = ['hm9000', 'hm9000-http'];
+/** The Ruby Health Manager's requests (event policies). */
+export const REQUEST_PROTOCOLS: readonly Protocol[] = ['health', 'cc-partition'];
 
 export const DEFAULT_START_SUBJECT = 'hm9000.start';
 export const DEFAULT_STOP_SUBJECT = 'hm9000.stop';
+export const HEALTH_START_SUBJECT = 'health.start';
+export const HEALTH_STOP_SUBJECT = 'health.stop';
+export const CC_REQUESTS_PREFIX = 'cloudcontrollers.hm.requests.';
+export const DEFAULT_CC_PARTITION = 'default';
 export const DEFAULT_TIMEOUT = '10s';
 
 export const NotifierOptionsSchema = Type.Object(
@@ -20,18 +31,30 @@ export const NotifierOptionsSchema = Type.Object(
       enum: [...PROTOCOLS],
       default: 'hm9000',
       description:
-        "hm9000: publish each order on NATS (start_subject / stop_subject), as classic HM9000 did. hm9000-http: POST it to the Cloud Controller's internal API at cc_url, as HM9000 HEAD did.",
+        "hm9000: publish each order on NATS (start_subject / stop_subject), as classic HM9000 did. hm9000-http: POST it to the Cloud Controller's internal API at cc_url, as HM9000 HEAD did. health: publish the requests of event policies on health.start / health.stop, as the Ruby Health Manager did from 2013-06-24 on. cc-partition: publish them on cloudcontrollers.hm.requests.<cc_partition> with an op field, as the Ruby Health Manager did before.",
     }),
-    start_subject: Type.String({
-      minLength: 1,
-      default: DEFAULT_START_SUBJECT,
-      description: "NATS subject of start messages (protocol: hm9000). Replaces HM9000's sender_nats_start_subject.",
-    }),
-    stop_subject: Type.String({
-      minLength: 1,
-      default: DEFAULT_STOP_SUBJECT,
-      description: "NATS subject of stop messages (protocol: hm9000). Replaces HM9000's sender_nats_stop_subject.",
-    }),
+    start_subject: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "NATS subject of start messages; defaults to hm9000.start (protocol: hm9000), health.start (health) or cloudcontrollers.hm.requests.<cc_partition> (cc-partition). Replaces HM9000's sender_nats_start_subject.",
+      }),
+    ),
+    stop_subject: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "NATS subject of stop messages; defaults to hm9000.stop (protocol: hm9000), health.stop (health) or cloudcontrollers.hm.requests.<cc_partition> (cc-partition). Replaces HM9000's sender_nats_stop_subject.",
+      }),
+    ),
+    cc_partition: Type.Optional(
+      Type.String({
+        minLength: 1,
+        pattern: '^[^\\s*>]+$',
+        description:
+          "protocol: cc-partition only: the Cloud Controller's partition, which names the subject cloudcontrollers.hm.requests.<cc_partition> of starts and stops; default \"default\" (CC v2 used ng). Replaces the Ruby Health Manager's cc_partition for requests.",
+      }),
+    ),
     cc_url: Type.Optional(
       Type.String({
         pattern: '^https?://[^\\s]+$',
@@ -72,6 +95,16 @@ export const NotifierOptionsSchema = Type.Object(
 
 export type NotifierOptions = Static<typeof NotifierOptionsSchema>;
 
+/** The subjects a NATS protocol publishes on: the options, else the protocol's defaults. */
+export function subjectsFor(o: Pick<NotifierOptions, 'protocol' | 'start_subject' | 'stop_subject' | 'cc_partition'>): { start: string; stop: string } {
+  if (o.protocol === 'health') return { start: o.start_subject ?? HEALTH_START_SUBJECT, stop: o.stop_subject ?? HEALTH_STOP_SUBJECT };
+  if (o.protocol === 'cc-partition') {
+    const subject = CC_REQUESTS_PREFIX + (o.cc_partition ?? DEFAULT_CC_PARTITION);
+    return { start: o.start_subject ?? subject, stop: o.stop_subject ?? subject };
+  }
+  return { start: o.start_subject ?? DEFAULT_START_SUBJECT, stop: o.stop_subject ?? DEFAULT_STOP_SUBJECT };
+}
+
 /**
  * The combinations a schema cannot express, each as a sentence naming `sinks.<id>.<key>` (no
  * sentence holds "; ", which joins them into one error). An empty list means the options are usable.
@@ -79,12 +112,17 @@ export type NotifierOptions = Static<typeof NotifierOptionsSchema>;
 export function checkOptions(o: NotifierOptions, id: string): string[] {
   const key = (k: string) => `sinks.${id}.${k}`;
   const problems: string[] = [];
-  if (o.protocol === 'hm9000') {
+  if (o.cc_partition !== undefined && o.protocol !== 'cc-partition') {
+    problems.push(
+      `${key('cc_partition')} applies only to protocol: cc-partition (it names the subject cloudcontrollers.hm.requests.<cc_partition>), and this stage uses protocol: ${o.protocol}: remove it or set protocol: cc-partition`,
+    );
+  }
+  if (o.protocol !== 'hm9000-http') {
     const httpOnly: string[] = (['cc_url', 'user', 'password', 'ca_file'] as const).filter((k) => o[k] !== undefined);
     if (o.skip_cert_verify) httpOnly.push('skip_cert_verify');
     if (httpOnly.length > 0) {
       problems.push(
-        `${httpOnly.map(key).join(', ')} ${httpOnly.length === 1 ? 'applies' : 'apply'} only to protocol: hm9000-http, and this stage publishes on NATS (protocol: hm9000): remove ${httpOnly.length === 1 ? 'it' : 'them'} or set protocol: hm9000-http`,
+        `${httpOnly.map(key).join(', ')} ${httpOnly.length === 1 ? 'applies' : 'apply'} only to protocol: hm9000-http, and this stage publishes on NATS (protocol: ${o.protocol}): remove ${httpOnly.length === 1 ? 'it' : 'them'} or set protocol: hm9000-http`,
       );
     }
     return problems;
@@ -122,11 +160,12 @@ export function checkOptions(o: NotifierOptions, id: string): string[] {
   if (o.skip_cert_verify && o.ca_file !== undefined) {
     problems.push(`${key('ca_file')} and ${key('skip_cert_verify')}: true contradict each other: keep ca_file to verify the CC with it, or drop it to accept any certificate`);
   }
-  if (o.start_subject !== DEFAULT_START_SUBJECT || o.stop_subject !== DEFAULT_STOP_SUBJECT) {
-    const which = [o.start_subject !== DEFAULT_START_SUBJECT ? 'start_subject' : undefined, o.stop_subject !== DEFAULT_STOP_SUBJECT ? 'stop_subject' : undefined]
-      .filter((k): k is string => k !== undefined)
-      .map(key);
-    problems.push(`${which.join(', ')} ${which.length === 1 ? 'applies' : 'apply'} only to protocol: hm9000 (NATS), and this stage POSTs to the Cloud Controller`);
+  // A config that extends the hm9000 preset carries its subjects; those are let through.
+  const setStart = o.start_subject !== undefined && o.start_subject !== DEFAULT_START_SUBJECT;
+  const setStop = o.stop_subject !== undefined && o.stop_subject !== DEFAULT_STOP_SUBJECT;
+  if (setStart || setStop) {
+    const which = [setStart ? 'start_subject' : undefined, setStop ? 'stop_subject' : undefined].filter((k): k is string => k !== undefined).map(key);
+    problems.push(`${which.join(', ')} ${which.length === 1 ? 'applies' : 'apply'} only to the NATS protocols (hm9000, health, cc-partition), and this stage POSTs to the Cloud Controller`);
   }
   return problems;
 }

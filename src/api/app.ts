@@ -13,6 +13,7 @@ import { statusRoutes, type StatusBody } from './routes/status.js';
 import { bulkAppStateRoutes, type BulkAppStateDeps } from './routes/bulk-app-state.js';
 import { inspectRoutes, type InspectDeps } from './routes/inspect.js';
 import { shadowRoutes } from './routes/shadow.js';
+import { varzRoutes, type VarzSource } from './routes/varz.js';
 import type { ShadowComparer } from '../pipeline/shadow.js';
 
 export interface ApiDeps {
@@ -28,6 +29,8 @@ export interface ApiDeps {
   inspect?: InspectDeps;
   /** GET /v1/shadow: the comparison with the other health manager, in shadow mode. */
   shadow?: () => ShadowComparer | undefined;
+  /** GET /varz: the Ruby HM's statistics, when a stage keeps them. */
+  varz?: VarzSource;
   logger: Logger;
 }
 
@@ -40,6 +43,7 @@ export function buildApi(deps: ApiDeps): Hono {
   if (deps.appState) app.route('/', bulkAppStateRoutes(auth, deps.appState));
   if (deps.inspect) app.route('/', inspectRoutes(auth, deps.inspect));
   if (deps.shadow) app.route('/', shadowRoutes(auth, deps.shadow));
+  if (deps.varz) app.route('/', varzRoutes(auth, deps.varz));
   app.notFound((c) => c.json({ error: 'not found' }, 404));
   // The one place an error becomes a response: logged with the route, answered without internals.
   app.onError((err, c) => {

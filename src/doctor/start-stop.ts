@@ -4,6 +4,7 @@
  * asked who subscribes to the subjects. Over HTTP (hm9000-http) the CC's internal API path is asked
  * with a harmless GET: any HTTP answer shows it is reachable and trusted.
  */
+import { subjectsFor } from '../../plugins/notifier/options.js';
 import { maskUrl } from '../config/mask.js';
 import type { ResolvedStage } from '../config/load.js';
 import { basicAuth, createHttpAgent, loadCaFile } from '../http/client.js';
@@ -20,7 +21,8 @@ export async function checkStartStop(ctx: DoctorContext, stage: ResolvedStage): 
   const path = stagePath(stage);
   if ((o.protocol ?? 'hm9000') === 'hm9000-http') return checkInternalApi(ctx, stage);
 
-  const subjects = [...new Set([String(o.start_subject ?? 'hm9000.start'), String(o.stop_subject ?? 'hm9000.stop')])];
+  const resolved = subjectsFor(o as Parameters<typeof subjectsFor>[0]);
+  const subjects = [...new Set([resolved.start, resolved.stop])];
   const what = `start/stop orders on ${subjects.join(', ')}`;
   const monitorUrl = ctx.loaded.config.bus.monitor_url;
   if (!monitorUrl) {

@@ -35,6 +35,7 @@ import { isEventPolicy, type EventHub, type EventPolicyStage } from './events.js
 import { DropletRegistry } from './droplets.js';
 import type { RequestOrder } from './decisions.js';
 import { ShadowComparer } from './shadow.js';
+import { hasVarz, type VarzSource } from '../api/routes/varz.js';
 
 export class StageStartError extends Error {
   constructor(
@@ -281,6 +282,7 @@ export class Engine {
             appState: { snapshot: () => this.store!.snapshot(), fresh: () => this.bothFresh(), logger: this.loggers.component('api') },
             inspect: { dump: () => this.dump(), snapshot: () => this.store!.snapshot(), now: () => this.clock.now(), audit: this.audit },
             shadow: () => this.shadowComparer,
+            ...this.varzSource(),
             logger: this.loggers.component('api'),
           });
           return {
@@ -334,6 +336,12 @@ export class Engine {
     }
   }
 
+  /** The first stage that keeps the Ruby HM's statistics, for GET /varz. */
+  private varzSource(): { varz?: VarzSource } {
+    const keeper = this.running.find((r) => hasVarz(r.stage));
+    return keeper ? { varz: () => (keeper.stage as unknown as { varz(): Record<string, unknown> }).varz() } : {};
+  }
+
   /** The event path, if any policy handles events. */
   private buildRunner(): void {
     if (this.eventPolicies.length === 0) return;
@@ -349,7 +357,11 @@ export class Engine {
         if (mode === 'shadow') this.shadowOurs(order);
         if (mode === 'live') this.audit.record(requestRecord(order, this.clock.now(), 'sent', {}));
       },
-      onDecided: (order, delivery, facts) => this.audit.record(requestRecord(order, this.clock.now(), 'enqueued', { ...facts, delivery })),
+      onDecided: (order, delivery, facts) => {
+        this.audit.record(requestRecord(order, this.clock.now(), 'enqueued', { ...facts, delivery }));
+        // The Ruby HM's varz queue_length was the queue's size at the last insert.
+        if (delivery === 'queued') for (const r of this.running) (r.stage as { setQueueLength?: (n: number) => void }).setQueueLength?.(this.runner!.queue.size);
+      },
       onSuppressed: (order, why, detail) => {
         this.suppressedOrders.inc({ action: order.request.op.toLowerCase(), why });
         this.audit.record(requestRecord(order, this.clock.now(), 'suppressed', {}, why, detail));

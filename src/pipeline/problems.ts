@@ -7,6 +7,7 @@
  * deriveProblems is pure. ProblemTracker remembers since when each problem holds, and logs each
  * one once when it appears (warn) and once when it clears (info), however often it is evaluated.
  */
+import { subjectsFor } from '../../plugins/notifier/options.js';
 import type { Logger } from 'pino';
 import { maskUrl } from '../config/mask.js';
 import { makeProblem, PROBLEM_CODES, type CcWhere, type Problem, type ProblemCode } from './problem-codes.js';
@@ -67,14 +68,14 @@ export function stagesOf<T extends { plugin: string }>(stages: readonly T[], plu
   return stages.filter((s) => s.plugin === plugin);
 }
 
-/** The NATS start/stop subjects of every notifier stage that publishes on NATS. */
+/** The NATS start/stop subjects of every notifier stage that publishes on NATS (per its protocol). */
 export function startStopSubjects(stages: readonly { id: string; plugin: string; options: Record<string, unknown> }[]): { stage: string; subjects: string[] }[] {
   return stagesOf(stages, 'notifier')
-    .filter((s) => (s.options.protocol ?? 'hm9000') === 'hm9000')
-    .map((s) => ({
-      stage: s.id,
-      subjects: [...new Set([String(s.options.start_subject ?? 'hm9000.start'), String(s.options.stop_subject ?? 'hm9000.stop')])],
-    }));
+    .filter((s) => (s.options.protocol ?? 'hm9000') !== 'hm9000-http')
+    .map((s) => {
+      const subjects = subjectsFor(s.options as Parameters<typeof subjectsFor>[0]);
+      return { stage: s.id, subjects: [...new Set([subjects.start, subjects.stop])] };
+    });
 }
 
 /** A duration for people: 600ms, 30s, 1.5s, 2m. */

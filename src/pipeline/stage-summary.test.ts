@@ -18,6 +18,23 @@ describe('stageSummary', () => {
     expect(stageSummary({ id: 'bus', kind: 'bus', plugin: 'nats', options: { servers: ['nats://hm:pw@127.0.0.1:4222'] } })).toBe('bus: NATS at nats://hm:***@127.0.0.1:4222');
   });
 
+  it('describes the notifier per protocol and the reporter', () => {
+    const notifier = (options: Record<string, unknown>) => stageSummary({ id: 'cc', kind: 'sink', plugin: 'notifier', options });
+    expect(notifier({ protocol: 'hm9000' })).toBe('cc: notifier publishes starts on hm9000.start and stops on hm9000.stop (NATS)');
+    expect(notifier({ protocol: 'health' })).toBe('cc: notifier publishes health requests: starts on health.start and stops on health.stop (NATS)');
+    expect(notifier({ protocol: 'cc-partition', cc_partition: 'ng' })).toBe(
+      'cc: notifier publishes cc-partition requests: starts on cloudcontrollers.hm.requests.ng and stops on cloudcontrollers.hm.requests.ng (NATS)',
+    );
+    expect(
+      stageSummary({
+        id: 'reporter',
+        kind: 'policy',
+        plugin: 'reporter',
+        options: { status_subject: 'healthmanager.status', health_subject: 'healthmanager.health', droplet_subject: 'healthmanager.droplet', component: { enabled: true, password: 'pw' } },
+      }),
+    ).toBe('reporter: reporter answers healthmanager.status, healthmanager.health and healthmanager.droplet; keeps /varz; registers as a VCAP component');
+  });
+
   it('describes any other plugin by kind and plain options, secrets left out', () => {
     expect(stageSummary({ id: 'hook', kind: 'sink', plugin: 'webhook', options: { url: 'https://x', token: 't0ps3cret', retries: 3, nested: { a: 1 } } })).toBe('hook: webhook (sink), url https://x, retries 3');
   });

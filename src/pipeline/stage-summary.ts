@@ -87,10 +87,17 @@ function describe(s: SummaryInput): string {
       return `extra-app: stops apps absent from the desired state for ${d(o.desired_state_lost)}`;
     case 'droplet-gc':
       return `droplet-gc: drops crash records after ${d(o.flapping_timeout)}, forgets apps absent for ${d(o.droplet_gc_grace_period)} every ${d(o.droplet_gc)}`;
-    case 'notifier':
-      return (o.protocol ?? 'hm9000') === 'hm9000-http'
-        ? `notifier POSTs starts and stops to ${maskUrl(String(o.cc_url))}/internal/dea/hm9000/…, timeout ${d(o.timeout)}`
-        : `notifier publishes starts on ${String(o.start_subject)} and stops on ${String(o.stop_subject)} (NATS)`;
+    case 'notifier': {
+      const protocol = String(o.protocol ?? 'hm9000');
+      if (protocol === 'hm9000-http') return `notifier POSTs starts and stops to ${maskUrl(String(o.cc_url))}/internal/dea/hm9000/…, timeout ${d(o.timeout)}`;
+      // Subject defaults depend on the protocol (plugins/notifier subjectsFor).
+      const fallback =
+        protocol === 'health' ? ['health.start', 'health.stop'] : protocol === 'cc-partition' ? Array(2).fill(`cloudcontrollers.hm.requests.${String(o.cc_partition ?? 'default')}`) : ['hm9000.start', 'hm9000.stop'];
+      const what = protocol === 'hm9000' ? 'starts' : `${protocol} requests: starts`;
+      return `notifier publishes ${what} on ${String(o.start_subject ?? fallback[0])} and stops on ${String(o.stop_subject ?? fallback[1])} (NATS)`;
+    }
+    case 'reporter':
+      return `reporter answers ${String(o.status_subject)}, ${String(o.health_subject)} and ${String(o.droplet_subject)}; keeps /varz${(o.component as { enabled?: boolean } | undefined)?.enabled ? '; registers as a VCAP component' : ''}`;
     case 'nats': {
       const servers = Array.isArray(o.servers) ? o.servers.map((e) => maskUrl(String(e))).join(', ') : 'its servers';
       return `NATS at ${servers}`;
