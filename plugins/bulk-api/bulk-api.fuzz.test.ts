@@ -9,12 +9,13 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import type { Bus } from '../../src/pipeline/bus.js';
 import { VirtualClock } from '../../src/pipeline/clock.js';
+import { DropletRegistry } from '../../src/pipeline/droplets.js';
 import { FreshnessBoard } from '../../src/pipeline/freshness.js';
 import type { StageContext } from '../../src/pipeline/plugin.js';
 import { appKey, type DesiredApp } from '../../src/pipeline/store.js';
 import { MemoryStore } from '../memory-store/memory-store.js';
 import { BulkApiSource } from './bulk-api.js';
-import { parseBulkPage, type PageResult } from './page.js';
+import { parseBulkPage, parseRubyPage, percentEncode, type PageResult } from './page.js';
 
 type Json = unknown;
 type Page = { results: Record<string, Record<string, Json>>; bulk_token: Record<string, Json> | null };
@@ -245,6 +246,7 @@ describe('a walk over generated pages', () => {
       store,
       freshness: new FreshnessBoard(() => clock.now(), 30_000, 120_000),
       isLeader: () => true,
+      events: { emit: () => undefined, wants: () => false, droplets: new DropletRegistry() },
     } satisfies StageContext;
     let served = 0;
     const src = new BulkApiSource(
@@ -260,6 +262,9 @@ describe('a walk over generated pages', () => {
         credentials: 'static',
         credentials_subject: 'cloudcontroller.bulk.credentials.default',
         credentials_timeout: 5_000,
+        walk: 'hm9000',
+        user_counts: false,
+        forget_unseen: false,
       },
       ctx,
       { transport: async () => ({ status: 200, body: bodies[served++] ?? '{"results":{}}' }) },
@@ -306,6 +311,58 @@ describe('a walk over generated pages', () => {
         expect(marker?.expiresAt).toBe(1_001_000 + 120_000);
       }),
       { numRuns: 200 },
+    );
+  });
+});
+
+describe('walk: ruby page parsing under generated input', () => {
+  const rubyEntry = fc.record(
+    {
+      instances: fc.oneof(fc.nat({ max: 50 }), fc.jsonValue()),
+      state: fc.oneof(fc.constantFrom(...STATES), fc.jsonValue()),
+      version: fc.oneof(fc.string({ maxLength: 8 }), fc.jsonValue()),
+      package_state: fc.oneof(fc.constantFrom(...PACKAGE_STATES), fc.jsonValue()),
+      updated_at: fc.oneof(fc.constant('2013-07-31 22:00:00 +0000'), fc.constant('2024-01-01T00:00:00Z'), fc.string({ maxLength: 12 })),
+      memory: fc.oneof(fc.nat({ max: 4096 }), fc.jsonValue()),
+    },
+    { requiredKeys: [] },
+  );
+  const body = fc.oneof(
+    fc.jsonValue().map((v) => JSON.stringify(v) ?? 'null'),
+    fc.record({ results: fc.dictionary(fc.string({ maxLength: 8 }), fc.oneof(rubyEntry, fc.jsonValue()), { maxKeys: 6 }), bulk_token: fc.jsonValue() }, { requiredKeys: [] }).map((v) => JSON.stringify(v)),
+    fc.string({ maxLength: 120 }),
+  );
+
+  it('never throws; each result entry is either an app with every field usable or skipped with a reason', () => {
+    fc.assert(
+      fc.property(body, (text) => {
+        const r = parseRubyPage(text);
+        if (!r.ok) {
+          expect(r.reason).toMatch(/\S/);
+          return;
+        }
+        expect(r.apps.length + r.skipped.length).toBe(r.results);
+        if (r.done) expect(r.results).toBe(0);
+        for (const a of r.apps) {
+          expect(typeof a.state === 'string' && typeof a.version === 'string' && typeof a.packageState === 'string').toBe(true);
+          expect(Number.isSafeInteger(a.instances) && a.instances >= 0).toBe(true);
+          expect(Number.isFinite(a.memory)).toBe(true);
+        }
+        for (const s of r.skipped) expect(s.reason).toMatch(/\S/);
+        if (r.nextToken !== null) expect(() => JSON.parse(r.nextToken!)).not.toThrow();
+      }),
+      { numRuns: 3_000 },
+    );
+  });
+
+  it('percent-encoding leaves only A-Z a-z 0-9 _ . - and %XX, and decodes back', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme', maxLength: 40 }), (text) => {
+        const encoded = percentEncode(text);
+        expect(encoded).toMatch(/^(?:[A-Za-z0-9_.-]|%[0-9A-F]{2})*$/);
+        expect(decodeURIComponent(encoded)).toBe(text);
+      }),
+      { numRuns: 2_000 },
     );
   });
 });

@@ -11,6 +11,8 @@ import { loadConfig } from '../../src/config/load.js';
 import { createLoggerFactory } from '../../src/log.js';
 import { BusNotConnectedError, type Bus, type BusMessage } from '../../src/pipeline/bus.js';
 import { VirtualClock } from '../../src/pipeline/clock.js';
+import { DropletRegistry } from '../../src/pipeline/droplets.js';
+import type { PolicyEvent } from '../../src/pipeline/events.js';
 import { FreshnessBoard } from '../../src/pipeline/freshness.js';
 import { isPluginDefinition, type StageContext } from '../../src/pipeline/plugin.js';
 import { appKey, type DesiredApp } from '../../src/pipeline/store.js';
@@ -38,6 +40,9 @@ function options(over: Partial<BulkApiOptions> & { url: string }): BulkApiOption
     credentials: 'static',
     credentials_subject: 'cloudcontroller.bulk.credentials.default',
     credentials_timeout: 5_000,
+    walk: 'hm9000',
+    user_counts: false,
+    forget_unseen: false,
     ...over,
   };
 }
@@ -75,6 +80,7 @@ let bus: FakeBus;
 let freshness: FreshnessBoard;
 let registry: Registry;
 let lines: Record<string, unknown>[];
+let emitted: PolicyEvent[];
 let dir: string;
 let cc: FakeCCHandle;
 const cleanups: (() => Promise<unknown>)[] = [];
@@ -86,6 +92,7 @@ beforeEach(async () => {
   freshness = new FreshnessBoard(() => clock.now(), 3 * HB, DESIRED_TTL);
   registry = new Registry();
   lines = [];
+  emitted = [];
   dir = await mkdtemp(join(tmpdir(), 'hmgate-bulk-'));
   cc = await startFakeCC({ apps });
   cleanups.push(() => cc.stop());
@@ -111,6 +118,7 @@ function context(): StageContext {
     store,
     freshness,
     isLeader: () => true,
+    events: { emit: (e) => void emitted.push(e), wants: () => true, droplets: new DropletRegistry() },
   };
 }
 
@@ -160,8 +168,11 @@ describe('bulk-api plugin definition', () => {
       network_timeout: 10_000,
       skip_cert_verify: false,
       credentials: 'static',
-      credentials_subject: 'cloudcontroller.bulk.credentials.default',
+      cc_partition: 'default',
       credentials_timeout: 5_000,
+      walk: 'hm9000',
+      user_counts: false,
+      forget_unseen: false,
     });
   });
 

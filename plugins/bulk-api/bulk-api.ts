@@ -4,6 +4,14 @@
  * final empty page replaces the desired state in the store and bumps desired freshness. Any failure
  * abandons the walk and touches nothing: the freshness marker simply expires, and the reason is
  * logged once and shown in /v1/status.
+ *
+ * With `walk: ruby` it is the Ruby Health Manager's desired state instead: every app of a page is
+ * handed to the event policies as the page arrives (their records are the memory, so an app missing
+ * from a walk is not forgotten there), `desiredAvailable()` follows the last answer of the bulk
+ * API, transport errors are retried at once, credentials are cached, and an update (user counts
+ * beside the walk) starts at start, every poll_interval and on refreshDesired(), overlapping a walk
+ * still under way as the original's did. The store still gets, after each complete walk, the apps
+ * that should run, so that dump, status and the freshness gate read what they read with HM9000.
  */
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -16,9 +24,56 @@ import { errorText } from '../../src/log.js';
 import type { BusMessage } from '../../src/pipeline/bus.js';
 import type { Timer } from '../../src/pipeline/clock.js';
 import type { Stage, StageContext, StageHealth } from '../../src/pipeline/plugin.js';
+import type { PolicyEvent } from '../../src/pipeline/events.js';
+import { DropReporter } from '../../src/pipeline/intake.js';
 import { appKey, type AppKey, type DesiredApp } from '../../src/pipeline/store.js';
 import type { BulkApiOptions } from './options.js';
-import { bulkAppsPath, describeTransportError, FIRST_TOKEN, parseBulkPage, parseCredentials, type TransportContext } from './page.js';
+import {
+  bulkAppsPath,
+  bulkBaseUrl,
+  describeTransportError,
+  FIRST_TOKEN,
+  parseBulkPage,
+  parseCredentials,
+  parseRubyPage,
+  parseUserCount,
+  rubyAppsPath,
+  userCountsPath,
+  type TransportContext,
+} from './page.js';
+
+/** Consecutive transport errors of /bulk/apps after which desired state is unavailable (the Ruby HM's 10). */
+export const MAX_CONSECUTIVE_ERRORS = 10;
+
+/** The drop-counter label of apps a walk: ruby page reported but could not be taken. */
+export const BULK_APPS_LABEL = 'cc:/bulk/apps';
+
+/** The Ruby HM's desired-state statistics (its varz `total`), summed over a walk's apps. */
+export interface DesiredTotals {
+  apps: number;
+  started_apps: number;
+  instances: number;
+  started_instances: number;
+  /** Σ memory × instances, in CC's unit (MB). */
+  memory: number;
+  started_memory: number;
+}
+
+export interface DesiredStats {
+  /** `counts.user` of the last good /bulk/counts answer; null before one. */
+  totalUsers: number | null;
+  /** The totals as of the last complete walk (null before one). */
+  total: DesiredTotals | null;
+  /** Seconds from the start of the last update to the end of its complete walk. */
+  bulkUpdateLoopDurationS: number | null;
+}
+
+const zeroTotals = (): DesiredTotals => ({ apps: 0, started_apps: 0, instances: 0, started_instances: 0, memory: 0, started_memory: 0 });
+
+/** Apps that should run, as HM9000's walk keeps them (and as the store's desired set holds them). */
+function shouldRun(app: DesiredApp): boolean {
+  return app.state === 'STARTED' && (app.packageState === 'STAGED' || app.packageState === 'PENDING');
+}
 
 export interface HttpAnswer {
   status: number;
@@ -59,6 +114,8 @@ interface FetchMetrics {
   fetches: Counter<'result'>;
   duration: Histogram;
   apps: Gauge;
+  available: Gauge;
+  users: Gauge;
 }
 
 const metricsByRegistry = new WeakMap<Registry, FetchMetrics>();
@@ -89,6 +146,20 @@ export function desiredFetchMetrics(registry: Registry): FetchMetrics {
         new Gauge({
           name: 'hmgate_desired_apps',
           help: 'Desired apps (STARTED, package STAGED or PENDING) kept by the last complete fetch',
+          registers: [registry],
+        }),
+      available:
+        (registry.getSingleMetric('hmgate_desired_available') as Gauge | undefined) ??
+        new Gauge({
+          name: 'hmgate_desired_available',
+          help: 'Whether the last exchange with the CC bulk API succeeded (1) or not (0): event policies analyse only while it is 1',
+          registers: [registry],
+        }),
+      users:
+        (registry.getSingleMetric('hmgate_cc_users') as Gauge | undefined) ??
+        new Gauge({
+          name: 'hmgate_cc_users',
+          help: 'Users of the Cloud Controller, from the last good /bulk/counts?model=user (user_counts: true)',
           registers: [registry],
         }),
     };
@@ -157,16 +228,35 @@ export class BulkApiSource implements Stage {
   private current: AbortController | undefined;
   private stopped = true;
   private lastError: string | null = null;
+  /** HM9000 walk: the last fetch succeeded. walk: ruby: the last bulk API answer was a 200. */
+  private available = false;
+  // --- walk: ruby ---
+  /** Updates under way (they may overlap). */
+  private readonly updates = new Set<Promise<FetchOutcome>>();
+  /** Every walk and counts request under way, to abort them on stop. */
+  private readonly controllers = new Set<AbortController>();
+  /** The cached Authorization header from NATS credentials; dropped after the failures that call for it. */
+  private cachedAuthorization: string | undefined;
+  /** Consecutive transport errors of /bulk/apps, across walks; any answer resets it. */
+  private consecutiveErrors = 0;
+  private readonly skipped: DropReporter;
+  private totals = zeroTotals();
+  private totalsResetAt = 0;
+  private stats: DesiredStats = { totalUsers: null, total: null, bulkUpdateLoopDurationS: null };
 
   constructor(
-    private readonly opts: BulkApiOptions,
+    private readonly opts: BulkApiOptions & { credentials_subject: string },
     private readonly ctx: StageContext,
     private readonly deps: BulkApiDeps = {},
   ) {
-    this.url = maskUrl(opts.url);
+    const full = bulkBaseUrl(opts.url);
+    this.url = maskUrl(full);
+    if (opts.forget_unseen && opts.walk !== 'ruby') throw new Error(`sources.${ctx.id}.forget_unseen needs walk: ruby (the HM9000 walk replaces the desired state whole anyway)`);
+    const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(opts.url);
+    if (scheme && !/^https?$/i.test(scheme[1]!)) throw new Error(`sources.${ctx.id}.url ${maskUrl(opts.url)} must start with http:// or https://`);
     let parsed: URL;
     try {
-      parsed = new URL(opts.url);
+      parsed = new URL(full);
     } catch {
       throw new Error(`sources.${ctx.id}.url ${this.url} is not a URL: give the Cloud Controller's base URL, e.g. https://api.example.com`);
     }
@@ -182,6 +272,7 @@ export class BulkApiSource implements Stage {
     this.basePath = parsed.pathname.replace(/\/+$/, '');
     this.transportContext = { id: ctx.id, url: this.url, host: parsed.host, networkTimeoutMs: opts.network_timeout };
     this.metrics = desiredFetchMetrics(ctx.metrics);
+    this.skipped = new DropReporter(ctx.metrics, ctx.logger, ctx.clock);
   }
 
   async start(): Promise<void> {
@@ -189,7 +280,8 @@ export class BulkApiSource implements Stage {
     this.transport = this.deps.transport ?? (await this.buildTransport());
     this.stopped = false;
     // The first fetch runs at once, but start() does not wait for it.
-    this.schedule(0);
+    if (this.opts.walk === 'ruby') this.scheduleUpdates(0);
+    else this.schedule(0);
   }
 
   async stop(): Promise<void> {
@@ -197,8 +289,10 @@ export class BulkApiSource implements Stage {
     this.ctx.clock.clearTimeout(this.timer);
     this.timer = undefined;
     this.current?.abort(new Abandoned('stopped'));
+    for (const c of this.controllers) c.abort(new Abandoned('stopped'));
     await this.run;
     await this.inFlight;
+    await this.whenIdle();
     const agent = this.agent;
     this.agent = undefined;
     // Nothing is in flight any more: this only closes idle keep-alive connections.
@@ -209,20 +303,54 @@ export class BulkApiSource implements Stage {
     return { healthy: this.lastError === null, last_error: this.lastError };
   }
 
-  /** Resolves once the scheduled fetch in progress (if any) has finished and the next is set. */
-  whenIdle(): Promise<void> {
-    return this.run ?? Promise.resolve();
+  /** Resolves once the scheduled fetch in progress (if any) has finished and the next is set; walk: ruby, once no update is under way. */
+  async whenIdle(): Promise<void> {
+    if (this.opts.walk !== 'ruby') return this.run ?? Promise.resolve();
+    while (this.updates.size > 0) await Promise.all(this.updates);
   }
 
   /**
    * One complete walk of the bulk API. Never rejects. Concurrent calls share the walk in progress,
-   * so fetches never overlap.
+   * so fetches never overlap. walk: ruby: one more update (counts and walk), whatever is under way.
    */
   fetchOnce(): Promise<FetchOutcome> {
+    if (this.opts.walk === 'ruby') return this.update();
     this.inFlight ??= this.walk().finally(() => {
       this.inFlight = undefined;
     });
     return this.inFlight;
+  }
+
+  /**
+   * Fetch everything again now (an app changed in the CC). walk: ruby starts a full update at
+   * once even while another walks, as the Ruby HM did on droplet.updated: each walk has its own
+   * token and its own list of apps seen, so overlapping walks do not disturb each other, and the
+   * sequence of requests the CC sees stays the original's. The HM9000 walk joins the fetch under
+   * way instead.
+   */
+  async refreshDesired(): Promise<void> {
+    if (this.stopped || !this.ctx.isLeader()) return;
+    await this.fetchOnce();
+  }
+
+  /** The Ruby HM's `desired_state.available?`: the last exchange with the bulk API succeeded. */
+  desiredAvailable(): boolean {
+    return this.available;
+  }
+
+  /** The Ruby HM's desired-state statistics, for its /varz. */
+  desiredStats(): DesiredStats {
+    return { ...this.stats, total: this.stats.total && { ...this.stats.total } };
+  }
+
+  private emit(event: PolicyEvent): void {
+    const events = this.ctx.events;
+    if (events.wants(event.kind)) events.emit(event);
+  }
+
+  private setAvailable(available: boolean): void {
+    this.available = available;
+    this.metrics.available.set(available ? 1 : 0);
   }
 
   private async buildTransport(): Promise<Transport> {
@@ -270,6 +398,7 @@ export class BulkApiSource implements Stage {
     const started = clock.now();
     const deadline = clock.setTimeout(() => controller.abort(new Abandoned('timeout')), this.opts.timeout);
     let pages = 0;
+    this.emit({ kind: 'walk', phase: 'start' });
     try {
       logger.debug({ url: this.url }, 'fetching desired state');
       const authorization = await this.authorization(controller.signal);
@@ -307,6 +436,9 @@ export class BulkApiSource implements Stage {
         throw new FetchFailure(`Failed to sync desired state to the store: ${errorText(err)}`);
       }
       this.completed = true;
+      // Event policies get the fetch once it is complete: the HM9000 walk is all or nothing.
+      if (this.ctx.events.wants('desired')) for (const app of apps.values()) this.ctx.events.emit({ kind: 'desired', app });
+      this.emit({ kind: 'walk', phase: 'done' });
       return this.succeeded(apps.size, pages, started);
     } catch (err) {
       if (err instanceof Abandoned && err.why === 'stopped') {
@@ -328,25 +460,32 @@ export class BulkApiSource implements Stage {
     }
   }
 
-  private succeeded(apps: number, pages: number, started: number): FetchOutcome {
+  private succeeded(apps: number, pages: number, started: number, message?: string): FetchOutcome {
     const ms = this.ctx.clock.now() - started;
+    if (this.opts.walk !== 'ruby') this.setAvailable(true);
     this.lastError = null;
     this.ctx.freshness.setReason('desired', null);
     this.metrics.fetches.inc({ result: 'ok' });
     this.metrics.duration.observe(ms / 1000);
     this.metrics.apps.set(apps);
-    this.ctx.logger.info({ url: this.url, apps, pages, duration_ms: ms }, `desired state fetched: ${apps} apps (${pages} pages, ${ms}ms)`);
+    this.ctx.logger.info({ url: this.url, apps, pages, duration_ms: ms }, message ?? `desired state fetched: ${apps} apps (${pages} pages, ${ms}ms)`);
     return { result: 'ok', apps, pages };
   }
 
   private failed(reason: string, pages: number, started: number): FetchOutcome {
     const ms = this.ctx.clock.now() - started;
-    this.lastError = reason;
-    this.ctx.freshness.setReason('desired', reason);
+    if (this.opts.walk !== 'ruby') this.setAvailable(false);
+    this.report(reason);
     this.metrics.fetches.inc({ result: 'failed' });
     this.metrics.duration.observe(ms / 1000);
     this.ctx.logger.error({ url: this.url, reason, pages, duration_ms: ms }, `desired-state fetch failed: ${reason}`);
     return { result: 'failed', reason };
+  }
+
+  /** A failure's reason, for health, the freshness board and /v1/status. */
+  private report(reason: string): void {
+    this.lastError = reason;
+    this.ctx.freshness.setReason('desired', reason);
   }
 
   private unauthorized(): string {
@@ -364,18 +503,262 @@ export class BulkApiSource implements Stage {
       reply = await untilAborted(this.ctx.bus.request(subject, '', this.opts.credentials_timeout), signal);
     } catch (err) {
       if (signal.aborted) throw signal.reason;
-      const code = (err as { code?: unknown }).code;
-      const why =
-        code === 'TIMEOUT' || /timeout/i.test(errorText(err))
-          ? `no reply within ${this.opts.credentials_timeout}ms (sources.${this.ctx.id}.credentials_timeout)`
-          : code === '503'
-            ? 'no one answers that subject (is the Cloud Controller connected to NATS?)'
-            : errorText(err);
-      throw new FetchFailure(`Failed to request auth info on ${subject}: ${why}`);
+      throw new FetchFailure(`Failed to request auth info on ${subject}: ${this.credentialsError(err)}`);
     }
     const creds = parseCredentials(reply.data);
     if (!creds.ok) throw new FetchFailure(`Failed to parse authentication info from JSON on ${subject}: ${creds.reason}`);
     return basicAuth(creds.user, creds.password);
+  }
+
+  /** Why a credentials request got no reply, in words. */
+  private credentialsError(err: unknown): string {
+    const code = (err as { code?: unknown }).code;
+    return code === 'TIMEOUT' || /timeout/i.test(errorText(err))
+      ? `no reply within ${this.opts.credentials_timeout}ms (sources.${this.ctx.id}.credentials_timeout)`
+      : code === '503'
+        ? 'no one answers that subject (is the Cloud Controller connected to NATS?)'
+        : errorText(err);
+  }
+
+  // --- walk: ruby ---
+
+  /** An update at once, then one every poll_interval: a fixed period, whatever the updates take. */
+  private scheduleUpdates(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = this.ctx.clock.setTimeout(() => {
+      this.timer = undefined;
+      this.scheduleUpdates(this.opts.poll_interval);
+      // Only the leader asks the Cloud Controller.
+      if (this.ctx.isLeader()) void this.update();
+    }, delayMs);
+  }
+
+  /** One update: user counts (user_counts) beside a whole walk. Never rejects. */
+  private update(): Promise<FetchOutcome> {
+    const run = this.runUpdate()
+      .catch((err: unknown): FetchOutcome => {
+        this.ctx.logger.error({ error: errorText(err) }, `desired-state update crashed: ${errorText(err)}`);
+        return { result: 'failed', reason: errorText(err) };
+      })
+      .finally(() => this.updates.delete(run));
+    this.updates.add(run);
+    return run;
+  }
+
+  private async runUpdate(): Promise<FetchOutcome> {
+    // Both start now and run side by side; the counts request goes out first.
+    const counts = this.opts.user_counts ? this.userCounts() : undefined;
+    this.totals = zeroTotals();
+    this.totalsResetAt = this.ctx.clock.now();
+    const walk = this.rubyWalk();
+    await counts;
+    return walk;
+  }
+
+  private track(): AbortController {
+    const c = new AbortController();
+    this.controllers.add(c);
+    if (this.stopped) c.abort(new Abandoned('stopped'));
+    return c;
+  }
+
+  private dropCredentials(): void {
+    this.cachedAuthorization = undefined;
+  }
+
+  /**
+   * The Authorization header for one request: static, the cached NATS credentials, or new ones
+   * asked for on credentials_subject. null when none came: the request is not made, and the
+   * update it belongs to ends there until the next one (the Ruby HM ignored it).
+   */
+  private async rubyAuthorization(signal: AbortSignal): Promise<string | null> {
+    if (this.opts.credentials !== 'nats') return basicAuth(this.opts.user ?? '', this.opts.password ?? '');
+    if (this.cachedAuthorization !== undefined) return this.cachedAuthorization;
+    const subject = this.opts.credentials_subject;
+    this.ctx.logger.info({ subject }, `requesting the bulk API credentials on ${subject}`);
+    let reply: BusMessage;
+    try {
+      reply = await untilAborted(this.ctx.bus.request(subject, '', this.opts.credentials_timeout), signal);
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      const reason = `Failed to request auth info on ${subject}: ${this.credentialsError(err)}; request ignored until the next desired-state update`;
+      this.report(reason);
+      this.ctx.logger.error({ subject, reason }, reason);
+      return null;
+    }
+    const creds = parseCredentials(reply.data);
+    if (!creds.ok) {
+      const reason = `Failed to parse authentication info from JSON on ${subject}: ${creds.reason}; request ignored until the next desired-state update`;
+      this.report(reason);
+      this.ctx.logger.error({ subject, reason }, reason);
+      return null;
+    }
+    this.ctx.logger.info({ subject }, `bulk API credentials received on ${subject}`);
+    this.cachedAuthorization = basicAuth(creds.user, creds.password);
+    return this.cachedAuthorization;
+  }
+
+  /** GET /bulk/counts?model=user: its answer sets availability; any failure also drops the credentials. Not retried. */
+  private async userCounts(): Promise<void> {
+    const controller = this.track();
+    const path = userCountsPath(this.basePath);
+    try {
+      const authorization = await this.rubyAuthorization(controller.signal);
+      if (authorization === null) return;
+      let answer: HttpAnswer;
+      try {
+        answer = await this.get(path, authorization, controller.signal);
+      } catch (err) {
+        if (err instanceof Abandoned) return;
+        this.setAvailable(false);
+        this.dropCredentials();
+        const reason = `${err instanceof FetchFailure ? err.message : errorText(err)} (on /bulk/counts; credentials dropped)`;
+        this.report(reason);
+        this.ctx.logger.error({ url: this.url, path, reason }, `user counts failed: ${reason}`);
+        return;
+      }
+      if (answer.status !== 200) {
+        this.setAvailable(false);
+        this.dropCredentials();
+        const reason =
+          answer.status === 401
+            ? `${this.unauthorized()} (on /bulk/counts; credentials dropped)`
+            : `CC bulk API at ${this.url} answered ${answer.status} to /bulk/counts${ccErrorText(answer.body)}; credentials dropped`;
+        this.report(reason);
+        this.ctx.logger.error({ url: this.url, path, status: answer.status, reason }, `user counts failed: ${reason}`);
+        return;
+      }
+      this.setAvailable(true);
+      const users = parseUserCount(answer.body);
+      if (users === null) {
+        this.ctx.logger.warn({ url: this.url, path }, `CC bulk API at ${this.url} answered /bulk/counts with a body that is not {"counts":{"user":N}}; the user count is unchanged`);
+        return;
+      }
+      this.stats.totalUsers = users;
+      this.metrics.users.set(users);
+      this.ctx.logger.debug({ users }, `user counts received: ${users} users`);
+    } finally {
+      this.controllers.delete(controller);
+    }
+  }
+
+  /** A whole walk as the Ruby HM's: every app reported as its page arrives. Never rejects. */
+  private async rubyWalk(): Promise<FetchOutcome> {
+    const { clock, logger } = this.ctx;
+    const controller = this.track();
+    const { signal } = controller;
+    const started = clock.now();
+    // Every app guid this walk reported (skipped ones too: their records must not be forgotten).
+    const seen = new Set<string>();
+    // What the store gets: the apps that should run, as the HM9000 walk keeps them.
+    const kept = new Map<AppKey, DesiredApp>();
+    const wantsDesired = this.ctx.events.wants('desired');
+    let token = FIRST_TOKEN;
+    let pages = 0;
+    this.emit({ kind: 'walk', phase: 'start' });
+    try {
+      for (;;) {
+        const authorization = await this.rubyAuthorization(signal);
+        if (authorization === null) return this.walkEnded(this.lastError ?? 'no bulk API credentials', pages, started);
+        let answer: HttpAnswer;
+        try {
+          answer = await this.get(rubyAppsPath(this.basePath, this.opts.batch_size, token), authorization, signal);
+        } catch (err) {
+          if (err instanceof Abandoned) throw err;
+          const why = err instanceof FetchFailure ? err.message : errorText(err);
+          this.consecutiveErrors++;
+          if (this.consecutiveErrors < MAX_CONSECUTIVE_ERRORS) {
+            logger.warn(
+              { url: this.url, bulk_token: token, error_count: this.consecutiveErrors, error: why },
+              `bulk API request failed (${this.consecutiveErrors} in a row): ${why}; asking again for bulk_token ${token}`,
+            );
+            continue;
+          }
+          this.setAvailable(false);
+          this.dropCredentials();
+          return this.failed(`too many consecutive bulk API errors (${this.consecutiveErrors}): desired state is unavailable and the credentials dropped; the last: ${why}`, pages, started);
+        }
+        this.consecutiveErrors = 0;
+        pages++;
+        if (answer.status !== 200) {
+          this.setAvailable(false);
+          const reason = answer.status === 401 ? this.unauthorized() : `CC bulk API at ${this.url} answered ${answer.status} on page ${pages}${ccErrorText(answer.body)}`;
+          return this.failed(reason, pages, started);
+        }
+        this.setAvailable(true);
+        const page = parseRubyPage(answer.body);
+        if (!page.ok) return this.failed(`CC bulk API at ${this.url} sent ${page.reason} (page ${pages})`, pages, started);
+        if (page.done) return await this.walkComplete(seen, kept, pages, started, signal);
+        for (const app of page.apps) {
+          seen.add(app.guid);
+          this.count(app);
+          if (shouldRun(app)) kept.set(appKey(app.guid, app.version), app);
+          if (wantsDesired) this.ctx.events.emit({ kind: 'desired', app });
+        }
+        for (const s of page.skipped) {
+          seen.add(s.app);
+          this.skipped.drop(BULK_APPS_LABEL, 'invalid_app', `app ${JSON.stringify(s.app).slice(0, 60)} on page ${pages}: ${s.reason}; the app keeps what it had, the rest of the page is taken`, { app: s.app });
+        }
+        logger[this.completed ? 'debug' : 'info'](
+          { page: pages, results: page.results, skipped: page.skipped.length, seen_so_far: seen.size },
+          `desired state page ${pages}: ${page.results} apps${page.skipped.length ? `, ${page.skipped.length} skipped` : ''}, ${seen.size} so far`,
+        );
+        if (page.nextToken === null) {
+          return this.failed(`CC bulk API at ${this.url} sent apps without a bulk_token on page ${pages}: the walk cannot go on`, pages, started);
+        }
+        if (page.nextToken === token) {
+          return this.failed(`CC bulk API at ${this.url} sent bulk_token ${token} again on page ${pages}: the walk would never end`, pages, started);
+        }
+        token = page.nextToken;
+      }
+    } catch (err) {
+      if (err instanceof Abandoned) {
+        logger.debug({ pages }, 'desired-state walk abandoned: stopping');
+        return { result: 'stopped' };
+      }
+      return this.failed(`desired-state walk of ${this.url} failed: ${errorText(err)}`, pages, started);
+    } finally {
+      this.controllers.delete(controller);
+    }
+  }
+
+  /** A walk that ended without a failure of its own (no credentials): counted, already reported. */
+  private walkEnded(reason: string, pages: number, started: number): FetchOutcome {
+    this.metrics.fetches.inc({ result: 'failed' });
+    this.metrics.duration.observe((this.ctx.clock.now() - started) / 1000);
+    return { result: 'failed', reason: reason };
+  }
+
+  private count(app: DesiredApp): void {
+    const t = this.totals;
+    const memory = (app.memory ?? 0) * app.instances;
+    t.apps++;
+    t.instances += app.instances;
+    t.memory += memory;
+    if (app.state === 'STARTED') {
+      t.started_apps++;
+      t.started_instances += app.instances;
+      t.started_memory += memory;
+    }
+  }
+
+  /** The final page: statistics published, `walk done` raised, then the store and freshness. */
+  private async walkComplete(seen: Set<string>, kept: Map<AppKey, DesiredApp>, pages: number, started: number, signal: AbortSignal): Promise<FetchOutcome> {
+    if (signal.aborted) throw signal.reason;
+    const now = this.ctx.clock.now();
+    this.stats.total = { ...this.totals };
+    this.stats.bulkUpdateLoopDurationS = (now - this.totalsResetAt) / 1000;
+    // Raised at once, like the rest of the walk's events; the store write below may take a while.
+    this.emit(this.opts.forget_unseen ? { kind: 'walk', phase: 'done', seen: [...seen] } : { kind: 'walk', phase: 'done' });
+    try {
+      await this.ctx.store.replaceDesired(kept.values());
+      await this.ctx.store.bumpFreshness('desired', this.ctx.freshness.desiredTtlMs);
+    } catch (err) {
+      return this.failed(`Failed to sync desired state to the store: ${errorText(err)}`, pages, started);
+    }
+    this.completed = true;
+    const ms = now - started;
+    return this.succeeded(kept.size, pages, started, `desired state walked: ${seen.size} apps reported, ${kept.size} should run (${pages} pages, ${ms}ms)`);
   }
 
   /** One page, with the per-request deadline (network_timeout) on the stage's clock. */

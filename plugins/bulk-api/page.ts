@@ -4,6 +4,7 @@
  * Nothing here does I/O or throws on bad input, so it can be fuzzed in-process.
  */
 import { DNS_CODES, errorCode, TLS_TRUST_CODES, UNREACHABLE_CODES } from '../../src/http/client.js';
+import { epochSeconds } from '../../src/pipeline/droplets.js';
 import type { DesiredApp } from '../../src/pipeline/store.js';
 
 /** HM9000 starts every walk with the literal token `{}`. */
@@ -65,7 +66,7 @@ function keyText(key: string): string {
   return quoted.length > 60 ? `${quoted.slice(0, 57)}…"` : quoted;
 }
 
-function fail(reason: string): PageResult {
+function fail(reason: string): { ok: false; reason: string } {
   return { ok: false, reason };
 }
 
@@ -195,4 +196,138 @@ export function describeTransportError(err: unknown, t: TransportContext): strin
     return `TLS handshake with ${t.host} failed (${code}: ${message}): check that sources.${t.id}.url is https:// only where the CC speaks TLS`;
   }
   return `HTTP request to the CC bulk API at ${t.url} failed (${code ? `${code}: ` : ''}${message})`;
+}
+
+// --- the Ruby HM's walk (walk: ruby) ---
+
+/** The Cloud Controller's base URL: a bare host[:port][/path] gets http:// in front (bulk_api.host). */
+export function bulkBaseUrl(url: string): string {
+  return /^https?:\/\//i.test(url) ? url : `http://${url}`;
+}
+
+const UNRESERVED = /[A-Za-z0-9_.-]/;
+
+/**
+ * A query value as the Ruby HM's HTTP client wrote it: every UTF-8 byte outside A–Z a–z 0–9 _ . -
+ * as %XX in upper case (so `{}` is `%7B%7D`, a space `%20`).
+ */
+export function percentEncode(value: string): string {
+  let out = '';
+  for (const ch of value) {
+    if (UNRESERVED.test(ch)) {
+      out += ch;
+      continue;
+    }
+    for (const byte of Buffer.from(ch, 'utf8')) out += `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+/** One page of the Ruby walk: the token is the JSON of whatever the CC sent, percent-encoded. */
+export function rubyAppsPath(basePath: string, batchSize: number, token: string): string {
+  return `${basePath}/bulk/apps?batch_size=${percentEncode(String(batchSize))}&bulk_token=${percentEncode(token)}`;
+}
+
+export function userCountsPath(basePath: string): string {
+  return `${basePath}/bulk/counts?model=user`;
+}
+
+/** An app the Ruby walk could not take, with why (the Ruby HM stopped on these; we skip the app). */
+export interface SkippedApp {
+  app: string;
+  reason: string;
+}
+
+export type RubyPageResult =
+  | {
+      ok: true;
+      /** true when `results` is missing, null or empty: the walk is complete. */
+      done: boolean;
+      /** Number of entries in `results`. */
+      results: number;
+      /** Every app of the page, whatever its state, in page order. */
+      apps: DesiredApp[];
+      skipped: SkippedApp[];
+      /** The JSON of the page's bulk_token; null when the page carries none. */
+      nextToken: string | null;
+    }
+  | { ok: false; reason: string };
+
+function isEmptyResults(v: unknown): boolean {
+  if (v === undefined || v === null) return true;
+  if (Array.isArray(v) || typeof v === 'string') return v.length === 0;
+  return isObject(v) && Object.keys(v).length === 0;
+}
+
+/** Why an entry cannot be an app's desired state, or null if it can. */
+function rubyEntryProblem(entry: unknown): string | null {
+  if (!isObject(entry)) return `the entry must be an app object, not ${describeJson(entry)}`;
+  for (const field of ['state', 'version', 'package_state'] as const) {
+    if (typeof entry[field] !== 'string') return `${field} must be a string, not ${describeJson(entry[field])}`;
+  }
+  const instances = entry.instances;
+  if (typeof instances !== 'number' || !Number.isSafeInteger(instances) || instances < 0) return `instances must be a whole number, not ${describeJson(instances)}`;
+  if (typeof entry.memory !== 'number' || !Number.isFinite(entry.memory)) return `memory must be a number, not ${describeJson(entry.memory)}`;
+  if (typeof entry.updated_at !== 'string') return `updated_at must be a time, not ${describeJson(entry.updated_at)}`;
+  if (epochSeconds(entry.updated_at) === null) return `updated_at ${keyText(entry.updated_at)} is not a time`;
+  return null;
+}
+
+/**
+ * One page's body as the Ruby HM read it: `results` keyed by app guid, any app state kept, a
+ * missing or empty `results` ending the walk, and `bulk_token` opaque (sent back as it came). An
+ * app missing state, instances, version, package_state, updated_at or memory is skipped with a
+ * reason, the rest of the page is kept (the Ruby HM's walk died there).
+ */
+export function parseRubyPage(body: string): RubyPageResult {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(body);
+  } catch (err) {
+    const detail = err instanceof Error ? err.message.split('\n')[0]!.slice(0, 120) : 'unparseable';
+    return fail(`a body that is not JSON (${detail})`);
+  }
+  if (!isObject(doc)) return fail(`a page of the wrong shape: the body must be an object with results and bulk_token, not ${describeJson(doc)}`);
+  const results = doc.results;
+  const token = doc.bulk_token;
+  const nextToken = token === undefined || token === null ? null : JSON.stringify(token);
+  if (isEmptyResults(results)) return { ok: true, done: true, results: 0, apps: [], skipped: [], nextToken };
+  if (!isObject(results)) return fail(`a page of the wrong shape: results must be an object of apps keyed by guid, not ${describeJson(results)}`);
+  const apps: DesiredApp[] = [];
+  const skipped: SkippedApp[] = [];
+  const entries = Object.entries(results);
+  for (const [guid, entry] of entries) {
+    const problem = guid === '' ? 'the app guid (its key in results) is empty' : rubyEntryProblem(entry);
+    if (problem !== null) {
+      skipped.push({ app: guid, reason: problem });
+      continue;
+    }
+    const e = entry as Json;
+    apps.push({
+      guid,
+      version: e.version as string,
+      instances: e.instances as number,
+      state: e.state as string,
+      packageState: e.package_state as string,
+      updatedAt: e.updated_at as string,
+      memory: e.memory as number,
+    });
+  }
+  return { ok: true, done: false, results: entries.length, apps, skipped, nextToken };
+}
+
+/** `counts.user` of a /bulk/counts answer (0 when absent, as the Ruby HM read it); null if unreadable. */
+export function parseUserCount(body: string): number | null {
+  try {
+    const doc = JSON.parse(body) as unknown;
+    if (!isObject(doc)) return null;
+    const counts = doc.counts ?? {};
+    if (!isObject(counts)) return null;
+    const user = counts.user ?? 0;
+    if (typeof user === 'number' && Number.isFinite(user)) return Math.trunc(user);
+    if (typeof user === 'string' && /^\s*[+-]?\d/.test(user)) return Number.parseInt(user, 10);
+    return null;
+  } catch {
+    return null;
+  }
 }

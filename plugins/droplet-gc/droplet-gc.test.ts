@@ -38,7 +38,7 @@ describe('droplet-gc', () => {
   it('options: the Ruby defaults, in ms; sweeps every droplet_gc', async () => {
     expect(options({})).toEqual({ flapping_timeout: 500_000, droplet_gc: 300_000, droplet_gc_grace_period: 240_000 });
     const { stage } = await setup({ droplet_gc: '5m' });
-    expect(stage.events).toEqual(['analyze', 'sweep']);
+    expect(stage.events).toEqual(['analyze', 'sweep', 'walk']);
     expect(stage.everyMs).toBe(300_000);
     expect((await setup({ droplet_gc: 7 })).stage.everyMs).toBe(7000);
   });
@@ -79,5 +79,22 @@ describe('droplet-gc', () => {
     d.desiredUpdateMs = at(200);
     expect(on('sweep', d, 300)).toEqual([]);
     expect(on('sweep', d, 441)).toEqual([{ kind: 'forget' }]);
+  });
+});
+
+describe('apps a completed walk did not see (older design)', () => {
+  it('forgets every record whose app the walk did not report, and nothing on a walk that reports no list', async () => {
+    const { DropletRegistry } = await import('../../src/pipeline/droplets.js');
+    const { dropletGcRule: rule } = await import('./index.js');
+    const { pino } = await import('pino');
+    const records = new DropletRegistry();
+    for (const id of ['a', 'b', 'c']) records.get(id, 0);
+    const o = { flapping_timeout: 500_000, droplet_gc: 300_000, droplet_gc_grace_period: 240_000 };
+    const env = { desiredAvailable: true, busConnected: true, random: () => 0.5 };
+    const logger = pino({ level: 'silent' });
+    const walk = (seen?: string[]) => rule({ event: { kind: 'walk', phase: 'done', ...(seen ? { seen } : {}) }, droplet: undefined, now: 1, env } as never, o, logger, records);
+    expect(walk(['b'])).toEqual([{ kind: 'forget', apps: ['a', 'c'] }]);
+    expect(walk()).toEqual([]);
+    expect(walk(['a', 'b', 'c'])).toEqual([]);
   });
 });

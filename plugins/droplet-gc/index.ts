@@ -3,12 +3,14 @@
  * app's analysis its crash records older than flapping_timeout are dropped (they feed
  * `healthmanager.status` CRASHED and the crash counts of varz). Every droplet_gc, each app the bulk
  * API has not reported for droplet_gc_grace_period is forgotten; heartbeats do not keep it, and its
- * next event creates it afresh (grace and update-required again).
+ * next event creates it afresh (grace and update-required again). When the desired-state source
+ * reports which apps a completed walk saw (bulk-api forget_unseen, the older Ruby HM), the others
+ * are forgotten at once.
  */
 import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import { Duration } from '../../src/config/schema.js';
-import { olderThan, type Droplet } from '../../src/pipeline/droplets.js';
+import { olderThan, type Droplet, type DropletRegistry } from '../../src/pipeline/droplets.js';
 import type { EventDecision, EventInput, EventPolicyStage } from '../../src/pipeline/events.js';
 import { definePlugin } from '../../src/pipeline/plugin.js';
 
@@ -47,7 +49,21 @@ export function ripeForGc(d: Droplet, now: number, o: Pick<DropletGcConfig, 'dro
   return olderThan(d.desiredUpdateMs, now, o.droplet_gc_grace_period);
 }
 
-export function dropletGcRule(input: EventInput, o: DropletGcConfig, logger: Logger): EventDecision[] {
+/** The records of apps a completed walk did not report (`hm.desired-state.droplet-gone`). */
+export function unseenApps(seen: readonly string[], records: DropletRegistry): string[] {
+  const kept = new Set(seen);
+  const gone: string[] = [];
+  for (const d of records.values()) if (!kept.has(d.id)) gone.push(d.id);
+  return gone;
+}
+
+export function dropletGcRule(input: EventInput, o: DropletGcConfig, logger: Logger, records?: DropletRegistry): EventDecision[] {
+  if (input.event.kind === 'walk') {
+    if (input.event.phase !== 'done' || !input.event.seen || !records) return [];
+    const gone = unseenApps(input.event.seen, records);
+    for (const id of gone) logger.info({ app: id }, `hm.desired-state.droplet-gone: ${id} was not in the bulk API walk; its record is forgotten`);
+    return gone.length ? [{ kind: 'forget', apps: gone }] : [];
+  }
   const d = input.droplet;
   if (!d) return [];
   if (input.event.kind === 'analyze') {
@@ -67,8 +83,8 @@ export default definePlugin({
   description: 'Drops stale crash records after each analysis and forgets apps the bulk API no longer reports (Ruby HM prune_crashes / gc_droplets).',
   optionsSchema: DropletGcOptions,
   create: (options, ctx): EventPolicyStage => ({
-    events: ['analyze', 'sweep'],
+    events: ['analyze', 'sweep', 'walk'],
     everyMs: options.droplet_gc,
-    handle: (input: EventInput) => dropletGcRule(input, options, ctx.logger),
+    handle: (input: EventInput) => dropletGcRule(input, options, ctx.logger, ctx.events.droplets),
   }),
 });

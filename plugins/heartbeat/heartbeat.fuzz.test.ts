@@ -11,6 +11,7 @@ import { createLoggerFactory } from '../../src/log.js';
 import { MAX_MESSAGE_BYTES } from '../../src/messages/decode.js';
 import type { Bus, BusMessage } from '../../src/pipeline/bus.js';
 import { VirtualClock } from '../../src/pipeline/clock.js';
+import { DropletRegistry } from '../../src/pipeline/droplets.js';
 import { FreshnessBoard } from '../../src/pipeline/freshness.js';
 import type { StageContext } from '../../src/pipeline/plugin.js';
 import { MemoryStore } from '../memory-store/memory-store.js';
@@ -241,6 +242,7 @@ async function harness() {
     store,
     freshness: new FreshnessBoard(() => clock.now(), ACTUAL_TTL, 1_000),
     isLeader: () => true,
+    events: { emit: () => undefined, wants: () => false, droplets: new DropletRegistry() },
   };
   // A short presence TTL keeps the state small while time moves on.
   const stage = (await heartbeatPlugin.create({ subject: 'dea.heartbeat', advertise_subject: 'dea.advertise', sync_interval: 50, heartbeat_ttl: 500 }, ctx)) as HeartbeatSource;

@@ -184,6 +184,34 @@ describe('heartbeat source over NATS in the engine', () => {
   });
 });
 
+describe('cc_partition in the engine', () => {
+  it('agents of another partition are named in /v1/status with both values and the key, once in the log, until they stop', async () => {
+    const { nats, apiPort, lines } = await startEngine(['cc_partition: default', 'cc_partition_filter: true']);
+    const nc = await natsClient(nats.url);
+    const ours = simulateAgents(nc, ['dea-1']);
+    const theirs = setInterval(() => {
+      const beat = JSON.parse(heartbeat('dea-ng')) as { droplets: { cc_partition: string }[] };
+      for (const d of beat.droplets) d.cc_partition = 'ng';
+      nc.publish('dea.heartbeat', new TextEncoder().encode(JSON.stringify(beat)));
+    }, HB_MS);
+    cleanups.push(async () => clearInterval(theirs));
+
+    const named = await waitFor(async () => ((await status(apiPort)).problems as { code: string; message: string; fix: string }[]).find((p) => p.code === 'CC_PARTITION_IGNORED'), {
+      what: 'the partition problem',
+    });
+    expect(named.message).toBe(
+      'cc_partition of the agents: agents report cc_partition "ng" but this daemon is on "default" (`sources.heartbeats.cc_partition`): their heartbeats, exits and updates are ignored',
+    );
+    expect(named.fix).toBe('set `sources.heartbeats.cc_partition: ng`');
+
+    clearInterval(theirs);
+    await waitFor(async () => !((await status(apiPort)).problems as { code: string }[]).some((p) => p.code === 'CC_PARTITION_IGNORED'), { what: 'the problem cleared' });
+    expect(lines.filter((l) => l.problem === 'CC_PARTITION_IGNORED' && l.level === 'warn')).toHaveLength(1);
+    expect(lines.filter((l) => l.problem === 'CC_PARTITION_IGNORED' && /^cleared: /.test(l.msg))).toHaveLength(1);
+    ours.stop('dea-1');
+  });
+});
+
 describe('heartbeat source over HTTPS in the engine', () => {
   let ca: PemPair;
   let serverCert: PemPair;

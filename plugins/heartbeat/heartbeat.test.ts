@@ -9,6 +9,7 @@ import { makeValidator } from '../../src/config/validate.js';
 import { createLoggerFactory } from '../../src/log.js';
 import type { Bus, BusMessage } from '../../src/pipeline/bus.js';
 import { VirtualClock } from '../../src/pipeline/clock.js';
+import { DropletRegistry } from '../../src/pipeline/droplets.js';
 import { FreshnessBoard, isActualFresh } from '../../src/pipeline/freshness.js';
 import { isPluginDefinition, type StageContext } from '../../src/pipeline/plugin.js';
 import { appKey, type SaveHeartbeatsResult, type StoreSnapshot } from '../../src/pipeline/store.js';
@@ -102,6 +103,7 @@ async function setup(opts: Partial<HeartbeatStageOptions> = {}) {
     store,
     freshness,
     isLeader: () => true,
+    events: { emit: () => undefined, wants: () => false, droplets: new DropletRegistry() },
   };
   const stage = (await heartbeatPlugin.create({ ...DEFAULTS, ...opts }, ctx)) as HeartbeatSource;
   await stage.start();
@@ -143,7 +145,15 @@ describe('heartbeat plugin definition', () => {
     expect(heartbeatPlugin.kind).toBe('source');
     const opts: Record<string, unknown> = {};
     expect(validator.validate(heartbeatPlugin.optionsSchema, opts)).toEqual([]);
-    expect(opts).toEqual({ subject: 'dea.heartbeat', advertise_subject: 'dea.advertise', sync_interval: 1_000, heartbeat_ttl: 30_000 });
+    expect(opts).toEqual({
+      subject: 'dea.heartbeat',
+      advertise_subject: 'dea.advertise',
+      sync_interval: 1_000,
+      heartbeat_ttl: 30_000,
+      exited_subject: 'droplet.exited',
+      updated_subject: 'droplet.updated',
+      cc_partition_filter: false,
+    });
   });
 
   it('describes every option, naming the HM9000 key it replaces', () => {
@@ -156,11 +166,12 @@ describe('heartbeat plugin definition', () => {
     };
     const described = walk(heartbeatPlugin.optionsSchema, '', []);
     expect(described.map(([k]) => k)).toEqual(
-      expect.arrayContaining(['subject', 'advertise_subject', 'sync_interval', 'heartbeat_ttl', 'save_deadline', 'cc_partition', 'http_listener', 'http_listener.listen', 'http_listener.ca_file']),
+      expect.arrayContaining(['subject', 'advertise_subject', 'sync_interval', 'heartbeat_ttl', 'save_deadline', 'cc_partition', 'cc_partition_filter', 'exited_subject', 'updated_subject', 'http_listener', 'http_listener.listen', 'http_listener.ca_file']),
     );
     for (const [key, text] of described) {
       expect(text, key).toMatch(/\S{3}/);
-      if (key !== 'cc_partition') expect(text, key).toMatch(/HM9000/);
+      // The Ruby HM's keys name the Ruby HM.
+      expect(text, key).toMatch(['cc_partition', 'cc_partition_filter', 'exited_subject', 'updated_subject'].includes(key) ? /Ruby HM/ : /HM9000/);
     }
   });
 
@@ -415,7 +426,7 @@ describe('heartbeat source', () => {
   });
 
   it('with cc_partition keeps only that partition, counts the others and names each agent and value once', async () => {
-    const { clock, store, publish, lines, metric, stage } = await setup({ cc_partition: 'default' });
+    const { clock, store, publish, lines, metric, stage } = await setup({ cc_partition: 'default', cc_partition_filter: true });
     const message = 'agent dea-1 heartbeats instances of cc_partition "ng", this stage keeps only "default": set sources.heartbeats.cc_partition: ng';
     const beat = () =>
       publish(hb('dea-1', [droplet('app-a', 0), droplet('app-b', 0, 'RUNNING', 1, { cc_partition: 'ng' }), droplet('app-c', 0, 'RUNNING', 1, { cc_partition: 'ng' })]));

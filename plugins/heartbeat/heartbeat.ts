@@ -9,18 +9,27 @@
  * the store sees no change and only renews the presence. A save faster than save_deadline bumps
  * actual freshness, a failed save revokes it (§5.2); `dea.advertise` bumps it while no heartbeat
  * has been received for the freshness TTL (§2.2).
+ *
+ * For event policies (the Ruby Health Manager's presets) it also raises, on the leader and in
+ * message order, `heartbeat-message` and one `heartbeat` per instance entry, and — when a policy
+ * handles them — subscribes to droplet.exited and droplet.updated and raises `exit` and `updated`.
+ * With cc_partition set, entries, exits and updates of another partition are left out (the Ruby
+ * HM's older design did so), counted, and named as a problem while they keep arriving.
  */
+import { Type } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { errorText } from '../../src/log.js';
-import { makeDecoder } from '../../src/messages/decode.js';
-import { HeartbeatMessage } from '../../src/messages/schemas.js';
+import { makeDecoder } from '../../src/messages/heartbeat-decode.js';
+import { makeDecoder as makeSchemaDecoder } from '../../src/messages/decode.js';
+import { DropletExitedMessage, HeartbeatMessage } from '../../src/messages/schemas.js';
 import type { BusMessage } from '../../src/pipeline/bus.js';
 import type { Clock, Timer } from '../../src/pipeline/clock.js';
 import { DropReporter, droppedMessagesCounter } from '../../src/pipeline/intake.js';
 import type { Stage, StageContext, StageHealth } from '../../src/pipeline/plugin.js';
 import type { AgentHeartbeat, InstanceHeartbeat } from '../../src/pipeline/store.js';
 import { HEARTBEAT_PATH, HttpsHeartbeatListener, type BodyVerdict } from './https-listener.js';
+import { readEntries } from './entries.js';
 
 /** Options as they reach the stage: validated, defaults filled, durations in milliseconds. */
 export interface HeartbeatStageOptions {
@@ -29,7 +38,13 @@ export interface HeartbeatStageOptions {
   sync_interval: number;
   heartbeat_ttl: number;
   save_deadline?: number;
+  /** This daemon's partition: messages of others are left out only with cc_partition_filter. */
   cc_partition?: string;
+  cc_partition_filter?: boolean;
+  /** Subscribed when an event policy handles `exit`; default droplet.exited. */
+  exited_subject?: string;
+  /** Subscribed when an event policy handles `updated`; default droplet.updated. */
+  updated_subject?: string;
   http_listener?: { listen: string; cert_file: string; key_file: string; ca_file: string };
 }
 
@@ -37,6 +52,14 @@ type DropletMessage = HeartbeatMessage['droplets'][number];
 
 /** Decoding is compiled once for every heartbeat stage. */
 const decodeHeartbeat = makeDecoder(HeartbeatMessage);
+
+/** droplet.updated: only the app guid is read (and cc_partition, when filtering). */
+export const DropletUpdatedMessage = Type.Object(
+  { droplet: Type.String({ minLength: 1 }), cc_partition: Type.Optional(Type.String()) },
+  { additionalProperties: true, description: 'droplet.updated (NATS).' },
+);
+const decodeExited = makeSchemaDecoder(DropletExitedMessage);
+const decodeUpdated = makeSchemaDecoder(DropletUpdatedMessage);
 
 /** The drop-counter label for heartbeats that came over HTTPS. */
 export const HTTPS_SUBJECT_LABEL = `https:${HEARTBEAT_PATH}`;
@@ -129,6 +152,8 @@ export class HeartbeatSource implements Stage {
   /** Clock time of the last heartbeat received; undefined before the first (HM9000's zero time). */
   private lastReceived: number | undefined;
   private readonly partitionNotices = new Set<string>();
+  /** The last message of another cc_partition left out, and when: the problem holds for heartbeat_ttl after it. */
+  private lastForeign: { theirs: string | null; at: number } | undefined;
 
   private unsubscribe: (() => void)[] = [];
   private timer: Timer | undefined;
@@ -137,12 +162,17 @@ export class HeartbeatSource implements Stage {
   private running = false;
 
   private storeError: string | null = null;
-  private partitionNotice: string | null = null;
+
+  private readonly opts: HeartbeatStageOptions;
 
   constructor(
-    private readonly opts: HeartbeatStageOptions,
+    given: HeartbeatStageOptions,
     private readonly ctx: StageContext,
   ) {
+    // Below, `opts.cc_partition` is the partition kept: set only while filtering.
+    const { cc_partition, cc_partition_filter, ...rest } = given;
+    const opts: HeartbeatStageOptions = cc_partition_filter ? { ...rest, cc_partition: cc_partition ?? 'default' } : rest;
+    this.opts = opts;
     for (const [key, value] of [
       ['sync_interval', opts.sync_interval],
       ['heartbeat_ttl', opts.heartbeat_ttl],
@@ -185,6 +215,10 @@ export class HeartbeatSource implements Stage {
     const { bus } = this.ctx;
     this.unsubscribe.push(bus.subscribe(this.opts.subject, this.onHeartbeat));
     if (this.opts.advertise_subject !== '') this.unsubscribe.push(bus.subscribe(this.opts.advertise_subject, this.onAdvertise));
+    // Exits and updates matter only to event policies that handle them (the engine knows by now).
+    const { events } = this.ctx;
+    if (events.wants('exit')) this.unsubscribe.push(bus.subscribe(this.exitedSubject, this.onExited));
+    if (events.wants('updated')) this.unsubscribe.push(bus.subscribe(this.updatedSubject, this.onUpdated));
     this.logger.info(
       { subject: this.opts.subject, advertise_subject: this.opts.advertise_subject || null, sync_interval_ms: this.opts.sync_interval, heartbeat_ttl_ms: this.opts.heartbeat_ttl },
       `listening for heartbeats on ${this.opts.subject}`,
@@ -204,7 +238,26 @@ export class HeartbeatSource implements Stage {
 
   health(): StageHealth {
     const failure = this.storeError ?? this.https?.error ?? null;
-    return { healthy: failure === null, last_error: failure ?? this.partitionNotice };
+    return { healthy: failure === null, last_error: failure ?? this.partitionNotice() };
+  }
+
+  private get exitedSubject(): string {
+    return this.opts.exited_subject ?? 'droplet.exited';
+  }
+
+  private get updatedSubject(): string {
+    return this.opts.updated_subject ?? 'droplet.updated';
+  }
+
+  /** Messages of another cc_partition in words, while they arrived within heartbeat_ttl. */
+  private partitionNotice(): string | null {
+    const f = this.lastForeign;
+    if (f === undefined || this.clock.now() - f.at >= this.opts.heartbeat_ttl) return null;
+    const mine = JSON.stringify(this.opts.cc_partition);
+    const key = `sources.${this.ctx.id}.cc_partition`;
+    return f.theirs === null
+      ? `agents report instances without a cc_partition but this daemon is on ${mine}: their heartbeats, exits and updates are ignored; remove ${key}`
+      : `agents report cc_partition ${JSON.stringify(f.theirs)} but this daemon is on ${mine}: their heartbeats, exits and updates are ignored; set ${key}: ${f.theirs}`;
   }
 
   /** Saves the pending batch now, after any save under way (the loop itself goes through here). */
@@ -228,11 +281,42 @@ export class HeartbeatSource implements Stage {
   private readonly onHeartbeat = (msg: BusMessage): void => {
     const decoded = decodeHeartbeat(msg.data);
     if (!decoded.ok) {
-      this.drops.drop(this.opts.subject, decoded.reason, decoded.detail);
+      if (decoded.reason === 'invalid' && this.raisesBeats()) this.acceptEntries(msg.data, this.opts.subject);
+      else this.drops.drop(this.opts.subject, decoded.reason, decoded.detail);
       return;
     }
     this.accept(decoded.value, this.opts.subject);
   };
+
+  /** Whether heartbeat events are raised now: some policy handles them, and this daemon leads. */
+  private raisesBeats(): boolean {
+    const { events } = this.ctx;
+    return this.running && (events.wants('heartbeat') || events.wants('heartbeat-message')) && this.ctx.isLeader();
+  }
+
+  /**
+   * A heartbeat the schema refused, read entry by entry (entries.ts): the bad entries are left out
+   * with their reason, counted, and the rest is taken as any heartbeat.
+   */
+  private acceptEntries(data: Uint8Array, subject: string): void {
+    const r = readEntries(data);
+    if (!r.ok) {
+      this.drops.drop(subject, r.reason, r.detail);
+      return;
+    }
+    const mine = this.opts.cc_partition;
+    let otherPartition = 0;
+    for (const b of r.bad) {
+      if (mine !== undefined && b.ccPartition !== mine) {
+        otherPartition++;
+        this.noticePartition(r.dea, b.ccPartition);
+      } else {
+        this.drops.drop(subject, 'invalid_entry', `entry ${b.position} of agent ${r.dea}'s heartbeat: ${b.reason}; the other entries are kept`, { agent: r.dea });
+      }
+    }
+    if (otherPartition > 0) this.dropped.inc({ subject, reason: 'other_cc_partition' }, otherPartition);
+    this.accept({ dea: r.dea, droplets: r.good }, subject, r.total);
+  }
 
   private onHttpsBody(body: Uint8Array): BodyVerdict {
     if (body.byteLength === 0) {
@@ -248,11 +332,86 @@ export class HeartbeatSource implements Stage {
     return { ok: true };
   }
 
-  private accept(hb: HeartbeatMessage, subject: string): void {
+  private accept(hb: HeartbeatMessage, subject: string, entries = hb.droplets.length): void {
     this.pending.set(hb.dea, this.keep(hb.dea, hb.droplets, subject));
     this.lastReceived = this.clock.now();
     this.received.inc();
+    if (this.raisesBeats()) this.raiseBeats(hb, entries);
   }
+
+  /**
+   * `heartbeat-message` for the whole heartbeat, then one `heartbeat` per entry of this stage's
+   * cc_partition, in message order. Entries with an empty version are raised too: only the store
+   * cannot key them.
+   */
+  private raiseBeats(hb: HeartbeatMessage, entries: number): void {
+    const { events } = this.ctx;
+    const mine = this.opts.cc_partition;
+    const beats = mine === undefined ? hb.droplets : hb.droplets.filter((d) => d.cc_partition === mine);
+    if (events.wants('heartbeat-message')) events.emit({ kind: 'heartbeat-message', agent: hb.dea, entries, accepted: beats.length });
+    if (!events.wants('heartbeat')) return;
+    for (const d of beats) events.emit({ kind: 'heartbeat', app: d.droplet, agent: hb.dea, beat: instanceRecord(d, hb.dea, d.index, d.state_timestamp) });
+  }
+
+  /** Whether a message of this cc_partition passes the filter; one that does not is counted and named. */
+  private ownPartition(subject: string, theirs: string | undefined): boolean {
+    const mine = this.opts.cc_partition;
+    if (mine === undefined || theirs === mine) return true;
+    this.dropped.inc({ subject, reason: 'other_cc_partition' });
+    this.lastForeign = { theirs: theirs ?? null, at: this.clock.now() };
+    const key = `${subject}\u0000${theirs ?? ''}`;
+    if (!this.partitionNotices.has(key) && this.partitionNotices.size < MAX_PARTITION_NOTICES) {
+      this.partitionNotices.add(key);
+      const what = theirs === undefined ? 'without a cc_partition' : `of cc_partition ${JSON.stringify(theirs)}`;
+      const fix = theirs === undefined ? `remove sources.${this.ctx.id}.cc_partition to keep them` : `set sources.${this.ctx.id}.cc_partition: ${theirs}`;
+      this.logger.warn({ subject, cc_partition: theirs ?? null, kept_cc_partition: mine }, `${subject} messages ${what} are ignored, this stage keeps only ${JSON.stringify(mine)}: ${fix}`);
+    }
+    return false;
+  }
+
+  /** droplet.exited → `exit`, for the leader's event policies. */
+  private readonly onExited = (msg: BusMessage): void => {
+    if (!this.running) return;
+    const subject = this.exitedSubject;
+    const decoded = decodeExited(msg.data);
+    if (!decoded.ok) {
+      this.drops.drop(subject, decoded.reason, decoded.detail);
+      return;
+    }
+    const m = decoded.value;
+    if (!this.ownPartition(subject, m.cc_partition)) return;
+    if (m.instance === undefined || m.instance === '') {
+      this.drops.drop(subject, 'invalid', `/instance is missing in the exit of app ${m.droplet} index ${m.index}`);
+      return;
+    }
+    if (m.reason === 'CRASHED' && m.crash_timestamp === undefined) {
+      this.drops.drop(subject, 'invalid', `/crash_timestamp is missing in the CRASHED exit of app ${m.droplet} index ${m.index}`);
+      return;
+    }
+    if (!this.ctx.isLeader()) return;
+    this.ctx.events.emit({
+      kind: 'exit',
+      app: m.droplet,
+      version: m.version,
+      instance: m.instance,
+      index: m.index,
+      reason: m.reason,
+      ...(m.reason === 'CRASHED' ? { crashTimestamp: m.crash_timestamp } : {}),
+    });
+  };
+
+  /** droplet.updated → `updated`, for the leader's event policies. */
+  private readonly onUpdated = (msg: BusMessage): void => {
+    if (!this.running) return;
+    const subject = this.updatedSubject;
+    const decoded = decodeUpdated(msg.data);
+    if (!decoded.ok) {
+      this.drops.drop(subject, decoded.reason, decoded.detail);
+      return;
+    }
+    if (!this.ownPartition(subject, decoded.value.cc_partition)) return;
+    if (this.ctx.isLeader()) this.ctx.events.emit({ kind: 'updated', app: decoded.value.droplet });
+  };
 
   /**
    * The instances this stage keeps, in one pass that allocates only when something is left out:
@@ -286,6 +445,7 @@ export class HeartbeatSource implements Stage {
   }
 
   private noticePartition(agent: string, theirs: string | undefined): void {
+    this.lastForeign = { theirs: theirs ?? null, at: this.clock.now() };
     const key = theirs === undefined ? `${agent}\u0000` : `${agent}\u0000=${theirs}`;
     if (this.partitionNotices.has(key) || this.partitionNotices.size >= MAX_PARTITION_NOTICES) return;
     this.partitionNotices.add(key);
@@ -294,7 +454,6 @@ export class HeartbeatSource implements Stage {
       theirs === undefined
         ? `agent ${agent} heartbeats instances without a cc_partition, this stage keeps only ${mine}: remove sources.${this.ctx.id}.cc_partition to keep them`
         : `agent ${agent} heartbeats instances of cc_partition ${JSON.stringify(theirs)}, this stage keeps only ${mine}: set sources.${this.ctx.id}.cc_partition: ${theirs}`;
-    this.partitionNotice = text;
     this.logger.warn({ agent, cc_partition: theirs ?? null, kept_cc_partition: this.opts.cc_partition }, text);
   }
 

@@ -8,7 +8,8 @@ import { Duration } from '../../src/config/schema.js';
 import { definePlugin } from '../../src/pipeline/plugin.js';
 import { HeartbeatSource } from './heartbeat.js';
 
-export { HeartbeatSource, roundStateTimestamp, heartbeatMetrics, HTTPS_SUBJECT_LABEL, type HeartbeatStageOptions } from './heartbeat.js';
+export { HeartbeatSource, roundStateTimestamp, heartbeatMetrics, HTTPS_SUBJECT_LABEL, DropletUpdatedMessage, type HeartbeatStageOptions } from './heartbeat.js';
+export { readEntries, type EntriesResult } from './entries.js';
 
 export const HeartbeatOptionsSchema = Type.Object(
   {
@@ -40,7 +41,27 @@ export const HeartbeatOptionsSchema = Type.Object(
       Type.String({
         minLength: 1,
         description:
-          "Keep only instances of this cc_partition and count the others as dropped (reason other_cc_partition); unset keeps all, as HM9000 ignored cc_partition (the Ruby HM's cc_partition).",
+          "This daemon's cc_partition, kept by cc_partition_filter (default \"default\"); the top-level cc_partition sets it for every stage (the older Ruby HM's top-level cc_partition).",
+      }),
+    ),
+    cc_partition_filter: Type.Boolean({
+      default: false,
+      description:
+        "Keep only instances — and exits and updates — of cc_partition (a message without one never matches) and count the others as dropped (reason other_cc_partition); while such messages arrive, /v1/status names both partitions. Off keeps all, as HM9000 and the Ruby HM after mid-2013 did (the older Ruby HM filtered on its cc_partition).",
+    }),
+    // Optional in the type, so a stage built in code need not name them; validation fills the default.
+    exited_subject: Type.Optional(
+      Type.String({
+        minLength: 1,
+        default: 'droplet.exited',
+        description: "NATS subject of instance exits, subscribed only when an event policy handles exits (the Ruby HM's droplet.exited).",
+      }),
+    ),
+    updated_subject: Type.Optional(
+      Type.String({
+        minLength: 1,
+        default: 'droplet.updated',
+        description: "NATS subject of app updates, subscribed only when an event policy handles them (the Ruby HM's droplet.updated).",
       }),
     ),
     http_listener: Type.Optional(
@@ -71,7 +92,7 @@ export default definePlugin({
   name: 'heartbeat',
   kind: 'source',
   description:
-    "Saves agents' heartbeats (NATS dea.heartbeat, optionally HTTPS) to the store as HM9000's listener did: batched every sync_interval, only state changes written, agent presence with heartbeat_ttl; a timely save bumps actual freshness, a failed one revokes it.",
+    "Saves agents' heartbeats (NATS dea.heartbeat, optionally HTTPS) to the store as HM9000's listener did: batched every sync_interval, only state changes written, agent presence with heartbeat_ttl; a timely save bumps actual freshness, a failed one revokes it. For event policies it raises each heartbeat entry, and droplet.exited / droplet.updated, as events.",
   optionsSchema: HeartbeatOptionsSchema,
   create: (options, ctx) => new HeartbeatSource(options, ctx),
 });

@@ -52,7 +52,7 @@ export const NotifierOptionsSchema = Type.Object(
         minLength: 1,
         pattern: '^[^\\s*>]+$',
         description:
-          "protocol: cc-partition only: the Cloud Controller's partition, which names the subject cloudcontrollers.hm.requests.<cc_partition> of starts and stops; default \"default\" (CC v2 used ng). Replaces the Ruby Health Manager's cc_partition for requests.",
+          "The Cloud Controller's partition; with protocol: cc-partition it names the subject cloudcontrollers.hm.requests.<cc_partition> of starts and stops (other protocols do not use it); default \"default\" (CC v2 used ng). The top-level cc_partition sets it for every stage.",
       }),
     ),
     cc_url: Type.Optional(
@@ -112,11 +112,6 @@ export function subjectsFor(o: Pick<NotifierOptions, 'protocol' | 'start_subject
 export function checkOptions(o: NotifierOptions, id: string): string[] {
   const key = (k: string) => `sinks.${id}.${k}`;
   const problems: string[] = [];
-  if (o.cc_partition !== undefined && o.protocol !== 'cc-partition') {
-    problems.push(
-      `${key('cc_partition')} applies only to protocol: cc-partition (it names the subject cloudcontrollers.hm.requests.<cc_partition>), and this stage uses protocol: ${o.protocol}: remove it or set protocol: cc-partition`,
-    );
-  }
   if (o.protocol !== 'hm9000-http') {
     const httpOnly: string[] = (['cc_url', 'user', 'password', 'ca_file'] as const).filter((k) => o[k] !== undefined);
     if (o.skip_cert_verify) httpOnly.push('skip_cert_verify');

@@ -180,6 +180,9 @@ export async function loadConfig(file: string, opts: LoadOptions = {}): Promise<
           continue;
         }
         const { plugin: _p, enabled: _e, ...rawOptions } = stageEntry(raw, section, id);
+        // The top-level cc_partition is the default of every stage option of that name.
+        const props = (definition.optionsSchema as { properties?: Record<string, unknown> }).properties ?? {};
+        if (typeof raw.cc_partition === 'string' && 'cc_partition' in props && rawOptions.cc_partition === undefined) rawOptions.cc_partition = raw.cc_partition;
         const options = coerceAndValidate(converting, definition.optionsSchema, rawOptions, interp.interpolated, base, report) as Record<string, unknown>;
         // print-config shows the plugin's defaults too, durations as written.
         const displayed = stageEntry(display, section, id);

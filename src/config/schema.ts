@@ -139,6 +139,13 @@ export const ConfigSchema = Type.Object(
       description:
         'manual: time stands still and moves only when asked over NATS (healthmanager.advance_time {"seconds":N}), for black-box scenario tests.',
     }),
+    cc_partition: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          "The Cloud Controller's partition (Ruby HM presets): the default of every stage's cc_partition option — the credentials subject, the older request subject and heartbeat filter. A CC v2 is on ng.",
+      }),
+    ),
     events: Type.Object(
       {
         analysis_slice: Type.Integer({

@@ -10,7 +10,7 @@ import type { ResolvedStage } from '../config/load.js';
 import { basicAuth, createHttpAgent, loadCaFile } from '../http/client.js';
 import { errorText } from '../log.js';
 import { makeProblem, type CcWhere } from '../pipeline/problem-codes.js';
-import { bulkAppsPath, FIRST_TOKEN, parseBulkPage, parseCredentials } from '../../plugins/bulk-api/index.js';
+import { bulkAppsPath, bulkBaseUrl, credentialsSubject, FIRST_TOKEN, parseBulkPage, parseCredentials } from '../../plugins/bulk-api/index.js';
 import { ccErrorDetail, get, transportProblem } from './http.js';
 import { fail, failPlain, pass, stagePath, type CheckResult, type DoctorContext } from './result.js';
 
@@ -42,7 +42,9 @@ export interface CcCheck {
 const WALK_LIMIT_MS = 60_000;
 
 export async function checkBulkApi(ctx: DoctorContext, stage: ResolvedStage, nc: NatsConnection | undefined, walk: boolean): Promise<CcCheck> {
-  const o = stage.options as unknown as BulkOptions;
+  const given = stage.options as unknown as BulkOptions & { cc_partition?: string; credentials_subject?: string };
+  // As the source resolves them: a bare host gets http://, the subject follows the partition.
+  const o: BulkOptions = { ...given, url: bulkBaseUrl(given.url), credentials_subject: credentialsSubject(given) };
   const path = stagePath(stage);
   const url = new URL(o.url);
   const where: CcWhere = { label: 'CC bulk API', url: maskUrl(o.url), stage: path, urlKey: 'url' };

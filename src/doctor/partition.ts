@@ -1,5 +1,5 @@
 /**
- * cc_partition (when the heartbeat stage keeps only one): do the agents heartbeat instances of it?
+ * cc_partition (when the heartbeat stage keeps only one: cc_partition_filter): do the agents heartbeat instances of it?
  * If none of the instances heard is of the configured partition, every desired instance would look
  * missing — both values are named, and the key to set.
  */
@@ -11,8 +11,8 @@ import { fail, pass, skip, stagePath, type CheckResult } from './result.js';
 const name = (p: string | null) => (p === null ? '(none)' : JSON.stringify(p));
 
 export function checkPartition(stage: ResolvedStage, sample: HeartbeatSample | undefined): CheckResult | undefined {
-  const mine = stage.options.cc_partition;
-  if (typeof mine !== 'string') return undefined;
+  if (stage.options.cc_partition_filter !== true) return undefined; // nothing is left out
+  const mine = typeof stage.options.cc_partition === 'string' ? stage.options.cc_partition : 'default';
   const subject = String(stage.options.subject ?? 'dea.heartbeat');
   const what = `cc_partition of the heartbeats on ${subject}`;
   if (!sample || sample.instances === 0) return skip('cc_partition', what, 'no instance heartbeating to compare');

@@ -70,7 +70,8 @@ export class EventRunner {
   readonly queue = new RequestQueue<QueuedStart>();
   private readonly kinds = new Set<EventKind>();
   private readonly timers = new Map<string, { timer: Timer; policy: string }>();
-  private readonly periodic: Timer[] = [];
+  private readonly periodicTasks: { ms: number; task: () => void; due: number }[] = [];
+  private periodicTimer: Timer | undefined;
   private sliceStart = 0;
   private passStartedAt = 0;
   private startedAt = 0;
@@ -121,25 +122,39 @@ export class EventRunner {
 
   async stop(): Promise<void> {
     this.running = false;
-    for (const t of this.periodic) this.o.clock.clearTimeout(t);
-    this.periodic.length = 0;
+    this.o.clock.clearTimeout(this.periodicTimer);
+    this.periodicTimer = undefined;
+    this.periodicTasks.length = 0;
     for (const { timer } of this.timers.values()) this.o.clock.clearTimeout(timer);
     this.timers.clear();
     await this.sending;
   }
 
-  /** A periodic task, first run one period after start, each period from the previous due time. */
+  /**
+   * A periodic task, first run one period after start, each period from the previous due time.
+   * Tasks due at the same moment run in the order they were added (one timer serves them all), so
+   * the queue drain set up first goes before the analysis, whatever the periods.
+   */
   private every(ms: number, task: () => void): void {
-    const slot = this.periodic.length;
-    const arm = (due: number) => {
-      this.periodic[slot] = this.o.clock.setTimeout(() => {
-        if (!this.running) return;
-        arm(due + ms);
-        this.guard('periodic task', task);
-      }, Math.max(0, due - this.o.clock.now()));
-    };
-    this.periodic.push(undefined as unknown as Timer);
-    arm(this.o.clock.now() + ms);
+    this.periodicTasks.push({ ms, task, due: this.o.clock.now() + ms });
+    this.armPeriodic();
+  }
+
+  private armPeriodic(): void {
+    if (this.periodicTimer) this.o.clock.clearTimeout(this.periodicTimer);
+    if (!this.running || this.periodicTasks.length === 0) return;
+    const next = Math.min(...this.periodicTasks.map((t) => t.due));
+    this.periodicTimer = this.o.clock.setTimeout(() => {
+      this.periodicTimer = undefined;
+      if (!this.running) return;
+      const due = Math.min(...this.periodicTasks.map((t) => t.due));
+      for (const t of this.periodicTasks) {
+        if (t.due > due) continue;
+        t.due += t.ms;
+        this.guard('periodic task', t.task);
+      }
+      this.armPeriodic();
+    }, Math.max(0, next - this.o.clock.now()));
   }
 
   private guard(what: string, fn: () => void): void {
@@ -181,7 +196,8 @@ export class EventRunner {
         continue;
       }
       for (const d of decisions) {
-        if (d.kind === 'forget') forget = true;
+        if (d.kind === 'forget' && d.apps) for (const app of d.apps) this.droplets.delete(app);
+        else if (d.kind === 'forget') forget = true;
         else if (d.kind === 'raise') {
           if (depth >= MAX_RAISE_DEPTH || !droplet) {
             this.o.logger.error({ policy: p.id, event: d.event.kind }, `policy "${p.id}" raised ${d.event.kind} too deep; ignored`);

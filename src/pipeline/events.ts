@@ -55,8 +55,12 @@ export type FoundationEvent =
   | { kind: 'heartbeat-message'; agent: string; entries: number; accepted: number }
   /** One app as the bulk API reported it, while a walk pages (the engine applies it to the record first). */
   | { kind: 'desired'; app: DesiredApp }
-  /** A bulk walk began or completed. */
-  | { kind: 'walk'; phase: 'start' | 'done' }
+  /**
+   * A bulk walk began or completed (a walk that fails raises no `done`). `seen`, on `done` only when
+   * the source forgets unseen apps (bulk-api forget_unseen), lists every app guid that walk
+   * reported: the records of all other apps are to be forgotten.
+   */
+  | { kind: 'walk'; phase: 'start' | 'done'; seen?: readonly string[] }
   /** An analysis pass began (first slice) or completed (last slice). */
   | { kind: 'pass'; phase: 'start' | 'done'; durationMs?: number };
 
@@ -102,8 +106,11 @@ export type EventDecision =
    */
   | { kind: 'timer'; id: string; delayMs: number; data: Record<string, unknown> }
   | { kind: 'cancel-timer'; id: string }
-  /** Drop the app's record (garbage collection); it comes back on the next event that names it. */
-  | { kind: 'forget' }
+  /**
+   * Drop the app's record (garbage collection), or with `apps` (from a foundation event) those
+   * apps' records; a record comes back on the next event that names its app.
+   */
+  | { kind: 'forget'; apps?: readonly string[] }
   /** Ask the desired-state sources to fetch everything again now (`droplet.updated`). */
   | { kind: 'refresh-desired' }
   /** Hand an app event to the policies that declare it, at once (before the next policy runs). */

@@ -114,6 +114,14 @@ export const PROBLEM_CATALOGUE = {
         : `the agents heartbeat cc_partition ${JSON.stringify(p.theirs)}, and ${code(`${p.stage}.cc_partition`)} keeps only ${JSON.stringify(p.mine)}: no instance is kept`,
     fix: p.theirs === null ? `remove ${code(`${p.stage}.cc_partition`)}` : `set ${code(`${p.stage}.cc_partition: ${p.theirs}`)}`,
   }),
+  CC_PARTITION_IGNORED: (p: { stage: string; theirs: string | null; mine: string }): ProblemText => ({
+    what: 'cc_partition of the agents',
+    why:
+      p.theirs === null
+        ? `agents report instances without a cc_partition but this daemon is on ${JSON.stringify(p.mine)} (${code(`${p.stage}.cc_partition`)}): their heartbeats, exits and updates are ignored`
+        : `agents report cc_partition ${JSON.stringify(p.theirs)} but this daemon is on ${JSON.stringify(p.mine)} (${code(`${p.stage}.cc_partition`)}): their heartbeats, exits and updates are ignored`,
+    fix: p.theirs === null ? `remove ${code(`${p.stage}.cc_partition`)}, or have the agents send cc_partition` : `set ${code(`${p.stage}.cc_partition: ${p.theirs}`)}`,
+  }),
   NO_START_STOP_LISTENER: (p: { stage: string; missing: string[]; monitorUrl: string }): ProblemText => ({
     what: `start/stop orders on ${p.missing.join(', ')}`,
     why: `nobody subscribes to ${p.missing.join(' or ')} on NATS (asked ${p.monitorUrl})`,

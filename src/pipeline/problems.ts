@@ -122,8 +122,19 @@ export function ccProblem(reason: string, where: CcWhere, timeoutKey: string, ke
   return makeProblem('CC_BAD_ANSWER', { ...where, error: why }, key);
 }
 
+/** The per-agent wording the heartbeat stage logs (and reported as its last error before). */
 const PARTITION_NOTICE = /heartbeats instances of cc_partition ("(?:[^"\\]|\\.)*"), this stage keeps only/;
 const NO_PARTITION_NOTICE = /heartbeats instances without a cc_partition, this stage keeps only/;
+/** The heartbeat stage's notice while messages of another cc_partition arrive (heartbeat.ts). */
+const REPORT_NOTICE = /agents report cc_partition ("(?:[^"\\]|\\.)*") but this daemon is on/;
+const NO_REPORT_NOTICE = /agents report instances without a cc_partition but this daemon is on/;
+
+/** The partition another stage's notice names: a value, null for none, undefined if no notice. */
+function noticedPartition(text: string, patterns: [RegExp, RegExp]): string | null | undefined {
+  const m = patterns[0].exec(text);
+  if (m) return JSON.parse(m[1]!) as string;
+  return patterns[1].test(text) ? null : undefined;
+}
 
 /** Every problem that holds now, in catalogue order. */
 export function deriveProblems(f: ProblemFacts): Problem[] {
@@ -165,10 +176,12 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
       const stage = `sources.${s.id}`;
       const mine = s.options.cc_partition;
       const noneKept = !('error' in f.state) && f.state.liveInstances === 0;
-      if (typeof mine === 'string' && noneKept && s.last_error) {
-        const m = PARTITION_NOTICE.exec(s.last_error);
-        if (m) out.push(makeProblem('CC_PARTITION_MISMATCH', { stage, subject, theirs: JSON.parse(m[1]!) as string, mine }, s.id));
-        else if (NO_PARTITION_NOTICE.test(s.last_error)) out.push(makeProblem('CC_PARTITION_MISMATCH', { stage, subject, theirs: null, mine }, s.id));
+      if (typeof mine === 'string' && s.last_error) {
+        const reported = noticedPartition(s.last_error, [REPORT_NOTICE, NO_REPORT_NOTICE]);
+        const theirs = reported !== undefined ? reported : noticedPartition(s.last_error, [PARTITION_NOTICE, NO_PARTITION_NOTICE]);
+        // Nothing kept at all: every desired instance looks missing. Otherwise some agents' messages are lost.
+        if (theirs !== undefined && noneKept) out.push(makeProblem('CC_PARTITION_MISMATCH', { stage, subject, theirs, mine }, s.id));
+        else if (reported !== undefined) out.push(makeProblem('CC_PARTITION_IGNORED', { stage, theirs: reported, mine }, s.id));
       }
       const window = 3 * f.heartbeatMs + Number(s.options.sync_interval ?? 1000);
       if (busUp && !('error' in f.state) && f.state.liveInstances === 0 && f.state.agents === 0 && f.uptimeMs >= window) {

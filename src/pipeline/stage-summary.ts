@@ -51,8 +51,8 @@ function describe(s: SummaryInput): string {
       return parts.join(', ');
     }
     case 'bulk-api': {
-      const parts = [`bulk-api from ${maskUrl(String(o.url))}/bulk/apps`, `${String(o.batch_size)} apps a page`, `every ${d(o.poll_interval)}`, `timeout ${d(o.timeout)}`];
-      if (o.credentials === 'nats') parts.push(`credentials from ${String(o.credentials_subject)}`);
+      const parts = [`bulk-api from ${maskUrl(/^https?:\/\//i.test(String(o.url)) ? String(o.url) : `http://${String(o.url)}`)}/bulk/apps`, `${String(o.batch_size)} apps a page`, `every ${d(o.poll_interval)}`, `timeout ${d(o.timeout)}`];
+      if (o.credentials === 'nats') parts.push(`credentials from ${String(o.credentials_subject ?? `cloudcontroller.bulk.credentials.${String(o.cc_partition ?? 'default')}`)}`);
       if (o.skip_cert_verify === true) parts.push('certificate NOT verified');
       else if (o.ca_file !== undefined) parts.push(`CA ${String(o.ca_file)}`);
       return parts.join(', ');

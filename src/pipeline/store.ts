@@ -22,6 +22,8 @@ export interface DesiredApp {
   packageState: string; // STAGED | PENDING | FAILED
   /** CC's `updated_at`, kept for the Ruby HM's `last_updated`. */
   updatedAt?: string;
+  /** Memory per instance (CC's unit, MB), for the Ruby HM's statistics; set by `walk: ruby`. */
+  memory?: number;
 }
 
 export type InstanceState = 'STARTING' | 'RUNNING' | 'CRASHED' | 'EVACUATING' | string;

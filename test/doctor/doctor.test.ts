@@ -319,7 +319,7 @@ describe('hmgate doctor, /v1/status problems and the log', () => {
     agents.agent('dea-1').run('app-a', 0, { ccPartition: 'ng' });
     agents.agent('dea-1').run('app-a', 1, { ccPartition: 'ng' });
     const port = await freePort();
-    const f = await writeConfig({ natsUrl: n.url, ccUrl: cc.url, apiPort: port, heartbeats: 'cc_partition: default' });
+    const f = await writeConfig({ natsUrl: n.url, ccUrl: cc.url, apiPort: port, heartbeats: 'cc_partition: default, cc_partition_filter: true' });
     const r = await doctor(f);
     expect(r.code).toBe(1);
     expect(line(r.lines, 'ok: heartbeats'), r.stdout).toBeDefined();

@@ -39,7 +39,7 @@ export interface FakeApp {
   extra?: Record<string, unknown>;
 }
 
-export type FakeCCFailMode = '401' | '500' | 'bad-json' | 'hang' | null;
+export type FakeCCFailMode = '401' | '500' | 'bad-json' | 'hang' | 'reset' | null;
 
 export interface RecordedRequest {
   method: string;
@@ -86,6 +86,12 @@ export interface FakeCCHandle {
    * (until stop()).
    */
   fail(mode: FakeCCFailMode): void;
+  /**
+   * Script a failure for requests whose path starts with `prefix` only ('reset' closes the
+   * connection without an answer: a transport error for the client). With `times`, only the next
+   * that many such requests fail. `null` clears it. `fail()` wins over it.
+   */
+  failRoute(prefix: string, mode: FakeCCFailMode, times?: number): void;
   setApps(apps: FakeApp[]): void;
   setUserCount(n: number): void;
   /** Status for the internal start/stop routes (null = 200). */
@@ -171,6 +177,17 @@ export async function startFakeCC(opts: FakeCCOptions = {}): Promise<FakeCCHandl
   let apps = normalise(opts.apps ?? []);
   let userCount = opts.userCount ?? 0;
   let failMode: FakeCCFailMode = null;
+  const routeFailures = new Map<string, { mode: FakeCCFailMode; times: number }>();
+  /** The scripted failure for this request, using up one of a limited route failure. */
+  const failureFor = (path: string): FakeCCFailMode => {
+    if (failMode !== null) return failMode;
+    for (const [prefix, f] of routeFailures) {
+      if (!path.startsWith(prefix)) continue;
+      if (--f.times <= 0) routeFailures.delete(prefix);
+      return f.mode;
+    }
+    return null;
+  };
   let internalStatus: number | null = null;
   const requests: RecordedRequest[] = [];
   const sockets = new Set<Socket>();
@@ -185,9 +202,12 @@ export async function startFakeCC(opts: FakeCCOptions = {}): Promise<FakeCCHandl
     if (peer && typeof peer.subject?.CN === 'string') rec.clientCertCN = peer.subject.CN;
     requests.push(rec);
 
-    switch (failMode) {
+    switch (failureFor(path)) {
       case 'hang':
         return; // never answered; stop() destroys the socket
+      case 'reset':
+        req.socket.destroy();
+        return;
       case '500':
         return ccError(res, 500, 10001, 'ServerError', 'An unknown error occurred.');
       case 'bad-json':
@@ -290,6 +310,10 @@ export async function startFakeCC(opts: FakeCCOptions = {}): Promise<FakeCCHandl
     },
     fail: (mode) => {
       failMode = mode;
+    },
+    failRoute: (prefix, mode, times = Infinity) => {
+      if (mode === null) routeFailures.delete(prefix);
+      else routeFailures.set(prefix, { mode, times });
     },
     setApps: (next) => {
       apps = normalise(next);
