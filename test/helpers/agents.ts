@@ -83,6 +83,59 @@ export class SimAgents {
     });
   }
 
+  /**
+   * The same for the Ruby HM's requests (health.start / health.stop, or the older design's
+   * cloudcontrollers.hm.requests.<partition> with op): a stop removes every listed instance, a
+   * start runs each index (RUNNING, the request's version) on `placeOn` unless `ignore(app)`.
+   */
+  obeyRequests(placeOn: string, subjects: { start: string; stop: string } = { start: 'health.start', stop: 'health.stop' }, ignore: (app: string) => boolean = () => false): void {
+    const decode = (d: Uint8Array) => JSON.parse(new TextDecoder().decode(d)) as Record<string, unknown>;
+    const handle = (body: Record<string, unknown>, op: 'START' | 'STOP') => {
+      if (op === 'STOP') {
+        const listed = Array.isArray(body.instances) ? body.instances : Object.keys((body.instances ?? {}) as object);
+        for (const a of this.agents.values()) for (const guid of listed) a.remove(String(guid));
+        return;
+      }
+      if (ignore(String(body.droplet))) return;
+      for (const index of (body.indices ?? []) as number[]) this.agent(placeOn).run(String(body.droplet), index, { version: String(body.version) });
+    };
+    if (subjects.start === subjects.stop) {
+      this.nc.subscribe(subjects.start, {
+        callback: (_e, m) => {
+          const body = decode(m.data);
+          handle(body, body.op === 'STOP' ? 'STOP' : 'START');
+        },
+      });
+      return;
+    }
+    this.nc.subscribe(subjects.start, { callback: (_e, m) => handle(decode(m.data), 'START') });
+    this.nc.subscribe(subjects.stop, { callback: (_e, m) => handle(decode(m.data), 'STOP') });
+  }
+
+  /** Answers `subject` (NATS request/reply) with `body`; returns how many requests came. */
+  async respond(subject: string, body: Record<string, unknown>): Promise<{ count: number }> {
+    const seen = { count: 0 };
+    this.nc.subscribe(subject, {
+      callback: (_e, m) => {
+        seen.count++;
+        if (m.reply) this.nc.publish(m.reply, new TextEncoder().encode(JSON.stringify(body)));
+      },
+    });
+    await this.nc.flush();
+    return seen;
+  }
+
+  /** A NATS request with several replies collected for `waitMs`. */
+  async requestMany(subject: string, body: Record<string, unknown>, waitMs: number): Promise<Record<string, unknown>[]> {
+    const inbox = `_INBOX.test.${Math.random().toString(36).slice(2)}`;
+    const replies: Record<string, unknown>[] = [];
+    const sub = this.nc.subscribe(inbox, { callback: (_e, m) => void replies.push(JSON.parse(new TextDecoder().decode(m.data)) as Record<string, unknown>) });
+    this.nc.publish(subject, new TextEncoder().encode(JSON.stringify(body)), { reply: inbox });
+    await new Promise((r) => setTimeout(r, waitMs));
+    sub.unsubscribe();
+    return replies;
+  }
+
   agent(id: string): SimAgent {
     let a = this.agents.get(id);
     if (!a) this.agents.set(id, (a = new SimAgent(id)));
@@ -94,8 +147,8 @@ export class SimAgents {
     for (const a of this.agents.values()) if (!a.silent) this.nc.publish('dea.heartbeat', new TextEncoder().encode(a.heartbeat()));
   }
 
-  exited(inst: SimInstance, reason: string): void {
-    const body = { cc_partition: 'default', droplet: inst.app, version: inst.version, instance: inst.instance, index: inst.index, reason, exit_status: 0, exit_description: '', crash_timestamp: 1 };
+  exited(inst: SimInstance, reason: string, crashTimestamp = 1): void {
+    const body = { cc_partition: inst.ccPartition ?? 'default', droplet: inst.app, version: inst.version, instance: inst.instance, index: inst.index, reason, exit_status: 0, exit_description: '', crash_timestamp: crashTimestamp };
     this.nc.publish('droplet.exited', new TextEncoder().encode(JSON.stringify(body)));
   }
 
