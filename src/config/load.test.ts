@@ -33,6 +33,17 @@ async function problems(file: string, env: NodeJS.ProcessEnv = {}): Promise<stri
 const minimal = 'api:\n  password: pw\n';
 
 describe('loadConfig', () => {
+  it('the top-level cc_partition is the default of every stage option of that name; a stage setting its own wins', async () => {
+    const f = await write('p.yaml', `extends: ruby-hm-partitioned\ncc_partition: ng\nsinks:\n  cloud_controller:\n    cc_partition: blue\n${minimal}`);
+    const { stages, display } = await loadConfig(f, { env: {} });
+    const partition = (id: string) => stages.find((s) => s.id === id)!.options.cc_partition;
+    expect([partition('heartbeats'), partition('desired'), partition('cloud_controller')]).toEqual(['ng', 'ng', 'blue']);
+    expect(stages.find((s) => s.id === 'records')!.options.cc_partition).toBeUndefined(); // no such option there
+    expect(((display.sources as Record<string, Record<string, unknown>>).desired!).cc_partition).toBe('ng'); // print-config shows what runs
+    const hm9000 = await loadConfig(await write('h.yaml', `extends: hm9000\n${minimal}`), { env: {} });
+    expect(hm9000.stages.find((s) => s.id === 'heartbeats')!.options.cc_partition).toBeUndefined();
+  });
+
   it('fills defaults and converts durations, hb included', async () => {
     const f = await write('a.yaml', `heartbeat_interval: 500ms\nanalyze_interval: 2hb\n${minimal}`);
     const { config, heartbeatMs, display } = await loadConfig(f, { env: {}, plugins: false });

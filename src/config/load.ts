@@ -187,6 +187,7 @@ export async function loadConfig(file: string, opts: LoadOptions = {}): Promise<
         // print-config shows the plugin's defaults too, durations as written.
         const displayed = stageEntry(display, section, id);
         const { plugin: _dp, enabled: _de, ...displayOptions } = displayed;
+        if (rawOptions.cc_partition !== undefined && displayOptions.cc_partition === undefined) displayOptions.cc_partition = rawOptions.cc_partition;
         displaying.validate(definition.optionsSchema, displayOptions);
         Object.assign(displayed, displayOptions);
         stages.push({ id, section, kind, plugin: definition, pluginSpec: entry.plugin, options });
