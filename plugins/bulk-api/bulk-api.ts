@@ -533,6 +533,14 @@ export class BulkApiSource implements Stage {
     }, delayMs);
   }
 
+  /**
+   * Resolves once the fetches in flight have ended (a manual clock waits for them before moving on,
+   * as the Ruby HM's black-box mode made its bulk requests synchronous).
+   */
+  async settled(): Promise<void> {
+    await Promise.allSettled([...this.updates, ...(this.inFlight ? [this.inFlight] : [])]);
+  }
+
   /** One update: user counts (user_counts) beside a whole walk. Never rejects. */
   private update(): Promise<FetchOutcome> {
     const run = this.runUpdate()

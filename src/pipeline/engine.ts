@@ -83,6 +83,8 @@ export interface EngineOptions {
 }
 
 const STOP_TIMEOUT_MS = 5_000;
+/** With a manual clock, how long a step waits for the sources' requests (real time) before moving on. */
+const MANUAL_SETTLE_MS = 10_000;
 
 export class Engine {
   readonly clock: Clock;
@@ -417,7 +419,11 @@ export class Engine {
         return;
       }
       advancing = advancing.then(async () => {
-        for (let i = 0; i < seconds; i++) await clock.advanceAsync(1000);
+        for (let i = 0; i < seconds; i++) {
+          await this.sourcesSettled();
+          await clock.advanceAsync(1000);
+        }
+        await this.sourcesSettled();
         logger.info({ seconds, now: clock.now() }, `clock advanced by ${seconds}s`);
         if (msg.reply) this.bus.publish(msg.reply, JSON.stringify({ seconds }));
       });
@@ -426,6 +432,14 @@ export class Engine {
   }
 
   private stopManualClock: (() => void) | undefined;
+
+  /** Waits (at most MANUAL_SETTLE_MS of real time) for the sources' requests in flight to end. */
+  private async sourcesSettled(): Promise<void> {
+    const pending = this.running.map((r) => (r.stage as { settled?: () => Promise<void> }).settled?.()).filter((p): p is Promise<void> => p !== undefined);
+    if (pending.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled(pending), new Promise((r) => (timer = setTimeout(r, MANUAL_SETTLE_MS)))]).finally(() => clearTimeout(timer));
+  }
 
   /**
    * Joins the store's leader election, if it has one. A daemon that becomes leader revokes actual
