@@ -24,7 +24,7 @@ import { checkComponent, Component, uptimeString } from './component.js';
 import { dropletAnswer, healthAnswer, statusAnswer, type Answer } from './replies.js';
 import { Varz, type ReceivedMessage } from './varz.js';
 
-export { dropletJson } from './droplet-json.js';
+export { dropletJson } from '../../src/pipeline/droplet-json.js';
 export { rubyTime, uptimeString } from './component.js';
 
 const Subject = (def: string, description: string) => Type.String({ minLength: 1, default: def, description });

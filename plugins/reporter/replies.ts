@@ -6,7 +6,7 @@
  * for it; reading a known app's instances may create records, as every Ruby read path did.
  */
 import { getInstance, type DropletRegistry, type InstanceRecord } from '../../src/pipeline/droplets.js';
-import { dropletJson } from './droplet-json.js';
+import { dropletJson } from '../../src/pipeline/droplet-json.js';
 
 export interface Answer {
   /** Reply bodies, in order: one for status, one per known app for health and droplet. */

@@ -14,7 +14,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { DesiredApp } from '../../src/pipeline/store.js';
 import { getInstance, type Droplet, type DropletRegistry } from '../../src/pipeline/droplets.js';
-import { dropletJson } from './droplet-json.js';
+import { dropletJson } from '../../src/pipeline/droplet-json.js';
 
 /** The desired-state sums, reset when a bulk walk begins. */
 function defaultDesired() {

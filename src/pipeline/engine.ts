@@ -282,7 +282,7 @@ export class Engine {
             metrics: this.metrics,
             beforeMetrics: () => this.refreshAppMetrics(),
             appState: { snapshot: () => this.store!.snapshot(), fresh: () => this.bothFresh(), logger: this.loggers.component('api') },
-            inspect: { dump: () => this.dump(), snapshot: () => this.store!.snapshot(), now: () => this.clock.now(), audit: this.audit },
+            inspect: { dump: () => this.dump(), snapshot: () => this.store!.snapshot(), now: () => this.clock.now(), audit: this.audit, records: { peek: (guid) => this.eventHub.droplets.peek(guid) } },
             shadow: () => this.shadowComparer,
             ...this.varzSource(),
             logger: this.loggers.component('api'),

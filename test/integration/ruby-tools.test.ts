@@ -87,6 +87,10 @@ it('shadow mode sends nothing and pairs its requests with the running health man
     // nothing of hmgate's reached the wire: every message seen is one of the other's
     expect(ours.messages.every((m) => m.raw === expected || m.subject === 'health.stop')).toBe(true);
     expect((await fetch(`http://127.0.0.1:${port}/v1/shadow`)).status).toBe(401);
+    // The app's record (what the Ruby rules remember) is shown with the app.
+    const appDetail = (await (await fetch(`http://127.0.0.1:${port}/v1/apps/app-a`, { headers: auth })).json()) as { record?: { numInstances: number; versions: Record<string, Record<string, { guid: string | null; state: string }>> } };
+    expect(appDetail.record?.numInstances).toBe(2);
+    expect(appDetail.record?.versions.v?.['0']).toMatchObject({ guid: 'a0', state: 'RUNNING' });
   } finally {
     clearInterval(other);
     await ours.stop();

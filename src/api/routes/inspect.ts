@@ -4,7 +4,8 @@
  * - `GET /v1/dump`: HM9000's structured dump as data (hmgate dump reads it);
  * - `GET /v1/apps?page=&per_page=`: every app (desired or heartbeating), sorted by guid and version:
  *   desired, instances, crash counts, pending messages;
- * - `GET /v1/apps/:guid`: the same for each version of one app, with its recent decisions;
+ * - `GET /v1/apps/:guid`: the same for each version of one app, with its recent decisions (and its
+ *   record, with the Ruby HM presets);
  * - `GET /v1/decisions?since=&limit=&app=`: the decision audit.
  */
 import { Hono, type MiddlewareHandler } from 'hono';
@@ -12,6 +13,8 @@ import { buildAppViews } from '../../pipeline/app-view.js';
 import type { DecisionAudit } from '../../pipeline/audit.js';
 import type { StoreSnapshot } from '../../pipeline/store.js';
 import { dumpApp, dumpApps, pendingByApp, type DumpDoc } from '../../dump/build.js';
+import { dropletJson } from '../../pipeline/droplet-json.js';
+import type { Droplet } from '../../pipeline/droplets.js';
 
 export interface InspectDeps {
   dump(): Promise<DumpDoc>;
@@ -19,6 +22,8 @@ export interface InspectDeps {
   /** The daemon's clock. */
   now(): number;
   audit: DecisionAudit;
+  /** The per-app records of event policies (Ruby HM presets), shown with one app. */
+  records?: { peek(guid: string): Droplet | undefined };
 }
 
 export const DEFAULT_PER_PAGE = 100;
@@ -70,10 +75,12 @@ export function inspectRoutes(auth: MiddlewareHandler, deps: InspectDeps): Hono 
     for (const k of snapshot.instances.keys()) if (k.startsWith(prefix)) keys.add(k);
     const views = [...buildAppViews(snapshot, keys).values()].sort((a, b) => (a.key < b.key ? -1 : 1));
     const decisions = deps.audit.list({ app: guid, limit: APP_DECISIONS });
-    if (views.length === 0 && decisions.length === 0) return c.json({ error: `no app ${guid} is desired, heartbeating or in the recent decisions` }, 404);
+    const record = deps.records?.peek(guid);
+    if (views.length === 0 && decisions.length === 0 && !record) return c.json({ error: `no app ${guid} is desired, heartbeating or in the recent decisions` }, 404);
     const now = deps.now();
     const { starts, stops } = pendingByApp(snapshot);
-    return c.json({ guid, versions: views.map((v) => dumpApp(v, starts.get(v.key) ?? [], stops.get(v.key) ?? [], now)), decisions });
+    const versions = views.map((v) => dumpApp(v, starts.get(v.key) ?? [], stops.get(v.key) ?? [], now));
+    return c.json({ guid, versions, ...(record ? { record: JSON.parse(dropletJson(record)) as unknown } : {}), decisions });
   });
 
   app.get('/v1/decisions', auth, (c) => {

@@ -1,9 +1,9 @@
 /**
- * An app record as JSON text for `healthmanager.droplet` (and the older design's varz `droplets`):
+ * An app record as JSON text for `healthmanager.droplet`, GET /v1/apps/:guid (and the older design's varz `droplets`):
  * every field, Maps written as objects in their insertion order (instance indices included, which a
  * JS object would sort). A debug format, like the Ruby HM's dump of its droplet's fields.
  */
-import type { Droplet } from '../../src/pipeline/droplets.js';
+import type { Droplet } from './droplets.js';
 
 function text(value: unknown): string {
   if (value instanceof Map) {
