@@ -99,7 +99,10 @@ export const PROBLEM_CATALOGUE = {
   CC_CREDENTIALS_UNAVAILABLE: (p: { stage: string; subject: string; error: string }): ProblemText => ({
     what: `CC bulk API credentials on ${p.subject}`,
     why: p.error,
-    fix: `is the Cloud Controller connected to this NATS? Otherwise set ${code(`${p.stage}.credentials: static`)} with ${code('user')} / ${code('password')}`,
+    fix: p.subject.startsWith('cloudcontroller.bulk.credentials.')
+      ? // The Ruby HM's pitfall: the CC answers on its own partition (a CC v2 on ng).
+        `is the Cloud Controller connected to this NATS, and on cc_partition ${JSON.stringify(p.subject.slice('cloudcontroller.bulk.credentials.'.length))}?${p.subject.endsWith('.ng') ? '' : ` A CC v2 answers on ${p.subject.replace(/[^.]*$/, 'ng')}: set ${code('cc_partition: ng')};`} or set ${code(`${p.stage}.credentials: static`)} with ${code('user')} / ${code('password')}`
+      : `is the Cloud Controller connected to this NATS? Otherwise set ${code(`${p.stage}.credentials: static`)} with ${code('user')} / ${code('password')}`,
   }),
   NO_HEARTBEATS: (p: { stage: string; subject: string; window: string }): ProblemText => ({
     what: `heartbeats on ${p.subject}`,

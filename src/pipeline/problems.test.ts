@@ -193,3 +193,16 @@ describe('ProblemTracker', () => {
     expect(lines.filter((l) => l.level === 40).map((l) => `${l.problem}:${l.key}`)).toEqual(['NO_HEARTBEATS:heartbeats', 'STAGE_UNHEALTHY:a', 'STAGE_UNHEALTHY:b']);
   });
 });
+
+describe('CC_CREDENTIALS_UNAVAILABLE', () => {
+  it('on the Ruby HM credentials subject names the partition and the key that fixes a CC v2', () => {
+    const ruby = PROBLEM_CATALOGUE.CC_CREDENTIALS_UNAVAILABLE({ stage: 'sources.desired', subject: 'cloudcontroller.bulk.credentials.default', error: 'no answer within 5s' });
+    expect(ruby.fix).toBe(
+      'is the Cloud Controller connected to this NATS, and on cc_partition "default"? A CC v2 answers on cloudcontroller.bulk.credentials.ng: set `cc_partition: ng`; or set `sources.desired.credentials: static` with `user` / `password`',
+    );
+    expect(PROBLEM_CATALOGUE.CC_CREDENTIALS_UNAVAILABLE({ stage: 'sources.desired', subject: 'cloudcontroller.bulk.credentials.ng', error: 'x' }).fix).not.toMatch(/A CC v2/);
+    expect(PROBLEM_CATALOGUE.CC_CREDENTIALS_UNAVAILABLE({ stage: 'sources.desired', subject: 'cc.creds', error: 'x' }).fix).toBe(
+      'is the Cloud Controller connected to this NATS? Otherwise set `sources.desired.credentials: static` with `user` / `password`',
+    );
+  });
+});
