@@ -131,6 +131,8 @@ export class Engine {
   /** With `clock: manual`: the clock that moves only on healthmanager.advance_time. */
   private readonly manualClock: VirtualClock | undefined;
   private desiredFreshCache = false;
+  /** The clock below the time_resolution step. */
+  private readonly preciseClock: Clock;
   /** In shadow mode: the comparison with the other health manager's requests. */
   private shadowComparer: ShadowComparer | undefined;
   private readonly shadowUnsubscribes: (() => void)[] = [];
@@ -145,6 +147,7 @@ export class Engine {
     // A manual clock starts at 1 s, as the Ruby HM's black-box test mode did.
     this.manualClock = !opts.clock && config.clock === 'manual' ? new VirtualClock(1000) : undefined;
     const base = opts.clock ?? this.manualClock ?? new RealClock();
+    this.preciseClock = base;
     // HM9000 compared whole seconds; finer steps keep sub-second heartbeat intervals working.
     const step = Math.min(config.time_resolution, loaded.heartbeatMs);
     this.clock = step > 1 ? new SteppedClock(base, step) : base;
@@ -377,6 +380,7 @@ export class Engine {
       analyzeEveryMs: config.analyze_interval,
       analysisSlice: config.events.analysis_slice,
       runLoopMs: config.events.run_loop,
+      timerClock: this.preciseClock,
       queue: { intervalMs: config.dispatch.queue.interval, batchSize: config.dispatch.queue.batch_size, dedupe: config.dispatch.queue.dedupe },
       refreshDesired: () => {
         for (const r of this.running) {

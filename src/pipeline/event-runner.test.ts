@@ -172,6 +172,26 @@ describe('EventRunner', () => {
     expect(r.stats.policyErrors).toBe(0);
   });
 
+  it('arms a timer set by the work of a run-loop tick (the analysis, in phase with it) at once', async () => {
+    const fired: number[] = [];
+    let set = false;
+    const { r, clock } = runner(
+      [
+        policy(['analyze', 'timer'], ({ event }) => {
+          if (event.kind === 'timer') fired.push(clock.now());
+          if (event.kind !== 'analyze' || set) return [];
+          set = true;
+          return [{ kind: 'timer', id: 't', delayMs: 5_000, data: {} }];
+        }),
+      ],
+      { runLoopMs: 2_000 },
+    );
+    r.start();
+    r.emit({ kind: 'updated', app: 'a' });
+    await clock.advanceAsync(30_000);
+    expect(fired).toEqual([25_000]); // analysis at 20 s, armed by the run at 20 s, due 5 s later
+  });
+
   it('hands raised events to the declaring policies at once, forgets records, sweeps, and survives a throwing policy', async () => {
     const order: string[] = [];
     const { r, clock, refreshes } = runner([

@@ -53,6 +53,8 @@ export interface EventRunnerOptions {
   /** Records per analysis tick; 0 = all. */
   analysisSlice: number;
   runLoopMs: number;
+  /** The clock below the engine clock's step (which counts whole seconds), for policy timers. */
+  timerClock?: Clock;
   queue: { intervalMs: number; batchSize: number; dedupe: DedupeRule };
   /** Asks every desired-state source to fetch again now. */
   refreshDesired(): void;
@@ -61,6 +63,9 @@ export interface EventRunnerOptions {
 interface QueuedStart {
   order: RequestOrder;
 }
+
+/** A timer set this soon after a run-loop tick (timer latency) counts as set by that tick. */
+const RUN_LOOP_SLACK_MS = 50;
 
 /** Raised events nest (a policy raising an event another raises…); this bounds a mistake. */
 const MAX_RAISE_DEPTH = 8;
@@ -125,7 +130,7 @@ export class EventRunner {
     this.o.clock.clearTimeout(this.periodicTimer);
     this.periodicTimer = undefined;
     this.periodicTasks.length = 0;
-    for (const { timer } of this.timers.values()) this.o.clock.clearTimeout(timer);
+    for (const { timer } of this.timers.values()) (this.o.timerClock ?? this.o.clock).clearTimeout(timer);
     this.timers.clear();
     await this.sending;
   }
@@ -221,7 +226,7 @@ export class EventRunner {
         return;
       case 'cancel-timer': {
         const t = this.timers.get(d.id);
-        if (t) this.o.clock.clearTimeout(t.timer);
+        if (t) (this.o.timerClock ?? this.o.clock).clearTimeout(t.timer);
         this.timers.delete(d.id);
         return;
       }
@@ -291,18 +296,24 @@ export class EventRunner {
 
   /** A policy timer, armed at the next run-loop tick (0: at once), then due after its delay. */
   private setTimer(id: string, delayMs: number, data: Record<string, unknown>, policy: string, app: string, now: number): void {
+    // Policy timers run on the precise clock (the engine's clock counts whole seconds, and its
+    // timers snap to them): armed by the next run of the run loop, which runs every runLoopMs from
+    // start; a timer set by work of a run-loop tick itself (the analysis is in phase with it) is
+    // armed by that run.
+    const clock = this.o.timerClock ?? this.o.clock;
     const old = this.timers.get(id);
-    if (old) this.o.clock.clearTimeout(old.timer);
-    // Armed by the next run of the run loop, which runs every runLoopMs from start.
+    if (old) clock.clearTimeout(old.timer);
     const loop = this.o.runLoopMs;
-    const armIn = loop > 0 ? loop - ((now - this.startedAt) % loop) : 0;
+    const precise = this.o.timerClock ? clock.now() : now;
+    const phase = loop > 0 ? (((precise - this.startedAt) % loop) + loop) % loop : 0;
+    const armIn = phase <= RUN_LOOP_SLACK_MS ? 0 : loop - phase;
     const fire = () => {
       this.timers.delete(id);
       const droplet = this.droplets.peek(app);
       if (!droplet) return; // the record was forgotten meanwhile
       this.guard(`timer ${id}`, () => this.handleAppEvent({ kind: 'timer', app, id, data }, droplet, this.o.clock.now(), policy));
     };
-    const entry = { timer: this.o.clock.setTimeout(() => (entry.timer = this.o.clock.setTimeout(fire, delayMs)), armIn), policy };
+    const entry = { timer: clock.setTimeout(() => (entry.timer = clock.setTimeout(fire, delayMs)), armIn), policy };
     this.timers.set(id, entry);
   }
 
