@@ -730,7 +730,9 @@ export class Engine {
       return { fresh: v.fresh, since: iso(v.since), reason: v.reason };
     };
     const stages: StatusBody['stages'] = {};
-    for (const r of this.running) {
+    // Listed as the config reads (sources, policies, sinks), whatever order they started in.
+    const order = ['store', 'bus', 'sources', 'policies', 'sinks', 'api'];
+    for (const r of [...this.running].sort((a, b) => order.indexOf(a.section) - order.indexOf(b.section))) {
       const h = r.stage.health?.() ?? { healthy: r.started, last_error: null };
       stages[r.id] = { kind: r.kind, plugin: r.plugin, healthy: h.healthy, last_error: h.last_error };
     }

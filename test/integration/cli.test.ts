@@ -103,7 +103,7 @@ describe('hmgate test / simulate', () => {
   it('runs the shipped scenarios, and fails a broken one with the timeline that differed', async () => {
     const ok = await runCli(['test', join(root, 'test/scenarios')]);
     expect(ok.code).toBe(0);
-    expect(ok.stdout).toMatch(/^7 passed, 0 failed$/m);
+    expect(ok.stdout).toMatch(/^13 passed, 0 failed$/m);
     const f = await writeConfig(
       ['name: wrong', 'config: hm9000', 'desired: [{ app: a, instances: 2 }]', 'agents: { dea-1: [{ app: a, index: 0 }] }', 'run_for: 80s', 'expect:', '  - start: { app: a, index: 1, at: 60s }', ''].join('\n'),
       'wrong.yaml',
@@ -223,17 +223,19 @@ describe('hmgate run', () => {
     expect(d.logs().some((l) => l.component === 'rec' && l.msg === 'recorder sink started')).toBe(true);
     expect((await d.stop()).code).toBe(0);
     const events = (await readFile(marker, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    // Sinks start before sources (whatever a source raises finds its consumers ready); stops reverse.
     expect(events).toEqual([
-      { event: 'start', id: 'extra', every_ms: 1000, heartbeat_ms: 500 },
       { event: 'start', id: 'rec', label: 'mine', foundation: 'default' },
-      { event: 'stop', id: 'rec', label: 'mine', foundation: 'default' },
+      { event: 'start', id: 'extra', every_ms: 1000, heartbeat_ms: 500 },
       { event: 'stop', id: 'extra' },
+      { event: 'stop', id: 'rec', label: 'mine', foundation: 'default' },
     ]);
   });
 
   it('a stage that fails to start stops those already started and exits 1 with one line', async () => {
     const n = await nats();
     const marker = join(dir, 'marker.jsonl');
+    const recorder = join(root, 'test/fixtures/plugins/recorder-sink.js');
     const f = await writeConfig(
       [
         `bus: { servers: ["${n.url}"] }`,
@@ -242,8 +244,11 @@ describe('hmgate run', () => {
         '    plugin: hmgate-plugin-fixture',
         `    marker_file: ${marker}`,
         'sinks:',
+        '  first:',
+        `    plugin: ${recorder}`,
+        `    marker_file: ${marker}`,
         '  rec:',
-        `    plugin: ${join(root, 'test/fixtures/plugins/recorder-sink.js')}`,
+        `    plugin: ${recorder}`,
         `    marker_file: ${marker}`,
         '    fail_start: true',
         'api:',
@@ -254,9 +259,10 @@ describe('hmgate run', () => {
     );
     const r = await daemon(f).wait();
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe(`hmgate: stage "rec" (${join(root, 'test/fixtures/plugins/recorder-sink.js')}) failed to start: refusing to start as configured (fail_start: true)`);
-    const events = (await readFile(marker, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).event);
-    expect(events).toEqual(['start', 'stop']);
+    expect(r.stderr.trim()).toBe(`hmgate: stage "rec" (${recorder}) failed to start: refusing to start as configured (fail_start: true)`);
+    // The sink started before it is stopped; the source, which would start after, never starts.
+    const events = (await readFile(marker, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    expect(events.map((e: { event: string; id: string }) => `${e.event}:${e.id}`)).toEqual(['start:first', 'stop:first']);
   });
 
   it('exits 1 with one line when the API port is taken', async () => {
