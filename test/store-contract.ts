@@ -230,6 +230,45 @@ export function describeStoreContract(name: string, make: StoreFactory): void {
         expect(second.changed).toEqual(['dea-2']);
       });
 
+      it('reads an agent of many instances back exactly through state changes, a change back, another order and set changes', async () => {
+        // Large enough that a store may write only what changed (the etcd store's deltas).
+        const agent = 'dea-big';
+        const make = (changed: Record<number, Partial<InstanceHeartbeat>> = {}, n = 60): InstanceHeartbeat[] =>
+          Array.from({ length: n }, (_, i) => ({ ...instance(agent, `app-${i % 3}`, i), ...changed[i] }));
+        const crashed = { state: 'CRASHED', stateTimestamp: 1_700_000_050 };
+        const steps: InstanceHeartbeat[][] = [
+          make(),
+          make({ 4: crashed, 17: crashed }),
+          make({ 17: crashed }),
+          make({ 17: crashed, 5: { index: 99 } }),
+          make({ 17: crashed, 5: { ...crashed, index: 98 } }),
+          make(),
+          make({ 9: crashed }).reverse(),
+          make({ 9: crashed }, 61),
+          make({ 9: crashed, 60: crashed }, 61),
+          make({ 9: crashed, 60: crashed, 30: { ccPartition: 'other' } }, 61),
+        ];
+        const byInstance = (list: readonly InstanceHeartbeat[]) => [...list].sort((a, b) => (a.instance < b.instance ? -1 : a.instance > b.instance ? 1 : 0));
+        for (const [n, list] of steps.entries()) {
+          await advance(10_000);
+          expect((await store.saveHeartbeats([heartbeat(agent, list)], TTL)).changed, `step ${n}`).toEqual([agent]);
+          expect(byInstance((await store.getAgents()).get(agent)!.instances), `step ${n}`).toEqual(byInstance(list));
+          const snap = await store.snapshot();
+          for (const app of ['app-0', 'app-1', 'app-2']) {
+            expect(byInstance(snap.instances.get(appKey(app, 'v1')) ?? []), `step ${n} ${app}`).toEqual(byInstance(list.filter((i) => i.app === app)));
+          }
+        }
+        // Unchanged heartbeats keep it, as saved, until it lapses.
+        for (let t = 0; t < 6; t++) {
+          await advance(10_000);
+          expect((await store.saveHeartbeats([heartbeat(agent, steps.at(-1)!)], TTL)).changed).toEqual([]);
+        }
+        expect(byInstance((await store.getAgents()).get(agent)!.instances)).toEqual(byInstance(steps.at(-1)!));
+        await advance(TTL);
+        expect((await store.getAgents()).has(agent)).toBe(false);
+        expect((await store.snapshot()).instances.size).toBe(0);
+      });
+
       it('counts a newly present agent as changed even without instances', async () => {
         expect((await store.saveHeartbeats([heartbeat('dea-1', [])], TTL)).changed).toEqual(['dea-1']);
         expect((await store.getAgents()).get('dea-1')?.instances).toEqual([]);

@@ -1,7 +1,7 @@
 /**
- * How records are written in etcd. Agent records and desired chunks are compact JSON arrays (they are
- * most of the bytes); the few crash counts, pending messages and freshness markers are plain JSON
- * objects, readable in `dump --raw`.
+ * How records are written in etcd. Agent records, their deltas and desired chunks are compact JSON
+ * arrays (they are most of the bytes); the few crash counts, pending messages and freshness markers
+ * are plain JSON objects, readable in `dump --raw`.
  */
 import type { CrashCount, DesiredApp, FreshnessMarker, InstanceHeartbeat, PendingStart, PendingStop } from '../../src/pipeline/store.js';
 
@@ -89,12 +89,100 @@ export function decodeAgent(agent: string, text: string): AgentValue {
   return { writer: v.w, vouchedUntil: v.x, instances };
 }
 
+// --- agent deltas ---
+
+/**
+ * What changed in an agent's instances since its record was written, when only states changed:
+ * the record it applies to (`b`, the record key's mod revision), until when it vouches for the
+ * agent (`x`, as in the record), and one row per changed instance — its position in the record's
+ * `i`, its state and state timestamp, and its index only when that changed too:
+ *
+ *   {"b":4711,"x":1700000120000,"i":[[37,"CRASHED",1700000001],[52,"RUNNING",1700000003,4]]}
+ */
+export type DeltaRow = [number, string, number] | [number, string, number, number];
+
+export interface AgentDelta {
+  base: number;
+  vouchedUntil: number;
+  rows: readonly DeltaRow[];
+}
+
+export function encodeAgentDelta(delta: AgentDelta): string {
+  return JSON.stringify({ b: delta.base, x: delta.vouchedUntil, i: delta.rows });
+}
+
+export function decodeAgentDelta(agent: string, text: string): AgentDelta {
+  const what = `delta of agent ${agent}`;
+  const v = parse(what, text) as { b?: unknown; x?: unknown; i?: unknown };
+  if (typeof v !== 'object' || v === null) fail(what, 'not an object');
+  if (!isNumber(v.b) || !isNumber(v.x) || !Array.isArray(v.i)) fail(what, 'missing b, x or i');
+  for (const row of v.i as unknown[]) {
+    if (!Array.isArray(row) || row.length < 3 || !Number.isInteger(row[0]) || (row[0] as number) < 0 || !isString(row[1]) || !isNumber(row[2])) fail(what, 'bad row');
+    if (row.length > 3 && !isNumber(row[3])) fail(what, 'bad row');
+  }
+  return { base: v.b, vouchedUntil: v.x, rows: v.i as DeltaRow[] };
+}
+
+/** The same instance but for what a delta row carries (state, state timestamp, index). */
+function sameIdentity(a: InstanceHeartbeat, b: InstanceHeartbeat): boolean {
+  return a.instance === b.instance && a.app === b.app && a.version === b.version && a.agent === b.agent && a.ccPartition === b.ccPartition;
+}
+
+function rowOf(pos: number, from: InstanceHeartbeat, to: InstanceHeartbeat): DeltaRow | undefined {
+  if (from.state === to.state && from.stateTimestamp === to.stateTimestamp && from.index === to.index) return undefined;
+  return from.index === to.index ? [pos, to.state, to.stateTimestamp] : [pos, to.state, to.stateTimestamp, to.index];
+}
+
+/**
+ * The delta rows that turn `record` into `next`, or undefined when they are not the same instances
+ * (one added, removed, or moved to another app, version, agent or partition): then only a new
+ * record says it. Any order of `next`; allocation-free when it is the record's order.
+ */
+export function diffInstances(record: readonly InstanceHeartbeat[], next: readonly InstanceHeartbeat[]): DeltaRow[] | undefined {
+  if (record.length !== next.length) return undefined;
+  const rows: DeltaRow[] = [];
+  let i = 0;
+  for (; i < record.length && sameIdentity(record[i]!, next[i]!); i++) {
+    const row = rowOf(i, record[i]!, next[i]!);
+    if (row) rows.push(row);
+  }
+  if (i === record.length) return rows;
+  // Another order: match by instance guid (which must then be unique in the record).
+  const at = new Map<string, number>();
+  for (let p = 0; p < record.length; p++) {
+    if (at.has(record[p]!.instance)) return undefined;
+    at.set(record[p]!.instance, p);
+  }
+  const used = new Uint8Array(record.length);
+  rows.length = 0;
+  for (const inst of next) {
+    const p = at.get(inst.instance);
+    if (p === undefined || used[p] || !sameIdentity(record[p]!, inst)) return undefined;
+    used[p] = 1;
+    const row = rowOf(p, record[p]!, inst);
+    if (row) rows.push(row);
+  }
+  return rows.sort((a, b) => a[0] - b[0]);
+}
+
+/** The record's instances with a delta's rows applied (in the record's order). */
+export function applyDelta(agent: string, record: readonly InstanceHeartbeat[], rows: readonly DeltaRow[]): InstanceHeartbeat[] {
+  const out = record.slice();
+  for (const [pos, state, stateTimestamp, index] of rows) {
+    const inst = out[pos];
+    if (inst === undefined) fail(`delta of agent ${agent}`, `row for position ${pos} of a record of ${record.length} instances`);
+    out[pos] = { ...inst, state, stateTimestamp, index: index ?? inst.index };
+  }
+  return out;
+}
+
 // --- desired state ---
 
-/** One desired app as a row: [guid, version, instances, state, packageState, updatedAt?]. */
+/** One desired app as a row: [guid, version, instances, state, packageState, updatedAt?, memory?] (null for an absent updatedAt before a memory). */
 export function encodeDesiredApp(app: DesiredApp): string {
-  const row: (string | number)[] = [app.guid, app.version, app.instances, app.state, app.packageState];
-  if (app.updatedAt !== undefined) row.push(app.updatedAt);
+  const row: (string | number | null)[] = [app.guid, app.version, app.instances, app.state, app.packageState];
+  if (app.updatedAt !== undefined || app.memory !== undefined) row.push(app.updatedAt ?? null);
+  if (app.memory !== undefined) row.push(app.memory);
   return JSON.stringify(row);
 }
 
@@ -109,10 +197,11 @@ export function decodeDesiredChunk(name: string, text: string): DesiredApp[] {
   if (!Array.isArray(rows)) fail(what, 'not an array');
   return rows.map((row: unknown) => {
     if (!Array.isArray(row) || row.length < 5) fail(what, 'bad row');
-    const [guid, version, instances, state, packageState, updatedAt] = row as unknown[];
+    const [guid, version, instances, state, packageState, updatedAt, memory] = row as unknown[];
     if (!isString(guid) || !isString(version) || !isNumber(instances) || !isString(state) || !isString(packageState)) fail(what, 'bad row');
     const app: DesiredApp = { guid, version, instances, state, packageState };
     if (isString(updatedAt)) app.updatedAt = updatedAt;
+    if (isNumber(memory)) app.memory = memory;
     return app;
   });
 }

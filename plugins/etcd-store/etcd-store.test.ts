@@ -9,9 +9,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { makeValidator } from '../../src/config/validate.js';
 import { VirtualClock } from '../../src/pipeline/clock.js';
 import { isPluginDefinition, type StageContext } from '../../src/pipeline/plugin.js';
-import { appKey, startKey, type StoreChange } from '../../src/pipeline/store.js';
+import { appKey, startKey, type AgentRecord, type InstanceHeartbeat, type StoreChange } from '../../src/pipeline/store.js';
 import { startEtcd, waitFor, type EtcdHandle } from '../../test/helpers/index.js';
 import { crashCount, describeStoreContract, desiredApp, heartbeat, instance, pendingStart } from '../../test/store-contract.js';
+import type { EtcdStoreOptions } from './etcd-store.js';
 import etcdPlugin, { dumpRaw, EtcdStore } from './index.js';
 import { LeasePool } from './leases.js';
 
@@ -40,12 +41,12 @@ function freshPrefix(): string {
   return `/hmgate-test-${process.pid}-${++seq}`;
 }
 
-function newStore(clock: VirtualClock, prefix = freshPrefix(), timeoutMs = 2_000): EtcdStore {
-  return new EtcdStore({ endpoints: [etcd.endpoint], prefix, timeoutMs }, clock, { onListenerError: (err) => setImmediate(() => { throw err; }) });
+function newStore(clock: VirtualClock, prefix = freshPrefix(), timeoutMs = 2_000, options: EtcdStoreOptions = {}): EtcdStore {
+  return new EtcdStore({ endpoints: [etcd.endpoint], prefix, timeoutMs }, clock, { onListenerError: (err) => setImmediate(() => { throw err; }), ...options });
 }
 
-async function started(clock: VirtualClock, prefix?: string, timeoutMs?: number): Promise<EtcdStore> {
-  const store = newStore(clock, prefix, timeoutMs);
+async function started(clock: VirtualClock, prefix?: string, timeoutMs?: number, options?: EtcdStoreOptions): Promise<EtcdStore> {
+  const store = newStore(clock, prefix, timeoutMs, options);
   opened.push(store);
   await store.start();
   return store;
@@ -118,11 +119,11 @@ describe('etcd layout', () => {
     const leases = new Set(agentLines.map((l) => /\(lease ([0-9a-f]+) ttl \d+s\)$/.exec(l)?.[1]));
     expect(leases.size).toBe(1);
     expect([...leases][0]).toBeDefined();
-    // ttl 30 s, vouched for 3 × 30 s: a lease of 90 s + a 12 s bucket.
-    expect(agentLines[0]).toMatch(/ttl (10[0-2]|9\d)s\)$/);
+    // ttl 30 s: a record's lease lives 12 × 30 s + a 45 s bucket (its deltas vouch 3 × 30 s ahead on it).
+    expect(agentLines[0]).toMatch(/ttl (40[0-5]|3[6-9]\d)s\)$/);
     expect(lines.find((l) => l.startsWith(`${prefix}/starts/${startKey({ app: 'app-a', version: 'v1', index: 3 })}  `))).toMatch(/\(no lease\)$/);
     expect(lines.find((l) => l.startsWith(`${prefix}/fresh/actual  `))).toMatch(/^\S+ {2}\{"timestamp":1000000,"expiresAt":1030000\} {2}\(lease [0-9a-f]+ ttl \d+s\)$/);
-    // Agents (90 s) and the marker (30 s) are two lease classes.
+    // Agents (360 s) and the marker (30 s) are two lease classes.
     expect(store.stats.leaseGrants).toBe(2);
   });
 
@@ -224,6 +225,314 @@ describe('etcd layout', () => {
     expect((await pool.leaseFor(90_000)).id).toBe('3');
     expect(ttls).toEqual([90 + 12, 30 + 4, 90 + 12]);
     expect((await pool.leaseFor(1)).ttlSeconds).toBe(2);
+  });
+});
+
+/** An agent of `n` instances over four apps (a record of ~4.7 KB at 100), with some of them changed. */
+function bigHeartbeat(agent: string, changed: Record<number, Partial<InstanceHeartbeat>> = {}, n = 100) {
+  return heartbeat(
+    agent,
+    Array.from({ length: n }, (_, i) => ({ ...instance(agent, `app-${i % 4}`, i), ...changed[i] })),
+  );
+}
+
+const CRASHED = { state: 'CRASHED', stateTimestamp: 1_700_000_100 };
+
+/** Indices of the agent's instances that are not RUNNING, sorted. */
+function notRunning(record: AgentRecord | undefined): number[] | undefined {
+  return record?.instances.filter((i) => i.state !== 'RUNNING').map((i) => i.index).sort((a, b) => a - b);
+}
+
+function byInstance(list: readonly InstanceHeartbeat[]): InstanceHeartbeat[] {
+  return [...list].sort((a, b) => (a.instance < b.instance ? -1 : a.instance > b.instance ? 1 : 0));
+}
+
+async function rawKey(key: string): Promise<{ value: string; mod: number; lease: string } | undefined> {
+  const kv = (await rawClient().get(key).exec()).kvs[0];
+  return kv && { value: kv.value.toString(), mod: Number(kv.mod_revision), lease: kv.lease };
+}
+
+describe('agent records and deltas', () => {
+  it('a state-only change puts only the agent’s delta, on its record’s lease; the writer, a watching store and one started later read the merged instances', async () => {
+    const prefix = freshPrefix();
+    const a = await started(new VirtualClock(1_000_000), prefix);
+    const b = await started(new VirtualClock(1_000_000), prefix);
+    const seenByB: StoreChange[] = [];
+    b.onChange((c) => seenByB.push(c));
+    await a.saveHeartbeats([bigHeartbeat('dea-1')], TTL);
+    const record = (await rawKey(`${prefix}/agents/dea-1`))!;
+    expect(record.value.length).toBeGreaterThan(4_000);
+
+    const puts = a.stats.puts;
+    const bytes = a.stats.putBytes;
+    const hb = bigHeartbeat('dea-1', { 3: CRASHED, 42: { ...CRASHED, index: 7 } });
+    expect((await a.saveHeartbeats([hb], TTL)).changed).toEqual(['dea-1']);
+    expect(a.stats.puts - puts).toBe(1);
+    // Key and value of two rows, against the record's 4.7 KB.
+    expect(a.stats.putBytes - bytes).toBeLessThan(200);
+    expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBe(record.mod);
+    const delta = (await rawKey(`${prefix}/agents/dea-1/d`))!;
+    expect(JSON.parse(delta.value)).toEqual({ b: record.mod, x: 1_000_000 + 3 * TTL, i: [[3, 'CRASHED', 1_700_000_100], [42, 'CRASHED', 1_700_000_100, 7]] });
+    expect(delta.lease).toBe(record.lease);
+
+    expect(byInstance((await a.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(hb.instances));
+    await waitFor(async () => notRunning((await b.getAgents()).get('dea-1'))?.length === 2, { what: 'b to see the delta' });
+    expect(byInstance((await b.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(hb.instances));
+    expect((await b.snapshot()).instances.get(appKey('app-3', 'v1'))?.find((i) => i.index === 3)?.state).toBe('CRASHED');
+    // One event per write: the record, then the delta naming the two apps that changed.
+    const agentEvents = seenByB.filter((c) => c.kind === 'agent');
+    expect(agentEvents).toHaveLength(2);
+    expect([...(agentEvents[1] as { apps: string[] }).apps].sort()).toEqual([appKey('app-2', 'v1'), appKey('app-3', 'v1')]);
+
+    const c = await started(new VirtualClock(1_000_000), prefix);
+    expect(byInstance((await c.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(hb.instances));
+    const lines = await dumpRaw(c);
+    const merged = lines.find((l) => l.startsWith(`${prefix}/agents/dea-1 (merged)  `));
+    expect(merged).toBeDefined();
+    expect(merged!.match(/"CRASHED"/g)).toHaveLength(2);
+    expect(lines.indexOf(merged!)).toBe(lines.findIndex((l) => l.startsWith(`${prefix}/agents/dea-1/d  `)) + 1);
+  });
+
+  it('a set change rewrites the record and deletes the delta in one transaction; a change back leaves an empty delta', async () => {
+    const prefix = freshPrefix();
+    const a = await started(new VirtualClock(1_000_000), prefix);
+    const b = await started(new VirtualClock(1_000_000), prefix);
+    await a.saveHeartbeats([bigHeartbeat('dea-1')], TTL);
+    const record = (await rawKey(`${prefix}/agents/dea-1`))!;
+    await a.saveHeartbeats([bigHeartbeat('dea-1', { 5: CRASHED })], TTL);
+    // Back to the record's states: an empty delta (it still vouches), the record untouched.
+    await a.saveHeartbeats([bigHeartbeat('dea-1')], TTL);
+    expect(JSON.parse((await rawKey(`${prefix}/agents/dea-1/d`))!.value).i).toEqual([]);
+    expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBe(record.mod);
+    expect(notRunning((await a.getAgents()).get('dea-1'))).toEqual([]);
+    await a.saveHeartbeats([bigHeartbeat('dea-1', { 5: CRASHED })], TTL);
+    await waitFor(async () => notRunning((await b.getAgents()).get('dea-1'))?.[0] === 5, { what: 'b to see instance 5 crash' });
+
+    // A new instance: the record with it and with instance 5 crashed, and no delta, at one revision.
+    const seenByB: StoreChange[] = [];
+    b.onChange((c) => seenByB.push(c));
+    const txns = a.stats.txns;
+    const deletes = a.stats.deletes;
+    const grown = bigHeartbeat('dea-1', { 5: CRASHED }, 101);
+    await a.saveHeartbeats([grown], TTL);
+    expect(a.stats.txns - txns).toBe(1);
+    expect(a.stats.deletes - deletes).toBe(1);
+    expect(await rawKey(`${prefix}/agents/dea-1/d`)).toBeUndefined();
+    const rewritten = (await rawKey(`${prefix}/agents/dea-1`))!;
+    expect(rewritten.mod).toBeGreaterThan(record.mod);
+    expect(rewritten.value).toContain('"CRASHED"');
+    await waitFor(async () => (await b.getAgents()).get('dea-1')?.instances.length === 101, { what: 'b to see the new instance' });
+    expect(byInstance((await b.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(grown.instances));
+    // The record and the delete of its delta came in one watch response: one refresh, one event.
+    expect(seenByB).toEqual([{ kind: 'agent', agent: 'dea-1', apps: [appKey('app-0', 'v1')] }]);
+
+    // The next state change is a delta of the new record.
+    await a.saveHeartbeats([bigHeartbeat('dea-1', { 6: CRASHED }, 101)], TTL);
+    expect(JSON.parse((await rawKey(`${prefix}/agents/dea-1/d`))!.value)).toMatchObject({ b: rewritten.mod, i: [[5, 'RUNNING', 1_700_000_000], [6, 'CRASHED', 1_700_000_100]] });
+    await waitFor(async () => notRunning((await b.getAgents()).get('dea-1'))?.join() === '6', { what: 'b to see the second delta' });
+  });
+
+  it('folds a delta that would exceed an eighth of its record into a new record', async () => {
+    const prefix = freshPrefix();
+    const a = await started(new VirtualClock(1_000_000), prefix);
+    await a.saveHeartbeats([bigHeartbeat('dea-1')], TTL);
+    const record = (await rawKey(`${prefix}/agents/dea-1`))!;
+    const ten = Object.fromEntries(Array.from({ length: 10 }, (_, i) => [i * 10, CRASHED]));
+    await a.saveHeartbeats([bigHeartbeat('dea-1', ten)], TTL);
+    expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBe(record.mod);
+    expect(JSON.parse((await rawKey(`${prefix}/agents/dea-1/d`))!.value).i).toHaveLength(10);
+
+    // 40 rows of ~26 bytes > 4.7 KB / 8.
+    const forty = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [i * 2, CRASHED]));
+    await a.saveHeartbeats([bigHeartbeat('dea-1', forty)], TTL);
+    expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBeGreaterThan(record.mod);
+    expect(await rawKey(`${prefix}/agents/dea-1/d`)).toBeUndefined();
+    expect(notRunning((await a.getAgents()).get('dea-1'))).toHaveLength(40);
+  });
+
+  it('vouches for an unchanged agent again with an empty delta, not by rewriting its record', async () => {
+    const prefix = freshPrefix();
+    const clock = new VirtualClock(1_000_000);
+    const a = await started(clock, prefix);
+    const b = await started(new VirtualClock(1_000_000), prefix);
+    const hb = bigHeartbeat('dea-1');
+    await a.saveHeartbeats([hb], TTL);
+    const record = (await rawKey(`${prefix}/agents/dea-1`))!;
+    // Unchanged for 70 s: the first save whose deadline the record's x (90 s) does not cover puts an empty delta.
+    const puts = a.stats.puts;
+    for (let t = 10_000; t <= 70_000; t += 10_000) {
+      await clock.advanceToAsync(1_000_000 + t);
+      await a.saveHeartbeats([hb], TTL);
+    }
+    expect(a.stats.puts - puts).toBe(1);
+    expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBe(record.mod);
+    expect(JSON.parse((await rawKey(`${prefix}/agents/dea-1/d`))!.value)).toEqual({ b: record.mod, x: 1_070_000 + 3 * TTL, i: [] });
+    // Another daemon counts the agent present as far as the delta vouches.
+    await waitFor(async () => (await b.getAgents()).get('dea-1')?.expiresAt === 1_070_000 + 3 * TTL, { what: 'b to see the new x' });
+  });
+
+  it('rewrites each record once per 8 × ttl of real time, each agent at its own phase', async () => {
+    const prefix = freshPrefix();
+    const clock = new VirtualClock(1_000_000);
+    let real = Date.now();
+    const a = await started(clock, prefix, undefined, { realNow: () => real });
+    const b = await started(new VirtualClock(1_000_000), prefix);
+    const names = Array.from({ length: 8 }, (_, i) => `dea-${i}`);
+    await a.saveHeartbeats(names.map((n) => bigHeartbeat(n)), TTL);
+    const records = a.stats.recordPuts;
+    const deltas = a.stats.deltaPuts;
+    const rewrites = new Map<string, number[]>(names.map((n) => [n, []]));
+    // Two periods of heartbeats every 10 s (clock and real time alike), instance 1 flipping each time.
+    for (let step = 1; step <= 48; step++) {
+      real += 10_000;
+      await clock.advanceAsync(10_000);
+      const before = await Promise.all(names.map((n) => rawKey(`${prefix}/agents/${n}`)));
+      await a.saveHeartbeats(names.map((n) => bigHeartbeat(n, step % 2 ? { 1: CRASHED } : {})), TTL);
+      const after = await Promise.all(names.map((n) => rawKey(`${prefix}/agents/${n}`)));
+      names.forEach((n, i) => {
+        if (after[i]!.mod !== before[i]!.mod) rewrites.get(n)!.push(step);
+      });
+    }
+    for (const [n, steps] of rewrites) {
+      expect(steps, n).toHaveLength(2);
+      expect(steps[1]! - steps[0]!, n).toBe(24);
+    }
+    // At different phases: not all in the same save.
+    expect(new Set([...rewrites.values()].map((s) => s[0])).size).toBeGreaterThan(1);
+    expect(a.stats.recordPuts - records).toBe(16);
+    expect(a.stats.deltaPuts - deltas).toBe(8 * 48 - 16);
+    await waitFor(async () => notRunning((await b.getAgents()).get('dea-7'))?.length === 0, { what: 'b to follow' });
+    expect(byInstance((await b.getAgents()).get('dea-3')!.instances)).toEqual(byInstance(bigHeartbeat('dea-3').instances));
+  });
+
+  it('writes a record, not a delta, when the record’s lease might end before what the delta would vouch for', async () => {
+    const prefix = freshPrefix();
+    const a = await started(new VirtualClock(1_000_000), prefix);
+    // ttl 30 s: the record's lease lives at least 12 × 30 s = 360 s.
+    await a.saveHeartbeats([bigHeartbeat('dea-1')], TTL);
+    const record = (await rawKey(`${prefix}/agents/dea-1`))!;
+    // A ttl of 100 s vouches 300 s ahead: the lease covers it.
+    await a.saveHeartbeats([bigHeartbeat('dea-1', { 1: CRASHED })], 100_000);
+    expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBe(record.mod);
+    expect(await rawKey(`${prefix}/agents/dea-1/d`)).toBeDefined();
+    // 200 s vouches 600 s ahead: it does not.
+    await a.saveHeartbeats([bigHeartbeat('dea-1', { 1: CRASHED, 2: CRASHED })], 200_000);
+    const rewritten = (await rawKey(`${prefix}/agents/dea-1`))!;
+    expect(rewritten.mod).toBeGreaterThan(record.mod);
+    expect(rewritten.lease).not.toBe(record.lease);
+    expect(await rawKey(`${prefix}/agents/dea-1/d`)).toBeUndefined();
+    expect(notRunning((await a.getAgents()).get('dea-1'))).toEqual([1, 2]);
+  });
+
+  it('etcd’s lease expiry takes the record and its delta at once, and watching stores drop the agent', async () => {
+    const prefix = freshPrefix();
+    const a = await started(new VirtualClock(1_000_000), prefix);
+    const b = await started(new VirtualClock(1_000_000), prefix);
+    // ttl 100 ms: the record's lease is granted for 2 s (1 s + a 1 s bucket). The clocks stand still,
+    // so neither store's TTL rule removes the agent: only etcd's lease does.
+    await a.saveHeartbeats([bigHeartbeat('dea-1')], 100);
+    await a.saveHeartbeats([bigHeartbeat('dea-1', { 7: CRASHED })], 100);
+    const record = (await rawKey(`${prefix}/agents/dea-1`))!;
+    const delta = (await rawKey(`${prefix}/agents/dea-1/d`))!;
+    expect(delta.lease).toBe(record.lease);
+    await waitFor(async () => notRunning((await b.getAgents()).get('dea-1'))?.join() === '7', { what: 'b to see the delta' });
+    const seenByB: StoreChange[] = [];
+    b.onChange((c) => seenByB.push(c));
+
+    await waitFor(async () => (await rawKey(`${prefix}/agents/dea-1`)) === undefined && (await rawKey(`${prefix}/agents/dea-1/d`)) === undefined, {
+      what: 'etcd to expire the lease',
+      timeoutMs: 10_000,
+    });
+    await waitFor(async () => !(await b.getAgents()).has('dea-1'), { what: 'b to drop the agent' });
+    await waitFor(async () => !(await a.getAgents()).has('dea-1'), { what: 'a to drop the agent' });
+    expect((await b.snapshot()).instances.size).toBe(0);
+    expect(seenByB).toEqual([{ kind: 'agent', agent: 'dea-1', apps: expect.arrayContaining([appKey('app-0', 'v1'), appKey('app-3', 'v1')]) }]);
+  });
+
+  it('ignores a delta of another record revision, in the cache and in dump --raw, and applies one of the record it holds', async () => {
+    const prefix = freshPrefix();
+    const a = await started(new VirtualClock(1_000_000), prefix);
+    await a.saveHeartbeats([bigHeartbeat('dea-1')], TTL);
+    const record = (await rawKey(`${prefix}/agents/dea-1`))!;
+    const raw = rawClient();
+    const seen: StoreChange[] = [];
+    a.onChange((c) => seen.push(c));
+    await raw.put(`${prefix}/agents/dea-1/d`).value(JSON.stringify({ b: record.mod - 1, x: 1_000_000, i: [[0, 'CRASHED', 1]] }));
+    await waitFor(async () => (await dumpRaw(a)).some((l) => l.startsWith(`${prefix}/agents/dea-1/d (ignored)  `)), { what: 'dump --raw to flag the delta' });
+    expect(notRunning((await a.getAgents()).get('dea-1'))).toEqual([]);
+    expect(seen).toEqual([]);
+    await raw.put(`${prefix}/agents/dea-1/d`).value(JSON.stringify({ b: record.mod, x: 1_000_000, i: [[0, 'CRASHED', 1]] }));
+    await waitFor(async () => notRunning((await a.getAgents()).get('dea-1'))?.join() === '0', { what: 'a to apply the delta' });
+    expect(seen).toEqual([{ kind: 'agent', agent: 'dea-1', apps: [appKey('app-0', 'v1')] }]);
+  });
+
+  it('writes a record, not a delta, over a record another store wrote (only the writer knows its lease)', async () => {
+    const prefix = freshPrefix();
+    const a = await started(new VirtualClock(1_000_000), prefix);
+    await a.saveHeartbeats([bigHeartbeat('dea-1')], TTL);
+    await a.saveHeartbeats([bigHeartbeat('dea-1', { 1: CRASHED })], TTL);
+    const record = (await rawKey(`${prefix}/agents/dea-1`))!;
+    const next = await started(new VirtualClock(1_000_000), prefix);
+    expect(notRunning((await next.getAgents()).get('dea-1'))).toEqual([1]);
+    await next.saveHeartbeats([bigHeartbeat('dea-1', { 1: CRASHED, 2: CRASHED })], TTL);
+    const rewritten = (await rawKey(`${prefix}/agents/dea-1`))!;
+    expect(rewritten.mod).toBeGreaterThan(record.mod);
+    expect(JSON.parse(rewritten.value).w).toBe(next.writerId);
+    expect(await rawKey(`${prefix}/agents/dea-1/d`)).toBeUndefined();
+    // From then on its own deltas.
+    await next.saveHeartbeats([bigHeartbeat('dea-1', { 2: CRASHED })], TTL);
+    expect(JSON.parse((await rawKey(`${prefix}/agents/dea-1/d`))!.value).b).toBe(rewritten.mod);
+    await waitFor(async () => notRunning((await a.getAgents()).get('dea-1'))?.join() === '2', { what: 'a to read next’s delta' });
+  });
+
+  it('escapes / and % in agent names, so an agent named x/d is not the delta of x', async () => {
+    const prefix = freshPrefix();
+    const a = await started(new VirtualClock(1_000_000), prefix);
+    await a.saveHeartbeats([bigHeartbeat('x'), heartbeat('x/d', [instance('x/d', 'app-s', 0)]), heartbeat('p%2Fq', [instance('p%2Fq', 'app-p', 0)])], TTL);
+    await a.saveHeartbeats([bigHeartbeat('x', { 0: CRASHED })], TTL);
+    const keys = (await rawClient().getAll().prefix(`${prefix}/agents/`).keys()).sort();
+    expect(keys).toEqual([`${prefix}/agents/p%252Fq`, `${prefix}/agents/x`, `${prefix}/agents/x%2Fd`, `${prefix}/agents/x/d`]);
+    const other = await started(new VirtualClock(1_000_000), prefix);
+    const agents = await other.getAgents();
+    expect([...agents.keys()].sort()).toEqual(['p%2Fq', 'x', 'x/d']);
+    expect(notRunning(agents.get('x'))).toEqual([0]);
+    expect(agents.get('x/d')?.instances.map((i) => i.app)).toEqual(['app-s']);
+    await a.removeAgent('x');
+    expect(await rawKey(`${prefix}/agents/x/d`)).toBeUndefined();
+    await waitFor(async () => !(await other.getAgents()).has('x'), { what: 'x to go' });
+    expect((await other.getAgents()).has('x/d')).toBe(true);
+  });
+
+  it('deletes an expired agent’s record and its delta, and keeps those of a present agent', async () => {
+    const prefix = freshPrefix();
+    const clock = new VirtualClock(1_000_000);
+    const a = await started(clock, prefix);
+    await a.saveHeartbeats([bigHeartbeat('dea-1'), bigHeartbeat('dea-2')], TTL);
+    await a.saveHeartbeats([bigHeartbeat('dea-1', { 1: CRASHED }), bigHeartbeat('dea-2', { 1: CRASHED })], TTL);
+    await clock.advanceAsync(20_000);
+    await a.saveHeartbeats([bigHeartbeat('dea-2', { 2: CRASHED })], TTL);
+    await clock.advanceAsync(10_000);
+    expect([...(await a.getAgents()).keys()]).toEqual(['dea-2']);
+    await waitFor(async () => (await rawKey(`${prefix}/agents/dea-1`)) === undefined && (await rawKey(`${prefix}/agents/dea-1/d`)) === undefined, {
+      what: 'dea-1’s keys to be deleted',
+    });
+    expect(await rawKey(`${prefix}/agents/dea-2/d`)).toBeDefined();
+  });
+
+  it('gets a new lease when etcd lost the pooled one, and saves on it', async () => {
+    const prefix = freshPrefix();
+    const a = await started(new VirtualClock(1_000_000), prefix);
+    await a.saveHeartbeats([bigHeartbeat('dea-1')], TTL);
+    const lost = (await rawKey(`${prefix}/agents/dea-1`))!.lease;
+    await rawClient().leaseClient.leaseRevoke({ ID: lost });
+    await waitFor(async () => !(await a.getAgents()).has('dea-1'), { what: 'the revoke to take dea-1' });
+    const grants = a.stats.leaseGrants;
+    await a.saveHeartbeats([bigHeartbeat('dea-1'), bigHeartbeat('dea-2')], TTL);
+    expect(a.stats.leaseGrants - grants).toBe(1);
+    expect((await rawKey(`${prefix}/agents/dea-2`))!.lease).not.toBe(lost);
+    await a.saveHeartbeats([bigHeartbeat('dea-1', { 3: CRASHED })], TTL);
+    expect((await rawKey(`${prefix}/agents/dea-1/d`))!.lease).toBe((await rawKey(`${prefix}/agents/dea-1`))!.lease);
+    expect(notRunning((await a.getAgents()).get('dea-1'))).toEqual([3]);
   });
 });
 

@@ -3,7 +3,10 @@
  *
  * Layout under `<prefix>/` (values in codec.ts):
  *
- *   agents/<agent>      one key per agent: its instances (compact JSON), on a shared lease
+ *   agents/<agent>      one record per agent: its instances (compact JSON), on a shared lease
+ *   agents/<agent>/d    the agent's delta: only the instances whose state changed since its
+ *                       record was written, on the record's lease ('%' and '/' in <agent> are
+ *                       written %25 and %2F, so no agent's record is another's delta)
  *   desired/<n>         the desired apps in a few chunks (an app's chunk is a hash of its key)
  *   desired/meta        {"chunks":n,"apps":count}; chunks and meta are replaced in ONE transaction
  *   crashes/<crashKey>  a crash count, on a shared lease of its TTL
@@ -28,21 +31,38 @@
  * heartbeats of absent DEAs on read. etcd's leases (whole seconds, rounded up) are only the
  * backstop that removes keys of a store that is gone.
  *
- * Agent presence without a write per heartbeat. An agent's key says until when its writer vouches
- * for it (`x` = save time + 3 × ttl) and sits on a lease that lives at least that long. A heartbeat
- * whose instance set is unchanged writes nothing while the stored `x` still covers the new
- * deadline (save time + ttl); only when it no longer does — once per 2 × ttl, about every sixth
- * heartbeat with HM9000's timings — is the key put again, same instances, new `x`, newer lease.
- * The writing store keeps the exact deadline of its own saves locally (now + ttl, as the memory
- * store does) and deletes the key when it passes; another daemon, which did not receive those
- * heartbeats, counts the agent present until the writer deletes it or until `x`, whichever comes
- * first. Leases are shared: one per (lifetime, time bucket), see leases.ts, so 10 000 agents hold
- * about nine leases, not 10 000, and no lease is ever kept alive.
+ * Agent presence without a write per heartbeat. An agent's keys say until when their writer vouches
+ * for it (`x` = save time + 3 × ttl). A heartbeat whose instance set is unchanged writes nothing
+ * while the stored `x` still covers the new deadline (save time + ttl); only when it no longer
+ * does — once per 2 × ttl, about every sixth heartbeat with HM9000's timings — is a new `x`
+ * written. The writing store keeps the exact deadline of its own saves locally (now + ttl, as the
+ * memory store does) and deletes the keys when it passes; another daemon, which did not receive
+ * those heartbeats, counts the agent present until the writer deletes them or until `x`, whichever
+ * comes first. Leases are shared: one per (lifetime, time bucket), see leases.ts, so 10 000 agents
+ * hold about nine leases, not 10 000, and no lease is ever kept alive.
  *
- * Per heartbeat of an unchanged agent that is 0 etcd requests, and one put (in a transaction of up
- * to 128 keys with the rest of the batch) every 2 × ttl. Keeping each agent's own lease alive
- * instead would cost no puts but a KeepAlive per agent per ttl/3 and 10 000 leases; putting every
- * heartbeat (HM9000's presence keys) would cost one put per agent per heartbeat.
+ * Records and deltas. A record takes ~50 to ~140 bytes per instance (13.8 KB for the 100 instances
+ * of bench/etcd.ts); rewriting it because one instance crashed would make state changes most of
+ * etcd's load. So when the instances are the
+ * same ones and only states (state, state timestamp, index) changed — or only `x` is due — the
+ * writer puts the agent's delta instead: the rows changed since the record (each ~25 bytes) and the
+ * new `x`, naming the record's revision it applies to and put on the record's lease, so both go
+ * at once when it expires. Readers (the mirror, another daemon's, `dump --raw`) apply a delta only
+ * to the record revision it names: a delta left from an older record is ignored. The record is
+ * written again, in one transaction with the delete of its delta, when the instance set changes;
+ * when the delta would exceed an eighth of the record (every delta put carries all rows changed
+ * since the record); when the record was written by another store (only the writer knows its
+ * lease); and periodically, once per 8 × ttl, each agent at its own phase of that period so
+ * records written together (all of them, at start) are rewritten evenly over it, not in one save.
+ * A record's lease lives 12 × ttl, so its deltas can vouch 3 × ttl ahead until it is rewritten; a
+ * delta is never put on a lease that might end before what it vouches for.
+ *
+ * Per heartbeat of an unchanged agent that is 0 etcd requests, and one small delta put (in a
+ * transaction of up to 128 keys with the rest of the batch) every 2 × ttl; per heartbeat with state
+ * changes one delta put; one record put per set change and every 8 × ttl. Keeping each
+ * agent's own lease alive instead would cost no puts but a KeepAlive per agent per ttl/3 and
+ * 10 000 leases; putting every heartbeat (HM9000's presence keys) would cost one put per agent per
+ * heartbeat.
  */
 import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer, groupByApp } from '../../src/pipeline/store-kit.js';
 import type { Etcd3, ICompare, IKeyValue, IRequestOp, ITxnResponse, IWatchResponse, Watcher } from 'etcd3';
@@ -72,13 +92,17 @@ import {
 } from '../../src/pipeline/store.js';
 import { createEtcdClient, describeEndpoints, etcdError, EtcdStoreError, type EtcdConnection } from './client.js';
 import {
+  applyDelta,
   decodeAgent,
+  decodeAgentDelta,
   decodeCrash,
   decodeDesiredChunk,
   decodeDesiredMeta,
   decodeFreshness,
   decodeMessage,
+  diffInstances,
   encodeAgent,
+  encodeAgentDelta,
   encodeCrash,
   encodeDesiredApp,
   encodeDesiredMeta,
@@ -86,6 +110,7 @@ import {
   encodeMessage,
   joinDesiredChunk,
   sameInstanceSet,
+  type AgentDelta,
   type AgentValue,
   type CrashValue,
   type DesiredMeta,
@@ -94,6 +119,13 @@ import { LeasePool } from './leases.js';
 
 /** An agent write vouches for its presence this many ttls beyond the saved deadline. */
 const VOUCH_EXTRA_TTLS = 2;
+/** A record is written again once per this many ttls (its deltas folded in), each agent at its own phase. */
+const RECORD_PERIOD_TTLS = 8;
+/** A record's lease: its period, the 3 ttls its last delta vouches ahead, and one ttl to spare. */
+const RECORD_LEASE_TTLS = RECORD_PERIOD_TTLS + 1 + VOUCH_EXTRA_TTLS + 1;
+/** A delta larger than this share of its record is folded into a new record. */
+const DELTA_MAX_SHARE = 1 / 8;
+const DELTA_SUFFIX = '/d';
 /** etcd's default --max-txn-ops. */
 const MAX_TXN_OPS = 128;
 /** Keep each transaction well under etcd's default --max-request-bytes (1.5 MiB). */
@@ -122,12 +154,21 @@ export interface EtcdStoreOptions {
    * listeners. Default: rethrown on a fresh microtask.
    */
   onListenerError?: (err: unknown, change: StoreChange) => void;
+  /** Real time (ms), on which etcd runs leases; tests move it to bring a record's lease near its end. */
+  realNow?: () => number;
 }
 
 /** Counts of what this store sent to etcd (for write-volume measurements and metrics). */
 export interface EtcdWriteStats {
   txns: number;
   puts: number;
+  /** Bytes of the keys and values put. */
+  putBytes: number;
+  /** Of the puts: agent records, and agent deltas. */
+  recordPuts: number;
+  deltaPuts: number;
+  /** Compare-and-deletes of expired records sent. */
+  expiredDeletes: number;
   deletes: number;
   ranges: number;
   leaseGrants: number;
@@ -174,6 +215,62 @@ interface Batch {
   /** Desired keys changed since the last 'desired' event of this batch, at this revision. */
   desiredDirty: boolean;
   desiredRev?: number;
+  /** Agents whose record or delta changed at `agentsRev`: refreshed once, after all keys of that revision. */
+  agentsDirty: Set<string>;
+  agentsRev?: number;
+  /** A range: every key is applied before anything is refreshed (a record and its delta come at different revisions). */
+  whole?: boolean;
+}
+
+function newBatch(whole = false): Batch {
+  return { changes: [], desiredDirty: false, agentsDirty: new Set(), whole };
+}
+
+/** An agent's record as the mirror holds it: its key's revision and lease, and its size. */
+interface RecordEntry {
+  value: AgentValue;
+  rev: number;
+  lease: string;
+  bytes: number;
+}
+
+/** One agent's write of a save: a new record, or a delta on the record the mirror holds. */
+interface RecordWrite {
+  kind: 'record';
+  agent: string;
+  instances: readonly InstanceHeartbeat[];
+  vouchedUntil: number;
+  /** Whether the agent's delta goes in the same transaction (it was of the old record). */
+  clearDelta: boolean;
+  /** Encoded when grouped. */
+  text?: string;
+}
+type AgentWrite = RecordWrite | { kind: 'delta'; agent: string; text: string; lease: string; record: RecordWrite };
+
+/**
+ * When `next` is `prev` with only states (state, timestamp, index) changed, in the same order: the
+ * apps of the changed instances; else undefined.
+ */
+function appsOfStateChanges(prev: readonly InstanceHeartbeat[], next: readonly InstanceHeartbeat[]): Set<AppKey> | undefined {
+  if (prev.length !== next.length) return undefined;
+  const apps = new Set<AppKey>();
+  for (let i = 0; i < prev.length; i++) {
+    const a = prev[i]!;
+    const b = next[i]!;
+    if (a === b) continue;
+    if (a.instance !== b.instance || a.app !== b.app || a.version !== b.version || a.agent !== b.agent || a.ccPartition !== b.ccPartition) return undefined;
+    if (a.state !== b.state || a.stateTimestamp !== b.stateTimestamp || a.index !== b.index) apps.add(appKey(b.app, b.version));
+  }
+  return apps;
+}
+
+/** An agent's segment of its keys: '%' and '/' escaped, so `<agent>/d` is never another agent's record. */
+function agentSegment(agent: string): string {
+  return /[%/]/.test(agent) ? agent.replace(/%/g, '%25').replace(/\//g, '%2F') : agent;
+}
+
+function agentOfSegment(segment: string): string {
+  return segment.includes('%') ? segment.replace(/%(25|2F)/g, (_, c: string) => (c === '25' ? '%' : '/')) : segment;
 }
 
 interface AgentState {
@@ -198,10 +295,11 @@ export class EtcdStore implements Store {
   readonly keys: Keys;
   /** Identifies this store instance's agent writes, so it keeps its own exact deadlines for them. */
   readonly writerId = Math.random().toString(36).slice(2, 10);
-  readonly stats: EtcdWriteStats = { txns: 0, puts: 0, deletes: 0, ranges: 0, leaseGrants: 0 };
+  readonly stats: EtcdWriteStats = { txns: 0, puts: 0, putBytes: 0, recordPuts: 0, deltaPuts: 0, expiredDeletes: 0, deletes: 0, ranges: 0, leaseGrants: 0 };
 
   private etcd: Etcd3 | undefined;
   private readonly leases: LeasePool;
+  private readonly realNow: () => number;
   private readonly logger: StoreLogger | undefined;
   private readonly where: string;
 
@@ -213,7 +311,14 @@ export class EtcdStore implements Store {
   /** Every change up to this revision under the prefix has been applied. */
   private watchRev = 0;
 
+  /** Each agent's record and delta as etcd holds them, and the two merged (what reads see). */
+  private readonly agentRecords = new Map<string, RecordEntry>();
+  private readonly agentDeltas = new Map<string, { value: AgentDelta; rev: number }>();
   private readonly agentsRaw = new Map<string, AgentValue>();
+  /** Leases this store was granted, by id → real time (ms) before which they do not expire. */
+  private readonly ownLeases = new Map<string, number>();
+  /** When (real ms) this store last wrote each agent's record, for the periodic rewrite. */
+  private readonly recordWrittenAt = new Map<string, number>();
   /** The deadline of this store's own last save of each agent (clock ms). */
   private readonly ownDeadline = new Map<string, number>();
   private readonly desiredChunks = new Map<number, DesiredApp[]>();
@@ -237,8 +342,8 @@ export class EtcdStore implements Store {
 
   private readonly expiries = new DeadlineHeap<{ kind: ExpiryKind; id: string }>();
   private readonly deadlines: DeadlineTimer;
-  /** Compare-and-deletes of expired keys in flight, by key → the revision they delete. */
-  private readonly expiredDeletes = new Map<string, number>();
+  /** Compare-and-deletes of expired keys in flight, by first key → the revisions they delete. */
+  private readonly expiredDeletes = new Map<string, string>();
   private readonly inflight = new Set<Promise<unknown>>();
 
   private watcher: Watcher | undefined;
@@ -271,11 +376,12 @@ export class EtcdStore implements Store {
     };
     this.logger = options.logger;
     this.where = `etcd at ${describeEndpoints(config.endpoints)}`;
+    this.realNow = options.realNow ?? Date.now;
     this.leases = new LeasePool(async (ttlSeconds) => {
       const res = await this.call('granting a lease', (c) => c.leaseClient.leaseGrant({ TTL: ttlSeconds }));
       this.stats.leaseGrants++;
       return res.ID;
-    });
+    }, this.realNow);
   }
 
   /** The etcd client (after start), e.g. for leader election on the same connection. */
@@ -382,10 +488,12 @@ export class EtcdStore implements Store {
 
     this.settle();
     const now = this.clock.now();
+    const realNow = this.realNow();
     const deadline = now + ttlMs;
     const vouchedUntil = deadline + VOUCH_EXTRA_TTLS * ttlMs;
+    for (const [lease, until] of this.ownLeases) if (until <= realNow) this.ownLeases.delete(lease);
     const changed: string[] = [];
-    const writes: { agent: string; text: string }[] = [];
+    const writes: AgentWrite[] = [];
     for (const hb of latest.values()) {
       const visible = this.agentStates.get(hb.agent);
       const stored = this.agentsRaw.get(hb.agent);
@@ -394,33 +502,16 @@ export class EtcdStore implements Store {
       // Unchanged and still vouched for by what etcd holds: nothing to write.
       if (!isChanged && stored !== undefined && stored.vouchedUntil >= deadline) continue;
       const instances = isChanged ? hb.instances : visible.record.instances;
-      writes.push({ agent: hb.agent, text: encodeAgent(hb.agent, { writer: this.writerId, vouchedUntil, instances }) });
+      writes.push(this.planAgentWrite(hb.agent, instances, vouchedUntil, vouchedUntil - now, realNow, ttlMs));
     }
 
     const failed = new Set<string>();
     let firstError: unknown;
-    const results: { res: ITxnResponse; ops: WriteOp[]; agents: string[] }[] = [];
+    const results: { res: ITxnResponse; ops: WriteOp[] }[][] = [];
     if (writes.length > 0) {
-      const groups: { agent: string; text: string }[][] = [];
-      let group: { agent: string; text: string }[] = [];
-      let bytes = 0;
-      for (const w of writes) {
-        if (group.length >= MAX_TXN_OPS || (group.length > 0 && bytes + w.text.length > MAX_TXN_BYTES)) {
-          groups.push(group);
-          group = [];
-          bytes = 0;
-        }
-        group.push(w);
-        bytes += w.text.length + w.agent.length;
-      }
-      groups.push(group);
-      const settled = await Promise.allSettled(
-        groups.map(async (g) => {
-          const ops = (lease: string): WriteOp[] => g.map((w) => ({ key: this.keys.agents + w.agent, value: w.text, lease }));
-          const res = await this.withLease(vouchedUntil - now, (lease) => this.commit(ops(lease), 'saving heartbeats'));
-          return { res: res.value, ops: ops(res.lease), agents: g.map((w) => w.agent) };
-        }),
-      );
+      // All transactions of a save at once: a save of many agents takes about one round trip.
+      const groups = this.groupAgentWrites(writes);
+      const settled = await Promise.allSettled(groups.map((g) => this.commitAgentWrites(g, RECORD_LEASE_TTLS * ttlMs)));
       settled.forEach((s, i) => {
         if (s.status === 'fulfilled') results.push(s.value);
         else {
@@ -432,8 +523,8 @@ export class EtcdStore implements Store {
 
     // What etcd now holds, then this store's deadlines; a failed agent keeps its old ones.
     for (const agent of latest.keys()) if (!failed.has(agent)) this.ownDeadline.set(agent, deadline);
-    const out: Batch = { changes: [], desiredDirty: false };
-    for (const r of results) this.applyResultInto(r.res, r.ops, out);
+    const out = newBatch();
+    for (const r of results.flat()) this.applyResultInto(r.res, r.ops, out);
     for (const agent of latest.keys()) this.refreshAgent(agent, out.changes);
     this.arm();
     this.emit(out.changes);
@@ -441,9 +532,125 @@ export class EtcdStore implements Store {
     return { changed };
   }
 
+  /**
+   * How to write one agent: its delta when it is present, its record is this store's, not due for
+   * its periodic rewrite and on a lease that surely outlives `leaseNeedMs` from now, the instances
+   * are the record's with other states, and the delta stays small; else a new record.
+   */
+  private planAgentWrite(
+    agent: string,
+    instances: readonly InstanceHeartbeat[],
+    vouchedUntil: number,
+    leaseNeedMs: number,
+    realNow: number,
+    ttlMs: number,
+  ): AgentWrite {
+    const record: RecordWrite = { kind: 'record', agent, instances, vouchedUntil, clearDelta: this.agentDeltas.has(agent) };
+    const entry = this.agentRecords.get(agent);
+    // (An agent that lapsed is written anew: its keys may be being deleted.)
+    if (entry === undefined || entry.value.writer !== this.writerId || !this.agentStates.has(agent)) return record;
+    const writtenAt = this.recordWrittenAt.get(agent);
+    if (writtenAt === undefined || this.recordDue(agent, writtenAt, realNow, ttlMs)) return record;
+    const leaseUntil = this.ownLeases.get(entry.lease);
+    if (leaseUntil === undefined || leaseUntil - realNow < leaseNeedMs) return record;
+    const rows = diffInstances(entry.value.instances, instances);
+    if (rows === undefined) return record;
+    const text = encodeAgentDelta({ base: entry.rev, vouchedUntil, rows });
+    if (text.length > entry.bytes * DELTA_MAX_SHARE) return record;
+    // Should the delta's put fail, this record replaces it; the delta, of an older record, is then ignored.
+    return { kind: 'delta', agent, text, lease: entry.lease, record: { ...record, clearDelta: false } };
+  }
+
+  /**
+   * Whether a record written at `writtenAt` is due again: once per period, when real time crosses
+   * the agent's phase in it. Phases are spread by a hash of the agent, so records written in the
+   * same save (all of them, at start) are rewritten evenly over the period, not all at once.
+   */
+  private recordDue(agent: string, writtenAt: number, realNow: number, ttlMs: number): boolean {
+    const period = RECORD_PERIOD_TTLS * ttlMs;
+    const phase = (chunkOf(agent, 4096) / 4096) * period;
+    return Math.floor((realNow + phase) / period) > Math.floor((writtenAt + phase) / period);
+  }
+
+  private recordText(w: RecordWrite): string {
+    return (w.text ??= encodeAgent(w.agent, { writer: this.writerId, vouchedUntil: w.vouchedUntil, instances: w.instances }));
+  }
+
+  /** Transactions of at most MAX_TXN_OPS operations and MAX_TXN_BYTES. */
+  private groupAgentWrites(writes: readonly AgentWrite[]): AgentWrite[][] {
+    const groups: AgentWrite[][] = [];
+    let group: AgentWrite[] = [];
+    let ops = 0;
+    let bytes = 0;
+    for (const w of writes) {
+      const n = w.kind === 'record' && w.clearDelta ? 2 : 1;
+      const size = (w.kind === 'record' ? this.recordText(w).length : w.text.length) + w.agent.length;
+      if (group.length > 0 && (ops + n > MAX_TXN_OPS || bytes + size > MAX_TXN_BYTES)) {
+        groups.push(group);
+        group = [];
+        ops = 0;
+        bytes = 0;
+      }
+      group.push(w);
+      ops += n;
+      bytes += size;
+    }
+    groups.push(group);
+    return groups;
+  }
+
+  /**
+   * One transaction of agent writes. When etcd has lost a lease (the pool's, or a record's that a
+   * delta goes on), the pool gets a new one and the deltas become records, once.
+   */
+  private async commitAgentWrites(writes: readonly AgentWrite[], recordLifeMs: number, retry = true): Promise<{ res: ITxnResponse; ops: WriteOp[] }[]> {
+    const pooled = writes.some((w) => w.kind === 'record') ? await this.leases.leaseFor(recordLifeMs) : undefined;
+    if (pooled) this.ownLeases.set(pooled.id, pooled.until);
+    const ops: WriteOp[] = [];
+    for (const w of writes) {
+      if (w.kind === 'delta') {
+        ops.push({ key: this.deltaKey(w.agent), value: w.text, lease: w.lease });
+        continue;
+      }
+      ops.push({ key: this.recordKey(w.agent), value: this.recordText(w), lease: pooled!.id });
+      if (w.clearDelta) ops.push({ key: this.deltaKey(w.agent) });
+    }
+    try {
+      const res = await this.commit(ops, 'saving heartbeats');
+      const at = this.realNow();
+      for (const w of writes) {
+        if (w.kind === 'record') this.recordWrittenAt.set(w.agent, at);
+        this.stats[w.kind === 'delta' ? 'deltaPuts' : 'recordPuts']++;
+      }
+      return [{ res, ops }];
+    } catch (err) {
+      if (!retry || !/lease not found/i.test((err as Error).message)) throw err;
+      if (pooled) {
+        this.leases.forget(pooled.id);
+        this.ownLeases.delete(pooled.id);
+      }
+      const records = writes.map((w) => {
+        if (w.kind === 'record') return w;
+        this.ownLeases.delete(w.lease);
+        return w.record;
+      });
+      // Records are larger than deltas: grouped again.
+      const again = await Promise.all(this.groupAgentWrites(records).map((g) => this.commitAgentWrites(g, recordLifeMs, false)));
+      return again.flat();
+    }
+  }
+
+  recordKey(agent: string): string {
+    return this.keys.agents + agentSegment(agent);
+  }
+
+  deltaKey(agent: string): string {
+    return this.keys.agents + agentSegment(agent) + DELTA_SUFFIX;
+  }
+
   async removeAgent(agent: string): Promise<void> {
     this.settle();
-    const ops: WriteOp[] = [{ key: this.keys.agents + agent }];
+    const ops: WriteOp[] = [{ key: this.recordKey(agent) }, { key: this.deltaKey(agent) }];
     const res = await this.commit(ops, `removing agent ${agent}`);
     this.ownDeadline.delete(agent);
     this.applyResult(res, ops);
@@ -594,7 +801,9 @@ export class EtcdStore implements Store {
 
   /**
    * Every key under the prefix as etcd holds it now, one line each: `key  value  (lease <id> ttl
-   * <remaining>s)` or `(no lease)`, sorted by key. Read from etcd, not from the cache.
+   * <remaining>s)` or `(no lease)`, sorted by key; after an agent's delta, one more line
+   * `<record key> (merged)  <record with the delta applied>`, the agent as every store reads it.
+   * Read from etcd, not from the cache.
    */
   async dumpRaw(): Promise<string[]> {
     const { kvs } = await this.rangeAll(this.keys.root, 'dumping the keys');
@@ -603,10 +812,38 @@ export class EtcdStore implements Store {
       const res = await this.call('reading a lease', (c) => c.leaseClient.leaseTimeToLive({ ID: lease }));
       ttls.set(lease, Number(res.TTL) < 0 ? 'expired' : `${res.TTL}s`);
     }
-    return kvs.map((kv) => {
+    const records = new Map<string, IKeyValue>();
+    const lines: string[] = [];
+    for (const kv of kvs) {
+      const key = kv.key.toString();
       const lease = kv.lease === '0' ? '(no lease)' : `(lease ${BigInt(kv.lease).toString(16)} ttl ${ttls.get(kv.lease)})`;
-      return `${kv.key.toString()}  ${kv.value.toString()}  ${lease}`;
-    });
+      lines.push(`${key}  ${kv.value.toString()}  ${lease}`);
+      const agentKey = key.startsWith(this.keys.agents) ? this.parseAgentKey(key) : undefined;
+      if (agentKey === undefined) continue;
+      if (!agentKey.delta) {
+        records.set(agentKey.agent, kv);
+        continue;
+      }
+      // After a delta (it sorts after its record), the agent as readers see it.
+      const record = records.get(agentKey.agent);
+      try {
+        const delta = decodeAgentDelta(agentKey.agent, kv.value.toString());
+        if (record === undefined || Number(record.mod_revision) !== delta.base) {
+          lines.push(`${key} (ignored)  a delta of record revision ${delta.base}, which etcd does not hold`);
+          continue;
+        }
+        const base = decodeAgent(agentKey.agent, record.value.toString());
+        const merged = encodeAgent(agentKey.agent, {
+          writer: base.writer,
+          vouchedUntil: Math.max(base.vouchedUntil, delta.vouchedUntil),
+          instances: applyDelta(agentKey.agent, base.instances, delta.rows),
+        });
+        lines.push(`${record.key.toString()} (merged)  ${merged}  (record revision ${delta.base} with its delta: as the store reads it)`);
+      } catch (err) {
+        lines.push(`${key} (unreadable)  ${(err as Error).message}`);
+      }
+    }
+    return lines;
   }
 
   // --- the decision audit, kept beside the state ---
@@ -658,7 +895,10 @@ export class EtcdStore implements Store {
     this.stats.txns++;
     for (const op of ops) {
       if (op.value === undefined) this.stats.deletes++;
-      else this.stats.puts++;
+      else {
+        this.stats.puts++;
+        this.stats.putBytes += Buffer.byteLength(op.key) + Buffer.byteLength(op.value);
+      }
     }
     try {
       const res = await this.call(doing, (c) => c.kv.txn({ compare, success, failure: [] }));
@@ -776,12 +1016,12 @@ export class EtcdStore implements Store {
   /** Reads every key under `prefix` and makes the mirror of that part match. */
   private async refreshRange(prefix: string, doing: string): Promise<number> {
     const { kvs, revision } = await this.rangeAll(prefix, doing);
-    const out: Batch = { changes: [], desiredDirty: false };
+    const out = newBatch(true);
     const seen = new Set<string>();
     for (const kv of kvs) {
       const key = kv.key.toString();
       seen.add(key);
-      this.applyKv(key, kv.value.toString(), Number(kv.mod_revision), out);
+      this.applyKv(key, kv.value.toString(), Number(kv.mod_revision), out, kv.lease);
     }
     for (const [key, rev] of [...this.revs]) {
       if (key.startsWith(prefix) && !seen.has(key) && rev < revision) this.applyKv(key, undefined, revision, out);
@@ -846,12 +1086,15 @@ export class EtcdStore implements Store {
   }
 
   private onWatchData(res: IWatchResponse): void {
-    const out: Batch = { changes: [], desiredDirty: false };
+    const out = newBatch();
     let highest = 0;
     for (const ev of res.events) {
       const rev = Number(ev.kv.mod_revision);
       highest = Math.max(highest, rev);
-      this.applyKv(ev.kv.key.toString(), ev.type === 'Put' ? ev.kv.value.toString() : undefined, rev, out);
+      const key = ev.kv.key.toString();
+      // Most events are this store's own writes, already applied: skip them before reading the value.
+      if (rev <= (this.revs.get(key) ?? this.tombs.get(key) ?? 0)) continue;
+      this.applyKv(key, ev.type === 'Put' ? ev.kv.value.toString() : undefined, rev, out, ev.kv.lease);
     }
     // An answer without events is a progress notice: nothing is pending up to its revision.
     this.watchRev = Math.max(this.watchRev, res.events.length > 0 ? highest : Number(res.header.revision));
@@ -868,7 +1111,7 @@ export class EtcdStore implements Store {
 
   /** Applies a committed write at its revision (unless the watch already has) and emits. */
   private applyResult(res: ITxnResponse, ops: readonly WriteOp[]): void {
-    const out: Batch = { changes: [], desiredDirty: false };
+    const out = newBatch();
     this.applyResultInto(res, ops, out);
     this.arm();
     this.emit(out.changes);
@@ -877,12 +1120,17 @@ export class EtcdStore implements Store {
   private applyResultInto(res: ITxnResponse, ops: readonly WriteOp[], out: Batch): void {
     const rev = Number(res.header.revision);
     if (rev > this.watchRev) {
-      for (const op of ops) this.applyKv(op.key, op.value, rev, out);
+      for (const op of ops) this.applyKv(op.key, op.value, rev, out, op.lease);
     }
     this.finishBatch(out);
   }
 
   private finishBatch(out: Batch): void {
+    if (out.agentsDirty.size > 0) {
+      const agents = [...out.agentsDirty];
+      out.agentsDirty.clear();
+      for (const agent of agents) this.refreshMerged(agent, out.changes);
+    }
     if (!out.desiredDirty) return;
     out.desiredDirty = false;
     const next = new Map<AppKey, DesiredApp>();
@@ -893,7 +1141,7 @@ export class EtcdStore implements Store {
   }
 
   /** One key's new state at `rev` (undefined: deleted), if newer than what the mirror holds. */
-  private applyKv(key: string, text: string | undefined, rev: number, out: Batch): void {
+  private applyKv(key: string, text: string | undefined, rev: number, out: Batch, lease = '0'): void {
     const k = this.keys;
     const kind = key.startsWith(k.agents)
       ? 'agent'
@@ -909,9 +1157,17 @@ export class EtcdStore implements Store {
                 ? 'fresh'
                 : undefined;
     if (kind === undefined) return; // not a store key (e.g. a leader election under the prefix)
+    const agentKey = kind === 'agent' ? this.parseAgentKey(key) : undefined;
+    if (kind === 'agent' && agentKey === undefined) return;
     if (rev <= (this.revs.get(key) ?? this.tombs.get(key) ?? 0)) return;
-    // One 'desired' event per desired transaction, in its place among the other changes.
-    if (out.desiredDirty && (kind !== 'desired' || out.desiredRev !== rev)) this.finishBatch(out);
+    // One 'desired' event per desired transaction, one refresh of an agent per transaction (its
+    // record and delta change together), each in its place among the other changes.
+    if (
+      !out.whole &&
+      ((out.desiredDirty && (kind !== 'desired' || out.desiredRev !== rev)) || (out.agentsDirty.size > 0 && (kind !== 'agent' || out.agentsRev !== rev)))
+    ) {
+      this.finishBatch(out);
+    }
     if (text === undefined) {
       this.revs.delete(key);
       this.tombs.set(key, rev);
@@ -924,7 +1180,10 @@ export class EtcdStore implements Store {
     try {
       switch (kind) {
         case 'agent':
-          this.applyAgent(key.slice(k.agents.length), text, out.changes);
+          out.agentsDirty.add(agentKey!.agent);
+          out.agentsRev = rev;
+          if (agentKey!.delta) this.applyAgentDelta(agentKey!.agent, text, rev);
+          else this.applyAgentRecord(agentKey!.agent, text, rev, lease);
           break;
         case 'desired':
           this.applyDesired(key.slice(k.desired.length), text);
@@ -949,18 +1208,49 @@ export class EtcdStore implements Store {
     }
   }
 
-  private applyAgent(agent: string, text: string | undefined, out: StoreChange[]): void {
-    if (text === undefined) {
-      this.agentsRaw.delete(agent);
+  /** An agent's record or delta key, or undefined for any other key under agents/. */
+  private parseAgentKey(key: string): { agent: string; delta: boolean } | undefined {
+    const rest = key.slice(this.keys.agents.length);
+    const delta = rest.endsWith(DELTA_SUFFIX);
+    const segment = delta ? rest.slice(0, -DELTA_SUFFIX.length) : rest;
+    if (segment === '' || segment.includes('/')) return undefined;
+    return { agent: agentOfSegment(segment), delta };
+  }
+
+  /** (An unreadable record or delta counts as absent; the caller logs why.) */
+  private applyAgentRecord(agent: string, text: string | undefined, rev: number, lease: string): void {
+    this.agentRecords.delete(agent);
+    if (text !== undefined) this.agentRecords.set(agent, { value: decodeAgent(agent, text), rev, lease, bytes: text.length });
+    else {
       this.ownDeadline.delete(agent);
+      this.recordWrittenAt.delete(agent);
+    }
+  }
+
+  private applyAgentDelta(agent: string, text: string | undefined, rev: number): void {
+    this.agentDeltas.delete(agent);
+    if (text !== undefined) this.agentDeltas.set(agent, { value: decodeAgentDelta(agent, text), rev });
+  }
+
+  /** The agent's record with its delta applied (a delta of another record revision is ignored), then the TTL rule. */
+  private refreshMerged(agent: string, out: StoreChange[]): void {
+    const record = this.agentRecords.get(agent);
+    const delta = this.agentDeltas.get(agent);
+    if (record === undefined) {
+      this.agentsRaw.delete(agent);
+      // A delta without its record (left by a write racing the record's delete): nobody reads it.
+      if (delta !== undefined) this.deleteExpired([this.deltaKey(agent)]);
     } else {
-      try {
-        this.agentsRaw.set(agent, decodeAgent(agent, text));
-      } catch (err) {
-        this.agentsRaw.delete(agent);
-        this.refreshAgent(agent, out);
-        throw err;
+      let { instances, vouchedUntil } = record.value;
+      if (delta !== undefined && delta.value.base === record.rev) {
+        try {
+          instances = applyDelta(agent, instances, delta.value.rows);
+          vouchedUntil = Math.max(vouchedUntil, delta.value.vouchedUntil);
+        } catch (err) {
+          this.logger?.warn({ agent, error: (err as Error).message }, `ignoring the delta of agent ${agent}: ${(err as Error).message}`);
+        }
       }
+      this.agentsRaw.set(agent, { writer: record.value.writer, vouchedUntil, instances });
     }
     this.refreshAgent(agent, out);
   }
@@ -1050,8 +1340,19 @@ export class EtcdStore implements Store {
         return;
       }
       const instances: readonly InstanceHeartbeat[] = stored.instances;
-      const byApp = new Map<AppKey, readonly InstanceHeartbeat[]>(groupByApp(instances));
-      const apps = this.replaceAgentInstances(agent, previous?.byApp, byApp);
+      // Most changes are a few states (a delta): regroup only the apps they touch.
+      const touched = previous === undefined ? undefined : appsOfStateChanges(previous.record.instances, instances);
+      let byApp: Map<AppKey, readonly InstanceHeartbeat[]>;
+      if (touched === undefined) byApp = groupByApp(instances);
+      else {
+        byApp = new Map(previous!.byApp);
+        for (const key of touched) byApp.set(key, []);
+        for (const inst of instances) {
+          const key = appKey(inst.app, inst.version);
+          if (touched.has(key)) (byApp.get(key) as InstanceHeartbeat[]).push(inst);
+        }
+      }
+      const apps = this.replaceAgentInstances(agent, previous?.byApp, byApp, touched);
       const record: AgentRecord = { agent, instances, expiresAt: deadline };
       this.agentStates.set(agent, { record, byApp });
       this.agents.set(agent, record);
@@ -1065,16 +1366,18 @@ export class EtcdStore implements Store {
       this.agents.delete(agent);
       out.push({ kind: 'agent', agent, apps });
     }
-    if (stored !== undefined) this.deleteExpired(this.keys.agents + agent);
+    if (stored !== undefined) this.deleteExpired([this.recordKey(agent), this.deltaKey(agent)]);
   }
 
+  /** Updates the per-app instance lists for one agent's change (of the apps in `only`, when given). */
   private replaceAgentInstances(
     agent: string,
     before: ReadonlyMap<AppKey, readonly InstanceHeartbeat[]> | undefined,
     after: ReadonlyMap<AppKey, readonly InstanceHeartbeat[]>,
+    only?: ReadonlySet<AppKey>,
   ): AppKey[] {
     const affected: AppKey[] = [];
-    const keys = new Set<AppKey>([...(before?.keys() ?? []), ...after.keys()]);
+    const keys = only ?? new Set<AppKey>([...(before?.keys() ?? []), ...after.keys()]);
     for (const key of keys) {
       const oldList = before?.get(key);
       const newList = after.get(key);
@@ -1115,7 +1418,7 @@ export class EtcdStore implements Store {
       this.deleteCrash(id);
       out.push({ kind: 'crash', key: id, app: crashApp(id) });
     }
-    if (stored !== undefined) this.deleteExpired(this.keys.crashes + id);
+    if (stored !== undefined) this.deleteExpired([this.keys.crashes + id]);
   }
 
   private setCrash(id: string, count: CrashCount): void {
@@ -1156,30 +1459,33 @@ export class EtcdStore implements Store {
       this.freshness.delete(which);
       out.push({ kind: 'freshness', which });
     }
-    if (stored !== undefined) this.deleteExpired(this.keys.fresh + which);
+    if (stored !== undefined) this.deleteExpired([this.keys.fresh + which]);
   }
 
   /**
-   * Deletes the key of an expired record in the background — only if nobody rewrote it since
-   * (compare on its revision). If it fails, the key's lease removes it later.
+   * Deletes the keys of an expired record in the background — only if nobody wrote any of them
+   * since (compare on their revisions; an absent key must still be absent). If it fails, the
+   * keys' lease removes them later.
    */
-  private deleteExpired(key: string): void {
-    const rev = this.revs.get(key);
-    if (rev === undefined || this.expiredDeletes.get(key) === rev || !this.etcd || this.stopped) return;
-    this.expiredDeletes.set(key, rev);
-    const ops: WriteOp[] = [{ key }];
-    const compare: ICompare = { key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: rev };
+  private deleteExpired(keys: readonly string[]): void {
+    const revs = keys.map((key) => this.revs.get(key) ?? 0);
+    const id = revs.join('/');
+    if (revs.every((r) => r === 0) || this.expiredDeletes.get(keys[0]!) === id || !this.etcd || this.stopped) return;
+    this.expiredDeletes.set(keys[0]!, id);
+    const ops: WriteOp[] = keys.map((key) => ({ key }));
+    const compare: ICompare[] = keys.map((key, i) => ({ key: Buffer.from(key), target: 'Mod', result: 'Equal', mod_revision: revs[i]! }));
     const p = this.call('deleting an expired key', (c) =>
-      c.kv.txn({ compare: [compare], success: [{ request_delete_range: { key: Buffer.from(key) } }], failure: [] }),
+      c.kv.txn({ compare, success: keys.map((key) => ({ request_delete_range: { key: Buffer.from(key) } })), failure: [] }),
     )
       .then((res) => {
         this.stats.txns++;
-        this.stats.deletes++;
+        this.stats.expiredDeletes++;
+        this.stats.deletes += keys.length;
         if (res.succeeded && !this.stopped) this.applyResult(res, ops);
       })
-      .catch((err: unknown) => this.logger?.debug({ key, error: (err as Error).message }, 'deleting an expired key failed; its lease will'))
+      .catch((err: unknown) => this.logger?.debug({ keys, error: (err as Error).message }, 'deleting an expired key failed; its lease will'))
       .finally(() => {
-        if (this.expiredDeletes.get(key) === rev) this.expiredDeletes.delete(key);
+        if (this.expiredDeletes.get(keys[0]!) === id) this.expiredDeletes.delete(keys[0]!);
         this.inflight.delete(p);
       });
     this.inflight.add(p);
@@ -1228,4 +1534,9 @@ export class EtcdStore implements Store {
 /** Every key of the store's prefix as `key  value  (lease <id> ttl <n>s)` lines, for `hmgate dump --raw`. */
 export function dumpRaw(store: EtcdStore): Promise<string[]> {
   return store.dumpRaw();
+}
+
+/** How often every agent record is written again (the periodic compaction of its delta), for an agent ttl of `ttlMs`. */
+export function recordPeriodMs(ttlMs: number): number {
+  return RECORD_PERIOD_TTLS * ttlMs;
 }

@@ -18,6 +18,8 @@ export interface PooledLease {
   /** The lease id, as etcd3 returns it (a decimal string). */
   id: string;
   ttlSeconds: number;
+  /** Real time (ms) before which etcd does not expire it: the grant was asked for no earlier than ttl before. */
+  until: number;
 }
 
 interface Slot {
@@ -79,7 +81,7 @@ export class LeasePool {
     const requestedAt = this.now();
     const id = await this.grant(ttlSeconds);
     this.granted++;
-    const lease = { id, ttlSeconds };
+    const lease = { id, ttlSeconds, until: requestedAt + ttlSeconds * 1000 };
     this.slots.set(life, { lease, usableUntil: requestedAt + bucket * 1000 });
     return lease;
   }
