@@ -757,7 +757,8 @@ export class BulkApiSource implements Stage {
     this.stats.total = { ...this.totals };
     this.stats.bulkUpdateLoopDurationS = (now - this.totalsResetAt) / 1000;
     // Raised at once, like the rest of the walk's events; the store write below may take a while.
-    this.emit(this.opts.forget_unseen ? { kind: 'walk', phase: 'done', seen: [...seen] } : { kind: 'walk', phase: 'done' });
+    const users = this.stats.totalUsers !== null ? { users: this.stats.totalUsers } : {};
+    this.emit(this.opts.forget_unseen ? { kind: 'walk', phase: 'done', seen: [...seen], ...users } : { kind: 'walk', phase: 'done', ...users });
     try {
       await this.ctx.store.replaceDesired(kept.values());
       await this.ctx.store.bumpFreshness('desired', this.ctx.freshness.desiredTtlMs);

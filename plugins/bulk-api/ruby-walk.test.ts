@@ -166,7 +166,7 @@ describe('walk: ruby — one update', () => {
       kind: 'desired',
       app: { guid: 'app-a', version: 'va', instances: 2, state: 'STARTED', packageState: 'STAGED', updatedAt: '2013-07-31 22:00:00 +0000', memory: 256 },
     });
-    expect(emitted.at(-1)).toEqual({ kind: 'walk', phase: 'done' }); // no seen list without forget_unseen
+    expect(emitted.at(-1)).toEqual({ kind: 'walk', phase: 'done', users: 42 }); // no seen list without forget_unseen; the user count for varz
   });
 
   it('keeps in the store what should run, bumps desired freshness, and publishes the statistics', async () => {
@@ -206,7 +206,7 @@ describe('walk: ruby — one update', () => {
     cc.setApps([...apps, { guid: 'app-bad', version: 'vx', extra: { updated_at: null } }]);
     const src = await source({ forget_unseen: true });
     await tick(src);
-    expect(emitted.at(-1)).toEqual({ kind: 'walk', phase: 'done', seen: ['app-a', 'app-b', 'app-c', 'app-bad'] });
+    expect(emitted.at(-1)).toEqual({ kind: 'walk', phase: 'done', seen: ['app-a', 'app-b', 'app-c', 'app-bad'], users: 42 });
     expect(() => new BulkApiSource(options({ walk: 'hm9000', forget_unseen: true }), context())).toThrow(/forget_unseen needs walk: ruby/);
   });
 

@@ -256,6 +256,9 @@ export class VirtualClock implements Clock {
  * agree. Timers of at least one step are aligned to the step grid, so a periodic task started on
  * the grid stays on it instead of drifting by its own latency; shorter timers run as asked.
  */
+/** How far past a step real timers are aimed (see SteppedClock.margin). */
+const REAL_TIMER_MARGIN_MS = 3;
+
 export class SteppedClock implements Clock {
   constructor(
     private readonly inner: Clock,
@@ -268,7 +271,15 @@ export class SteppedClock implements Clock {
 
   setTimeout(fn: () => void, ms: number): Timer {
     if (!(ms >= this.resolutionMs)) return this.inner.setTimeout(fn, ms);
-    return this.inner.setTimeout(fn, Math.max(0, this.now() + ms - this.inner.now()));
+    return this.inner.setTimeout(fn, Math.max(0, this.now() + ms - this.inner.now() + this.margin));
+  }
+
+  /**
+   * Node's timers can fire a millisecond before they are due; one aimed exactly at a step would
+   * then read the step before. Real timers are aimed a little past it (virtual ones are exact).
+   */
+  private get margin(): number {
+    return this.inner instanceof RealClock ? REAL_TIMER_MARGIN_MS : 0;
   }
 
   clearTimeout(timer: Timer | undefined): void {

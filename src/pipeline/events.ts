@@ -58,9 +58,10 @@ export type FoundationEvent =
   /**
    * A bulk walk began or completed (a walk that fails raises no `done`). `seen`, on `done` only when
    * the source forgets unseen apps (bulk-api forget_unseen), lists every app guid that walk
-   * reported: the records of all other apps are to be forgotten.
+   * reported: the records of all other apps are to be forgotten. `users`: the CC's user count from
+   * /bulk/counts, when asked (the Ruby HM's varz total_users).
    */
-  | { kind: 'walk'; phase: 'start' | 'done'; seen?: readonly string[] }
+  | { kind: 'walk'; phase: 'start' | 'done'; seen?: readonly string[]; users?: number }
   /** An analysis pass began (first slice) or completed (last slice). */
   | { kind: 'pass'; phase: 'start' | 'done'; durationMs?: number };
 
