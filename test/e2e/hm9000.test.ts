@@ -114,7 +114,8 @@ describe('hm9000 preset end to end (heartbeat 200 ms)', () => {
     const expected = [GRACE, GRACE, 2 * GRACE, 3 * GRACE, 3 * GRACE];
     gaps.forEach((g, i) => {
       expect(g).toBeGreaterThanOrEqual(expected[i]! - 50);
-      expect(g).toBeLessThanOrEqual(expected[i]! + 2 * HB + 100);
+      // The lower bound is the back-off; the upper allows a couple of late cycles on a busy machine.
+      expect(g).toBeLessThanOrEqual(expected[i]! + 4 * HB + 100);
     });
   });
 
