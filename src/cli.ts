@@ -161,9 +161,14 @@ export function buildProgram(): Command {
       .option('--evacuate-at <time>', 'when one agent evacuates all its instances')
       .option('--version-change-at <time>', 'when one app changes to a new version')
       .option('--cc-outage <from-to>', 'a Cloud Controller outage, e.g. 5m-8m')
-      .option('--duration <time>', 'virtual time to run', '15m')
+      .option('--duration <time>', 'time to run: virtual, or real with --live', '15m')
       .option('--seed <n>', 'random seed, for a repeatable run', '1')
-      .option('--timeline', 'print every order with its time and reason'),
+      .option('--timeline', 'print every order with its time and reason')
+      .option('--live', "live: real heartbeats on the config's NATS and a bulk API on a loopback port, in real time (until --duration or SIGINT/SIGTERM)")
+      .option('--churn <r>', 'live: share of instances restarted every heartbeat interval (0-1)', '0')
+      .option('--obey', 'live: carry out the start and stop orders heard')
+      .option('--cc-port <n>', "live: the bulk API's port (default: the port of the config's bulk-api url on 127.0.0.1, else any free one)")
+      .option('--remove-at <time>', 'live: when instance 0 of app 0 vanishes from its agent'),
   ).action(async (o: SimulateArgs & { config?: string }) => {
     const loaded = await load(o.config);
     try {

@@ -7,6 +7,7 @@ import { join, relative, resolve } from 'node:path';
 import { ConfigError, formatProblem } from '../config/errors.js';
 import { parseDuration } from '../config/duration.js';
 import type { LoadedConfig } from '../config/load.js';
+import { formatLiveSummary, liveOptionsFromConfig, LiveSimulator } from './live.js';
 import { formatTimeline, runScenario } from './scenario.js';
 import { simulateFoundation, type SimulationOptions } from './simulate.js';
 
@@ -63,6 +64,12 @@ export interface SimulateArgs {
   duration: string;
   seed: string;
   timeline: boolean;
+  /** Live mode: real heartbeats on the config's NATS and a real bulk API, in real time. */
+  live?: boolean;
+  churn?: string;
+  obey?: boolean;
+  ccPort?: string;
+  removeAt?: string;
 }
 
 export function simulationOptions(a: SimulateArgs, heartbeatMs: number): SimulationOptions {
@@ -95,6 +102,7 @@ export function simulationOptions(a: SimulateArgs, heartbeatMs: number): Simulat
 }
 
 export async function runSimulate(loaded: LoadedConfig, a: SimulateArgs, write: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+  if (a.live) return runLiveSimulate(loaded, a, write);
   const o = simulationOptions(a, loaded.heartbeatMs);
   const t0 = performance.now();
   const { result, summary } = await simulateFoundation(loaded, o);
@@ -110,4 +118,53 @@ export async function runSimulate(loaded: LoadedConfig, a: SimulateArgs, write: 
     ].join('\n'),
   );
   return 0;
+}
+
+/** The live mode's options from the command line (durations in the config's heartbeat units too). */
+export function liveSimulationOptions(loaded: LoadedConfig, a: SimulateArgs) {
+  const o = simulationOptions(a, loaded.heartbeatMs);
+  const churn = Number(a.churn ?? 0);
+  if (!(churn >= 0 && churn <= 1)) throw new Error(`--churn must be between 0 and 1, not "${a.churn}"`);
+  let ccPort: number | undefined;
+  if (a.ccPort !== undefined) {
+    ccPort = Number(a.ccPort);
+    if (!Number.isInteger(ccPort) || ccPort < 0 || ccPort > 65535) throw new Error(`--cc-port must be a port number (0: any free one), not "${a.ccPort}"`);
+  }
+  return liveOptionsFromConfig(loaded, {
+    agents: o.agents,
+    instancesPerAgent: o.instancesPerAgent,
+    instancesPerApp: o.instancesPerApp,
+    churn,
+    seed: o.seed,
+    durationMs: o.durationMs,
+    obey: Boolean(a.obey),
+    removeAtMs: a.removeAt === undefined ? undefined : parseDuration(a.removeAt, loaded.heartbeatMs),
+    ccPort,
+  });
+}
+
+/**
+ * `hmgate simulate --live`: runs until --duration or the first SIGINT/SIGTERM (a second one exits
+ * at once), then prints the summary.
+ */
+export async function runLiveSimulate(loaded: LoadedConfig, a: SimulateArgs, write: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+  const sim = new LiveSimulator(liveSimulationOptions(loaded, a), (line) => write(`${line}\n`));
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) process.exit(1);
+    signalled = true;
+    write(`${signal} received: stopping\n`);
+    void sim.stop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await sim.start();
+    write(formatLiveSummary(await sim.done));
+    return 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await sim.stop();
+  }
 }
