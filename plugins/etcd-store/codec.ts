@@ -47,11 +47,12 @@ export interface AgentValue {
 
 type EncodedInstance = [number, string, number, string, number, ...(string | null)[]];
 
-export function encodeAgent(agent: string, value: AgentValue): string {
+/** Instances as rows naming their app by index into `p` (shared by records and deltas' additions). */
+function encodeRows(agent: string, instances: readonly InstanceHeartbeat[]): { p: [string, string][]; i: EncodedInstance[] } {
   const pairs: [string, string][] = [];
   const pairIndex = new Map<string, number>();
   const list: EncodedInstance[] = [];
-  for (const inst of value.instances) {
+  for (const inst of instances) {
     const pairKey = `${inst.app}\u0000${inst.version}`;
     let p = pairIndex.get(pairKey);
     if (p === undefined) {
@@ -64,20 +65,16 @@ export function encodeAgent(agent: string, value: AgentValue): string {
     else if (inst.ccPartition !== undefined) row.push(inst.ccPartition);
     list.push(row);
   }
-  return JSON.stringify({ w: value.writer, x: value.vouchedUntil, p: pairs, i: list });
+  return { p: pairs, i: list };
 }
 
-export function decodeAgent(agent: string, text: string): AgentValue {
-  const what = `agent ${agent}`;
-  const v = parse(what, text) as { w?: unknown; x?: unknown; p?: unknown; i?: unknown };
-  if (typeof v !== 'object' || v === null) fail(what, 'not an object');
-  if (!isString(v.w) || !isNumber(v.x) || !Array.isArray(v.p) || !Array.isArray(v.i)) fail(what, 'missing w, x, p or i');
-  const pairs = v.p as unknown[];
+function decodeRows(what: string, agent: string, pairs: unknown, rows: unknown): InstanceHeartbeat[] {
+  if (!Array.isArray(pairs) || !Array.isArray(rows)) fail(what, 'missing p or i');
   for (const pair of pairs) {
     if (!Array.isArray(pair) || !isString(pair[0]) || !isString(pair[1])) fail(what, 'bad app pair');
   }
   const instances: InstanceHeartbeat[] = [];
-  for (const row of v.i as unknown[]) {
+  for (const row of rows as unknown[]) {
     if (!Array.isArray(row) || row.length < 5) fail(what, 'bad instance row');
     const [p, instance, index, state, ts, cc, owner] = row as unknown[];
     const pair = isNumber(p) ? (pairs[p] as [string, string] | undefined) : undefined;
@@ -86,18 +83,37 @@ export function decodeAgent(agent: string, text: string): AgentValue {
     if (isString(cc)) inst.ccPartition = cc;
     instances.push(inst);
   }
-  return { writer: v.w, vouchedUntil: v.x, instances };
+  return instances;
+}
+
+export function encodeAgent(agent: string, value: AgentValue): string {
+  const { p, i } = encodeRows(agent, value.instances);
+  return JSON.stringify({ w: value.writer, x: value.vouchedUntil, p, i });
+}
+
+export function decodeAgent(agent: string, text: string): AgentValue {
+  const what = `agent ${agent}`;
+  const v = parse(what, text) as { w?: unknown; x?: unknown; p?: unknown; i?: unknown };
+  if (typeof v !== 'object' || v === null) fail(what, 'not an object');
+  if (!isString(v.w) || !isNumber(v.x) || !Array.isArray(v.p) || !Array.isArray(v.i)) fail(what, 'missing w, x, p or i');
+  return { writer: v.w, vouchedUntil: v.x, instances: decodeRows(what, agent, v.p, v.i) };
 }
 
 // --- agent deltas ---
 
 /**
- * What changed in an agent's instances since its record was written, when only states changed:
- * the record it applies to (`b`, the record key's mod revision), until when it vouches for the
- * agent (`x`, as in the record), and one row per changed instance — its position in the record's
- * `i`, its state and state timestamp, and its index only when that changed too:
+ * What changed in an agent's instances since its record was written: the record it applies to
+ * (`b`, the record key's mod revision), until when it vouches for the agent (`x`, as in the
+ * record), one row per changed instance of the record — its position in the record's `i`, its
+ * state and state timestamp, and its index only when that changed too — and, when the set
+ * changed (an instance restarted under a new guid, one stopped), the positions of the record's
+ * instances that are gone (`r`) and the new instances as a record writes them (`p`, `a`):
  *
  *   {"b":4711,"x":1700000120000,"i":[[37,"CRASHED",1700000001],[52,"RUNNING",1700000003,4]]}
+ *   {"b":4711,"x":1700000130000,"i":[],"r":[12],"p":[["app-guid","v1"]],"a":[[0,"new-guid",3,"STARTING",1700000005.5]]}
+ *
+ * So an agent whose instances restart rewrites its record only when the delta has grown, not at
+ * every restart.
  */
 export type DeltaRow = [number, string, number] | [number, string, number, number];
 
@@ -105,22 +121,45 @@ export interface AgentDelta {
   base: number;
   vouchedUntil: number;
   rows: readonly DeltaRow[];
+  /** Positions in the record of instances that are gone, ascending. */
+  removed?: readonly number[];
+  /** Instances not in the record, after the record's in the merged order. */
+  added?: readonly InstanceHeartbeat[];
+  /** Not written: the writer's own instances the delta makes of its record (in any order). */
+  merged?: readonly InstanceHeartbeat[];
 }
 
-export function encodeAgentDelta(delta: AgentDelta): string {
-  return JSON.stringify({ b: delta.base, x: delta.vouchedUntil, i: delta.rows });
+export function encodeAgentDelta(agent: string, delta: AgentDelta): string {
+  const out: { b: number; x: number; i: readonly DeltaRow[]; r?: readonly number[]; p?: [string, string][]; a?: EncodedInstance[] } = { b: delta.base, x: delta.vouchedUntil, i: delta.rows };
+  if (delta.removed !== undefined && delta.removed.length > 0) out.r = delta.removed;
+  if (delta.added !== undefined && delta.added.length > 0) {
+    const { p, i } = encodeRows(agent, delta.added);
+    out.p = p;
+    out.a = i;
+  }
+  return JSON.stringify(out);
 }
 
 export function decodeAgentDelta(agent: string, text: string): AgentDelta {
   const what = `delta of agent ${agent}`;
-  const v = parse(what, text) as { b?: unknown; x?: unknown; i?: unknown };
+  const v = parse(what, text) as { b?: unknown; x?: unknown; i?: unknown; r?: unknown; p?: unknown; a?: unknown };
   if (typeof v !== 'object' || v === null) fail(what, 'not an object');
   if (!isNumber(v.b) || !isNumber(v.x) || !Array.isArray(v.i)) fail(what, 'missing b, x or i');
   for (const row of v.i as unknown[]) {
-    if (!Array.isArray(row) || row.length < 3 || !Number.isInteger(row[0]) || (row[0] as number) < 0 || !isString(row[1]) || !isNumber(row[2])) fail(what, 'bad row');
+    if (!Array.isArray(row) || row.length < 3 || !isPosition(row[0]) || !isString(row[1]) || !isNumber(row[2])) fail(what, 'bad row');
     if (row.length > 3 && !isNumber(row[3])) fail(what, 'bad row');
   }
-  return { base: v.b, vouchedUntil: v.x, rows: v.i as DeltaRow[] };
+  const delta: AgentDelta = { base: v.b, vouchedUntil: v.x, rows: v.i as DeltaRow[] };
+  if (v.r !== undefined) {
+    if (!Array.isArray(v.r) || !v.r.every(isPosition)) fail(what, 'bad removed positions');
+    delta.removed = v.r as number[];
+  }
+  if (v.a !== undefined) delta.added = decodeRows(what, agent, v.p, v.a);
+  return delta;
+}
+
+function isPosition(v: unknown): v is number {
+  return Number.isInteger(v) && (v as number) >= 0;
 }
 
 /** The same instance but for what a delta row carries (state, state timestamp, index). */
@@ -133,47 +172,82 @@ function rowOf(pos: number, from: InstanceHeartbeat, to: InstanceHeartbeat): Del
   return from.index === to.index ? [pos, to.state, to.stateTimestamp] : [pos, to.state, to.stateTimestamp, to.index];
 }
 
+/** A delta's changes to its record: rows, and the instances gone and added. */
+export type DeltaChanges = Pick<AgentDelta, 'rows' | 'removed' | 'added'>;
+
 /**
- * The delta rows that turn `record` into `next`, or undefined when they are not the same instances
- * (one added, removed, or moved to another app, version, agent or partition): then only a new
- * record says it. Any order of `next`; allocation-free when it is the record's order.
+ * The changes that turn `record` into `next` (any order of `next`): rows for instances of the
+ * record whose state, timestamp or index changed, the positions of those not in `next`, and the
+ * instances of `next` not in the record. An instance that moved to another app, version, agent
+ * or partition is gone and added. Undefined when a guid is not unique in the record or in `next`
+ * (positions would be ambiguous): then only a new record says it. Allocation-free but for the
+ * rows when `next` has the record's instances in its order.
  */
-export function diffInstances(record: readonly InstanceHeartbeat[], next: readonly InstanceHeartbeat[]): DeltaRow[] | undefined {
-  if (record.length !== next.length) return undefined;
+export function diffInstances(record: readonly InstanceHeartbeat[], next: readonly InstanceHeartbeat[]): DeltaChanges | undefined {
   const rows: DeltaRow[] = [];
   let i = 0;
-  for (; i < record.length && sameIdentity(record[i]!, next[i]!); i++) {
-    const row = rowOf(i, record[i]!, next[i]!);
-    if (row) rows.push(row);
+  if (record.length === next.length) {
+    for (; i < record.length && sameIdentity(record[i]!, next[i]!); i++) {
+      const row = rowOf(i, record[i]!, next[i]!);
+      if (row) rows.push(row);
+    }
+    if (i === record.length) return { rows };
   }
-  if (i === record.length) return rows;
-  // Another order: match by instance guid (which must then be unique in the record).
+  // Another order, or other instances: match by instance guid.
   const at = new Map<string, number>();
   for (let p = 0; p < record.length; p++) {
     if (at.has(record[p]!.instance)) return undefined;
     at.set(record[p]!.instance, p);
   }
   const used = new Uint8Array(record.length);
+  const seen = new Set<string>();
+  const added: InstanceHeartbeat[] = [];
   rows.length = 0;
   for (const inst of next) {
+    if (seen.has(inst.instance)) return undefined;
+    seen.add(inst.instance);
     const p = at.get(inst.instance);
-    if (p === undefined || used[p] || !sameIdentity(record[p]!, inst)) return undefined;
+    if (p === undefined || !sameIdentity(record[p]!, inst)) {
+      added.push(inst);
+      continue;
+    }
     used[p] = 1;
     const row = rowOf(p, record[p]!, inst);
     if (row) rows.push(row);
   }
-  return rows.sort((a, b) => a[0] - b[0]);
+  const removed: number[] = [];
+  for (let p = 0; p < record.length; p++) if (!used[p]) removed.push(p);
+  rows.sort((a, b) => a[0] - b[0]);
+  const out: DeltaChanges = { rows };
+  if (removed.length > 0) out.removed = removed;
+  if (added.length > 0) out.added = added;
+  return out;
 }
 
-/** The record's instances with a delta's rows applied (in the record's order). */
-export function applyDelta(agent: string, record: readonly InstanceHeartbeat[], rows: readonly DeltaRow[]): InstanceHeartbeat[] {
+/**
+ * The record's instances with a delta applied: changed rows in place, the removed ones left out,
+ * the added ones after them. Unchanged instances are the record's very objects.
+ */
+export function applyDelta(agent: string, record: readonly InstanceHeartbeat[], delta: DeltaChanges): InstanceHeartbeat[] {
+  const what = `delta of agent ${agent}`;
   const out = record.slice();
-  for (const [pos, state, stateTimestamp, index] of rows) {
+  for (const [pos, state, stateTimestamp, index] of delta.rows) {
     const inst = out[pos];
-    if (inst === undefined) fail(`delta of agent ${agent}`, `row for position ${pos} of a record of ${record.length} instances`);
+    if (inst === undefined) fail(what, `row for position ${pos} of a record of ${record.length} instances`);
     out[pos] = { ...inst, state, stateTimestamp, index: index ?? inst.index };
   }
-  return out;
+  const removed = delta.removed ?? [];
+  let kept: InstanceHeartbeat[] = out;
+  if (removed.length > 0) {
+    const gone = new Uint8Array(record.length);
+    for (const pos of removed) {
+      if (pos >= record.length) fail(what, `removes position ${pos} of a record of ${record.length} instances`);
+      gone[pos] = 1;
+    }
+    kept = out.filter((_, pos) => !gone[pos]);
+  }
+  if (delta.added !== undefined) for (const inst of delta.added) kept.push(inst);
+  return kept;
 }
 
 // --- desired state ---

@@ -293,7 +293,7 @@ describe('agent records and deltas', () => {
     expect(lines.indexOf(merged!)).toBe(lines.findIndex((l) => l.startsWith(`${prefix}/agents/dea-1/d  `)) + 1);
   });
 
-  it('a set change rewrites the record and deletes the delta in one transaction; a change back leaves an empty delta', async () => {
+  it('a set change (an instance restarted under a new guid, one gone, one added) is a delta too; a change back leaves an empty delta', async () => {
     const prefix = freshPrefix();
     const a = await started(new VirtualClock(1_000_000), prefix);
     const b = await started(new VirtualClock(1_000_000), prefix);
@@ -308,28 +308,37 @@ describe('agent records and deltas', () => {
     await a.saveHeartbeats([bigHeartbeat('dea-1', { 5: CRASHED })], TTL);
     await waitFor(async () => notRunning((await b.getAgents()).get('dea-1'))?.[0] === 5, { what: 'b to see instance 5 crash' });
 
-    // A new instance: the record with it and with instance 5 crashed, and no delta, at one revision.
+    // Instance 7 restarted under a new guid, 9 gone, a 101st added: one delta put, the record kept.
     const seenByB: StoreChange[] = [];
     b.onChange((c) => seenByB.push(c));
-    const txns = a.stats.txns;
-    const deletes = a.stats.deletes;
-    const grown = bigHeartbeat('dea-1', { 5: CRASHED }, 101);
-    await a.saveHeartbeats([grown], TTL);
-    expect(a.stats.txns - txns).toBe(1);
-    expect(a.stats.deletes - deletes).toBe(1);
-    expect(await rawKey(`${prefix}/agents/dea-1/d`)).toBeUndefined();
-    const rewritten = (await rawKey(`${prefix}/agents/dea-1`))!;
-    expect(rewritten.mod).toBeGreaterThan(record.mod);
-    expect(rewritten.value).toContain('"CRASHED"');
-    await waitFor(async () => (await b.getAgents()).get('dea-1')?.instances.length === 101, { what: 'b to see the new instance' });
-    expect(byInstance((await b.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(grown.instances));
-    // The record and the delete of its delta came in one watch response: one refresh, one event.
-    expect(seenByB).toEqual([{ kind: 'agent', agent: 'dea-1', apps: [appKey('app-0', 'v1')] }]);
+    const [puts, bytes] = [a.stats.puts, a.stats.putBytes];
+    const changed = bigHeartbeat('dea-1', { 5: CRASHED, 7: { instance: 'restarted-7', state: 'STARTING' } }, 101);
+    changed.instances.splice(9, 1);
+    await a.saveHeartbeats([changed], TTL);
+    expect(a.stats.puts - puts).toBe(1);
+    expect(a.stats.putBytes - bytes).toBeLessThan(400);
+    expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBe(record.mod);
+    const delta = JSON.parse((await rawKey(`${prefix}/agents/dea-1/d`))!.value);
+    expect(delta).toMatchObject({ b: record.mod, i: [[5, 'CRASHED', 1_700_000_100]], r: [7, 9], p: [['app-3', 'v1'], ['app-0', 'v1']] });
+    expect(delta.a.map((row: unknown[]) => row[1])).toEqual(['restarted-7', 'app-0-v1-100@dea-1']);
+    expect(byInstance((await a.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(changed.instances));
+    await waitFor(async () => (await b.getAgents()).get('dea-1')?.instances.some((i) => i.instance === 'restarted-7') === true, { what: 'b to see the restart' });
+    expect(byInstance((await b.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(changed.instances));
+    // One event naming the apps of the instances gone and added.
+    expect(seenByB).toHaveLength(1);
+    expect([...(seenByB[0] as { apps: string[] }).apps].sort()).toEqual([appKey('app-0', 'v1'), appKey('app-1', 'v1'), appKey('app-3', 'v1')]);
+    // A daemon starting now reads the record and its delta as one.
+    const c = await started(new VirtualClock(1_000_000), prefix);
+    expect(byInstance((await c.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(changed.instances));
+    expect((await c.snapshot()).instances.get(appKey('app-1', 'v1'))?.map((i) => i.index).sort((x, y) => x - y)).toContain(9 - 4 * 2);
 
-    // The next state change is a delta of the new record.
-    await a.saveHeartbeats([bigHeartbeat('dea-1', { 6: CRASHED }, 101)], TTL);
-    expect(JSON.parse((await rawKey(`${prefix}/agents/dea-1/d`))!.value)).toMatchObject({ b: rewritten.mod, i: [[5, 'RUNNING', 1_700_000_000], [6, 'CRASHED', 1_700_000_100]] });
+    // The next state change is a delta of the same record, the restarted instance still among its additions.
+    const running = bigHeartbeat('dea-1', { 6: CRASHED, 7: { instance: 'restarted-7' } }, 101);
+    running.instances.splice(9, 1);
+    await a.saveHeartbeats([running], TTL);
+    expect(JSON.parse((await rawKey(`${prefix}/agents/dea-1/d`))!.value)).toMatchObject({ b: record.mod, i: [[6, 'CRASHED', 1_700_000_100]], r: [7, 9] });
     await waitFor(async () => notRunning((await b.getAgents()).get('dea-1'))?.join() === '6', { what: 'b to see the second delta' });
+    expect(byInstance((await b.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(running.instances));
   });
 
   it('folds a delta that would exceed an eighth of its record into a new record', async () => {
@@ -348,6 +357,25 @@ describe('agent records and deltas', () => {
     expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBeGreaterThan(record.mod);
     expect(await rawKey(`${prefix}/agents/dea-1/d`)).toBeUndefined();
     expect(notRunning((await a.getAgents()).get('dea-1'))).toHaveLength(40);
+
+    // Restarts fold too: 20 new guids (~80 bytes each) pass an eighth of the record; the record and the
+    // delete of its delta go in one transaction.
+    const base = (await rawKey(`${prefix}/agents/dea-1`))!;
+    const restarts = (k: number) => {
+      const c: Record<number, Partial<InstanceHeartbeat>> = { ...forty };
+      for (let i = 0; i < k; i++) c[i * 3] = { ...forty[i * 3], instance: `restarted-${i}` };
+      return c;
+    };
+    await a.saveHeartbeats([bigHeartbeat('dea-1', restarts(2))], TTL);
+    expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBe(base.mod);
+    expect(JSON.parse((await rawKey(`${prefix}/agents/dea-1/d`))!.value).a).toHaveLength(2);
+    const [txns, deletes] = [a.stats.txns, a.stats.deletes];
+    await a.saveHeartbeats([bigHeartbeat('dea-1', restarts(20))], TTL);
+    expect(a.stats.txns - txns).toBe(1);
+    expect(a.stats.deletes - deletes).toBe(1);
+    expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBeGreaterThan(base.mod);
+    expect(await rawKey(`${prefix}/agents/dea-1/d`)).toBeUndefined();
+    expect((await a.getAgents()).get('dea-1')!.instances.filter((i) => i.instance.startsWith('restarted-'))).toHaveLength(20);
   });
 
   it('vouches for an unchanged agent again with an empty delta, not by rewriting its record', async () => {

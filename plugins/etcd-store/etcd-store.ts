@@ -64,10 +64,11 @@
  * 10 000 leases; putting every heartbeat (HM9000's presence keys) would cost one put per agent per
  * heartbeat.
  */
-import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer, groupByApp } from '../../src/pipeline/store-kit.js';
+import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer } from '../../src/pipeline/store-kit.js';
 import type { Etcd3, ICompare, IKeyValue, IRequestOp, ITxnResponse, IWatchResponse, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
 import type { Clock } from '../../src/pipeline/clock.js';
+import { keptInstances } from '../../src/pipeline/instances.js';
 import { LeaderElection } from '../../src/pipeline/leader.js';
 import type { StageHealth } from '../../src/pipeline/plugin.js';
 import {
@@ -208,6 +209,8 @@ interface WriteOp {
   /** Undefined deletes the key. */
   value?: string;
   lease?: string;
+  /** What `value` decodes to, for this store's own agent writes: applied without parsing it again. */
+  decoded?: AgentValue | AgentDelta;
 }
 
 interface Batch {
@@ -245,22 +248,30 @@ interface RecordWrite {
   /** Encoded when grouped. */
   text?: string;
 }
-type AgentWrite = RecordWrite | { kind: 'delta'; agent: string; text: string; lease: string; record: RecordWrite };
+type AgentWrite = RecordWrite | { kind: 'delta'; agent: string; text: string; lease: string; delta: AgentDelta; record: RecordWrite };
 
 /**
- * When `next` is `prev` with only states (state, timestamp, index) changed, in the same order: the
- * apps of the changed instances; else undefined.
+ * The apps of the instances that are not the very same objects in an agent's `prev` and `next`
+ * instances. A store hands on unchanged instances as they were, so a few changes touch a few apps;
+ * instances read again from etcd touch all of theirs.
  */
-function appsOfStateChanges(prev: readonly InstanceHeartbeat[], next: readonly InstanceHeartbeat[]): Set<AppKey> | undefined {
-  if (prev.length !== next.length) return undefined;
+function appsTouched(prev: readonly InstanceHeartbeat[], next: readonly InstanceHeartbeat[]): Set<AppKey> {
   const apps = new Set<AppKey>();
-  for (let i = 0; i < prev.length; i++) {
-    const a = prev[i]!;
-    const b = next[i]!;
-    if (a === b) continue;
-    if (a.instance !== b.instance || a.app !== b.app || a.version !== b.version || a.agent !== b.agent || a.ccPartition !== b.ccPartition) return undefined;
-    if (a.state !== b.state || a.stateTimestamp !== b.stateTimestamp || a.index !== b.index) apps.add(appKey(b.app, b.version));
+  if (prev.length === next.length) {
+    let i = 0;
+    while (i < prev.length && prev[i] === next[i]) i++;
+    if (i === prev.length) return apps;
   }
+  const before = new Set(prev);
+  const after = new Set(next);
+  for (const inst of next) if (!before.has(inst)) apps.add(appKey(inst.app, inst.version));
+  for (const inst of prev) if (!after.has(inst)) apps.add(appKey(inst.app, inst.version));
+  return apps;
+}
+
+function appsOf(instances: readonly InstanceHeartbeat[]): Set<AppKey> {
+  const apps = new Set<AppKey>();
+  for (const inst of instances) apps.add(appKey(inst.app, inst.version));
   return apps;
 }
 
@@ -275,7 +286,6 @@ function agentOfSegment(segment: string): string {
 
 interface AgentState {
   record: AgentRecord;
-  byApp: Map<AppKey, readonly InstanceHeartbeat[]>;
 }
 
 interface Keys {
@@ -330,7 +340,6 @@ export class EtcdStore implements Store {
   private desired: ReadonlyMap<AppKey, DesiredApp> = new Map();
   private readonly agentStates = new Map<string, AgentState>();
   private readonly agents = new CowMap<string, AgentRecord>();
-  private readonly instancesByAgent = new Map<AppKey, Map<string, readonly InstanceHeartbeat[]>>();
   private readonly instances = new CowMap<AppKey, readonly InstanceHeartbeat[]>();
   private readonly visibleCrash = new Map<string, CrashValue>();
   private readonly crashes = new CowMap<string, CrashCount>();
@@ -501,7 +510,7 @@ export class EtcdStore implements Store {
       if (isChanged) changed.push(hb.agent);
       // Unchanged and still vouched for by what etcd holds: nothing to write.
       if (!isChanged && stored !== undefined && stored.vouchedUntil >= deadline) continue;
-      const instances = isChanged ? hb.instances : visible.record.instances;
+      const instances = isChanged ? keptInstances(hb.instances) : visible.record.instances;
       writes.push(this.planAgentWrite(hb.agent, instances, vouchedUntil, vouchedUntil - now, realNow, ttlMs));
     }
 
@@ -553,12 +562,14 @@ export class EtcdStore implements Store {
     if (writtenAt === undefined || this.recordDue(agent, writtenAt, realNow, ttlMs)) return record;
     const leaseUntil = this.ownLeases.get(entry.lease);
     if (leaseUntil === undefined || leaseUntil - realNow < leaseNeedMs) return record;
-    const rows = diffInstances(entry.value.instances, instances);
-    if (rows === undefined) return record;
-    const text = encodeAgentDelta({ base: entry.rev, vouchedUntil, rows });
+    const changes = diffInstances(entry.value.instances, instances);
+    if (changes === undefined) return record;
+    // The merged instances are these very ones (kept with the delta, so applying it reads nothing).
+    const delta: AgentDelta = { base: entry.rev, vouchedUntil, ...changes, merged: instances };
+    const text = encodeAgentDelta(agent, delta);
     if (text.length > entry.bytes * DELTA_MAX_SHARE) return record;
     // Should the delta's put fail, this record replaces it; the delta, of an older record, is then ignored.
-    return { kind: 'delta', agent, text, lease: entry.lease, record: { ...record, clearDelta: false } };
+    return { kind: 'delta', agent, text, lease: entry.lease, delta, record: { ...record, clearDelta: false } };
   }
 
   /**
@@ -609,10 +620,11 @@ export class EtcdStore implements Store {
     const ops: WriteOp[] = [];
     for (const w of writes) {
       if (w.kind === 'delta') {
-        ops.push({ key: this.deltaKey(w.agent), value: w.text, lease: w.lease });
+        ops.push({ key: this.deltaKey(w.agent), value: w.text, lease: w.lease, decoded: w.delta });
         continue;
       }
-      ops.push({ key: this.recordKey(w.agent), value: this.recordText(w), lease: pooled!.id });
+      const decoded: AgentValue = { writer: this.writerId, vouchedUntil: w.vouchedUntil, instances: w.instances };
+      ops.push({ key: this.recordKey(w.agent), value: this.recordText(w), lease: pooled!.id, decoded });
       if (w.clearDelta) ops.push({ key: this.deltaKey(w.agent) });
     }
     try {
@@ -836,7 +848,7 @@ export class EtcdStore implements Store {
         const merged = encodeAgent(agentKey.agent, {
           writer: base.writer,
           vouchedUntil: Math.max(base.vouchedUntil, delta.vouchedUntil),
-          instances: applyDelta(agentKey.agent, base.instances, delta.rows),
+          instances: applyDelta(agentKey.agent, base.instances, delta),
         });
         lines.push(`${record.key.toString()} (merged)  ${merged}  (record revision ${delta.base} with its delta: as the store reads it)`);
       } catch (err) {
@@ -1120,7 +1132,7 @@ export class EtcdStore implements Store {
   private applyResultInto(res: ITxnResponse, ops: readonly WriteOp[], out: Batch): void {
     const rev = Number(res.header.revision);
     if (rev > this.watchRev) {
-      for (const op of ops) this.applyKv(op.key, op.value, rev, out, op.lease);
+      for (const op of ops) this.applyKv(op.key, op.value, rev, out, op.lease, op.decoded);
     }
     this.finishBatch(out);
   }
@@ -1141,7 +1153,7 @@ export class EtcdStore implements Store {
   }
 
   /** One key's new state at `rev` (undefined: deleted), if newer than what the mirror holds. */
-  private applyKv(key: string, text: string | undefined, rev: number, out: Batch, lease = '0'): void {
+  private applyKv(key: string, text: string | undefined, rev: number, out: Batch, lease = '0', decoded?: AgentValue | AgentDelta): void {
     const k = this.keys;
     const kind = key.startsWith(k.agents)
       ? 'agent'
@@ -1182,8 +1194,8 @@ export class EtcdStore implements Store {
         case 'agent':
           out.agentsDirty.add(agentKey!.agent);
           out.agentsRev = rev;
-          if (agentKey!.delta) this.applyAgentDelta(agentKey!.agent, text, rev);
-          else this.applyAgentRecord(agentKey!.agent, text, rev, lease);
+          if (agentKey!.delta) this.applyAgentDelta(agentKey!.agent, text, rev, decoded as AgentDelta | undefined);
+          else this.applyAgentRecord(agentKey!.agent, text, rev, lease, decoded as AgentValue | undefined);
           break;
         case 'desired':
           this.applyDesired(key.slice(k.desired.length), text);
@@ -1218,18 +1230,18 @@ export class EtcdStore implements Store {
   }
 
   /** (An unreadable record or delta counts as absent; the caller logs why.) */
-  private applyAgentRecord(agent: string, text: string | undefined, rev: number, lease: string): void {
+  private applyAgentRecord(agent: string, text: string | undefined, rev: number, lease: string, decoded?: AgentValue): void {
     this.agentRecords.delete(agent);
-    if (text !== undefined) this.agentRecords.set(agent, { value: decodeAgent(agent, text), rev, lease, bytes: text.length });
+    if (text !== undefined) this.agentRecords.set(agent, { value: decoded ?? decodeAgent(agent, text), rev, lease, bytes: text.length });
     else {
       this.ownDeadline.delete(agent);
       this.recordWrittenAt.delete(agent);
     }
   }
 
-  private applyAgentDelta(agent: string, text: string | undefined, rev: number): void {
+  private applyAgentDelta(agent: string, text: string | undefined, rev: number, decoded?: AgentDelta): void {
     this.agentDeltas.delete(agent);
-    if (text !== undefined) this.agentDeltas.set(agent, { value: decodeAgentDelta(agent, text), rev });
+    if (text !== undefined) this.agentDeltas.set(agent, { value: decoded ?? decodeAgentDelta(agent, text), rev });
   }
 
   /** The agent's record with its delta applied (a delta of another record revision is ignored), then the TTL rule. */
@@ -1244,7 +1256,7 @@ export class EtcdStore implements Store {
       let { instances, vouchedUntil } = record.value;
       if (delta !== undefined && delta.value.base === record.rev) {
         try {
-          instances = applyDelta(agent, instances, delta.value.rows);
+          instances = delta.value.merged ?? applyDelta(agent, instances, delta.value);
           vouchedUntil = Math.max(vouchedUntil, delta.value.vouchedUntil);
         } catch (err) {
           this.logger?.warn({ agent, error: (err as Error).message }, `ignoring the delta of agent ${agent}: ${(err as Error).message}`);
@@ -1340,28 +1352,18 @@ export class EtcdStore implements Store {
         return;
       }
       const instances: readonly InstanceHeartbeat[] = stored.instances;
-      // Most changes are a few states (a delta): regroup only the apps they touch.
-      const touched = previous === undefined ? undefined : appsOfStateChanges(previous.record.instances, instances);
-      let byApp: Map<AppKey, readonly InstanceHeartbeat[]>;
-      if (touched === undefined) byApp = groupByApp(instances);
-      else {
-        byApp = new Map(previous!.byApp);
-        for (const key of touched) byApp.set(key, []);
-        for (const inst of instances) {
-          const key = appKey(inst.app, inst.version);
-          if (touched.has(key)) (byApp.get(key) as InstanceHeartbeat[]).push(inst);
-        }
-      }
-      const apps = this.replaceAgentInstances(agent, previous?.byApp, byApp, touched);
+      // Most changes are a few states or restarts (a delta): only the apps they touch are regrouped.
+      const touched = previous === undefined ? appsOf(instances) : appsTouched(previous.record.instances, instances);
+      const apps = this.replaceAgentInstances(previous?.record.instances ?? [], instances, touched);
       const record: AgentRecord = { agent, instances, expiresAt: deadline };
-      this.agentStates.set(agent, { record, byApp });
+      this.agentStates.set(agent, { record });
       this.agents.set(agent, record);
       this.expiries.push({ kind: 'agent', id: agent }, deadline);
       out.push({ kind: 'agent', agent, apps });
       return;
     }
     if (previous !== undefined) {
-      const apps = this.replaceAgentInstances(agent, previous.byApp, new Map());
+      const apps = this.replaceAgentInstances(previous.record.instances, [], appsOf(previous.record.instances));
       this.agentStates.delete(agent);
       this.agents.delete(agent);
       out.push({ kind: 'agent', agent, apps });
@@ -1369,35 +1371,42 @@ export class EtcdStore implements Store {
     if (stored !== undefined) this.deleteExpired([this.recordKey(agent), this.deltaKey(agent)]);
   }
 
-  /** Updates the per-app instance lists for one agent's change (of the apps in `only`, when given). */
-  private replaceAgentInstances(
-    agent: string,
-    before: ReadonlyMap<AppKey, readonly InstanceHeartbeat[]> | undefined,
-    after: ReadonlyMap<AppKey, readonly InstanceHeartbeat[]>,
-    only?: ReadonlySet<AppKey>,
-  ): AppKey[] {
+  /**
+   * One agent's instances of the `touched` apps go from `before` to `after` in the per-app lists.
+   * A list holds each agent's instances together, in the agent's order, agents in the order they
+   * first reported the app; the lists hold the agents' very instance objects, so the agent's old
+   * ones are found by identity. Returns the apps whose instances changed.
+   */
+  private replaceAgentInstances(before: readonly InstanceHeartbeat[], after: readonly InstanceHeartbeat[], touched: ReadonlySet<AppKey>): AppKey[] {
     const affected: AppKey[] = [];
-    const keys = only ?? new Set<AppKey>([...(before?.keys() ?? []), ...after.keys()]);
-    for (const key of keys) {
-      const oldList = before?.get(key);
-      const newList = after.get(key);
-      if (oldList && newList && sameInstanceSet(oldList, newList)) continue;
-      let perAgent = this.instancesByAgent.get(key);
-      if (newList) {
-        if (!perAgent) this.instancesByAgent.set(key, (perAgent = new Map()));
-        perAgent.set(agent, newList);
-      } else {
-        perAgent?.delete(agent);
+    if (touched.size === 0) return affected;
+    const gone = new Set<InstanceHeartbeat>();
+    for (const inst of before) if (touched.has(appKey(inst.app, inst.version))) gone.add(inst);
+    const added = new Map<AppKey, InstanceHeartbeat[]>();
+    for (const inst of after) {
+      const key = appKey(inst.app, inst.version);
+      if (!touched.has(key)) continue;
+      const list = added.get(key);
+      if (list) list.push(inst);
+      else added.set(key, [inst]);
+    }
+    for (const key of touched) {
+      const old = this.instances.get(key) ?? [];
+      const kept: InstanceHeartbeat[] = [];
+      let at = -1;
+      for (const inst of old) {
+        if (!gone.has(inst)) kept.push(inst);
+        else if (at < 0) at = kept.length;
       }
-      if (!perAgent || perAgent.size === 0) {
-        this.instancesByAgent.delete(key);
-        this.instances.delete(key);
-      } else {
-        const all: InstanceHeartbeat[] = [];
-        for (const list of perAgent.values()) all.push(...list);
-        this.instances.set(key, all);
+      const add = added.get(key) ?? [];
+      const next = at < 0 ? kept.concat(add) : [...kept.slice(0, at), ...add, ...kept.slice(at)];
+      if (next.length === 0) {
+        if (this.instances.delete(key)) affected.push(key);
+        continue;
       }
-      affected.push(key);
+      // Other objects, maybe equal ones (read again from etcd): the list takes them all the same.
+      this.instances.set(key, next);
+      if (!sameInstanceSet(old, next)) affected.push(key);
     }
     return affected;
   }

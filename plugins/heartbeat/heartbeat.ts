@@ -27,6 +27,7 @@ import type { BusMessage } from '../../src/pipeline/bus.js';
 import type { Clock, Timer } from '../../src/pipeline/clock.js';
 import { DropReporter, droppedMessagesCounter } from '../../src/pipeline/intake.js';
 import type { Stage, StageContext, StageHealth } from '../../src/pipeline/plugin.js';
+import { HeardInstance } from '../../src/pipeline/instances.js';
 import type { AgentHeartbeat, InstanceHeartbeat } from '../../src/pipeline/store.js';
 import { HEARTBEAT_PATH, HttpsHeartbeatListener, type BodyVerdict } from './https-listener.js';
 import { readEntries } from './entries.js';
@@ -121,16 +122,15 @@ export function heartbeatMetrics(registry: Registry): HeartbeatMetrics {
   return m;
 }
 
-/** What was saved last for one agent, by instance guid, and until when the store keeps it. */
+/** What was saved last for one agent — the droplets heard and the instances made of them — and until when the store keeps it. */
 interface SavedAgent {
   expiresAt: number;
-  byGuid: Map<string, InstanceHeartbeat>;
+  droplets: readonly DropletMessage[];
+  instances: readonly InstanceHeartbeat[];
 }
 
 function instanceRecord(d: DropletMessage, agent: string, index: number, stateTimestamp: number): InstanceHeartbeat {
-  const rec: InstanceHeartbeat = { app: d.droplet, version: d.version, instance: d.instance, index, state: d.state, stateTimestamp, agent };
-  if (d.cc_partition !== undefined) rec.ccPartition = d.cc_partition;
-  return rec;
+  return new HeardInstance(d.droplet, d.version, d.instance, index, d.state, stateTimestamp, agent, d.cc_partition);
 }
 
 export class HeartbeatSource implements Stage {
@@ -499,11 +499,10 @@ export class HeartbeatSource implements Stage {
     const nextSaved: SavedAgent[] = [];
     let instanceCount = 0;
     for (const [agent, droplets] of batch) {
-      const byGuid = this.normalise(agent, droplets, t0);
-      const instances = Array.from(byGuid.values());
+      const instances = this.normalise(agent, droplets, t0);
       instanceCount += instances.length;
       heartbeats.push({ agent, instances });
-      nextSaved.push({ expiresAt: t0 + ttl, byGuid });
+      nextSaved.push({ expiresAt: t0 + ttl, droplets, instances });
     }
 
     try {
@@ -533,10 +532,13 @@ export class HeartbeatSource implements Stage {
    * report winning). An instance whose state equals the one saved before — earlier in this
    * heartbeat or in the agent's last saved heartbeat — keeps the saved index and state timestamp.
    */
-  private normalise(agent: string, droplets: readonly DropletMessage[], now: number): Map<string, InstanceHeartbeat> {
+  private normalise(agent: string, droplets: readonly DropletMessage[], now: number): readonly InstanceHeartbeat[] {
     const savedAgent = this.savedAgents.get(agent);
     // Past its presence TTL the store has dropped the agent: nothing saved before counts.
-    const before = savedAgent !== undefined && savedAgent.expiresAt > now ? savedAgent.byGuid : undefined;
+    const saved = savedAgent !== undefined && savedAgent.expiresAt > now ? savedAgent : undefined;
+    // The decoder hands on a heartbeat equal to the agent's last one as the very same array.
+    if (saved !== undefined && saved.droplets === droplets) return saved.instances;
+    const before = saved === undefined ? undefined : new Map(saved.instances.map((i) => [i.instance, i]));
     const byGuid = new Map<string, InstanceHeartbeat>();
     for (let i = 0; i < droplets.length; i++) {
       const d = droplets[i]!;
@@ -552,7 +554,7 @@ export class HeartbeatSource implements Stage {
       }
       byGuid.set(d.instance, rec);
     }
-    return byGuid;
+    return Array.from(byGuid.values());
   }
 
   /** Forget agents whose presence has lapsed, at most once per heartbeat_ttl. */

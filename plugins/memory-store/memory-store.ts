@@ -5,7 +5,7 @@
  * frozen objects is many times slower, and the analyzer reads every instance.)
  */
 import type { Clock } from '../../src/pipeline/clock.js';
-import { sameInstanceSet } from '../../src/pipeline/instances.js';
+import { keptInstances, sameInstanceSet } from '../../src/pipeline/instances.js';
 import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer, groupByApp } from '../../src/pipeline/store-kit.js';
 import {
   appKey,
@@ -140,9 +140,9 @@ export class MemoryStore implements Store {
         this.agents.set(hb.agent, record);
       } else {
         // An agent that was absent counts as changed even with no instances: its record is new.
-        // Copied, not frozen: records are shared with snapshots and never changed in place, and
-        // reading fields of frozen objects is many times slower on the analyzer's hot path.
-        const instances: readonly InstanceHeartbeat[] = hb.instances.map((i) => ({ ...i }));
+        // Copied (not frozen: reading fields of frozen objects is many times slower on the
+        // analyzer's hot path) unless the heartbeat source made them; never changed in place.
+        const instances = keptInstances(hb.instances);
         const record: AgentRecord = { agent: hb.agent, instances, expiresAt };
         const byApp = new Map<AppKey, readonly InstanceHeartbeat[]>();
         for (const [key, list] of groupByApp(instances)) byApp.set(key, list);

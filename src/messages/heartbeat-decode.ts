@@ -307,7 +307,9 @@ function fieldOf(b: Uint8Array, s: number, e: number): number {
  */
 interface Remembered {
   dea: string;
+  /** The message: the start of `backing`, which has room to spare for the agent's next ones. */
   bytes: Buffer;
+  backing: Buffer;
   droplets: readonly HeartbeatDroplet[];
   /** Offset of each droplet's `{`, and just past its `}`. */
   starts: Int32Array;
@@ -448,10 +450,14 @@ class HeartbeatParser {
     }
     if (dea === undefined || droplets === undefined) throw PUNT;
     const list = r !== undefined && sameList(r.droplets, droplets) ? r.droplets : Object.freeze(droplets as HeartbeatDroplet[]);
-    const remember =
-      this.deaKeys === 1 && this.dropletKeys === 1
-        ? { dea, bytes: copyOf(buf), droplets: list, starts: Int32Array.from(this.starts), ends: Int32Array.from(this.ends), arrayStart: this.arrayStart, deaInTail: this.deaInTail }
-        : undefined;
+    let remember: Remembered | undefined;
+    if (this.deaKeys === 1 && this.dropletKeys === 1) {
+      // The agent's last message is not needed any more: its buffer takes this one when it fits.
+      const backing = r !== undefined && r.dea === dea && r.backing.length >= n ? r.backing : Buffer.allocUnsafeSlow(n + (n >> 5));
+      buf.copy(backing, 0, 0, n);
+      const bytes = backing.subarray(0, n);
+      remember = { dea, bytes, backing, droplets: list, starts: Int32Array.from(this.starts), ends: Int32Array.from(this.ends), arrayStart: this.arrayStart, deaInTail: this.deaInTail };
+    }
     return { dea, droplets: list, remember };
   }
 
@@ -636,13 +642,6 @@ class HeartbeatParser {
     out.push(Object.freeze(d));
     return p;
   }
-}
-
-/** A copy that is not zero-filled first (Buffer.from would fill, then copy). */
-function copyOf(buf: Buffer): Buffer {
-  const out = Buffer.allocUnsafeSlow(buf.length);
-  buf.copy(out);
-  return out;
 }
 
 function sameList(a: readonly HeartbeatDroplet[], b: readonly HeartbeatDroplet[]): boolean {

@@ -3,7 +3,7 @@
  * set changed. Field by field, with no allocation on the usual path (an agent reports its
  * instances in the same order every time): this runs for every agent on every heartbeat.
  */
-import type { InstanceHeartbeat } from './store.js';
+import type { InstanceHeartbeat, InstanceState } from './store.js';
 
 export function sameInstance(a: InstanceHeartbeat, b: InstanceHeartbeat): boolean {
   return (
@@ -39,4 +39,37 @@ export function sameInstanceSet(a: readonly InstanceHeartbeat[], b: readonly Ins
   const y = b.slice(i).sort(compareInstances);
   for (let k = 0; k < x.length; k++) if (!sameInstance(x[k]!, y[k]!)) return false;
   return true;
+}
+
+/**
+ * An instance as the heartbeat source makes it from a message: never changed afterwards, so a
+ * store keeps it as it is — the same object from save to save while the instance is unchanged —
+ * instead of copying every instance of every changed agent.
+ */
+export class HeardInstance implements InstanceHeartbeat {
+  // Set only when reported, as in a plain instance object (no own undefined property).
+  declare ccPartition?: string;
+
+  constructor(
+    public app: string,
+    public version: string,
+    public instance: string,
+    public index: number,
+    public state: InstanceState,
+    public stateTimestamp: number,
+    public agent: string,
+    ccPartition: string | undefined,
+  ) {
+    if (ccPartition !== undefined) this.ccPartition = ccPartition;
+  }
+}
+
+/**
+ * What a store keeps of a caller's instances: its own array, with the caller's objects copied
+ * unless they are HeardInstances, so later changes to the input do not reach the store.
+ */
+export function keptInstances(list: readonly InstanceHeartbeat[]): readonly InstanceHeartbeat[] {
+  const out = list.slice();
+  for (let i = 0; i < out.length; i++) if (!(out[i] instanceof HeardInstance)) out[i] = { ...out[i]! };
+  return out;
 }
