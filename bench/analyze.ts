@@ -28,12 +28,14 @@ const grace = { grace_period: 3 * HB };
 const missingOpts = { ...grace, evacuating_counts_as_present: false };
 const crashesOpts = { ...grace, crashes_before_backoff: 3, starting_backoff: 3 * HB, maximum_backoff: 96 * HB };
 const duplicatesOpts = { ...grace, first_stop_after: 4 };
+// Each says, as the plugin does, that it proposes nothing for a converged app.
+const quiet = { quietWhenConverged: true };
 const policies: NamedPolicy[] = [
-  { id: 'missing', stage: { evaluate: (i) => missingRule(i, missingOpts) } },
-  { id: 'crashes', stage: { evaluate: (i) => crashesRule(i, crashesOpts) } },
-  { id: 'evacuation', stage: { evaluate: (i) => evacuationRule(i, grace) } },
-  { id: 'extras', stage: { gate: 'no-new-start', evaluate: (i) => extrasRule(i, grace) } },
-  { id: 'duplicates', stage: { gate: 'no-new-start', evaluate: (i) => duplicatesRule(i, duplicatesOpts) } },
+  { id: 'missing', stage: { ...quiet, evaluate: (i) => missingRule(i, missingOpts) } },
+  { id: 'crashes', stage: { ...quiet, evaluate: (i) => crashesRule(i, crashesOpts) } },
+  { id: 'evacuation', stage: { ...quiet, evaluate: (i) => evacuationRule(i, grace) } },
+  { id: 'extras', stage: { ...quiet, gate: 'no-new-start', evaluate: (i) => extrasRule(i, grace) } },
+  { id: 'duplicates', stage: { ...quiet, gate: 'no-new-start', evaluate: (i) => duplicatesRule(i, duplicatesOpts) } },
 ];
 
 const PER_AGENT = 100;

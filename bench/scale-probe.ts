@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Etcd3, type Watcher } from 'etcd3';
 import { PROBE_GUID } from '../src/sim/live-foundation.js';
+import { LagHistogram } from '../src/sim/live.js';
 
 /** Sum of every series of `name` (any labels), or undefined when absent. */
 export function promValue(text: string, name: string, labelFilter?: (labels: string) => boolean): number | undefined {
@@ -68,13 +69,11 @@ const LAG_BUCKETS = 600_001;
  * time from then until a key holding its guid was first written (the watch's arrival time).
  */
 export class LagWatcher {
-  private readonly counts = new Uint32Array(LAG_BUCKETS);
+  private readonly lags = new LagHistogram(LAG_BUCKETS);
   private readonly seen = new Map<string, number>();
   private watcher: Watcher | undefined;
   private readonly client: Etcd3;
   private since = Infinity;
-  n = 0;
-  max = 0;
   events = 0;
 
   constructor(endpoint: string) {
@@ -95,24 +94,19 @@ export class LagWatcher {
       const built = Number(m[1]);
       if (built < this.since || this.seen.has(m[0])) continue;
       this.seen.set(m[0], built);
-      const lag = Math.max(0, now - built);
-      this.counts[Math.min(LAG_BUCKETS - 1, Math.floor(lag))]!++;
-      this.n++;
-      if (lag > this.max) this.max = lag;
+      this.lags.add(now - built);
     }
     // Bounded: forget guids built more than 10 minutes ago.
     if (this.seen.size > 200_000) for (const [g, t] of this.seen) if (t < now - 600_000) this.seen.delete(g);
   }
 
+  /** Restarted instances seen stored. */
+  get n(): number {
+    return this.lags.n;
+  }
+
   quantile(q: number): number | undefined {
-    if (this.n === 0) return undefined;
-    const want = Math.ceil(q * this.n);
-    let acc = 0;
-    for (let b = 0; b < LAG_BUCKETS; b++) {
-      acc += this.counts[b]!;
-      if (acc >= want) return b;
-    }
-    return LAG_BUCKETS - 1;
+    return this.lags.n === 0 ? undefined : this.lags.quantile(q);
   }
 
   async stop(): Promise<void> {

@@ -21,12 +21,15 @@
  *   - RSS (end, and peak VmHWM) and CPU (% of one core over the window) of the hmgate process, from
  *     /proc; etcd's too, and the simulator's publish lag.
  *
- * The HM9000 layout goes up its sizes until a run is not fresh, and the largest fresh hmgate size
- * is divided by that one. Every process is stopped at the end of each run, on failure too.
+ * The HM9000 layouts go up their sizes until a run is not fresh, and the largest fresh hmgate size
+ * is divided by that one: `hm9000` is the layout with this store's index of each agent's
+ * instances, `hm9000-scan` finds an agent's vanished instances as HM9000's listener did, by a scan
+ * of the whole cache per heartbeat. Every process is stopped at the end of each run, on failure too.
  *
  *   npm run bench:scale
- *   node dist/bench/scale.js [--sizes 10000,100000,1000000] [--hm9000-sizes 10000,20000,50000,100000,200000,500000,1000000]
- *       [--layouts hmgate,hm9000] [--observe 90] [--max-wait 240] [--scrape 15] [--churn 0.01] [--hm9000-scan] [--keep]
+ *   node dist/bench/scale.js [--sizes 10000,100000,1000000] [--hm9000-sizes 50000,100000,200000,300000,500000,1000000]
+ *       [--layouts hmgate,hm9000,hm9000-scan] [--scan-sizes 50000,100000,150000,200000,500000] [--observe 90] [--max-wait 240]
+ *       [--scrape 15] [--churn 0.01] [--keep]
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -47,8 +50,9 @@ const HM9000_STORE = resolve(here, 'hm9000-layout-store.js');
 const { values: args } = parseArgs({
   options: {
     sizes: { type: 'string', default: '10000,100000,1000000' },
-    'hm9000-sizes': { type: 'string', default: '10000,20000,50000,100000,200000,500000,1000000' },
-    layouts: { type: 'string', default: 'hmgate,hm9000' },
+    'hm9000-sizes': { type: 'string', default: '50000,100000,200000,300000,500000,1000000' },
+    layouts: { type: 'string', default: 'hmgate,hm9000,hm9000-scan' },
+    'scan-sizes': { type: 'string', default: '50000,100000,150000,200000,500000' },
     observe: { type: 'string', default: '90' },
     'max-wait': { type: 'string', default: '240' },
     scrape: { type: 'string', default: '15' },
@@ -56,7 +60,6 @@ const { values: args } = parseArgs({
     'per-agent': { type: 'string', default: '100' },
     'per-app': { type: 'string', default: '10' },
     churn: { type: 'string', default: '0.01' },
-    'hm9000-scan': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     /** Extra node arguments for the daemon, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof". */
     'daemon-node-args': { type: 'string', default: '' },
@@ -75,7 +78,8 @@ const RSS_LIMIT_MB = 6_000;
 const API_PASSWORD = 'scale';
 const auth = { Authorization: `Basic ${Buffer.from(`magnet:${API_PASSWORD}`).toString('base64')}` };
 
-type Layout = 'hmgate' | 'hm9000';
+type Layout = 'hmgate' | 'hm9000' | 'hm9000-scan';
+const LABEL: Record<Layout, string> = { hmgate: 'etcd (hmgate)', hm9000: 'HM9000 layout', 'hm9000-scan': 'HM9000 layout + scan' };
 type Verdict = 'yes' | 'LOST' | 'NEVER' | 'FAILED';
 
 interface RunResult {
@@ -102,7 +106,7 @@ function config(layout: Layout, o: { natsUrl: string; etcd: string; ccPort: numb
   const store =
     layout === 'hmgate'
       ? `store: { plugin: etcd, endpoints: ["${o.etcd}"], prefix: /hmgate }`
-      : `store: { plugin: "${HM9000_STORE}", endpoints: ["${o.etcd}"], prefix: /hm9000layout, scan: ${args['hm9000-scan']} }`;
+      : `store: { plugin: "${HM9000_STORE}", endpoints: ["${o.etcd}"], prefix: /hm9000layout, scan: ${layout === 'hm9000-scan'} }`;
   return [
     'extends: hm9000',
     'foundation: scale',
@@ -310,7 +314,7 @@ function table(results: RunResult[]): string {
   const head = '| store | instances | agents | fresh held | first fresh (s) | ingest lag p50 / p99 (s) | cycle: first / mean / max (ms), cycles > 1 s | etcd puts/s + deletes/s | hmgate RSS / peak (MB) | hmgate CPU | etcd CPU, RSS (MB) | sim publish lag p99 (ms) |';
   const rows = results.map((r) =>
     [
-      r.layout === 'hmgate' ? 'etcd (hmgate)' : args['hm9000-scan'] ? 'HM9000 layout + scan' : 'HM9000 layout',
+      LABEL[r.layout],
       r.instances.toLocaleString('en-US'),
       r.agents.toLocaleString('en-US'),
       r.verdict === 'yes' ? 'yes' : `**${r.verdict}**${r.lostAfterS !== undefined ? ` after ${f0(r.lostAfterS)} s` : ''}${r.note ? ` (${r.note})` : ''}`,
@@ -338,13 +342,15 @@ async function main(): Promise<void> {
   console.log('');
   const results: RunResult[] = [];
   if (layouts.includes('hmgate')) for (const n of list(args.sizes!)) results.push(await runOne('hmgate', n));
-  let hm9000Loss: number | undefined;
-  if (layouts.includes('hm9000')) {
-    for (const n of list(args['hm9000-sizes']!)) {
-      const r = await runOne('hm9000', n);
+  const losses = new Map<Layout, number | undefined>();
+  for (const layout of ['hm9000', 'hm9000-scan'] as const) {
+    if (!layouts.includes(layout)) continue;
+    losses.set(layout, undefined);
+    for (const n of list(args[layout === 'hm9000' ? 'hm9000-sizes' : 'scan-sizes']!)) {
+      const r = await runOne(layout, n);
       results.push(r);
       if (r.verdict !== 'yes') {
-        hm9000Loss = n;
+        losses.set(layout, n);
         break;
       }
     }
@@ -354,14 +360,16 @@ async function main(): Promise<void> {
   console.log('');
   const heldHmgate = results.filter((r) => r.layout === 'hmgate' && r.verdict === 'yes').map((r) => r.instances);
   const best = heldHmgate.length ? Math.max(...heldHmgate) : undefined;
-  const hmHeld = results.filter((r) => r.layout === 'hm9000' && r.verdict === 'yes').map((r) => r.instances);
-  if (layouts.includes('hm9000')) {
-    if (hm9000Loss !== undefined) {
-      console.log(`HM9000 layout: fresh up to ${hmHeld.length ? Math.max(...hmHeld).toLocaleString('en-US') : 'none of the sizes'}, loses freshness at ${hm9000Loss.toLocaleString('en-US')} instances`);
-      if (best !== undefined) console.log(`hmgate etcd store: fresh up to ${best.toLocaleString('en-US')} of the sizes tried: ${(best / hm9000Loss).toFixed(1)}× the HM9000 layout's loss point (target ≥ 10×)`);
-    } else {
-      console.log(`HM9000 layout: fresh at every size tried (up to ${hmHeld.length ? Math.max(...hmHeld).toLocaleString('en-US') : '–'}); its loss point is above them`);
+  if (best !== undefined) console.log(`hmgate etcd store: fresh up to ${best.toLocaleString('en-US')} instances of the sizes tried`);
+  for (const [layout, loss] of losses) {
+    const held = results.filter((r) => r.layout === layout && r.verdict === 'yes').map((r) => r.instances);
+    const upTo = held.length ? Math.max(...held).toLocaleString('en-US') : 'none of the sizes';
+    if (loss === undefined) {
+      console.log(`${LABEL[layout]}: fresh at every size tried (up to ${upTo}); its loss point is above them`);
+      continue;
     }
+    console.log(`${LABEL[layout]}: fresh up to ${upTo}, loses freshness at ${loss.toLocaleString('en-US')} instances`);
+    if (best !== undefined) console.log(`  hmgate holds ${(best / loss).toFixed(1)}× the instances at which ${LABEL[layout]} loses freshness (target ≥ 10×)`);
   }
   console.log(`load average after: ${loadText()}`);
 }

@@ -58,5 +58,5 @@ export default definePlugin({
   kind: 'policy',
   description: 'Restarts crashed instances with a growing back-off (HM9000 analyzer rule 2 and ComputeCrashDelay).',
   optionsSchema: CrashesOptions,
-  create: (options): PolicyStage => ({ evaluate: (input) => crashesRule(input, options) }),
+  create: (options): PolicyStage => ({ quietWhenConverged: true, evaluate: (input) => crashesRule(input, options) }),
 });

@@ -43,5 +43,5 @@ export default definePlugin({
   kind: 'policy',
   description: 'Stops all but one instance running at the same index, one at a time (HM9000 analyzer rule 4b).',
   optionsSchema: DuplicatesOptions,
-  create: (options): PolicyStage => ({ gate: 'no-new-start', evaluate: (input) => duplicatesRule(input, options) }),
+  create: (options): PolicyStage => ({ gate: 'no-new-start', quietWhenConverged: true, evaluate: (input) => duplicatesRule(input, options) }),
 });

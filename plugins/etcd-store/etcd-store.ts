@@ -4,8 +4,8 @@
  * Layout under `<prefix>/` (values in codec.ts):
  *
  *   agents/<agent>      one record per agent: its instances (compact JSON), on a shared lease
- *   agents/<agent>/d    the agent's delta: only the instances whose state changed since its
- *                       record was written, on the record's lease ('%' and '/' in <agent> are
+ *   agents/<agent>/d    the agent's delta: only what changed since its record was written
+ *                       (states, instances gone and added), on the record's lease ('%' and '/' in <agent> are
  *                       written %25 and %2F, so no agent's record is another's delta)
  *   desired/<n>         the desired apps in a few chunks (an app's chunk is a hash of its key)
  *   desired/meta        {"chunks":n,"apps":count}; chunks and meta are replaced in ONE transaction
@@ -43,23 +43,25 @@
  *
  * Records and deltas. A record takes ~50 to ~140 bytes per instance (13.8 KB for the 100 instances
  * of bench/etcd.ts); rewriting it because one instance crashed would make state changes most of
- * etcd's load. So when the instances are the
- * same ones and only states (state, state timestamp, index) changed — or only `x` is due — the
- * writer puts the agent's delta instead: the rows changed since the record (each ~25 bytes) and the
- * new `x`, naming the record's revision it applies to and put on the record's lease, so both go
- * at once when it expires. Readers (the mirror, another daemon's, `dump --raw`) apply a delta only
- * to the record revision it names: a delta left from an older record is ignored. The record is
- * written again, in one transaction with the delete of its delta, when the instance set changes;
- * when the delta would exceed an eighth of the record (every delta put carries all rows changed
- * since the record); when the record was written by another store (only the writer knows its
+ * etcd's load, and so would rewriting it because one instance restarted under a new guid (1 % of
+ * the instances every heartbeat in HM9000's scale measurements: nearly every agent, every time).
+ * So the writer puts the agent's delta instead: the rows of states (state, state timestamp, index)
+ * changed since the record (each ~25 bytes), the positions of instances gone, the instances added
+ * (~100 bytes each), and the new `x`, naming the record's revision it applies to and put on the
+ * record's lease, so both go at once when it expires. Readers (the mirror, another daemon's,
+ * `dump --raw`) apply a delta only to the record revision it names: a delta left from an older
+ * record is ignored; the writer applies its own without reading it back. The record is written
+ * again, in one transaction with the delete of its delta, when the delta would exceed an eighth of
+ * the record (every delta put carries all changes since the record); when a guid is not unique
+ * (positions would be ambiguous); when the record was written by another store (only the writer knows its
  * lease); and periodically, once per 8 × ttl, each agent at its own phase of that period so
  * records written together (all of them, at start) are rewritten evenly over it, not in one save.
  * A record's lease lives 12 × ttl, so its deltas can vouch 3 × ttl ahead until it is rewritten; a
  * delta is never put on a lease that might end before what it vouches for.
  *
  * Per heartbeat of an unchanged agent that is 0 etcd requests, and one small delta put (in a
- * transaction of up to 128 keys with the rest of the batch) every 2 × ttl; per heartbeat with state
- * changes one delta put; one record put per set change and every 8 × ttl. Keeping each
+ * transaction of up to 128 keys with the rest of the batch) every 2 × ttl; per changed heartbeat
+ * one delta put; one record put per eighth of a record's worth of changes and every 8 × ttl. Keeping each
  * agent's own lease alive instead would cost no puts but a KeepAlive per agent per ttl/3 and
  * 10 000 leases; putting every heartbeat (HM9000's presence keys) would cost one put per agent per
  * heartbeat.

@@ -15,7 +15,7 @@ export default definePlugin({
   name: 'etcd',
   kind: 'store',
   description:
-    'Keeps the state store in etcd v3, shared by several daemons: one record per agent on shared leases with a small delta key for state-only changes, the desired state in a few chunks replaced in one transaction, reads from a local cache kept by a watch.',
+    'Keeps the state store in etcd v3, shared by several daemons: one record per agent on shared leases with a small delta key for what changed since, the desired state in a few chunks replaced in one transaction, reads from a local cache kept by a watch.',
   optionsSchema: EtcdStoreOptionsSchema,
   create: (opts, ctx) => {
     if ((opts.username === undefined) !== (opts.password === undefined)) {

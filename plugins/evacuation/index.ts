@@ -59,5 +59,5 @@ export default definePlugin({
   kind: 'policy',
   description: 'Moves instances off evacuating agents: start elsewhere, then stop the evacuating one (HM9000 analyzer rule 3).',
   optionsSchema: EvacuationOptions,
-  create: (options): PolicyStage => ({ evaluate: (input) => evacuationRule(input, options) }),
+  create: (options): PolicyStage => ({ quietWhenConverged: true, evaluate: (input) => evacuationRule(input, options) }),
 });

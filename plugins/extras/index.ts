@@ -33,5 +33,5 @@ export default definePlugin({
   kind: 'policy',
   description: 'Stops instances that are not desired: beyond the desired count, stopped apps, old versions (HM9000 analyzer rule 4a).',
   optionsSchema: ExtrasOptions,
-  create: (options): PolicyStage => ({ gate: 'no-new-start', evaluate: (input) => extrasRule(input, options) }),
+  create: (options): PolicyStage => ({ gate: 'no-new-start', quietWhenConverged: true, evaluate: (input) => extrasRule(input, options) }),
 });

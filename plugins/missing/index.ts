@@ -49,5 +49,5 @@ export default definePlugin({
   kind: 'policy',
   description: 'Starts desired instances that no agent reports (HM9000 analyzer rule 1).',
   optionsSchema: MissingOptions,
-  create: (options): PolicyStage => ({ evaluate: (input) => missingRule(input, options) }),
+  create: (options): PolicyStage => ({ quietWhenConverged: true, evaluate: (input) => missingRule(input, options) }),
 });

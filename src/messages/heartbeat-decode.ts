@@ -343,7 +343,32 @@ const TAIL = -1;
  * long it is); only droplets that differ are read here, byte by byte, into local variables, and an
  * object is made only for them. A message equal to the remembered one costs one comparison.
  */
+/**
+ * Room for remembered messages, cut from large blocks: one allocation of its own per agent costs
+ * more than reading the message (an ArrayBuffer is set up natively and its pages touched anew).
+ * A block is freed once no agent's message lies in it any more.
+ */
+class Slab {
+  private block = Buffer.alloc(0);
+  private used = 0;
+
+  take(bytes: number): Buffer {
+    if (bytes > SLAB_BYTES / 4) return Buffer.allocUnsafeSlow(bytes);
+    if (this.used + bytes > this.block.length) {
+      this.block = Buffer.allocUnsafeSlow(SLAB_BYTES);
+      this.used = 0;
+    }
+    const piece = this.block.subarray(this.used, this.used + bytes);
+    // Pieces start 8-byte aligned, for the native comparisons.
+    this.used += (bytes + 7) & ~7;
+    return piece;
+  }
+}
+
+const SLAB_BYTES = 1 << 20;
+
 class HeartbeatParser {
+  private readonly slab = new Slab();
   private b: Uint8Array = new Uint8Array(0);
   private buf: Buffer = Buffer.alloc(0);
   private n = 0;
@@ -356,14 +381,25 @@ class HeartbeatParser {
   private dropletKeys = 0;
   private deaInTail = false;
   /** One copy of each app guid, version and partition seen lately (bounded: cleared when full). */
-  private strings = new Map<string, string>();
+  private strings = new Map<number, string>();
 
-  private intern(s: string): string {
-    const known = this.strings.get(s);
-    if (known !== undefined) return known;
+  /**
+   * The shared string of bytes [s, e), found by a hash of the bytes and checked byte for byte, so
+   * a known app guid costs no new string (making one is a call into the runtime).
+   */
+  private shared(s: number, e: number): string {
+    const b = this.b;
+    // Hashed on at most 16 bytes spread over the string (guids differ all along); checked in full.
+    let h = e - s;
+    const step = Math.max(1, (e - s) >> 4);
+    for (let i = s; i < e; i += step) h = (Math.imul(h, 31) + b[i]!) | 0;
+    const known = this.strings.get(h);
+    if (known !== undefined && sameBytes(b, s, e, known)) return known;
+    const str = latin1(this.buf, s, e);
     if (this.strings.size >= MAX_INTERNED) this.strings = new Map();
-    this.strings.set(s, s);
-    return s;
+    // (Two strings with one hash: the later one is kept; the other is made again when it comes.)
+    this.strings.set(h, str);
+    return str;
   }
 
   parse(data: Uint8Array, prevOf: (dea: string) => Remembered | undefined): Parsed {
@@ -453,7 +489,7 @@ class HeartbeatParser {
     let remember: Remembered | undefined;
     if (this.deaKeys === 1 && this.dropletKeys === 1) {
       // The agent's last message is not needed any more: its buffer takes this one when it fits.
-      const backing = r !== undefined && r.dea === dea && r.backing.length >= n ? r.backing : Buffer.allocUnsafeSlow(n + (n >> 5));
+      const backing = r !== undefined && r.dea === dea && r.backing.length >= n ? r.backing : this.slab.take(n + (n >> 5));
       buf.copy(backing, 0, 0, n);
       const bytes = backing.subarray(0, n);
       remember = { dea, bytes, backing, droplets: list, starts: Int32Array.from(this.starts), ends: Int32Array.from(this.ends), arrayStart: this.arrayStart, deaInTail: this.deaInTail };
@@ -629,7 +665,7 @@ class HeartbeatParser {
     if ((seen & REQUIRED) !== REQUIRED || de === ds || ie === is) throw PUNT;
     const str = (f: number, s: number, e: number, old: string | undefined): string => (same & f ? old! : latin1(buf, s, e));
     // An app's guid and version, and the partition, are shared by many instances on many agents.
-    const shared = (f: number, s: number, e: number, old: string | undefined): string => (same & f ? old! : this.intern(latin1(buf, s, e)));
+    const shared = (f: number, s: number, e: number, old: string | undefined): string => (same & f ? old! : this.shared(s, e));
     const d: HeartbeatDroplet = {
       droplet: shared(F_DROPLET, ds, de, cand?.droplet),
       version: shared(F_VERSION, vs, ve, cand?.version),
@@ -638,7 +674,11 @@ class HeartbeatParser {
       state: same & F_STATE ? cand!.state : stateString(b, buf, ss, se),
       state_timestamp: ts,
     };
-    if (seen & F_CC_PARTITION) d.cc_partition = shared(F_CC_PARTITION, cs, ce, cand?.cc_partition);
+    if (seen & F_CC_PARTITION) {
+      // An agent's instances are all on one partition, mostly: the previous one's is tried first.
+      const prev = out.length > 0 ? out[out.length - 1]!.cc_partition : undefined;
+      d.cc_partition = same & F_CC_PARTITION ? cand!.cc_partition! : prev !== undefined && sameBytes(b, cs, ce, prev) ? prev : this.shared(cs, ce);
+    }
     out.push(Object.freeze(d));
     return p;
   }

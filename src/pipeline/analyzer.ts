@@ -5,7 +5,7 @@
  * incremented only for starts actually enqueued. Pure: it returns what to save.
  */
 import type { Logger } from 'pino';
-import { buildAppViews, startPriority, type AppView } from './app-view.js';
+import { buildAppViews, isConverged, startPriority, type AppView } from './app-view.js';
 import { newMessageId } from './pending.js';
 import type { PolicyStage, Proposal } from './decisions.js';
 import { crashKey, startKey, stopKey, type AppKey, type CrashCount, type PendingStart, type PendingStop, type StoreSnapshot } from './store.js';
@@ -30,26 +30,31 @@ export interface NamedPolicy {
  * the proposals it got last time, all of them already pending or deliberately not enqueued).
  */
 export function analyze(snapshot: StoreSnapshot, now: number, policies: readonly NamedPolicy[], logger?: Logger, keys?: Iterable<AppKey>): AnalysisResult {
-  const apps = buildAppViews(snapshot, keys);
+  // Converged apps get no proposal from policies that say so: their views are not built.
+  const quiet = policies.length > 0 && policies.every((p) => p.stage.quietWhenConverged === true);
+  const apps = buildAppViews(snapshot, keys, quiet ? isConverged : undefined);
   const result: AnalysisResult = { apps, starts: [], stops: [], crashCounts: [], enqueued: [] };
   for (const app of apps.values()) {
-    const starts = new Map<string, Proposal & { kind: 'start' }>();
-    const stops = new Map<string, Proposal & { kind: 'stop' }>();
-    const counts = new Map<string, { count: CrashCount; ttlMs: number }>();
+    // Most apps propose nothing: the maps are made for the first proposal.
+    let starts: Map<string, Proposal & { kind: 'start' }> | undefined;
+    let stops: Map<string, Proposal & { kind: 'stop' }> | undefined;
+    let counts: Map<string, { count: CrashCount; ttlMs: number }> | undefined;
     const priority = startPriority(app);
     for (const { id, stage } of policies) {
-      if (stage.gate === 'no-new-start' && starts.size > 0) continue;
-      for (const p of stage.evaluate({ app, now, priority })) {
+      if (stage.gate === 'no-new-start' && starts !== undefined && starts.size > 0) continue;
+      const proposals = stage.evaluate({ app, now, priority });
+      if (proposals.length === 0) continue;
+      for (const p of proposals) {
         if (p.kind === 'start') {
           const key = startKey(p.start);
           if (snapshot.starts.has(key)) {
             logger?.debug({ policy: id, key, reason: p.start.reason }, `Skipping Already Enqueued Start Message: ${p.log}`);
             continue;
           }
-          starts.set(key, p);
+          (starts ??= new Map()).set(key, p);
           if (p.crashCount) {
             const c = p.crashCount.count;
-            counts.set(crashKey(c), { count: { ...c, count: c.count + 1 }, ttlMs: p.crashCount.ttlMs });
+            (counts ??= new Map()).set(crashKey(c), { count: { ...c, count: c.count + 1 }, ttlMs: p.crashCount.ttlMs });
           }
         } else {
           const key = stopKey(p.stop);
@@ -57,21 +62,21 @@ export function analyze(snapshot: StoreSnapshot, now: number, policies: readonly
             logger?.debug({ policy: id, key, reason: p.stop.reason }, `Skipping Already Enqueued Stop Message: ${p.log}`);
             continue;
           }
-          stops.set(key, p);
+          (stops ??= new Map()).set(key, p);
         }
       }
     }
-    for (const p of starts.values()) {
+    for (const p of starts?.values() ?? []) {
       p.start.messageId ||= newMessageId();
       result.starts.push(p.start);
       result.enqueued.push(p);
     }
-    for (const p of stops.values()) {
+    for (const p of stops?.values() ?? []) {
       p.stop.messageId ||= newMessageId();
       result.stops.push(p.stop);
       result.enqueued.push(p);
     }
-    result.crashCounts.push(...counts.values());
+    if (counts !== undefined) result.crashCounts.push(...counts.values());
   }
   return result;
 }

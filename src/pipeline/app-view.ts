@@ -40,16 +40,18 @@ export interface IndexSummary {
   evacuating: number;
 }
 
-const summaries = new WeakMap<AppView, ReadonlyMap<number, IndexSummary>>();
+/** Where byIndex() keeps its grouping on a view (a property, not a WeakMap: a full pass makes 100 000 views). */
+const SUMMARY = Symbol('byIndex');
+type Summarised = AppView & { [SUMMARY]?: ReadonlyMap<number, IndexSummary> };
 
 /**
  * The app's instances grouped by index, computed once per view and shared by every rule (the
  * analyzer's hot path: each rule would otherwise walk the instances again).
  */
 export function byIndex(app: AppView): ReadonlyMap<number, IndexSummary> {
-  let m = summaries.get(app) as Map<number, IndexSummary> | undefined;
-  if (m) return m;
-  m = new Map();
+  const cached = (app as Summarised)[SUMMARY];
+  if (cached) return cached;
+  const m = new Map<number, IndexSummary>();
   for (const i of app.instances) {
     let s = m.get(i.index);
     if (!s) m.set(i.index, (s = { instances: [], running: 0, starting: 0, crashed: 0, evacuating: 0 }));
@@ -59,7 +61,7 @@ export function byIndex(app: AppView): ReadonlyMap<number, IndexSummary> {
     else if (i.state === 'CRASHED') s.crashed++;
     else if (i.state === 'EVACUATING') s.evacuating++;
   }
-  summaries.set(app, m);
+  (app as Summarised)[SUMMARY] = m;
   return m;
 }
 
@@ -83,25 +85,61 @@ export function startPriority(app: AppView): number {
   return (n - running) / n;
 }
 
+/** Most apps have no crash count: one empty map serves them all. */
+const NO_CRASH_COUNTS: ReadonlyMap<number, CrashCount> = new Map();
+
 /** The view of one app, or undefined when it has neither desired state nor live instances. */
 export function buildAppView(snapshot: StoreSnapshot, key: AppKey): AppView | undefined {
   const desired = snapshot.desired.get(key);
   const instances = snapshot.instances.get(key) ?? [];
   if (!desired && instances.length === 0) return undefined;
   const comma = key.indexOf(',');
-  const crashCounts = new Map<number, CrashCount>();
-  for (const c of snapshot.crashCounts.get(key) ?? []) crashCounts.set(c.index, c);
-  return { key, guid: desired?.guid ?? key.slice(0, comma), version: desired?.version ?? key.slice(comma + 1), desired, instances, crashCounts };
+  const counts = snapshot.crashCounts.get(key);
+  let crashCounts: ReadonlyMap<number, CrashCount> = NO_CRASH_COUNTS;
+  if (counts !== undefined && counts.length > 0) crashCounts = new Map(counts.map((c) => [c.index, c]));
+  // The summary slot is there from the start, so every view has the same shape.
+  const view: Summarised = { key, guid: desired?.guid ?? key.slice(0, comma), version: desired?.version ?? key.slice(comma + 1), desired, instances, crashCounts, [SUMMARY]: undefined };
+  return view;
+}
+
+/**
+ * Whether an app is converged: desired, and its instances are exactly one RUNNING instance at each
+ * desired index. Read from the snapshot without building a view.
+ */
+export function isConverged(snapshot: StoreSnapshot, key: AppKey): boolean {
+  const desired = snapshot.desired.get(key);
+  if (desired === undefined) return false;
+  const n = desired.instances;
+  const list = snapshot.instances.get(key) ?? [];
+  if (list.length !== n) return false;
+  if (n > 64) return false; // (rare: checked the long way, with a view)
+  // Indices seen, as two 32-bit masks.
+  let low = 0;
+  let high = 0;
+  for (let k = 0; k < n; k++) {
+    const inst = list[k]!;
+    const index = inst.index;
+    if (inst.state !== 'RUNNING' || !Number.isInteger(index) || index < 0 || index >= n) return false;
+    if (index < 32) {
+      if (low & (1 << index)) return false;
+      low |= 1 << index;
+    } else {
+      if (high & (1 << (index - 32))) return false;
+      high |= 1 << (index - 32);
+    }
+  }
+  return true;
 }
 
 /**
  * The apps of the snapshot: the union of desired apps and apps with live instances, or only those
- * among `keys` when given (an incremental pass over the apps whose inputs changed).
+ * among `keys` when given (an incremental pass over the apps whose inputs changed); with `skip`,
+ * without the apps it says to pass by.
  */
-export function buildAppViews(snapshot: StoreSnapshot, keys?: Iterable<AppKey>): Map<AppKey, AppView> {
+export function buildAppViews(snapshot: StoreSnapshot, keys?: Iterable<AppKey>, skip?: (snapshot: StoreSnapshot, key: AppKey) => boolean): Map<AppKey, AppView> {
   const apps = new Map<AppKey, AppView>();
   const add = (key: AppKey) => {
-    if (apps.has(key)) return;
+    if (apps.has(key) || skip?.(snapshot, key)) return;
     const v = buildAppView(snapshot, key);
     if (v) apps.set(key, v);
   };

@@ -40,6 +40,12 @@ export interface PolicyStage extends Stage {
   evaluate(input: PolicyInput): Proposal[];
   /** 'no-new-start': skip this rule for an app when the pass enqueued a new start for it (HM9000 step 4). */
   readonly gate?: 'no-new-start';
+  /**
+   * true: the rule proposes nothing for a converged app — a desired one whose every desired index
+   * has exactly one instance, RUNNING, and that has no other instance. When every policy says so
+   * the analyzer passes such apps by without building their view (most apps, most of the time).
+   */
+  readonly quietWhenConverged?: boolean;
 }
 
 export interface StartOrder {

@@ -60,8 +60,8 @@ export interface FoundationOptions {
   cc_partition?: string;
 }
 
-/** A small deterministic PRNG (mulberry32). */
-function random(seed: number): () => number {
+/** A small deterministic PRNG (mulberry32), so a simulation is repeatable from its seed. */
+export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -94,7 +94,7 @@ export class LiveFoundation {
     this.restartPending = new Uint8Array(this.instances);
     this.changedAt = new Float64Array(this.instances).fill(now);
     this.createdAt = new Float64Array(this.instances);
-    this.rnd = random(o.seed);
+    this.rnd = seededRandom(o.seed);
     this.partition = JSON.stringify(o.cc_partition ?? 'default');
   }
 

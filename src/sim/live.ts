@@ -60,13 +60,18 @@ const PUBLISH_BURST = 500;
 const MAX_UNFLUSHED_BYTES = 16 * 1024 * 1024;
 const DRAIN_TIMEOUT_MS = 2_000;
 
-class LagHistogram {
-  private readonly counts = new Uint32Array(LAG_BUCKETS);
+/** Lags in whole ms, up to `buckets` - 1 ms; later ones count in the last bucket. */
+export class LagHistogram {
+  private readonly counts: Uint32Array;
   n = 0;
   max = 0;
 
+  constructor(private readonly buckets = LAG_BUCKETS) {
+    this.counts = new Uint32Array(buckets);
+  }
+
   add(ms: number): void {
-    const b = Math.min(LAG_BUCKETS - 1, Math.max(0, Math.floor(ms)));
+    const b = Math.min(this.buckets - 1, Math.max(0, Math.floor(ms)));
     this.counts[b]!++;
     this.n++;
     if (ms > this.max) this.max = ms;
@@ -76,11 +81,11 @@ class LagHistogram {
     if (this.n === 0) return 0;
     const want = Math.ceil(q * this.n);
     let seen = 0;
-    for (let b = 0; b < LAG_BUCKETS; b++) {
+    for (let b = 0; b < this.buckets; b++) {
       seen += this.counts[b]!;
       if (seen >= want) return b;
     }
-    return LAG_BUCKETS - 1;
+    return this.buckets - 1;
   }
 }
 

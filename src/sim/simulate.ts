@@ -6,6 +6,7 @@
  * converge. Prints a timeline of the orders with their reasons and a summary.
  */
 import type { LoadedConfig } from '../config/load.js';
+import { seededRandom } from './live-foundation.js';
 import { runScenarioObject, type ScenarioResult, type TimedOrder } from './scenario.js';
 import type { Scenario, ScenarioEvent, ScenarioInstance } from './scenario-schema.js';
 
@@ -27,17 +28,6 @@ export interface SimulationOptions {
   seed: number;
 }
 
-/** A small deterministic PRNG (mulberry32), so a simulation is repeatable from its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function buildSimulation(o: SimulationOptions): Scenario {
   const total = o.agents * o.instancesPerAgent;
@@ -54,7 +44,7 @@ export function buildSimulation(o: SimulationOptions): Scenario {
     const id = `dea-${n % o.agents}`;
     (agents[id] ??= []).push({ app: `app-${Math.floor(n / o.instancesPerApp)}`, version: 'v1', index: n % o.instancesPerApp, state: 'RUNNING' });
   }
-  const rnd = random(o.seed);
+  const rnd = seededRandom(o.seed);
   const events: ScenarioEvent[] = [];
   for (let n = 0; n < Math.round(total * o.crashRate); n++) {
     const i = Math.floor(rnd() * total);
