@@ -311,7 +311,7 @@ function summaryLine(r: RunResult): string {
 }
 
 function table(results: RunResult[]): string {
-  const head = '| store | instances | agents | fresh held | first fresh (s) | ingest lag p50 / p99 (s) | cycle: first / mean / max (ms), cycles > 1 s | etcd puts/s + deletes/s | hmgate RSS / peak (MB) | hmgate CPU | etcd CPU, RSS (MB) | sim publish lag p99 (ms) |';
+  const head = '| store | instances | agents | fresh held | first fresh (s) | ingest lag p50 / p99 (s) | cycle: first / mean / max (ms), cycles > 1 s | etcd puts/s + deletes/s | hmgate RSS / peak (MB) | hmgate CPU | etcd CPU, RSS (MB) | simulator CPU, publish lag p99 (ms) |';
   const rows = results.map((r) =>
     [
       LABEL[r.layout],
@@ -325,7 +325,7 @@ function table(results: RunResult[]): string {
       r.hmgate ? `${f0(r.hmgate.rssMb)} / ${f0(r.hmgate.hwmMb)}` : '–',
       r.hmgate?.cpuPct !== undefined ? `${f0(r.hmgate.cpuPct)} %` : '–',
       r.etcd ? `${f0(r.etcd.cpuPct)} %, ${f0(r.etcd.rssMb)}` : '–',
-      f0(r.sim?.publishLagP99),
+      `${r.sim?.cpuPct !== undefined ? `${f0(r.sim.cpuPct)} %` : '–'}, ${f0(r.sim?.publishLagP99)}`,
     ].join(' | '),
   );
   return [head, `|${'---|'.repeat(12)}`, ...rows.map((r) => `| ${r} |`)].join('\n');

@@ -33,7 +33,7 @@ export function sameInstanceSet(a: readonly InstanceHeartbeat[], b: readonly Ins
   if (a === b) return true;
   if (a.length !== b.length) return false;
   let i = 0;
-  while (i < a.length && sameInstance(a[i]!, b[i]!)) i++;
+  while (i < a.length && (a[i] === b[i] || sameInstance(a[i]!, b[i]!))) i++;
   if (i === a.length) return true;
   const x = a.slice(i).sort(compareInstances);
   const y = b.slice(i).sort(compareInstances);

@@ -5,8 +5,10 @@
  * agents, and every id is shaped like a Cloud Foundry guid.
  *
  * State is kept in typed arrays (a million instances cost about 20 MB), and each heartbeat is built
- * when it is sent: with churn most agents change every period anyway, so caching the bytes would
- * not pay for its memory.
+ * when it is sent — with churn most agents change every period anyway — from each instance's JSON,
+ * which is kept until the instance changes (about 250 bytes an instance: formatting guids and
+ * numbers anew for every instance of every heartbeat would make the simulator, not the daemon,
+ * the limit of a load test on a small machine).
  *
  * Churn is HM9000's model: each period a share of all instances is restarted — a new instance guid
  * in STARTING in the same place — and a STARTING instance turns RUNNING at its agent's next
@@ -47,6 +49,8 @@ const RUNNING = 0;
 const STARTING = 1;
 const CRASHED = 2;
 const ABSENT = 3;
+/** restartPending: started by an order, not yet reported. */
+const STARTED = 2;
 const STATE_NAMES = ['RUNNING', 'STARTING', 'CRASHED'];
 
 export interface FoundationOptions {
@@ -77,12 +81,14 @@ export class LiveFoundation {
   readonly apps: number;
   private readonly generation: Uint32Array;
   private readonly state: Uint8Array;
-  /** The state to report once the pending restart is applied at the agent's next heartbeat. */
+  /** 1: a restart to apply at the agent's next heartbeat; STARTED: started by an order since it. */
   private readonly restartPending: Uint8Array;
   private readonly changedAt: Float64Array;
   private readonly createdAt: Float64Array;
   private readonly rnd: () => number;
   private readonly partition: string;
+  /** Each instance's JSON in a heartbeat; undefined when it changed since it was made. */
+  private readonly json: (string | undefined)[];
   /** Restarts applied so far. */
   restarts = 0;
 
@@ -96,6 +102,9 @@ export class LiveFoundation {
     this.createdAt = new Float64Array(this.instances);
     this.rnd = seededRandom(o.seed);
     this.partition = JSON.stringify(o.cc_partition ?? 'default');
+    // Pushed, not new Array(n): V8 keeps a large preallocated array as a slow dictionary.
+    this.json = [];
+    for (let g = 0; g < this.instances; g++) this.json.push(undefined);
   }
 
   /** Desired instances of app a (the last app may have fewer). */
@@ -120,22 +129,34 @@ export class LiveFoundation {
     for (let g = d; g < this.instances; g += agents) {
       let s = this.state[g]!;
       if (s === ABSENT) continue;
-      if (this.restartPending[g]) {
+      const pending = this.restartPending[g];
+      if (pending === STARTED) {
+        // Started by an order: reported STARTING once, as a restart is.
+        this.restartPending[g] = 0;
+      } else if (pending) {
         this.restartPending[g] = 0;
         this.generation[g]!++;
         this.createdAt[g] = now;
         this.changedAt[g] = now;
         this.state[g] = s = STARTING;
+        this.json[g] = undefined;
         this.restarts++;
         // Reported STARTING once; RUNNING from the next heartbeat on.
       } else if (s === STARTING) {
         this.state[g] = s = RUNNING;
         this.changedAt[g] = now;
+        this.json[g] = undefined;
       }
-      const a = Math.floor(g / instancesPerApp);
-      parts.push(
-        `{"cc_partition":${this.partition},"droplet":"${appGuid(a)}","version":"${appVersion(a)}","instance":"${instanceGuid(g, this.generation[g]!, this.createdAt[g])}","index":${g % instancesPerApp},"state":"${STATE_NAMES[s]}","state_timestamp":${this.changedAt[g]! / 1000}}`,
-      );
+      let json = this.json[g];
+      if (json === undefined) {
+        const a = Math.floor(g / instancesPerApp);
+        json = `{"cc_partition":${this.partition},"droplet":"${appGuid(a)}","version":"${appVersion(a)}","instance":"${instanceGuid(g, this.generation[g]!, this.createdAt[g])}","index":${g % instancesPerApp},"state":"${STATE_NAMES[s]}","state_timestamp":${this.changedAt[g]! / 1000}}`;
+        // Copied into one piece: V8 keeps a template's result as a tree of its parts, and joining
+        // trees walks every one of them again, heartbeat after heartbeat (10 times slower).
+        json = Buffer.from(json, 'latin1').toString('latin1');
+        this.json[g] = json;
+      }
+      parts.push(json);
     }
     return `{"droplets":[${parts.join(',')}],"dea":"${agentGuid(d)}"}`;
   }
@@ -150,6 +171,7 @@ export class LiveFoundation {
     if (g < 0 || g >= this.instances || this.state[g] === ABSENT) return false;
     this.state[g] = ABSENT;
     this.restartPending[g] = 0;
+    this.json[g] = undefined;
     return true;
   }
 
@@ -158,6 +180,7 @@ export class LiveFoundation {
     if (g < 0 || g >= this.instances || this.state[g] === ABSENT) return false;
     this.state[g] = CRASHED;
     this.changedAt[g] = now;
+    this.json[g] = undefined;
     return true;
   }
 
@@ -180,6 +203,8 @@ export class LiveFoundation {
     this.createdAt[g] = now;
     this.changedAt[g] = now;
     this.state[g] = STARTING;
+    this.restartPending[g] = STARTED;
+    this.json[g] = undefined;
     return true;
   }
 

@@ -269,7 +269,7 @@ export class LiveSimulator {
         return;
       }
       if (d === 0) this.newPeriod(k);
-      const body = encoder.encode(this.foundation.heartbeat(d, now));
+      const body = Buffer.from(this.foundation.heartbeat(d, now), 'utf8');
       nc.publish(this.o.heartbeatSubject, body);
       this.unflushed += body.byteLength;
       this.heartbeats++;
