@@ -5,8 +5,9 @@
  *
  *   agents/<agent>      one record per agent: its instances (compact JSON), on a shared lease
  *   agents/<agent>/d    the agent's delta: only what changed since its record was written
- *                       (states, instances gone and added), on the record's lease ('%' and '/' in <agent> are
- *                       written %25 and %2F, so no agent's record is another's delta)
+ *                       (states, instances gone and added), on the record's lease ('%' and '/'
+ *                       in <agent> are written %25 and %2F, so no agent's record is another's
+ *                       delta)
  *   desired/<n>         the desired apps in a few chunks (an app's chunk is a hash of its key)
  *   desired/meta        {"chunks":n,"apps":count}; chunks and meta are replaced in ONE transaction
  *   crashes/<crashKey>  a crash count, on a shared lease of its TTL
@@ -53,16 +54,16 @@
  * record is ignored; the writer applies its own without reading it back. The record is written
  * again, in one transaction with the delete of its delta, when the delta would exceed an eighth of
  * the record (every delta put carries all changes since the record); when a guid is not unique
- * (positions would be ambiguous); when the record was written by another store (only the writer knows its
- * lease); and periodically, once per 8 × ttl, each agent at its own phase of that period so
+ * (positions would be ambiguous); when the record was written by another store (only the writer
+ * knows its lease); and periodically, once per 8 × ttl, each agent at its own phase of that period so
  * records written together (all of them, at start) are rewritten evenly over it, not in one save.
  * A record's lease lives 12 × ttl, so its deltas can vouch 3 × ttl ahead until it is rewritten; a
  * delta is never put on a lease that might end before what it vouches for.
  *
  * Per heartbeat of an unchanged agent that is 0 etcd requests, and one small delta put (in a
  * transaction of up to 128 keys with the rest of the batch) every 2 × ttl; per changed heartbeat
- * one delta put; one record put per eighth of a record's worth of changes and every 8 × ttl. Keeping each
- * agent's own lease alive instead would cost no puts but a KeepAlive per agent per ttl/3 and
+ * one delta put; one record put per eighth of a record's worth of changes and every 8 × ttl.
+ * Keeping each agent's own lease alive instead would cost no puts but a KeepAlive per agent per ttl/3 and
  * 10 000 leases; putting every heartbeat (HM9000's presence keys) would cost one put per agent per
  * heartbeat.
  */

@@ -45,4 +45,10 @@ describe('LiveFoundation', () => {
     expect(report(f, 2, at + 15_000).some((d) => d.droplet === appGuid(3) && d.index === 0)).toBe(false);
     expect(f.start(appGuid(3), 'other-version', 0, at + 16_000)).toBe(false);
   });
+
+  it('reports a partition named outside Latin-1 as it is', () => {
+    const f = new LiveFoundation({ agents: 1, instancesPerAgent: 2, instancesPerApp: 2, churn: 0, seed: 1, cc_partition: 'ĉ-zone' }, T0);
+    const body = JSON.parse(f.heartbeat(0, T0)) as { droplets: { cc_partition: string }[] };
+    expect(body.droplets.map((d) => d.cc_partition)).toEqual(['ĉ-zone', 'ĉ-zone']);
+  });
 });

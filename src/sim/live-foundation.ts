@@ -152,8 +152,9 @@ export class LiveFoundation {
         const a = Math.floor(g / instancesPerApp);
         json = `{"cc_partition":${this.partition},"droplet":"${appGuid(a)}","version":"${appVersion(a)}","instance":"${instanceGuid(g, this.generation[g]!, this.createdAt[g])}","index":${g % instancesPerApp},"state":"${STATE_NAMES[s]}","state_timestamp":${this.changedAt[g]! / 1000}}`;
         // Copied into one piece: V8 keeps a template's result as a tree of its parts, and joining
-        // trees walks every one of them again, heartbeat after heartbeat (10 times slower).
-        json = Buffer.from(json, 'latin1').toString('latin1');
+        // trees walks every one of them again, heartbeat after heartbeat (10 times slower). UTF-8
+        // both ways, so a partition name outside Latin-1 survives.
+        json = Buffer.from(json, 'utf8').toString('utf8');
         this.json[g] = json;
       }
       parts.push(json);
