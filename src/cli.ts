@@ -13,6 +13,7 @@ import { Engine } from './pipeline/engine.js';
 import { runSimulate, runTests, type SimulateArgs } from './sim/commands.js';
 import { formatResult, runDoctor } from './doctor/index.js';
 import { DumpUnavailableError, fetchDump } from './dump/client.js';
+import { callDaemon, DaemonUnavailableError } from './api/daemon-client.js';
 import { renderDump } from './dump/render.js';
 import { rawDump } from './dump/raw.js';
 
@@ -137,6 +138,23 @@ export function buildProgram(): Command {
       process.stdout.write(o.json ? `${JSON.stringify(doc, null, 2)}\n` : renderDump(doc));
     } catch (err) {
       if (err instanceof DumpUnavailableError) fail(err);
+      throw err;
+    }
+  });
+
+  withConfig(
+    program
+      .command('confirm-loss')
+      .description('tell the leading daemon that the agents that went silent together (ACTUAL_COLLAPSE) are gone, so their instances are started elsewhere'),
+  ).action(async (o: { config?: string }) => {
+    const loaded = await load(o.config);
+    try {
+      const { status, text } = await callDaemon(loaded, 'POST', '/v1/actual/confirm-loss', { accept: [409] });
+      const body = JSON.parse(text) as { confirmed?: number; error?: string };
+      if (status === 409) fail(new Error(`${body.error ?? 'this daemon does not lead'} (confirm-loss goes to the leader's api.listen)`));
+      process.stdout.write(body.confirmed ? `confirmed: ${body.confirmed} silent agent(s) forgotten; their instances count as missing now\n` : 'no collapse holds: nothing to confirm\n');
+    } catch (err) {
+      if (err instanceof DaemonUnavailableError) fail(err);
       throw err;
     }
   });

@@ -81,10 +81,18 @@ export function createEtcdClient(conn: EtcdConnection): Etcd3 {
     },
     grpcOptions: {
       // Notice a peer that stopped answering on an open connection (its streams would hang).
-      'grpc.keepalive_time_ms': 10_000,
+      // Pings go only while a call is open and no more often than every 10 s: etcd closes the
+      // connection of a client that pings more often than its --grpc-keepalive-min-time (5 s by
+      // default), and of one that pings without an open call at all.
+      'grpc.keepalive_time_ms': KEEPALIVE_TIME_MS,
       'grpc.keepalive_timeout_ms': 5_000,
+      'grpc.keepalive_permit_without_calls': 0,
       // An initial range page of large agent records may exceed gRPC's default 4 MiB.
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      // gRPC's default reconnect backoff grows to 2 minutes: an etcd back after an outage would
+      // wait that long to be used again.
+      'grpc.initial_reconnect_backoff_ms': 250,
+      'grpc.max_reconnect_backoff_ms': 5_000,
     },
   };
   if (conn.tls) {
@@ -95,7 +103,43 @@ export function createEtcdClient(conn: EtcdConnection): Etcd3 {
     };
   }
   if (conn.auth) options.auth = { username: conn.auth.username, password: conn.auth.password };
-  return new Etcd3(options);
+  const client = new Etcd3(options);
+  keepConnectionsOnCallErrors(client);
+  return client;
+}
+
+/** Client keepalive period; kept above etcd's default --grpc-keepalive-min-time (5 s). */
+export const KEEPALIVE_TIME_MS = 10_000;
+
+interface EtcdHost {
+  resetAllServices(): void;
+  close(): void;
+  closed: boolean;
+}
+
+/**
+ * etcd3 closes every gRPC client of an endpoint ("resetAllServices") as soon as ONE call on it
+ * fails with a code it deems transient: CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+ * UNAVAILABLE, INTERNAL. All those clients share one HTTP/2 connection, so that drops every other
+ * stream on it with "14 UNAVAILABLE: Connection dropped": the store's watch, the election's lease
+ * keepalive and observer. Among those failures are a watch stream etcd3 cancels itself (a
+ * campaign that stops waiting, on every failover), one call past its deadline, and one request
+ * larger than etcd accepts. grpc-js reconnects a connection that really failed by itself (a closed
+ * socket, or keepalive finding a silent peer), so the reset is kept for close() only.
+ */
+function keepConnectionsOnCallErrors(client: Etcd3): void {
+  const hosts = (client as unknown as { pool?: { hosts?: unknown } }).pool?.hosts;
+  if (!Array.isArray(hosts) || !hosts.every((h: Partial<EtcdHost>) => typeof h?.resetAllServices === 'function' && typeof h.close === 'function')) {
+    throw new Error('etcd store: this version of the etcd3 package has no per-endpoint hosts where expected (see keepConnectionsOnCallErrors in client.ts)');
+  }
+  for (const host of hosts as EtcdHost[]) {
+    const reset = host.resetAllServices.bind(host);
+    host.resetAllServices = () => undefined;
+    host.close = () => {
+      reset();
+      host.closed = true;
+    };
+  }
 }
 
 /** The endpoints as they may be shown: credentials in URLs masked. */
@@ -116,14 +160,29 @@ export class EtcdStoreError extends Error {
 
 function firstLine(err: unknown): string {
   const text = err instanceof Error ? err.message : String(err);
-  return text.split('\n')[0] || (err instanceof Error ? err.name : 'error');
+  const line = text.split('\n')[0] || (err instanceof Error ? err.name : 'error');
+  // grpc-js appends "Last error: Error: connect ECONNREFUSED … Resolution note: " to UNAVAILABLE.
+  return line.replace(/\.?\s*Resolution note:.*$/, '').replace(/\. Last error: (?:Error: )?/, ', last error: ');
+}
+
+/** `text` with the user info of any endpoint URL masked (gRPC's errors repeat the target as given). */
+function withoutSecrets(text: string, endpoints: readonly string[]): string {
+  let out = text;
+  for (const endpoint of endpoints) {
+    const userinfo = /^[a-z][a-z0-9+.-]*:\/\/([^/@]+)@/i.exec(endpoint)?.[1];
+    if (!userinfo) continue;
+    const password = userinfo.includes(':') ? userinfo.slice(userinfo.indexOf(':') + 1) : '';
+    out = out.split(userinfo).join(password ? `${userinfo.slice(0, userinfo.indexOf(':'))}:***` : userinfo);
+    if (password) out = out.split(password).join('***');
+  }
+  return out;
 }
 
 /** An etcd3 error as a store error naming etcd, its endpoints and what went wrong. */
 export function etcdError(err: unknown, endpoints: readonly string[], timeoutMs: number, doing: string): EtcdStoreError {
   if (err instanceof EtcdStoreError) return err;
   const at = `etcd at ${describeEndpoints(endpoints)}`;
-  const detail = firstLine(err);
+  const detail = withoutSecrets(firstLine(err), endpoints);
   if (err instanceof GRPCDeadlineExceededError) {
     return new EtcdStoreError(`${at} is unreachable: no answer within ${formatDuration(timeoutMs)} while ${doing} (${detail})`, 'unreachable', err);
   }

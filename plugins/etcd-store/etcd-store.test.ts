@@ -75,7 +75,7 @@ describe('etcd store plugin definition', () => {
     expect(etcdPlugin.kind).toBe('store');
     const validator = makeValidator({ heartbeatMs: 10_000, convertDurations: true });
     const check = (data: Record<string, unknown>) => ({ problems: validator.validate(etcdPlugin.optionsSchema, data).map((p) => p.message), data });
-    expect(check({})).toEqual({ problems: [], data: { endpoints: ['http://127.0.0.1:2379'], prefix: '/hmgate', dial_timeout: 5_000 } });
+    expect(check({})).toEqual({ problems: [], data: { endpoints: ['http://127.0.0.1:2379'], prefix: '/hmgate', dial_timeout: 5_000, max_request_bytes: 1_572_864 } });
     expect(check({ endpoints: ['https://user:pw@e:2379'], prefix: '/x', dial_timeout: '250ms', username: 'u', password: 'p', ca_file: 'ca.pem' }).problems).toEqual([]);
     expect(check({ nope: 1 }).problems).toHaveLength(1);
     expect(check({ endpoints: ['e:2379'] }).problems).toHaveLength(1);
@@ -669,9 +669,19 @@ describe('etcd failures', () => {
     await waitFor(() => store.health().healthy, { what: 'healthy again' });
   });
 
-  it('fails to start naming etcd when nothing listens', async () => {
-    const store = new EtcdStore({ endpoints: ['http://user:secret@127.0.0.1:1'], prefix: '/x', timeoutMs: 500 }, new VirtualClock());
-    await expect(store.start()).rejects.toThrow(/^etcd at http:\/\/user:\*\*\*@127\.0\.0\.1:1 is unreachable while reading the state: /);
-    expect(store.health().healthy).toBe(false);
+  it('starts when nothing listens, unhealthy naming etcd, refusing writes and trying again in the background', async () => {
+    const warn = vi.fn();
+    const store = new EtcdStore({ endpoints: ['http://user:secret@127.0.0.1:1'], prefix: '/x', timeoutMs: 500 }, new VirtualClock(), {
+      logger: { warn, info: vi.fn(), debug: vi.fn(), error: vi.fn() },
+    });
+    opened.push(store);
+    await store.start();
+    const health = store.health();
+    expect(health.healthy).toBe(false);
+    expect(health.last_error).toMatch(/^etcd at http:\/\/user:\*\*\*@127\.0\.0\.1:1 is unreachable while reading the state: /);
+    expect(JSON.stringify(warn.mock.calls)).not.toContain('secret');
+    await expect(store.putPendingStops([{ app: 'a', version: 'v', instance: 'i', messageId: 'm', sendOn: 0, sentOn: 0, keepAlive: 0, reason: 'EXTRA' }])).rejects.toThrow(
+      /is unreachable: the state has not been read from it yet/,
+    );
   });
 });

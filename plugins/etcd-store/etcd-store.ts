@@ -142,12 +142,21 @@ const RANGE_PAGE = 500;
 /** Tombstones are pruned once there are this many (only those the watch has passed). */
 const TOMBSTONE_PRUNE_AT = 1_000;
 const RESYNC_BACKOFF_MIN_MS = 100;
+/** The watch breaking this many times without coming up in between is reported. */
+const WATCH_BREAKS_REPORTED = 3;
 const RESYNC_BACKOFF_MAX_MS = 5_000;
 
 export interface EtcdStoreConfig extends EtcdConnection {
   /** Key prefix without a trailing slash, e.g. "/hmgate". */
   prefix: string;
+  /** The largest request etcd accepts (its --max-request-bytes); default etcd's default, 1.5 MiB. */
+  maxRequestBytes?: number;
 }
+
+/** etcd's default --max-request-bytes. */
+export const ETCD_MAX_REQUEST_BYTES = 1_572_864;
+/** Room left in a request for what surrounds the keys and values put (transaction, lease ids, compares). */
+const REQUEST_OVERHEAD_BYTES = 4_096;
 
 export type StoreLogger = Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>;
 
@@ -176,6 +185,8 @@ export interface EtcdWriteStats {
   deletes: number;
   ranges: number;
   leaseGrants: number;
+  /** Agent writes not sent because one put would be larger than etcd accepts in a request. */
+  refusedRecords: number;
 }
 
 type ExpiryKind = 'agent' | 'crash' | 'fresh';
@@ -308,7 +319,7 @@ export class EtcdStore implements Store {
   readonly keys: Keys;
   /** Identifies this store instance's agent writes, so it keeps its own exact deadlines for them. */
   readonly writerId = Math.random().toString(36).slice(2, 10);
-  readonly stats: EtcdWriteStats = { txns: 0, puts: 0, putBytes: 0, recordPuts: 0, deltaPuts: 0, expiredDeletes: 0, deletes: 0, ranges: 0, leaseGrants: 0 };
+  readonly stats: EtcdWriteStats = { txns: 0, puts: 0, putBytes: 0, recordPuts: 0, deltaPuts: 0, expiredDeletes: 0, deletes: 0, ranges: 0, leaseGrants: 0, refusedRecords: 0 };
 
   private etcd: Etcd3 | undefined;
   private readonly leases: LeasePool;
@@ -366,7 +377,19 @@ export class EtcdStore implements Store {
   private started = false;
   private stopped = false;
   private lastError: string | null = null;
+  /** Why the last read of the whole state failed (at start or after a break); null once one succeeds. */
+  private syncError: string | null = null;
+  /** Whether the state was ever read: until then there is nothing to write against. */
+  private everSynced = false;
   private watchError: string | null = null;
+  /** Watch breaks since the watch last came up: a watch that keeps breaking is a problem, one break is not. */
+  private breaksInARow = 0;
+  /** Times the watch broke (each followed by a read of the whole state). */
+  watchBreaks = 0;
+  /** The most one put (key and value) may carry: what etcd accepts in a request, less some room. */
+  private readonly maxPutBytes: number;
+  /** Agents refused as too large, logged once until one of their writes succeeds. */
+  private readonly refusedLogged = new Set<string>();
 
   private readonly listeners = new Set<(change: StoreChange) => void>();
 
@@ -388,6 +411,7 @@ export class EtcdStore implements Store {
     };
     this.logger = options.logger;
     this.where = `etcd at ${describeEndpoints(config.endpoints)}`;
+    this.maxPutBytes = (config.maxRequestBytes ?? ETCD_MAX_REQUEST_BYTES) - REQUEST_OVERHEAD_BYTES;
     this.realNow = options.realNow ?? Date.now;
     this.leases = new LeasePool(async (ttlSeconds) => {
       const res = await this.call('granting a lease', (c) => c.leaseClient.leaseGrant({ TTL: ttlSeconds }));
@@ -409,6 +433,12 @@ export class EtcdStore implements Store {
 
   // --- lifecycle ---
 
+  /**
+   * Reads the state and starts the watch. An etcd that cannot be reached does not stop the start:
+   * the store reports itself unhealthy (ETCD_UNREACHABLE), refuses writes, and keeps trying in the
+   * background, so the daemon serves its API and joins the election once etcd answers. Refused
+   * credentials or a refused read still fail the start: trying again would not help.
+   */
   async start(): Promise<void> {
     this.stopped = false;
     if (!this.started) {
@@ -416,9 +446,15 @@ export class EtcdStore implements Store {
       try {
         await this.resync();
       } catch (err) {
-        this.etcd.close();
-        this.etcd = undefined;
-        throw err;
+        if (err instanceof EtcdStoreError && err.kind === 'unreachable') {
+          this.syncError = err.message;
+          this.logger?.warn({ error: err.message }, `${err.message}; starting without it and trying again in the background`);
+          this.scheduleResync();
+        } else {
+          this.etcd.close();
+          this.etcd = undefined;
+          throw err;
+        }
       }
       this.started = true;
     }
@@ -441,8 +477,16 @@ export class EtcdStore implements Store {
     this.etcd = undefined;
   }
 
+  /**
+   * Unhealthy while a request to etcd fails (a write, or reading the state again) or the watch
+   * keeps breaking; a watch that broke and came back on the next read is no problem of etcd's.
+   */
   health(): StageHealth {
-    const error = this.lastError ?? (this.synced ? null : (this.watchError ?? `not in sync with ${this.where}`));
+    const error =
+      this.lastError ??
+      this.syncError ??
+      (this.breaksInARow >= WATCH_BREAKS_REPORTED ? this.watchError : null) ??
+      (this.everSynced ? null : `not in sync with ${this.where}`);
     return { healthy: error === null, last_error: error };
   }
 
@@ -520,9 +564,12 @@ export class EtcdStore implements Store {
     const failed = new Set<string>();
     let firstError: unknown;
     const results: { res: ITxnResponse; ops: WriteOp[] }[][] = [];
-    if (writes.length > 0) {
+    // A record etcd would refuse is not sent: the other agents are saved, and the save then fails naming it.
+    const sendable = this.refuseOversized(writes, failed);
+    if (failed.size > 0) firstError = this.oversizedError(writes.filter((w) => failed.has(w.agent)));
+    if (sendable.length > 0) {
       // All transactions of a save at once: a save of many agents takes about one round trip.
-      const groups = this.groupAgentWrites(writes);
+      const groups = this.groupAgentWrites(sendable);
       const settled = await Promise.allSettled(groups.map((g) => this.commitAgentWrites(g, RECORD_LEASE_TTLS * ttlMs)));
       settled.forEach((s, i) => {
         if (s.status === 'fulfilled') results.push(s.value);
@@ -534,7 +581,11 @@ export class EtcdStore implements Store {
     }
 
     // What etcd now holds, then this store's deadlines; a failed agent keeps its old ones.
-    for (const agent of latest.keys()) if (!failed.has(agent)) this.ownDeadline.set(agent, deadline);
+    for (const agent of latest.keys()) {
+      if (failed.has(agent)) continue;
+      this.ownDeadline.set(agent, deadline);
+      this.refusedLogged.delete(agent);
+    }
     const out = newBatch();
     for (const r of results.flat()) this.applyResultInto(r.res, r.ops, out);
     for (const agent of latest.keys()) this.refreshAgent(agent, out.changes);
@@ -590,6 +641,40 @@ export class EtcdStore implements Store {
     return (w.text ??= encodeAgent(w.agent, { writer: this.writerId, vouchedUntil: w.vouchedUntil, instances: w.instances }));
   }
 
+  private putBytes(w: AgentWrite): number {
+    const key = w.kind === 'record' ? this.recordKey(w.agent) : this.deltaKey(w.agent);
+    return Buffer.byteLength(key) + Buffer.byteLength(w.kind === 'record' ? this.recordText(w) : w.text);
+  }
+
+  /** The writes etcd can take; the agents of the others go into `failed`, counted and logged. */
+  private refuseOversized(writes: readonly AgentWrite[], failed: Set<string>): AgentWrite[] {
+    const ok: AgentWrite[] = [];
+    for (const w of writes) {
+      const bytes = this.putBytes(w);
+      if (bytes <= this.maxPutBytes) {
+        ok.push(w);
+        continue;
+      }
+      failed.add(w.agent);
+      this.stats.refusedRecords++;
+      if (!this.refusedLogged.has(w.agent)) {
+        this.refusedLogged.add(w.agent);
+        this.logger?.warn({ agent: w.agent, bytes, instances: w.kind === 'record' ? w.instances.length : w.record.instances.length, max_put_bytes: this.maxPutBytes }, `${this.tooLarge(w.agent, bytes)}; not sent`);
+      }
+    }
+    return ok;
+  }
+
+  private tooLarge(agent: string, bytes: number): string {
+    return `agent ${JSON.stringify(agent)} is too large for ${this.where}: its record is ${bytes} bytes, more than one etcd request may carry (${this.maxPutBytes + REQUEST_OVERHEAD_BYTES} bytes, max_request_bytes / etcd's --max-request-bytes)`;
+  }
+
+  private oversizedError(refused: readonly AgentWrite[]): EtcdStoreError {
+    const first = refused[0]!;
+    const more = refused.length > 1 ? ` (and ${refused.length - 1} more agents)` : '';
+    return new EtcdStoreError(`${this.tooLarge(first.agent, this.putBytes(first))}${more}: its heartbeats are not saved`, 'rejected');
+  }
+
   /** Transactions of at most MAX_TXN_OPS operations and MAX_TXN_BYTES. */
   private groupAgentWrites(writes: readonly AgentWrite[]): AgentWrite[][] {
     const groups: AgentWrite[][] = [];
@@ -599,7 +684,7 @@ export class EtcdStore implements Store {
     for (const w of writes) {
       const n = w.kind === 'record' && w.clearDelta ? 2 : 1;
       const size = (w.kind === 'record' ? this.recordText(w).length : w.text.length) + w.agent.length;
-      if (group.length > 0 && (ops + n > MAX_TXN_OPS || bytes + size > MAX_TXN_BYTES)) {
+      if (group.length > 0 && (ops + n > MAX_TXN_OPS || bytes + size > Math.min(MAX_TXN_BYTES, this.maxPutBytes))) {
         groups.push(group);
         group = [];
         ops = 0;
@@ -824,7 +909,7 @@ export class EtcdStore implements Store {
     const { kvs } = await this.rangeAll(this.keys.root, 'dumping the keys');
     const ttls = new Map<string, string>();
     for (const lease of new Set(kvs.map((kv) => kv.lease).filter((l) => l !== '0'))) {
-      const res = await this.call('reading a lease', (c) => c.leaseClient.leaseTimeToLive({ ID: lease }));
+      const res = await this.call('reading a lease', (c) => c.leaseClient.leaseTimeToLive({ ID: lease }), false);
       ttls.set(lease, Number(res.TTL) < 0 ? 'expired' : `${res.TTL}s`);
     }
     const records = new Map<string, IKeyValue>();
@@ -890,8 +975,12 @@ export class EtcdStore implements Store {
   // --- writing ---
 
   /** Runs an etcd call with this store's client, turning failures into errors naming etcd. */
-  private async call<T>(doing: string, fn: (client: Etcd3) => Promise<T>): Promise<T> {
+  private async call<T>(doing: string, fn: (client: Etcd3) => Promise<T>, write = true): Promise<T> {
     const client = this.etcd;
+    // Nothing is written against a state never read (the compares and skipped writes rely on it).
+    if (write && !this.everSynced) {
+      throw new EtcdStoreError(`${this.where} is unreachable: the state has not been read from it yet (${doing})`, 'unreachable');
+    }
     if (!client) throw new EtcdStoreError(`${this.where}: the store is not started (${doing})`, 'unreachable');
     try {
       return await fn(client);
@@ -1017,8 +1106,10 @@ export class EtcdStore implements Store {
     let revision: number | undefined;
     for (;;) {
       this.stats.ranges++;
-      const res = await this.call(doing, (c) =>
-        c.kv.range({ key, range_end: end, limit: RANGE_PAGE, ...(revision === undefined ? {} : { revision }) }),
+      const res = await this.call(
+        doing,
+        (c) => c.kv.range({ key, range_end: end, limit: RANGE_PAGE, ...(revision === undefined ? {} : { revision }) }),
+        false,
       );
       revision ??= Number(res.header.revision);
       kvs.push(...res.kvs);
@@ -1056,8 +1147,10 @@ export class EtcdStore implements Store {
       this.watchRev = Math.max(this.watchRev, revision);
       this.pruneTombstones();
       this.openWatch(revision + 1);
+      if (!this.everSynced && this.syncError !== null) this.logger?.info(`${this.where} answers: the state is read`);
       this.synced = true;
-      this.watchError = null;
+      this.everSynced = true;
+      this.syncError = null;
       this.resyncBackoff = RESYNC_BACKOFF_MIN_MS;
     } finally {
       this.resyncing = false;
@@ -1067,6 +1160,11 @@ export class EtcdStore implements Store {
   private openWatch(fromRevision: number): void {
     const watcher = this.client.watch().prefix(this.keys.root).startRevision(String(fromRevision)).watcher();
     this.watcher = watcher;
+    watcher.on('connected', () => {
+      if (this.watcher !== watcher) return;
+      this.breaksInARow = 0;
+      this.watchError = null;
+    });
     watcher.on('data', (res: IWatchResponse) => {
       if (this.watcher === watcher) this.onWatchData(res);
     });
@@ -1074,8 +1172,12 @@ export class EtcdStore implements Store {
       if (this.watcher !== watcher) return;
       this.watcher = undefined;
       this.synced = false;
+      this.watchBreaks++;
+      this.breaksInARow++;
       this.watchError = `the watch of ${this.where} broke: ${(err?.message ?? String(err)).split('\n')[0]}`;
-      this.logger?.warn({ error: this.watchError }, `${this.watchError}; reading the state again`);
+      // One break is routine (etcd restarted, a connection replaced): the next read says whether etcd answers.
+      if (this.breaksInARow >= WATCH_BREAKS_REPORTED) this.logger?.warn({ error: this.watchError, breaks: this.breaksInARow }, `${this.watchError} (${this.breaksInARow} times in a row); reading the state again`);
+      else this.logger?.info({ error: this.watchError }, `${this.watchError}; reading the state again`);
       if (cancel) void watcher.cancel().catch(() => undefined);
       this.scheduleResync();
     };
@@ -1087,13 +1189,16 @@ export class EtcdStore implements Store {
   private scheduleResync(): void {
     if (this.stopped || this.resyncTimer) return;
     const delay = this.resyncBackoff;
-    this.resyncBackoff = Math.min(RESYNC_BACKOFF_MAX_MS, this.resyncBackoff * 2);
+    // Until the state was read once nothing works here: try again at least every second.
+    this.resyncBackoff = Math.min(this.everSynced ? RESYNC_BACKOFF_MAX_MS : 1_000, this.resyncBackoff * 2);
     this.resyncTimer = setTimeout(() => {
       this.resyncTimer = undefined;
       if (this.stopped) return;
       this.resync().catch((err: unknown) => {
-        this.watchError = `cannot read the state again: ${(err as Error).message}`;
-        this.logger?.warn({ error: this.watchError }, this.watchError);
+        const first = this.syncError === null;
+        this.syncError = (err as Error).message;
+        // Logged when it begins; it lasts until a read succeeds (health says so meanwhile).
+        if (first) this.logger?.warn({ error: this.syncError }, this.syncError);
         this.scheduleResync();
       });
     }, delay);

@@ -2,6 +2,7 @@
  * The `etcd` store: state shared by several daemons in etcd v3, read from a local cache kept
  * current by a watch. The layout and the lease design are described in etcd-store.ts.
  */
+import { Counter, type Registry } from 'prom-client';
 import { definePlugin } from '../../src/pipeline/plugin.js';
 import { readTlsFiles } from './client.js';
 import { EtcdStore } from './etcd-store.js';
@@ -21,10 +22,11 @@ export default definePlugin({
     if ((opts.username === undefined) !== (opts.password === undefined)) {
       throw new Error('etcd store: username and password go together');
     }
-    return new EtcdStore(
+    const store = new EtcdStore(
       {
         endpoints: opts.endpoints,
         prefix: opts.prefix,
+        maxRequestBytes: opts.max_request_bytes,
         timeoutMs: opts.dial_timeout,
         tls: readTlsFiles(ctx.configDir, opts),
         auth: opts.username !== undefined ? { username: opts.username, password: opts.password ?? '' } : undefined,
@@ -35,5 +37,23 @@ export default definePlugin({
         onListenerError: (err, change) => ctx.logger.error({ err, change }, 'store change listener failed'),
       },
     );
+    countFrom(ctx.metrics, 'hmgate_etcd_watch_breaks_total', 'Times the etcd watch broke and the state was read again', () => store.watchBreaks);
+    countFrom(ctx.metrics, 'hmgate_etcd_refused_records_total', "Agent records not sent because they are larger than etcd accepts in one request (max_request_bytes)", () => store.stats.refusedRecords);
+    return store;
   },
 });
+
+/** A counter whose value is read from the store when scraped (one per registry). */
+function countFrom(registry: Registry | undefined, name: string, help: string, read: () => number): void {
+  if (!registry) return;
+  registry.removeSingleMetric(name);
+  new Counter({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}

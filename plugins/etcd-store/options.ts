@@ -25,6 +25,12 @@ export const EtcdStoreOptionsSchema = Type.Object(
       hb: false,
       description: 'How long to wait to connect to etcd, and the deadline of every etcd request; a store call that takes longer fails naming etcd.',
     }),
+    max_request_bytes: Type.Integer({
+      minimum: 65_536,
+      default: 1_572_864,
+      description:
+        "The largest request etcd accepts: etcd's --max-request-bytes (default 1.5 MiB). An agent whose record is larger is not sent (etcd would refuse it); it is logged, counted in hmgate_etcd_refused_records_total and its heartbeats are not saved. Raise both together.",
+    }),
   },
   { additionalProperties: false },
 );

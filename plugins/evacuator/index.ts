@@ -1,11 +1,17 @@
 /**
  * The evacuator (HM9000 §10): a DEA that shuts down or evacuates reports each instance it stops
- * on droplet.exited; for those hmgate writes an immediate, verification-skipping EVACUATING start
- * so the instance comes back elsewhere. It overwrites a pending start for the same index (the
- * analyzer never does) and does not check freshness — the dispatcher still does before sending.
+ * on droplet.exited; for those hmgate writes an immediate EVACUATING start so the instance comes
+ * back elsewhere. It overwrites a pending start for the same index (the analyzer never does); the
+ * dispatcher still checks freshness before sending.
+ *
+ * HM9000 wrote the start without any check. hmgate first verifies it against the store (verify.ts):
+ * the app desired and STARTED, the index within the desired count, the index not already running
+ * or starting elsewhere, desired state fresh. A start that fails is not written; it is counted and
+ * logged with why. `verify: false` restores HM9000's unverified start.
  */
 import { Type } from '@sinclair/typebox';
 import { Counter, type Registry } from 'prom-client';
+import type { Logger } from 'pino';
 import { Duration } from '../../src/config/schema.js';
 import { errorText } from '../../src/log.js';
 import { makeDecoder } from '../../src/messages/decode.js';
@@ -14,6 +20,8 @@ import { DropReporter } from '../../src/pipeline/intake.js';
 import { newMessageId } from '../../src/pipeline/pending.js';
 import { definePlugin, type Stage, type StageContext, type StageHealth } from '../../src/pipeline/plugin.js';
 import type { PendingStart } from '../../src/pipeline/store.js';
+import type { Clock } from '../../src/pipeline/clock.js';
+import { verifyEvacuationStart, type Refusal } from './verify.js';
 
 export const EVACUATING_PRIORITY = 2.0;
 const EVACUATION_REASONS = new Set(['DEA_SHUTDOWN', 'DEA_EVACUATION']);
@@ -22,6 +30,11 @@ export const EvacuatorOptions = Type.Object(
   {
     subject: Type.String({ default: 'droplet.exited', description: 'Where agents report stopped instances.' }),
     grace_period: Duration({ default: '3hb', description: 'keep_alive of the start once sent (HM9000 grace_period_in_heartbeats).' }),
+    verify: Type.Boolean({
+      default: true,
+      description:
+        'true: start only if desired state is fresh, the app (at that version) is desired and STARTED, the index is below the desired count, and the index is neither running nor starting on another agent nor awaiting a start already sent; anything else is counted (hmgate_orders_suppressed_total) and logged with why, not started. false: start whatever the message names, unverified (HM9000).',
+    }),
   },
   { additionalProperties: false },
 );
@@ -35,20 +48,62 @@ function exitsCounter(registry: Registry): Counter<'reason'> {
   );
 }
 
+/** The engine's counter of starts and stops held back; a refused evacuation start is one. */
+function suppressedCounter(registry: Registry): Counter<'action' | 'why'> {
+  return (
+    (registry.getSingleMetric('hmgate_orders_suppressed_total') as Counter<'action' | 'why'> | undefined) ??
+    new Counter({
+      name: 'hmgate_orders_suppressed_total',
+      help: 'Due messages not sent: failed verification, over the message limit, or a failed send',
+      labelNames: ['action', 'why'],
+      registers: [registry],
+    })
+  );
+}
+
+/**
+ * Refused starts, logged at most once per reason every `everyMs` with the number refused since,
+ * so a flood of forged exits cannot flood the log; each one is counted all the same.
+ */
+export class RefusalLog {
+  private readonly last = new Map<string, { at: number; since: number }>();
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly clock: Clock,
+    private readonly everyMs = 10_000,
+  ) {}
+
+  refuse(refusal: Refusal, facts: Record<string, unknown>, message: string): void {
+    const now = this.clock.now();
+    const last = this.last.get(refusal.reason);
+    if (last && now - last.at < this.everyMs) {
+      last.since++;
+      return;
+    }
+    this.last.set(refusal.reason, { at: now, since: 0 });
+    this.logger.warn({ ...facts, why: refusal.reason, detail: refusal.detail, ...refusal.facts, ...(last?.since ? { refused_since_last_log: last.since } : {}) }, message);
+  }
+}
+
 export class Evacuator implements Stage {
   private unsubscribe: (() => void) | undefined;
   private readonly drops: DropReporter;
   private readonly exits: Counter<'reason'>;
+  private readonly suppressed: Counter<'action' | 'why'>;
+  private readonly refusals: RefusalLog;
   private lastError: string | null = null;
   /** Writes in flight, so stop() does not cut one off. */
   private pending = new Set<Promise<void>>();
 
   constructor(
-    private readonly options: { subject: string; grace_period: number },
+    private readonly options: { subject: string; grace_period: number; verify?: boolean },
     private readonly ctx: StageContext,
   ) {
     this.drops = new DropReporter(ctx.metrics, ctx.logger, ctx.clock);
     this.exits = exitsCounter(ctx.metrics);
+    this.suppressed = suppressedCounter(ctx.metrics);
+    this.refusals = new RefusalLog(ctx.logger, ctx.clock);
   }
 
   start(): void {
@@ -65,6 +120,28 @@ export class Evacuator implements Stage {
     const exit = decoded.value;
     this.exits.inc({ reason: exit.reason });
     if (!EVACUATION_REASONS.has(exit.reason) || !this.ctx.isLeader()) return undefined;
+    const work = this.schedule(exit);
+    this.pending.add(work);
+    void work.finally(() => this.pending.delete(work));
+    return work;
+  }
+
+  private async schedule(exit: { droplet: string; version: string; instance?: string; index: number; reason: string }): Promise<void> {
+    const facts = { app: exit.droplet, version: exit.version, index: exit.index, instance: exit.instance, exit_reason: exit.reason };
+    if (this.options.verify !== false) {
+      let refusal: Refusal | null;
+      try {
+        refusal = verifyEvacuationStart(await this.ctx.store.snapshot(), exit, this.ctx.clock.now());
+      } catch (err) {
+        // Unverifiable is not verified: nothing is started.
+        refusal = { reason: 'store_unreadable', detail: `the store could not be read to verify the start (${errorText(err)})`, facts: {} };
+      }
+      if (refusal) {
+        this.suppressed.inc({ action: 'start', why: 'verification' });
+        this.refusals.refuse(refusal, facts, `Not starting ${exit.droplet} index ${exit.index} for droplet.exited ${exit.reason}: ${refusal.detail}`);
+        return;
+      }
+    }
     const now = this.ctx.clock.now();
     const start: PendingStart = {
       messageId: newMessageId(),
@@ -75,25 +152,22 @@ export class Evacuator implements Stage {
       version: exit.version,
       index: exit.index,
       priority: EVACUATING_PRIORITY,
+      // Verified above when asked to. The sender's own check is skipped either way: it cannot tell
+      // the leaving instance, still listed RUNNING by an agent that shut down, from a live one.
       skipVerification: true,
       reason: 'EVACUATING',
     };
-    const write = this.ctx.store.putPendingStarts([start]).then(
-      () => {
-        this.lastError = null;
-        this.ctx.logger.info(
-          { app: exit.droplet, version: exit.version, index: exit.index, instance: exit.instance, exit_reason: exit.reason, reason: 'EVACUATING', message_id: start.messageId },
-          'Scheduling start message for droplet.exited message',
-        );
-      },
-      (err: unknown) => {
-        this.lastError = `could not save the EVACUATING start for ${exit.droplet}/${exit.index}: ${errorText(err)}`;
-        this.ctx.logger.error({ app: exit.droplet, index: exit.index, error: errorText(err) }, this.lastError);
-      },
-    );
-    this.pending.add(write);
-    void write.finally(() => this.pending.delete(write));
-    return write;
+    try {
+      await this.ctx.store.putPendingStarts([start]);
+      this.lastError = null;
+      this.ctx.logger.info(
+        { ...facts, reason: 'EVACUATING', verified: this.options.verify !== false, message_id: start.messageId },
+        'Scheduling start message for droplet.exited message',
+      );
+    } catch (err) {
+      this.lastError = `could not save the EVACUATING start for ${exit.droplet}/${exit.index}: ${errorText(err)}`;
+      this.ctx.logger.error({ app: exit.droplet, index: exit.index, error: errorText(err) }, this.lastError);
+    }
   }
 
   health(): StageHealth {
@@ -109,7 +183,7 @@ export class Evacuator implements Stage {
 export default definePlugin({
   name: 'evacuator',
   kind: 'source',
-  description: 'Schedules an immediate EVACUATING start for each instance a shutting-down or evacuating agent reports on droplet.exited (HM9000 evacuator).',
+  description: 'Schedules an immediate EVACUATING start for each instance a shutting-down or evacuating agent reports on droplet.exited (HM9000 evacuator), verified against the store unless verify: false.',
   optionsSchema: EvacuatorOptions,
   create: (options, ctx) => new Evacuator(options, ctx),
 });

@@ -11,7 +11,7 @@ import { stageSummary } from '../../src/pipeline/stage-summary.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
 import { DEFAULT_DROPLET_RECORDS, DropletRecords } from '../droplet-records/index.js';
 import { DEFAULT_FLAPPING, Flapping } from '../flapping/index.js';
-import plugin, { exitRestart } from './index.js';
+import plugin, { exitRestart, ExitRestarts, verifyExitRestart } from './index.js';
 
 const T0 = 1_700_000_000_000;
 const env: EventEnv = { desiredAvailable: true, busConnected: true, random: () => 0.5 };
@@ -38,7 +38,7 @@ describe('exit-restarts (§3.3)', () => {
     });
   });
 
-  it('no flapping and no desired-state check: a FLAPPING record of an app still waiting for its desired state is restarted too', () => {
+  it('exitRestart itself (verify: false) makes no flapping and no desired-state check: a FLAPPING record of an app still waiting for its desired state is restarted too', () => {
     const d = app('C', 0, false);
     getInstance(d, 0, 'v').state = 'FLAPPING';
     expect(exitRestart(d, exitOf(d, 'DEA_SHUTDOWN', 0), { priority: 7 })).toMatchObject([{ delivery: { queue: 7 }, request: { version: null, lastUpdated: null, indices: [0] } }]);
@@ -54,7 +54,7 @@ describe('§9.3 a DEA evacuation, through the three policies in preset order', (
   it('index 2 marked DOWN, grace restarted at 300, START [2] queued HIGH, taken before NORMAL and LOW starts', async () => {
     const t = makeStageContext({ id: 'policies', startMs: T0 });
     const d = app('C', 3);
-    const exitStage = await plugin.create({ priority: 1_000_000 }, t.ctx);
+    const exitStage = await plugin.create({ priority: 1_000_000, verify: true, droplet_lost: 30_000 }, t.ctx);
     const stages: EventPolicyStage[] = [new DropletRecords(DEFAULT_DROPLET_RECORDS, t.ctx), new Flapping(DEFAULT_FLAPPING, t.ctx), exitStage as EventPolicyStage];
     const run = (event: Parameters<EventPolicyStage['handle']>[0]['event']): EventDecision[] =>
       stages.filter((s) => s.events.includes(event.kind)).flatMap((s) => s.handle({ event, droplet: d, now: t.clock.now(), env }));
@@ -87,11 +87,112 @@ describe('exit-restarts options', () => {
     const data: Record<string, unknown> = {};
     const v = makeValidator({ heartbeatMs: 10_000, convertDurations: true });
     expect(v.validate(plugin.optionsSchema, data)).toEqual([]);
-    expect(data).toEqual({ priority: 1_000_000 });
+    expect(data).toEqual({ priority: 1_000_000, verify: true, droplet_lost: 30_000 });
     expect(v.validate(plugin.optionsSchema, { priority: 'high' })).toHaveLength(1);
     expect(v.validate(plugin.optionsSchema, { reasons: [] })).toHaveLength(1);
     expect(stageSummary({ id: 'evacuation', kind: 'policy', plugin: 'exit-restarts', options: data })).toBe(
       'evacuation: exit-restarts: restarts instances of agents that shut down or evacuate, queue priority 1000000',
     );
+  });
+});
+
+describe('exit-restarts verify (the default)', () => {
+  const DROPLET_LOST = 30_000;
+
+  function stageWith(verify?: boolean) {
+    const t = makeStageContext({ id: 'exit_restarts', kind: 'policy', startMs: T0 });
+    const stage = new ExitRestarts({ priority: 1_000_000, droplet_lost: DROPLET_LOST, ...(verify === undefined ? {} : { verify }) }, t.ctx);
+    const refused = async () => {
+      const values = (await t.metrics.getSingleMetric('hmgate_orders_suppressed_total')?.get())?.values ?? [];
+      return values.filter((v) => v.labels.action === 'start' && v.labels.why === 'verification').reduce((n, v) => n + v.value, 0);
+    };
+    const refusals = () => t.logs.filter((l) => /^Not starting /.test(String(l.msg)));
+    const run = (d: Droplet, exit: ExitEvent, e: EventEnv = env) => stage.handle({ event: exit, droplet: d, now: t.clock.now(), env: e });
+    return { ...t, stage, refused, refusals, run };
+  }
+
+  /** The record at index of the live version heartbeating `guid` in `state` at `atMs`. */
+  function heard(d: Droplet, index: number, guid: string, state: 'RUNNING' | 'STARTING', atMs: number) {
+    Object.assign(getInstance(d, index), { guid, state, lastHeartbeatMs: atMs, guidStream: [guid] });
+  }
+
+  it('a desired index that runs nowhere else is restarted', () => {
+    const t = stageWith();
+    const d = app('C', 3);
+    expect(t.run(d, exitOf(d, 'DEA_EVACUATION', 2))).toMatchObject([{ kind: 'request', reason: 'EVACUATING', request: { indices: [2] } }]);
+    expect(t.refusals()).toEqual([]);
+  });
+
+  const cases: [string, (d: Droplet) => void, (d: Droplet) => ExitEvent, EventEnv, string, RegExp][] = [
+    ['an app the CC never reported', () => {}, (d) => exitOf(d, 'DEA_EVACUATION', 0), env, 'not_desired', /has not reported this app/],
+    ['index 9999', () => {}, (d) => exitOf(d, 'DEA_SHUTDOWN', 9999), env, 'index_not_desired', /index 9999 is beyond the 3 desired instances/],
+    ['another guid RUNNING at the index', (d) => heard(d, 1, 'other', 'RUNNING', T0), (d) => exitOf(d, 'DEA_EVACUATION', 1, 'exited'), env, 'running_elsewhere', /already runs elsewhere \(instance other\)/],
+    ['another guid STARTING at the index', (d) => heard(d, 1, 'new', 'STARTING', T0), (d) => exitOf(d, 'DEA_EVACUATION', 1, 'exited'), env, 'starting_elsewhere', /already starting elsewhere/],
+    ['desired state unavailable', () => {}, (d) => exitOf(d, 'DEA_SHUTDOWN', 0), { ...env, desiredAvailable: false }, 'desired_not_fresh', /desired state is not available .* cannot be verified/],
+    ['an app updated since its last bulk appearance', (d) => void (d.desiredUpdateRequired = true), (d) => exitOf(d, 'DEA_SHUTDOWN', 0), env, 'desired_not_fresh', /has not been fetched since/],
+  ];
+
+  it.each(cases)('%s: not started, counted, logged with why', async (what, arrange, exit, e, why, detail) => {
+    const t = stageWith();
+    const d = what === 'an app the CC never reported' ? new DropletRegistry().get('forged', T0) : app('C', 3);
+    arrange(d);
+    expect(t.run(d, exit(d), e)).toEqual([]);
+    expect(await t.refused()).toBe(1);
+    expect(t.refusals()).toHaveLength(1);
+    expect(t.refusals()[0]).toMatchObject({ level: 40, why, component: 'exit_restarts' });
+    expect(String(t.refusals()[0]!.msg)).toMatch(detail);
+  });
+
+  it('a STOPPED app, or one whose package is not staged, is not restarted', () => {
+    const t = stageWith();
+    for (const [state, packageState] of [['STOPPED', 'STAGED'], ['STARTED', 'PENDING']]) {
+      const d = new DropletRegistry().get('C', T0);
+      setDesiredState(d, { guid: 'C', version: 'v', instances: 3, state: state!, packageState: packageState! }, T0);
+      expect(t.run(d, exitOf(d, 'DEA_SHUTDOWN', 0))).toEqual([]);
+    }
+    expect(t.refusals()[0]).toMatchObject({ why: 'not_started' });
+  });
+
+  it('another guid last heard longer than droplet_lost ago does not count as running there', () => {
+    const t = stageWith();
+    const d = app('C', 3);
+    heard(d, 1, 'other', 'RUNNING', T0);
+    t.clock.advance(DROPLET_LOST + 1_000);
+    expect(t.run(d, exitOf(d, 'DEA_EVACUATION', 1, 'exited'))).toHaveLength(1);
+  });
+
+  it('the exited guid itself (not yet marked down) does not block its own restart', () => {
+    const d = app('C', 3);
+    heard(d, 1, 'g1', 'RUNNING', T0);
+    expect(verifyExitRestart(d, exitOf(d, 'DEA_SHUTDOWN', 1, 'g1'), T0, env, DROPLET_LOST)).toBeNull();
+  });
+
+  it('verify: false restarts whatever the message names (the Ruby HM)', async () => {
+    const t = stageWith(false);
+    const forged = new DropletRegistry().get('forged', T0);
+    expect(t.run(forged, exitOf(forged, 'DEA_SHUTDOWN', 9999), { ...env, desiredAvailable: false })).toMatchObject([{ request: { indices: [9999] } }]);
+    expect(await t.refused()).toBe(0);
+  });
+
+  it('a flood of forged exits: each counted, logged once per reason per 10 s', async () => {
+    const t = stageWith();
+    const reg = new DropletRegistry();
+    for (let i = 0; i < 300; i++) {
+      const d = reg.get(`forged-${i}`, T0);
+      expect(t.run(d, exitOf(d, 'DEA_EVACUATION', 0))).toEqual([]);
+    }
+    expect(await t.refused()).toBe(300);
+    expect(t.refusals()).toHaveLength(1);
+    t.clock.advance(10_000);
+    const d = reg.get('late', T0);
+    t.run(d, exitOf(d, 'DEA_EVACUATION', 0));
+    expect(t.refusals()[1]).toMatchObject({ refused_since_last_log: 299 });
+  });
+
+  it('other exit reasons are not counted as refusals', async () => {
+    const t = stageWith();
+    const d = new DropletRegistry().get('forged', T0);
+    expect(t.run(d, exitOf(d, 'CRASHED', 0))).toEqual([]);
+    expect(await t.refused()).toBe(0);
   });
 });

@@ -4,9 +4,11 @@
  * so when event policies listen, a refused heartbeat is read again here: the envelope must hold,
  * and each bad entry is left out with its reason while the others go on. It is only reached by
  * heartbeats the schema decoder refused, so good traffic never pays for it. Pure; never throws.
+ * The schema's bounds hold here too: an envelope over them is refused whole, an entry over them is
+ * a bad entry with the reason too_long.
  */
 import { MAX_MESSAGE_BYTES } from '../../src/messages/decode.js';
-import type { HeartbeatMessage } from '../../src/messages/schemas.js';
+import { MESSAGE_LIMITS, type HeartbeatMessage } from '../../src/messages/schemas.js';
 
 export type HeartbeatEntry = HeartbeatMessage['droplets'][number];
 
@@ -16,8 +18,13 @@ const TIMESTAMPED = new Set(['STARTING', 'RUNNING', 'CRASHED']);
 export interface BadEntry {
   /** Position in `droplets`. */
   position: number;
+  /** The drop reason it is counted under. */
+  code: 'invalid_entry' | 'too_long';
   reason: string;
-  /** The entry's cc_partition when it is a string (a partition filter counts it as another partition first). */
+  /**
+   * The entry's cc_partition when it is a string (a partition filter counts it as another
+   * partition first); undefined for a too_long entry, which is counted as too_long whatever it says.
+   */
   ccPartition: string | undefined;
 }
 
@@ -37,6 +44,30 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Characters as JSON Schema counts them (code points), as the schema decoder does. */
+function longerThan(s: string, max: number): boolean {
+  if (s.length <= max) return false;
+  let n = 0;
+  for (const _ of s) if (++n > max) return true;
+  return false;
+}
+
+/** The first string field of an entry over its bound, in words, or null. */
+function overBound(e: Record<string, unknown>): string | null {
+  const L = MESSAGE_LIMITS;
+  for (const [field, max] of [
+    ['droplet', L.guid],
+    ['version', L.guid],
+    ['instance', L.guid],
+    ['state', L.state],
+    ['cc_partition', L.cc_partition],
+  ] as const) {
+    const v = e[field];
+    if (typeof v === 'string' && longerThan(v, max)) return `${field} is longer than ${max} characters`;
+  }
+  return null;
 }
 
 /** Why an entry cannot be handled, or null. */
@@ -62,18 +93,29 @@ export function readEntries(data: Uint8Array | string, maxBytes = MAX_MESSAGE_BY
   }
   if (!isObject(doc)) return { ok: false, reason: 'invalid', detail: '(message) must be an object' };
   if (typeof doc.dea !== 'string' || doc.dea === '') return { ok: false, reason: 'invalid', detail: '/dea (the agent guid) is missing' };
+  if (longerThan(doc.dea, MESSAGE_LIMITS.agentId)) return { ok: false, reason: 'too_long', detail: `/dea is longer than ${MESSAGE_LIMITS.agentId} characters` };
   if (!Array.isArray(doc.droplets)) return { ok: false, reason: 'invalid', detail: '/droplets must be an array' };
+  if (doc.droplets.length > MESSAGE_LIMITS.instancesPerAgent) {
+    return { ok: false, reason: 'too_many', detail: `/droplets has ${doc.droplets.length} entries, more than ${MESSAGE_LIMITS.instancesPerAgent}` };
+  }
   const good: HeartbeatEntry[] = [];
   const bad: BadEntry[] = [];
   doc.droplets.forEach((e: unknown, position: number) => {
     if (!isObject(e)) {
-      bad.push({ position, reason: 'the entry must be an object', ccPartition: undefined });
+      bad.push({ position, code: 'invalid_entry', reason: 'the entry must be an object', ccPartition: undefined });
+      return;
+    }
+    // First: an entry over a bound is too_long whatever else is wrong, and its strings (its
+    // cc_partition too) go no further, not even into a log line.
+    const tooLong = overBound(e);
+    if (tooLong !== null) {
+      bad.push({ position, code: 'too_long', reason: tooLong, ccPartition: undefined });
       return;
     }
     const ccPartition = typeof e.cc_partition === 'string' ? e.cc_partition : undefined;
     const problem = entryProblem(e);
     if (problem !== null) {
-      bad.push({ position, reason: problem, ccPartition });
+      bad.push({ position, code: 'invalid_entry', reason: problem, ccPartition });
       return;
     }
     const entry: HeartbeatEntry = {

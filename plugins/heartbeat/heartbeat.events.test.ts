@@ -124,7 +124,8 @@ describe('heartbeat events', () => {
     const nobody = await setup({}, () => false);
     nobody.publish('dea.heartbeat', hb('dea-1', [entry('app-a', 0)]));
     expect(nobody.emitted).toEqual([]);
-    expect(nobody.subscribed.sort()).toEqual(['dea.advertise', 'dea.heartbeat']);
+    // Exits and updates are not listened to; the source's own ingest probe is.
+    expect(nobody.subscribed.filter((x) => !x.startsWith('_HMGATE.ingest-probe.')).sort()).toEqual(['dea.advertise', 'dea.heartbeat']);
   });
 
   it('only heartbeat-message when only that is wanted', async () => {
@@ -148,6 +149,21 @@ describe('heartbeat events', () => {
     publish('dea.heartbeat', JSON.stringify({ droplets: [entry('app-a', 0)] }));
     expect(await dropped('dea.heartbeat', 'invalid')).toBe(1);
     expect(kinds()).toHaveLength(3);
+  });
+
+  it('leave out an entry over a bound as too_long and keep the others; an envelope over one is dropped whole', async () => {
+    const { publish, kinds, dropped, logs } = await setup();
+    publish('dea.heartbeat', hb('dea-1', [entry('app-a', 0), entry('a'.repeat(129), 1), entry('app-c', 2, { state: 'S'.repeat(33) }), entry('app-d', 3)]));
+    expect(kinds()).toEqual(['message dea-1 2/4', 'beat app-a/0', 'beat app-d/3']);
+    expect(await dropped('dea.heartbeat', 'too_long')).toBe(2);
+    expect(await dropped('dea.heartbeat', 'invalid_entry')).toBe(0);
+    expect(logs.some((l) => l.msg === "dropped a message on dea.heartbeat: too_long (entry 1 of agent dea-1's heartbeat: droplet is longer than 128 characters; the other entries are kept)")).toBe(true);
+    publish('dea.heartbeat', hb('d'.repeat(900_000), [entry('app-a', 0)]));
+    publish('dea.heartbeat', hb('dea-2', Array.from({ length: 2_001 }, (_, i) => entry('app-a', i))));
+    expect(await dropped('dea.heartbeat', 'too_long')).toBe(3);
+    expect(await dropped('dea.heartbeat', 'too_many')).toBe(1);
+    expect(kinds()).toHaveLength(3);
+    expect(logs.every((l) => JSON.stringify(l).length < 2_000)).toBe(true);
   });
 
   it('a RUNNING entry without state_timestamp is bad (the Ruby HM read it)', async () => {
@@ -218,6 +234,20 @@ describe('cc_partition (the Ruby HM before mid-2013)', () => {
     publish('dea.heartbeat', hb('dea-1', [entry('app-a', 0), e]));
     expect(await dropped('dea.heartbeat', 'other_cc_partition')).toBe(1);
     expect(await dropped('dea.heartbeat', 'invalid_entry')).toBe(0);
+  });
+
+  it('counts an entry with an over-long cc_partition as too_long, and never names that partition', async () => {
+    const { publish, dropped, logs, stage } = await setup({ cc_partition: 'default', cc_partition_filter: true });
+    publish('dea.heartbeat', hb('dea-1', [entry('app-a', 0), entry('app-b', 0, { cc_partition: 'p'.repeat(100_000) })]));
+    expect(await dropped('dea.heartbeat', 'too_long')).toBe(1);
+    expect(await dropped('dea.heartbeat', 'other_cc_partition')).toBe(0);
+    expect(logs.every((l) => JSON.stringify(l).length < 2_000)).toBe(true);
+    expect(stage.health().last_error).toBeNull();
+    // An exit or update whose strings pass their bounds is dropped the same way.
+    publish('droplet.exited', JSON.stringify({ droplet: 'app-a', version: 'v1', instance: 'i', index: 0, reason: 'STOPPED', cc_partition: 'p'.repeat(65) }));
+    publish('droplet.updated', JSON.stringify({ droplet: 'a'.repeat(129) }));
+    expect(await dropped('droplet.exited', 'too_long')).toBe(1);
+    expect(await dropped('droplet.updated', 'too_long')).toBe(1);
   });
 
   const facts = (s: Setup, liveInstances: number): ProblemFacts => ({

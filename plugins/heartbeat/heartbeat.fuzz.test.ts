@@ -1,21 +1,24 @@
 /**
  * Generated input through the real decode path: valid heartbeats, structurally wrong JSON, random
  * bytes, text that is not UTF-8 and bodies around the 1 MiB limit. Nothing may throw, and no
- * invalid message may change the store; dea.advertise, whatever its payload, only ever bumps
- * actual freshness, and only when HM9000 would.
+ * invalid message may change the store. Strings and lists at their bound pass, one over it is
+ * dropped. dea.advertise only ever touches actual freshness: with advertise_payload: ignored, any
+ * payload bumps when HM9000 would; by default only a valid advertise naming no instance does, and
+ * every other is dropped and counted or, naming instances, holds bumps back.
  */
 import fc from 'fast-check';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLoggerFactory } from '../../src/log.js';
 import { MAX_MESSAGE_BYTES } from '../../src/messages/decode.js';
+import { MESSAGE_LIMITS } from '../../src/messages/schemas.js';
 import type { Bus, BusMessage } from '../../src/pipeline/bus.js';
 import { VirtualClock } from '../../src/pipeline/clock.js';
 import { DropletRegistry } from '../../src/pipeline/droplets.js';
 import { FreshnessBoard } from '../../src/pipeline/freshness.js';
 import type { StageContext } from '../../src/pipeline/plugin.js';
 import { MemoryStore } from '../memory-store/memory-store.js';
-import heartbeatPlugin, { type HeartbeatSource } from './index.js';
+import heartbeatPlugin, { type HeartbeatSource, type HeartbeatStageOptions } from './index.js';
 
 const RUNS = 10_000;
 const ACTUAL_TTL = 200;
@@ -191,10 +194,39 @@ const hugeArb: fc.Arbitrary<Sample> = fc.tuple(heartbeatArb, fc.integer({ min: -
   return { kind: data.byteLength > MAX_MESSAGE_BYTES ? ('invalid' as const) : ('valid' as const), data, what: 'near the size limit' };
 });
 
-/** Huge strings in the fields themselves (valid: no length limits) or garbage of that size. */
+/** Huge strings in the fields themselves (over their bounds) or garbage of that size. */
 const bigFieldArb: fc.Arbitrary<Sample> = fc.tuple(heartbeatArb, fc.integer({ min: 10_000, max: 100_000 }), fc.boolean()).map(([hb, n, asGarbage]) => {
   if (asGarbage) return { kind: 'invalid' as const, data: encoder.encode(`"${BACKSLASH_BIG.slice(0, n)}`), what: 'huge garbage' };
-  return { kind: 'valid' as const, data: encoder.encode(JSON.stringify({ ...hb, dea: `dea-${X_BIG.slice(0, n)}` })), what: 'huge agent name' };
+  return { kind: 'invalid' as const, data: encoder.encode(JSON.stringify({ ...hb, dea: `dea-${X_BIG.slice(0, n)}` })), what: 'huge agent name' };
+});
+
+const L = MESSAGE_LIMITS;
+const BOUNDED: [string, number][] = [
+  ['droplet', L.guid],
+  ['version', L.guid],
+  ['instance', L.guid],
+  ['state', L.state],
+  ['cc_partition', L.cc_partition],
+];
+
+/** One string at its bound (valid) or one past it (invalid), in ASCII or in characters of two and four UTF-8 bytes. */
+const atBoundArb: fc.Arbitrary<Sample> = fc
+  .tuple(heartbeatArb, fc.constantFrom<[string, number]>(['dea', L.agentId], ...BOUNDED), fc.boolean(), fc.constantFrom('x', 'é', '😀'), fc.nat())
+  .map(([hb, [field, max], over, char, pick]) => {
+    const value = char.repeat(max + (over ? 1 : 0));
+    const m = structuredClone(hb) as Hb;
+    const droplets = m.droplets as Record<string, unknown>[];
+    if (field === 'dea') m.dea = value;
+    else if (droplets.length === 0) droplets.push({ droplet: 'a', version: 'v', instance: 'i', index: 0, state: 'RUNNING', state_timestamp: 1, [field]: value });
+    else droplets[pick % droplets.length]![field] = value;
+    return { kind: over ? ('invalid' as const) : ('valid' as const), data: encoder.encode(JSON.stringify(m)), what: `${field} of ${max + (over ? 1 : 0)} × ${char}` };
+  });
+
+/** As many instance entries as a heartbeat may hold, or one more. */
+const manyDropletsArb: fc.Arbitrary<Sample> = fc.boolean().map((over) => {
+  const n = L.instancesPerAgent + (over ? 1 : 0);
+  const droplets = Array.from({ length: n }, (_, i) => ({ droplet: 'a', version: 'v', instance: `i-${i}`, index: i, state: 'RUNNING', state_timestamp: 1 }));
+  return { kind: over ? ('invalid' as const) : ('valid' as const), data: encoder.encode(JSON.stringify({ dea: 'dea-many', droplets })), what: `${n} instance entries` };
 });
 
 const heartbeatSamples: fc.Arbitrary<Sample> = fc.oneof(
@@ -205,6 +237,8 @@ const heartbeatSamples: fc.Arbitrary<Sample> = fc.oneof(
   { weight: 16, arbitrary: notUtf8Arb },
   { weight: 1, arbitrary: hugeArb },
   { weight: 1, arbitrary: bigFieldArb },
+  { weight: 10, arbitrary: atBoundArb },
+  { weight: 1, arbitrary: manyDropletsArb },
 );
 
 const advertiseSamples = fc.oneof(
@@ -214,6 +248,64 @@ const advertiseSamples = fc.oneof(
   { weight: 1, arbitrary: fc.integer({ min: MAX_MESSAGE_BYTES - 8, max: MAX_MESSAGE_BYTES + 8 }).map((n) => new Uint8Array(n).fill(0xff)) },
 );
 
+type AdvertiseSample = { kind: 'empty' | 'busy' | 'invalid'; data: Uint8Array; what: string };
+
+const advertiseAppsArb = fc.dictionary(fc.constantFrom('app-a', 'app-b', 'app-c'), fc.nat(3), { maxKeys: 3 });
+const validAdvertiseArb: fc.Arbitrary<AdvertiseSample> = fc
+  .record(
+    {
+      id: fc.oneof(fc.constantFrom(...AGENTS), nonEmpty),
+      app_id_to_count: advertiseAppsArb,
+      stacks: fc.array(fc.constantFrom('lucid64', 'cflinuxfs2'), { maxLength: 2 }),
+      available_memory: fc.nat(),
+      available_disk: fc.nat(),
+      placement_properties: fc.record({ zone: fc.constantFrom('default', 'z1') }),
+    },
+    { requiredKeys: ['id', 'app_id_to_count'] },
+  )
+  .map((m) => {
+    const busy = Object.values(m.app_id_to_count).some((n) => n > 0);
+    return { kind: busy ? ('busy' as const) : ('empty' as const), data: encoder.encode(JSON.stringify(m)), what: `${busy ? 'busy' : 'empty'} advertise` };
+  });
+
+/** A valid advertise broken in one way: a wrong type, a missing key, a bound passed. */
+const brokenAdvertiseArb: fc.Arbitrary<AdvertiseSample> = fc
+  .tuple(
+    validAdvertiseArb,
+    fc.constantFrom(
+      (m: Record<string, unknown>) => delete m.id,
+      (m: Record<string, unknown>) => delete m.app_id_to_count,
+      (m: Record<string, unknown>) => (m.id = ''),
+      (m: Record<string, unknown>) => (m.id = 7),
+      (m: Record<string, unknown>) => (m.id = 'd'.repeat(L.agentId + 1)),
+      (m: Record<string, unknown>) => (m.app_id_to_count = { 'app-a': -1 }),
+      (m: Record<string, unknown>) => (m.app_id_to_count = { 'app-a': 1.5 }),
+      (m: Record<string, unknown>) => (m.app_id_to_count = [1]),
+      (m: Record<string, unknown>) => (m.app_id_to_count = { ['a'.repeat(L.guid + 1)]: 0 }),
+      (m: Record<string, unknown>) => (m.stacks = ['s'.repeat(L.stack + 1)]),
+      (m: Record<string, unknown>) => (m.available_memory = 'lots'),
+    ),
+  )
+  .map(([v, breakIt]) => {
+    const m = JSON.parse(new TextDecoder().decode(v.data)) as Record<string, unknown>;
+    breakIt(m);
+    return { kind: 'invalid' as const, data: encoder.encode(JSON.stringify(m)), what: 'broken advertise' };
+  });
+
+const hasAdvertiseKeys = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v) && 'id' in v && 'app_id_to_count' in v;
+const checkedAdvertiseSamples: fc.Arbitrary<AdvertiseSample> = fc.oneof(
+  { weight: 4, arbitrary: validAdvertiseArb },
+  { weight: 2, arbitrary: brokenAdvertiseArb },
+  { weight: 2, arbitrary: fc.uint8Array({ maxLength: 200 }).map((data) => ({ kind: 'invalid' as const, data, what: 'random bytes' })) },
+  {
+    weight: 2,
+    arbitrary: fc
+      .jsonValue({ maxDepth: 3 })
+      .filter((v) => !hasAdvertiseKeys(v))
+      .map((v) => ({ kind: 'invalid' as const, data: encoder.encode(JSON.stringify(v) ?? ''), what: 'other JSON value' })),
+  },
+);
+
 // --- harness ---
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -221,7 +313,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function harness() {
+async function harness(opts: Partial<HeartbeatStageOptions> = {}) {
   const clock = new VirtualClock(1_700_000_000_000);
   const store = new MemoryStore(clock);
   store.start();
@@ -245,7 +337,7 @@ async function harness() {
     events: { emit: () => undefined, wants: () => false, droplets: new DropletRegistry() },
   };
   // A short presence TTL keeps the state small while time moves on.
-  const stage = (await heartbeatPlugin.create({ subject: 'dea.heartbeat', advertise_subject: 'dea.advertise', sync_interval: 50, heartbeat_ttl: 500 }, ctx)) as HeartbeatSource;
+  const stage = (await heartbeatPlugin.create({ subject: 'dea.heartbeat', advertise_subject: 'dea.advertise', sync_interval: 50, heartbeat_ttl: 500, ...opts }, ctx)) as HeartbeatSource;
   await stage.start();
   cleanups.push(async () => {
     await stage.stop();
@@ -302,8 +394,8 @@ describe('heartbeat source under generated input', () => {
     expect(h.logged.filter((l) => l.level === 'error')).toEqual([]);
   });
 
-  it(`survives ${RUNS} generated payloads on dea.advertise, which only bump actual freshness as HM9000 does`, async () => {
-    const h = await harness();
+  it(`survives ${RUNS} generated payloads on dea.advertise, which with advertise_payload: ignored only bump actual freshness as HM9000 does`, async () => {
+    const h = await harness({ advertise_payload: 'ignored' });
     let lastHeartbeat: number | undefined;
     let bumps = 0;
     const beat = encoder.encode(JSON.stringify({ dea: 'dea-0', droplets: [{ droplet: 'a', version: 'v', instance: 'i', index: 0, state: 'RUNNING', state_timestamp: 1 }] }));
@@ -335,6 +427,64 @@ describe('heartbeat source under generated input', () => {
     expect(bumps).toBeGreaterThan(RUNS / 10);
     expect(bumps).toBeLessThan(RUNS);
     expect(await h.total('hmgate_dropped_messages_total')).toBe(0);
+    expect(h.logged.filter((l) => l.level === 'error')).toEqual([]);
+  });
+  it(`survives ${RUNS} generated payloads on dea.advertise, checked: only valid ones naming no instance bump, as the rule says`, async () => {
+    const h = await harness();
+    const beat = encoder.encode(JSON.stringify({ dea: 'dea-0', droplets: [{ droplet: 'a', version: 'v', instance: 'i', index: 0, state: 'RUNNING', state_timestamp: 1 }] }));
+    // The rule, kept apart from the code: when heartbeats, advertises naming instances and advertise bumps last came.
+    let lastHeartbeat: number | undefined;
+    let lastBusy: number | undefined;
+    let lastAdvertiseBump: number | undefined;
+    const seen = { bumps: 0, revokes: 0, held: 0, invalid: 0 };
+    await fc.assert(
+      fc.asyncProperty(checkedAdvertiseSamples, fc.nat(ACTUAL_TTL), fc.nat(9), async (sample, step, roll) => {
+        h.clock.advance(step);
+        if (roll === 0) {
+          h.bus.publish('dea.heartbeat', beat);
+          lastHeartbeat = h.clock.now();
+        }
+        await h.stage.idle();
+        const before = await h.actualState();
+        const markerBefore = await h.marker();
+        const now = h.clock.now();
+        h.bus.publish('dea.advertise', sample.data);
+        await h.stage.idle();
+        const after = await h.actualState();
+        if (!h.sameState(before, after)) expect(after, 'dea.advertise changed the actual state').toEqual(before);
+        const marker = await h.store.getFreshness('actual');
+        const silent = lastHeartbeat === undefined || now - lastHeartbeat >= ACTUAL_TTL;
+        let want: 'bump' | 'revoke' | 'same' = 'same';
+        if (sample.kind === 'invalid') seen.invalid++;
+        else if (sample.kind === 'busy') {
+          lastBusy = now;
+          if (silent && lastAdvertiseBump !== undefined && (lastHeartbeat === undefined || lastAdvertiseBump >= lastHeartbeat)) {
+            want = 'revoke';
+            lastAdvertiseBump = undefined;
+          }
+        } else if (silent && (lastBusy === undefined || now - lastBusy >= ACTUAL_TTL)) {
+          want = 'bump';
+          lastAdvertiseBump = now;
+        } else if (silent) seen.held++;
+        if (want === 'bump') {
+          seen.bumps++;
+          if (marker?.expiresAt !== now + ACTUAL_TTL) expect(marker?.expiresAt, `${sample.what} bumped`).toBe(now + ACTUAL_TTL);
+        } else if (want === 'revoke') {
+          seen.revokes++;
+          if (marker !== undefined) expect(marker, `${sample.what} revoked`).toBeUndefined();
+        } else if (JSON.stringify(marker ?? null) !== markerBefore) {
+          expect(JSON.stringify(marker ?? null), `${sample.what} left freshness alone`).toBe(markerBefore);
+        }
+        const dropped = await h.total('hmgate_dropped_messages_total');
+        if (dropped !== seen.invalid) expect(dropped, sample.what).toBe(seen.invalid);
+      }),
+      { numRuns: RUNS },
+    );
+    // Each path was taken often enough to mean something.
+    expect(seen.bumps).toBeGreaterThan(RUNS / 50);
+    expect(seen.revokes).toBeGreaterThan(RUNS / 200);
+    expect(seen.held).toBeGreaterThan(RUNS / 50);
+    expect(seen.invalid).toBeGreaterThan(RUNS / 4);
     expect(h.logged.filter((l) => l.level === 'error')).toEqual([]);
   });
 });

@@ -12,7 +12,8 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { createLoggerFactory } from '../../src/log.js';
 import { Engine } from '../../src/pipeline/engine.js';
-import { freePort, makeCA, makeSignedCert, startNatsServer, waitFor, type NatsServerHandle, type PemPair } from '../../test/helpers/index.js';
+import { freePort, makeCA, makeSignedCert, startFakeCC, startNatsServer, waitFor, type NatsServerHandle, type PemPair } from '../../test/helpers/index.js';
+import { SimAgents, SubjectRecorder } from '../../test/helpers/agents.js';
 
 const HB_MS = 200;
 const WINDOW_MS = 3 * HB_MS; // freshness.actual_ttl and heartbeat_ttl default to 3hb
@@ -184,6 +185,93 @@ describe('heartbeat source over NATS in the engine', () => {
   });
 });
 
+describe('dea.advertise with the hm9000 preset', () => {
+  /** A nats-server, a fake CC with `apps`, agents, a recorder of hm9000.start/stop and hmgate on the preset; all stopped after the test. */
+  async function startPreset(apps: { guid: string; instances: number }[]) {
+    const dir = await mkdtemp(join(tmpdir(), 'hmgate-advertise-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const nats = await startNatsServer();
+    cleanups.push(() => nats.stop());
+    const cc = await startFakeCC({ apps: apps.map((a) => ({ ...a, version: 'v1' })) });
+    cleanups.push(() => cc.stop());
+    const agents = await SimAgents.start(nats.url, HB_MS);
+    cleanups.push(() => agents.stop());
+    const recorder = await SubjectRecorder.start(nats.url, ['hm9000.start', 'hm9000.stop']);
+    cleanups.push(() => recorder.stop());
+    const file = join(dir, 'hmgate.yaml');
+    await writeFile(
+      file,
+      [
+        'extends: hm9000',
+        'foundation: it-advertise',
+        `heartbeat_interval: ${HB_MS}ms`,
+        `bus: { servers: ["${nats.url}"] }`,
+        'sources:',
+        '  heartbeats: { sync_interval: 50ms }',
+        `  desired: { url: "${cc.url}", user: bulk_api, password: bulk-password }`,
+        'api: { password: pw, enabled: false }',
+        '',
+      ].join('\n'),
+    );
+    const lines: Record<string, any>[] = [];
+    const loggers = createLoggerFactory({ foundation: 'it-advertise', level: 'warn', destination: { write: (l: string) => void lines.push(JSON.parse(l)) } });
+    const engine = new Engine(await loadConfig(file, { env: {} }), { loggers });
+    cleanups.push(() => engine.stop());
+    await engine.start();
+    const nc = await natsClient(nats.url);
+    const dropped = async (reason: string) => {
+      const m = engine.metrics.getSingleMetric('hmgate_dropped_messages_total');
+      return ((await m?.get())?.values ?? []).filter((v) => v.labels.subject === 'dea.advertise' && v.labels.reason === reason).reduce((n, v) => n + v.value, 0);
+    };
+    /** Publishes `payloads()` on dea.advertise every quarter heartbeat until the test ends. */
+    const advertise = (payloads: () => string[]) => {
+      const timer = setInterval(() => {
+        for (const p of payloads()) nc.publish('dea.advertise', new TextEncoder().encode(p));
+      }, HB_MS / 4);
+      cleanups.push(async () => clearInterval(timer));
+    };
+    return { engine, agents, recorder, lines, dropped, advertise };
+  }
+
+  const advertiseOf = (id: string, apps: Record<string, number>) => JSON.stringify({ id, stacks: ['lucid64'], available_memory: 4096, available_disk: 8192, app_id_to_count: apps, placement_properties: { zone: 'default' } });
+
+  it('keeps an empty foundation fresh from advertises alone', async () => {
+    const { engine, advertise, recorder } = await startPreset([]);
+    advertise(() => [advertiseOf('dea-1', {}), advertiseOf('dea-2', {})]);
+    await waitFor(async () => (await engine.status()).actual.fresh, { what: 'actual fresh from advertises', timeoutMs: 10_000 });
+    expect((await engine.stateStore!.getAgents()).size).toBe(0);
+    expect(recorder.messages).toEqual([]);
+  });
+
+  it('agents silent, garbage and their own advertises on dea.advertise: actual state goes stale, the garbage is counted, nothing is started', async () => {
+    const { engine, agents, recorder, lines, dropped, advertise } = await startPreset([{ guid: 'app-a', instances: 2 }]);
+    agents.agent('dea-1').run('app-a', 0);
+    agents.agent('dea-2').run('app-a', 1);
+    await waitFor(async () => {
+      const s = await engine.status();
+      return s.actual.fresh && s.desired.fresh;
+    }, { what: 'fresh state', timeoutMs: 10_000 });
+
+    // The heartbeats are lost; the agents still advertise what they run, and four bytes of garbage arrive.
+    let garbage = 0;
+    advertise(() => {
+      garbage++;
+      return ['abcd', advertiseOf('dea-1', { 'app-a': 1 }), advertiseOf('dea-2', { 'app-a': 1 })];
+    });
+    for (const a of agents.agents.values()) a.silent = true;
+
+    await waitFor(async () => !(await engine.status()).actual.fresh, { what: 'actual state stale', timeoutMs: 10_000 });
+    await waitFor(async () => (await engine.stateStore!.getAgents()).size === 0, { what: 'the silent agents to lapse', timeoutMs: 10_000 });
+    await waitFor(async () => garbage >= 30 && (await dropped('bad_json')) >= 30, { what: '30 garbage messages dropped', timeoutMs: 10_000 });
+    expect((await engine.status()).actual.fresh).toBe(false);
+    const lost = /^agent dea-[12] advertises 1 instance\(s\) but no heartbeat arrived within the actual freshness TTL \(600ms\): its heartbeats are missing/;
+    expect(lines.some((l) => l.component === 'heartbeats' && l.level === 'warn' && lost.test(l.msg))).toBe(true);
+    expect(lines.some((l) => l.component === 'heartbeats' && l.msg.startsWith('dropped a message on dea.advertise: bad_json '))).toBe(true);
+    expect(await dropped('invalid')).toBe(0);
+    expect(recorder.on('hm9000.start')).toEqual([]);
+  });
+});
+
 describe('cc_partition in the engine', () => {
   it('agents of another partition are named in /v1/status with both values and the key, once in the log, until they stop', async () => {
     const { nats, apiPort, lines } = await startEngine(['cc_partition: default', 'cc_partition_filter: true']);
@@ -292,6 +380,28 @@ describe('heartbeat source over HTTPS in the engine', () => {
     expect(s.stages.heartbeats).toMatchObject({ healthy: true, last_error: null });
     expect(s.counters.dropped_messages).toBe(3);
     expect(s.counters.heartbeats_received).toBe(1);
+  });
+
+  it('refuses a heartbeat with a field over its bound with 400 and its reason, counted, never stored', async () => {
+    const httpsPort = await freePort();
+    const { engine, apiPort } = await startEngine(
+      ['http_listener:', `  listen: 127.0.0.1:${httpsPort}`, '  cert_file: tls/server.pem', '  key_file: tls/server.key', '  ca_file: tls/ca.pem'],
+      writeTls,
+    );
+    const huge = await post(httpsPort, JSON.stringify({ dea: 'd'.repeat(900_000), droplets: [] }), { client: clientCert });
+    expect(huge).toEqual({ status: 400, body: 'too_long: /dea must NOT have more than 128 characters\n' });
+    const longGuid = JSON.parse(heartbeat('dea-https', 2)) as { droplets: { droplet: string }[] };
+    longGuid.droplets[1]!.droplet = 'a'.repeat(129);
+    expect(await post(httpsPort, JSON.stringify(longGuid), { client: clientCert })).toEqual({ status: 400, body: 'too_long: /droplets/1/droplet must NOT have more than 128 characters\n' });
+    // A good one after them is taken: the store holds only it.
+    expect((await post(httpsPort, heartbeat('dea-https', 1), { client: clientCert })).status).toBe(202);
+    const store = engine.stateStore!;
+    await waitFor(async () => (await store.getAgents()).has('dea-https'), { what: 'the good heartbeat in the store' });
+    expect([...(await store.getAgents()).keys()]).toEqual(['dea-https']);
+    expect((await store.getAgents()).get('dea-https')?.instances).toHaveLength(1);
+    const m = engine.metrics.getSingleMetric('hmgate_dropped_messages_total');
+    expect(((await m?.get())?.values ?? []).filter((v) => v.value > 0).map((v) => [v.labels.subject, v.labels.reason, v.value])).toEqual([['https:/dea/heartbeat', 'too_long', 2]]);
+    expect((await status(apiPort)).counters.dropped_messages).toBe(2);
   });
 
   it('fails start with a clear message when the listener cannot listen or a file is missing', async () => {

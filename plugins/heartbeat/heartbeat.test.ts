@@ -148,6 +148,7 @@ describe('heartbeat plugin definition', () => {
     expect(opts).toEqual({
       subject: 'dea.heartbeat',
       advertise_subject: 'dea.advertise',
+      advertise_payload: 'checked',
       sync_interval: 1_000,
       heartbeat_ttl: 30_000,
       exited_subject: 'droplet.exited',
@@ -388,13 +389,31 @@ describe('heartbeat source', () => {
   });
 
   describe('dea.advertise', () => {
-    it('bumps before any heartbeat, whatever its payload', async () => {
+    /** An advertise as a DEA sent it; `apps` is its app_id_to_count. */
+    const advertise = (id: string, apps: Record<string, number> = {}) =>
+      JSON.stringify({ id, stacks: ['lucid64'], available_memory: 30_720, available_disk: 61_440, app_id_to_count: apps, placement_properties: { zone: 'default' } });
+
+    it('bumps before any heartbeat when it names no instance', async () => {
       const { clock, store, publish, stage } = await setup();
+      await clock.advanceAsync(0);
+      publish(advertise('dea-1'), 'dea.advertise');
+      await stage.idle();
+      expect(await store.getFreshness('actual')).toEqual({ timestamp: START, expiresAt: START + ACTUAL_TTL });
+      expect((await store.getAgents()).size).toBe(0);
+    });
+
+    it('with advertise_payload: ignored (HM9000), bumps before any heartbeat whatever its payload, and counts nothing', async () => {
+      const { clock, store, publish, stage, metric } = await setup({ advertise_payload: 'ignored' });
       await clock.advanceAsync(0);
       publish(new Uint8Array([0xff, 0x00, 0x13]), 'dea.advertise');
       await stage.idle();
       expect(await store.getFreshness('actual')).toEqual({ timestamp: START, expiresAt: START + ACTUAL_TTL });
-      expect((await store.getAgents()).size).toBe(0);
+      publish(advertise('dea-1', { 'app-a': 3 }), 'dea.advertise');
+      await clock.advanceAsync(1_000);
+      publish(advertise('dea-1', { 'app-a': 3 }), 'dea.advertise');
+      await stage.idle();
+      expect(await store.getFreshness('actual')).toEqual({ timestamp: START, expiresAt: START + 1_000 + ACTUAL_TTL });
+      expect(await metric('hmgate_dropped_messages_total')).toBe(0);
     });
 
     it('bumps only once no heartbeat was received for actual_ttl', async () => {
@@ -404,15 +423,129 @@ describe('heartbeat source', () => {
       publish(hb('dea-1', [droplet('app-a', 0)])); // lastReceivedHeartbeat = START + 200
       await clock.advanceToAsync(START + 200 + 29_999);
       const before = bumps.mock.calls.length;
-      publish('{}', 'dea.advertise');
+      publish(advertise('dea-2'), 'dea.advertise');
       await stage.idle();
       expect(bumps.mock.calls.length).toBe(before);
       await clock.advanceToAsync(START + 200 + 30_000);
-      publish('{}', 'dea.advertise');
+      publish(advertise('dea-2'), 'dea.advertise');
       await stage.idle();
       expect(bumps.mock.calls.length).toBe(before + 1);
       expect(bumps.mock.calls.at(-1)).toEqual(['actual', ACTUAL_TTL]);
       expect(await store.getFreshness('actual')).toMatchObject({ expiresAt: clock.now() + ACTUAL_TTL });
+    });
+
+    it('drops bad advertises, counted by reason and logged rate-limited; they never bump', async () => {
+      const { clock, store, publish, stage, metric, lines } = await setup();
+      const bumps = vi.spyOn(store, 'bumpFreshness');
+      await clock.advanceAsync(0);
+      const bad: [string | Uint8Array, string][] = [
+        ['abcd', 'bad_json'],
+        [new Uint8Array([0xff, 0x00, 0x13, 0x7b]), 'not_utf8'],
+        ['', 'bad_json'],
+        ['{}', 'invalid'],
+        ['null', 'invalid'],
+        [JSON.stringify({ id: 'dea-1' }), 'invalid'],
+        [JSON.stringify({ id: '', app_id_to_count: {} }), 'invalid'],
+        [JSON.stringify({ id: 'dea-1', app_id_to_count: { 'app-a': -1 } }), 'invalid'],
+        [JSON.stringify({ id: 'dea-1', app_id_to_count: { 'app-a': '1' } }), 'invalid'],
+        [JSON.stringify({ id: 'dea-1', app_id_to_count: [] }), 'invalid'],
+        [JSON.stringify({ id: 'dea-1', app_id_to_count: {}, stacks: 'lucid64' }), 'invalid'],
+        [JSON.stringify({ id: 'dea-1', app_id_to_count: {}, available_memory: '1' }), 'invalid'],
+        [JSON.stringify({ id: 'd'.repeat(900_000), app_id_to_count: {} }), 'too_long'],
+        [JSON.stringify({ id: 'dea-1', app_id_to_count: { ['a'.repeat(129)]: 1 } }), 'too_long'],
+        [JSON.stringify({ id: 'dea-1', app_id_to_count: {}, stacks: ['s'.repeat(65)] }), 'too_long'],
+        [JSON.stringify({ id: 'dea-1', app_id_to_count: {}, placement_properties: { zone: 'z'.repeat(129) } }), 'too_long'],
+        [JSON.stringify({ id: 'dea-1', app_id_to_count: Object.fromEntries(Array.from({ length: 2_001 }, (_, i) => [`app-${i}`, 0])) }), 'too_many'],
+        [JSON.stringify({ id: 'dea-1', app_id_to_count: {}, stacks: Array.from({ length: 33 }, () => 's') }), 'too_many'],
+        [JSON.stringify({ id: 'dea-1', app_id_to_count: {}, padding: 'x'.repeat(1024 * 1024) }), 'too_large'],
+      ];
+      for (let i = 0; i < 30; i++) publish('abcd', 'dea.advertise');
+      for (const [data] of bad) publish(data, 'dea.advertise');
+      await stage.idle();
+      expect(bumps).not.toHaveBeenCalled();
+      expect(await store.getFreshness('actual')).toBeUndefined();
+      const expected = new Map<string, number>([['bad_json', 30]]);
+      for (const [, reason] of bad) expected.set(reason, (expected.get(reason) ?? 0) + 1);
+      for (const [reason, n] of expected) expect(await metric('hmgate_dropped_messages_total', { subject: 'dea.advertise', reason }), reason).toBe(n);
+      for (const reason of expected.keys()) {
+        expect(lines.filter((l) => l.level === 'warn' && l.msg.startsWith(`dropped a message on dea.advertise: ${reason} `)), reason).toHaveLength(1);
+      }
+      // No log line carries the over-long value.
+      expect(lines.every((l) => JSON.stringify(l).length < 2_000)).toBe(true);
+    });
+
+    it('one naming instances while nothing heartbeats revokes the freshness advertises made, says why, and stops them bumping for actual_ttl', async () => {
+      const { clock, store, publish, stage, freshness, lines } = await setup();
+      await clock.advanceAsync(0);
+      // An empty foundation: advertises alone make actual state fresh.
+      for (let t = 0; t <= ACTUAL_TTL; t += 5_000) {
+        publish(advertise('dea-1'), 'dea.advertise');
+        publish(advertise('dea-2'), 'dea.advertise');
+        await stage.idle();
+        if (t < ACTUAL_TTL) await clock.advanceAsync(5_000);
+      }
+      expect(isActualFresh(await store.getFreshness('actual'), clock.now(), ACTUAL_TTL)).toBe(true);
+
+      // dea-2 now runs an instance but its heartbeats are lost.
+      publish(advertise('dea-2', { 'app-a': 1 }), 'dea.advertise');
+      await stage.idle();
+      expect(await store.getFreshness('actual')).toBeUndefined();
+      const reason = 'agent dea-2 advertises 1 instance(s) but no heartbeat arrived within the actual freshness TTL (30000ms): its heartbeats are missing, so advertises do not keep actual state fresh until heartbeats arrive';
+      expect(freshness.reason('actual')?.reason).toBe(reason);
+      const busyAt = clock.now();
+
+      // dea-1's empty advertises do not bump while dea-2's claim is younger than actual_ttl.
+      const bumps = vi.spyOn(store, 'bumpFreshness');
+      for (let t = 5_000; t < ACTUAL_TTL; t += 5_000) {
+        await clock.advanceAsync(5_000);
+        publish(advertise('dea-1'), 'dea.advertise');
+        await stage.idle();
+      }
+      expect(bumps).not.toHaveBeenCalled();
+      expect(await store.getFreshness('actual')).toBeUndefined();
+      expect(lines.filter((l) => l.msg === reason)).toHaveLength(1);
+
+      // dea-2 stopped its instance: a whole actual_ttl after its last claim, empty advertises bump again.
+      await clock.advanceToAsync(busyAt + ACTUAL_TTL);
+      publish(advertise('dea-2'), 'dea.advertise');
+      await stage.idle();
+      expect(bumps).toHaveBeenCalledTimes(1);
+      expect(await store.getFreshness('actual')).toEqual({ timestamp: clock.now(), expiresAt: clock.now() + ACTUAL_TTL });
+      expect(freshness.reason('actual')).toBeUndefined();
+    });
+
+    it('naming instances while heartbeats flow changes nothing; once they stop, it does not keep state fresh', async () => {
+      const { clock, store, publish, stage } = await setup();
+      const revokes = vi.spyOn(store, 'revokeFreshness');
+      await clock.advanceAsync(0);
+      publish(hb('dea-1', [droplet('app-a', 0)]));
+      publish(advertise('dea-1', { 'app-a': 1 }), 'dea.advertise');
+      await clock.advanceAsync(1_000);
+      const marker = await store.getFreshness('actual');
+      expect(marker).toBeDefined();
+      publish(advertise('dea-1', { 'app-a': 1 }), 'dea.advertise');
+      await stage.idle();
+      expect(await store.getFreshness('actual')).toEqual(marker);
+      // The heartbeats stop; the advertises go on. HM9000 would bump here.
+      const bumps = vi.spyOn(store, 'bumpFreshness');
+      for (let t = 0; t < 2 * ACTUAL_TTL; t += 5_000) {
+        await clock.advanceAsync(5_000);
+        publish(advertise('dea-1', { 'app-a': 1 }), 'dea.advertise');
+        await stage.idle();
+      }
+      expect(bumps).not.toHaveBeenCalled();
+      // The marker heartbeats made lapses by itself; advertises made none, so none is revoked.
+      expect(revokes).not.toHaveBeenCalled();
+      expect(await store.getFreshness('actual')).toBeUndefined();
+    });
+
+    it('a standby never bumps', async () => {
+      const { clock, store, publish, stage, ctx } = await setup();
+      ctx.isLeader = () => false;
+      await clock.advanceAsync(0);
+      publish(advertise('dea-1'), 'dea.advertise');
+      await stage.idle();
+      expect(await store.getFreshness('actual')).toBeUndefined();
     });
 
     it('is not subscribed when advertise_subject is empty', async () => {
@@ -526,6 +659,14 @@ describe('heartbeat source', () => {
       ['no droplet', withDroplet((d) => delete d.droplet), 'invalid'],
       ['no state_timestamp', withDroplet((d) => delete d.state_timestamp), 'invalid'],
       ['a droplet is null', JSON.stringify({ ...good, droplets: [null] }), 'invalid'],
+      ['dea of 900 KB', JSON.stringify({ ...good, dea: 'd'.repeat(900_000) }), 'too_long'],
+      ['dea of 129 characters', JSON.stringify({ ...good, dea: 'd'.repeat(129) }), 'too_long'],
+      ['an app guid of 129 characters', withDroplet((d) => (d.droplet = 'a'.repeat(129))), 'too_long'],
+      ['a version of 129 characters', withDroplet((d) => (d.version = 'v'.repeat(129))), 'too_long'],
+      ['an instance guid of 129 characters', withDroplet((d) => (d.instance = 'i'.repeat(129))), 'too_long'],
+      ['a state of 33 characters', withDroplet((d) => (d.state = 'S'.repeat(33))), 'too_long'],
+      ['a cc_partition of 65 characters', withDroplet((d) => (d.cc_partition = 'p'.repeat(65))), 'too_long'],
+      ['2001 instances', JSON.stringify({ ...good, droplets: Array.from({ length: 2_001 }, (_, i) => droplet('app-a', i)) }), 'too_many'],
     ];
     for (const [, data] of bad) publish(data);
     await clock.advanceAsync(1_000);
@@ -541,5 +682,7 @@ describe('heartbeat source', () => {
     for (const reason of expected.keys()) {
       expect(lines.filter((l) => l.level === 'warn' && l.msg.startsWith(`dropped a message on dea.heartbeat: ${reason} `))).toHaveLength(1);
     }
+    // An over-long value never reaches a log line.
+    expect(lines.every((l) => JSON.stringify(l).length < 2_000)).toBe(true);
   });
 });

@@ -7,8 +7,10 @@
  * HM9000's write-through cache only state changes are written: an instance whose state is the
  * same as in the agent's previously saved heartbeat keeps its saved index and state timestamp, so
  * the store sees no change and only renews the presence. A save faster than save_deadline bumps
- * actual freshness, a failed save revokes it (§5.2); `dea.advertise` bumps it while no heartbeat
- * has been received for the freshness TTL (§2.2).
+ * actual freshness, a failed save revokes it (§5.2). `dea.advertise` bumps it while no heartbeat
+ * has been received for the freshness TTL (§2.2) — by default only a valid advertise, and only
+ * while no agent advertises instances (see onAdvertise); advertise_payload: ignored is HM9000's
+ * rule, where any message does.
  *
  * For event policies (the Ruby Health Manager's presets) it also raises, on the leader and in
  * message order, `heartbeat-message` and one `heartbeat` per instance entry, and — when a policy
@@ -16,13 +18,12 @@
  * With cc_partition set, entries, exits and updates of another partition are left out (the Ruby
  * HM's older design did so), counted, and named as a problem while they keep arriving.
  */
-import { Type } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { errorText } from '../../src/log.js';
 import { makeDecoder } from '../../src/messages/heartbeat-decode.js';
 import { makeDecoder as makeSchemaDecoder } from '../../src/messages/decode.js';
-import { DropletExitedMessage, HeartbeatMessage } from '../../src/messages/schemas.js';
+import { DeaAdvertiseMessage, DropletExitedMessage, DropletUpdatedMessage, HeartbeatMessage } from '../../src/messages/schemas.js';
 import type { BusMessage } from '../../src/pipeline/bus.js';
 import type { Clock, Timer } from '../../src/pipeline/clock.js';
 import { DropReporter, droppedMessagesCounter } from '../../src/pipeline/intake.js';
@@ -31,11 +32,14 @@ import { HeardInstance } from '../../src/pipeline/instances.js';
 import type { AgentHeartbeat, InstanceHeartbeat } from '../../src/pipeline/store.js';
 import { HEARTBEAT_PATH, HttpsHeartbeatListener, type BodyVerdict } from './https-listener.js';
 import { readEntries } from './entries.js';
+import { HeartbeatIngestLag } from './ingest-lag.js';
 
 /** Options as they reach the stage: validated, defaults filled, durations in milliseconds. */
 export interface HeartbeatStageOptions {
   subject: string;
   advertise_subject: string;
+  /** `checked` (the default): advertises are decoded and only those of empty agents bump; `ignored`: HM9000's rule. */
+  advertise_payload?: 'checked' | 'ignored';
   sync_interval: number;
   heartbeat_ttl: number;
   save_deadline?: number;
@@ -54,13 +58,10 @@ type DropletMessage = HeartbeatMessage['droplets'][number];
 /** Decoding is compiled once for every heartbeat stage. */
 const decodeHeartbeat = makeDecoder(HeartbeatMessage);
 
-/** droplet.updated: only the app guid is read (and cc_partition, when filtering). */
-export const DropletUpdatedMessage = Type.Object(
-  { droplet: Type.String({ minLength: 1 }), cc_partition: Type.Optional(Type.String()) },
-  { additionalProperties: true, description: 'droplet.updated (NATS).' },
-);
+export { DropletUpdatedMessage };
 const decodeExited = makeSchemaDecoder(DropletExitedMessage);
 const decodeUpdated = makeSchemaDecoder(DropletUpdatedMessage);
+const decodeAdvertise = makeSchemaDecoder(DeaAdvertiseMessage);
 
 /** The drop-counter label for heartbeats that came over HTTPS. */
 export const HTTPS_SUBJECT_LABEL = `https:${HEARTBEAT_PATH}`;
@@ -144,6 +145,8 @@ export class HeartbeatSource implements Stage {
   private readonly dropped: Counter<'subject' | 'reason'>;
   private readonly saveDeadline: number;
   private readonly https: HttpsHeartbeatListener | undefined;
+  /** How far behind this source is: unsaved heartbeats and the bus's delay. */
+  private readonly ingestLag: HeartbeatIngestLag;
 
   /** The last heartbeat of each agent since the last swap. */
   private pending = new Map<string, readonly DropletMessage[]>();
@@ -151,6 +154,12 @@ export class HeartbeatSource implements Stage {
   private lastPrune: number;
   /** Clock time of the last heartbeat received; undefined before the first (HM9000's zero time). */
   private lastReceived: number | undefined;
+  /** Clock time of the last valid advertise that named instances (undefined: none yet). */
+  private lastBusyAdvertise: number | undefined;
+  /** Clock time of the last freshness bump an advertise made (undefined: none yet). */
+  private lastAdvertiseBump: number | undefined;
+  /** When "heartbeats are lost" was last logged, and how many such advertises came since. */
+  private lostLogged: { at: number; since: number } | undefined;
   private readonly partitionNotices = new Set<string>();
   /** The last message of another cc_partition left out, and when: the problem holds for heartbeat_ttl after it. */
   private lastForeign: { theirs: string | null; at: number } | undefined;
@@ -193,6 +202,7 @@ export class HeartbeatSource implements Stage {
     this.saveFailures = m.saveFailures.labels(ctx.id);
     this.saveDuration = m.saveDuration.labels(ctx.id);
     this.dropped = droppedMessagesCounter(ctx.metrics);
+    this.ingestLag = new HeartbeatIngestLag(() => ctx.clock.now(), ctx.bus);
     const h = opts.http_listener;
     this.https = h
       ? new HttpsHeartbeatListener(
@@ -214,6 +224,7 @@ export class HeartbeatSource implements Stage {
     this.running = true;
     const { bus } = this.ctx;
     this.unsubscribe.push(bus.subscribe(this.opts.subject, this.onHeartbeat));
+    this.unsubscribe.push(this.ingestLag.listen(), this.ctx.freshness.registerLag(`sources.${this.ctx.id}`, () => this.ingestLag.lag()));
     if (this.opts.advertise_subject !== '') this.unsubscribe.push(bus.subscribe(this.opts.advertise_subject, this.onAdvertise));
     // Exits and updates matter only to event policies that handle them (the engine knows by now).
     const { events } = this.ctx;
@@ -239,6 +250,11 @@ export class HeartbeatSource implements Stage {
   health(): StageHealth {
     const failure = this.storeError ?? this.https?.error ?? null;
     return { healthy: failure === null, last_error: failure ?? this.partitionNotice() };
+  }
+
+  /** Why the leader's part of this stage fails here (its saves), or null: the engine's leader fitness reads it. */
+  leaderWorkError(): string | null {
+    return this.storeError;
   }
 
   private get exitedSubject(): string {
@@ -281,7 +297,8 @@ export class HeartbeatSource implements Stage {
   private readonly onHeartbeat = (msg: BusMessage): void => {
     const decoded = decodeHeartbeat(msg.data);
     if (!decoded.ok) {
-      if (decoded.reason === 'invalid' && this.raisesBeats()) this.acceptEntries(msg.data, this.opts.subject);
+      // One bad or over-long entry loses only itself when entries are read one by one.
+      if ((decoded.reason === 'invalid' || decoded.reason === 'too_long') && this.raisesBeats()) this.acceptEntries(msg.data, this.opts.subject);
       else this.drops.drop(this.opts.subject, decoded.reason, decoded.detail);
       return;
     }
@@ -307,11 +324,11 @@ export class HeartbeatSource implements Stage {
     const mine = this.opts.cc_partition;
     let otherPartition = 0;
     for (const b of r.bad) {
-      if (mine !== undefined && b.ccPartition !== mine) {
+      if (b.code !== 'too_long' && mine !== undefined && b.ccPartition !== mine) {
         otherPartition++;
         this.noticePartition(r.dea, b.ccPartition);
       } else {
-        this.drops.drop(subject, 'invalid_entry', `entry ${b.position} of agent ${r.dea}'s heartbeat: ${b.reason}; the other entries are kept`, { agent: r.dea });
+        this.drops.drop(subject, b.code, `entry ${b.position} of agent ${r.dea}'s heartbeat: ${b.reason}; the other entries are kept`, { agent: r.dea });
       }
     }
     if (otherPartition > 0) this.dropped.inc({ subject, reason: 'other_cc_partition' }, otherPartition);
@@ -334,6 +351,8 @@ export class HeartbeatSource implements Stage {
 
   private accept(hb: HeartbeatMessage, subject: string, entries = hb.droplets.length): void {
     this.pending.set(hb.dea, this.keep(hb.dea, hb.droplets, subject));
+    this.ingestLag.accepted();
+    this.ctx.freshness.heard(hb.dea);
     this.lastReceived = this.clock.now();
     this.received.inc();
     if (this.raisesBeats()) this.raiseBeats(hb, entries);
@@ -457,13 +476,67 @@ export class HeartbeatSource implements Stage {
     this.logger.warn({ agent, cc_partition: theirs ?? null, kept_cc_partition: this.opts.cc_partition }, text);
   }
 
-  private readonly onAdvertise = (): void => {
+  /**
+   * dea.advertise keeps actual state fresh where nothing heartbeats. HM9000 bumped on any message
+   * once no heartbeat had been received for the freshness TTL (and on every one before the first
+   * heartbeat). But an agent that runs instances heartbeats them: an advertise naming instances
+   * while nothing heartbeats shows heartbeats being lost, and then advertises must not stand in
+   * for them. So by default an advertise bumps only when it is valid, names no instance, and no
+   * advertise named any within the freshness TTL. One that names instances in that silence also
+   * revokes the freshness advertises made: otherwise the marker would hold for up to a TTL more,
+   * and the analyzer would start that agent's unseen instances again elsewhere. Freshness made by
+   * heartbeat saves is left to lapse on its own, as when no advertise comes at all.
+   */
+  private readonly onAdvertise = (msg: BusMessage): void => {
     if (!this.running) return;
-    // HM9000 §2.2: the payload is ignored; it keeps actual state fresh while nothing heartbeats.
     const now = this.clock.now();
-    if (this.lastReceived !== undefined && now - this.lastReceived < this.ctx.freshness.actualTtlMs) return;
-    this.track(this.bumpActual('dea.advertise'));
+    const ttl = this.ctx.freshness.actualTtlMs;
+    const silent = this.lastReceived === undefined || now - this.lastReceived >= ttl;
+    if (this.opts.advertise_payload === 'ignored') {
+      if (silent) this.bumpFromAdvertise(now);
+      return;
+    }
+    const decoded = decodeAdvertise(msg.data);
+    if (!decoded.ok) {
+      this.drops.drop(this.opts.advertise_subject, decoded.reason, decoded.detail);
+      return;
+    }
+    let instances = 0;
+    for (const count of Object.values(decoded.value.app_id_to_count)) instances += count;
+    if (instances > 0) {
+      this.lastBusyAdvertise = now;
+      if (silent) this.heartbeatsLost(decoded.value.id, instances, now);
+      return;
+    }
+    if (!silent || (this.lastBusyAdvertise !== undefined && now - this.lastBusyAdvertise < ttl)) return;
+    this.bumpFromAdvertise(now);
   };
+
+  private bumpFromAdvertise(now: number): void {
+    // Only the leader writes freshness, as only it saves heartbeats.
+    if (!this.ctx.isLeader()) return;
+    this.lastAdvertiseBump = now;
+    this.track(this.bumpActual('dea.advertise'));
+  }
+
+  /** An advertise named instances while no heartbeat arrives: said in /v1/status and the log, and advertise-made freshness undone. */
+  private heartbeatsLost(agent: string, instances: number, now: number): void {
+    const ttl = this.ctx.freshness.actualTtlMs;
+    const text = `agent ${agent} advertises ${instances} instance(s) but no heartbeat arrived within the actual freshness TTL (${ttl}ms): its heartbeats are missing, so advertises do not keep actual state fresh until heartbeats arrive`;
+    this.ctx.freshness.setReason('actual', text);
+    const held = this.lastAdvertiseBump !== undefined && (this.lastReceived === undefined || this.lastAdvertiseBump >= this.lastReceived);
+    if (held && this.ctx.isLeader()) {
+      this.lastAdvertiseBump = undefined;
+      this.track(this.revokeActual(text));
+    }
+    const logged = this.lostLogged;
+    if (logged !== undefined && now - logged.at < ttl) {
+      logged.since++;
+      return;
+    }
+    this.lostLogged = { at: now, since: 0 };
+    this.logger.warn({ agent, instances, ...(logged?.since ? { advertised_since_last_log: logged.since } : {}) }, text);
+  }
 
   private track(p: Promise<void>): void {
     this.inflight.add(p);
@@ -474,6 +547,7 @@ export class HeartbeatSource implements Stage {
 
   private tick(): void {
     if (!this.running) return;
+    this.ingestLag.probe();
     const started = this.clock.now();
     void this.syncNow()
       .catch((err: unknown) => this.logger.error({ error: errorText(err) }, `heartbeat sync failed unexpectedly: ${errorText(err)}`))
@@ -491,6 +565,15 @@ export class HeartbeatSource implements Stage {
     if (this.pending.size === 0) return;
     const batch = this.pending;
     this.pending = new Map();
+    this.ingestLag.saving();
+    try {
+      await this.save(batch);
+    } finally {
+      this.ingestLag.saveEnded();
+    }
+  }
+
+  private async save(batch: ReadonlyMap<string, readonly DropletMessage[]>): Promise<void> {
     // A standby drops what it heard: the leader's own heartbeat stream makes its freshness.
     if (!this.ctx.isLeader()) return;
     const ttl = this.opts.heartbeat_ttl;
@@ -573,6 +656,15 @@ export class HeartbeatSource implements Stage {
       await this.ctx.store.revokeFreshness('actual');
     } catch (err) {
       this.logger.error({ error: errorText(err) }, `revoking actual freshness failed: ${errorText(err)}`);
+    }
+  }
+
+  /** Revokes actual freshness that advertises made; the reason is already set. */
+  private async revokeActual(why: string): Promise<void> {
+    try {
+      await this.ctx.store.revokeFreshness('actual');
+    } catch (err) {
+      this.logger.error({ error: errorText(err), why }, `revoking actual freshness failed: ${errorText(err)}`);
     }
   }
 

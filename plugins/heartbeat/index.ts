@@ -21,8 +21,15 @@ export const HeartbeatOptionsSchema = Type.Object(
     advertise_subject: Type.String({
       default: 'dea.advertise',
       description:
-        'NATS subject whose messages keep actual state fresh while no heartbeat arrived for freshness.actual_ttl (HM9000 B: dea.advertise); the payload is ignored; "" switches it off.',
+        'NATS subject of agent advertisements, which keep actual state fresh while no heartbeat arrived for freshness.actual_ttl, as in a foundation with no instances (HM9000 B: dea.advertise); advertise_payload says which do; "" switches it off.',
     }),
+    advertise_payload: Type.Optional(
+      Type.Union([Type.Literal('checked'), Type.Literal('ignored')], {
+        default: 'checked',
+        description:
+          'checked: an advertise is decoded and validated (bad ones are dropped and counted), and keeps actual state fresh only while it names no instance (app_id_to_count empty) and no advertise named any within freshness.actual_ttl; one naming instances while no heartbeat arrives shows heartbeats being lost and revokes the freshness advertises made. ignored: any message bumps, payload unread, as HM9000 did.',
+      }),
+    ),
     sync_interval: Duration({
       default: '1000ms',
       description: 'How often the received heartbeats are saved to the store in one batch (HM9000 listener_heartbeat_sync_interval_in_milliseconds).',

@@ -14,6 +14,7 @@ import { bulkAppStateRoutes, type BulkAppStateDeps } from './routes/bulk-app-sta
 import { inspectRoutes, type InspectDeps } from './routes/inspect.js';
 import { shadowRoutes } from './routes/shadow.js';
 import { varzRoutes, type VarzSource } from './routes/varz.js';
+import { confirmLossRoutes, type ConfirmLoss } from './routes/confirm-loss.js';
 import type { ShadowComparer } from '../pipeline/shadow.js';
 
 export interface ApiDeps {
@@ -31,6 +32,8 @@ export interface ApiDeps {
   shadow?: () => ShadowComparer | undefined;
   /** GET /varz: the Ruby HM's statistics, when a stage keeps them. */
   varz?: VarzSource;
+  /** POST /v1/actual/confirm-loss: the operator confirms that agents lost together are gone. */
+  confirmLoss?: ConfirmLoss;
   logger: Logger;
 }
 
@@ -44,6 +47,7 @@ export function buildApi(deps: ApiDeps): Hono {
   if (deps.inspect) app.route('/', inspectRoutes(auth, deps.inspect));
   if (deps.shadow) app.route('/', shadowRoutes(auth, deps.shadow));
   if (deps.varz) app.route('/', varzRoutes(auth, deps.varz));
+  if (deps.confirmLoss) app.route('/', confirmLossRoutes(auth, deps.confirmLoss));
   app.notFound((c) => c.json({ error: 'not found' }, 404));
   // The one place an error becomes a response: logged with the route, answered without internals.
   app.onError((err, c) => {

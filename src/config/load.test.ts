@@ -49,7 +49,13 @@ describe('loadConfig', () => {
     const { config, heartbeatMs, display } = await loadConfig(f, { env: {}, plugins: false });
     expect(heartbeatMs).toBe(500);
     expect(config.analyze_interval).toBe(1000);
-    expect(config.freshness).toEqual({ gate: true, actual_ttl: 1500, desired_ttl: 6000 });
+    expect(config.freshness).toEqual({
+      gate: true,
+      actual_ttl: 1500,
+      desired_ttl: 6000,
+      max_ingest_lag: 500,
+      collapse: { share: 0.55, min_agents: 50, silent_after: 1000, window: 1500 },
+    });
     expect(config.foundation).toBe('default');
     expect(config.bus.servers).toEqual(['nats://127.0.0.1:4222']);
     expect(config.store).toEqual({ plugin: 'memory' });

@@ -8,6 +8,7 @@ import { cosmiconfig } from 'cosmiconfig';
 import { existsSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { presetsDir } from '../paths.js';
+import { natsConnectSettings } from '../pipeline/nats-url.js';
 import { loadPlugin, PluginLoadError } from '../pipeline/plugin-loader.js';
 import type { PluginDefinition, PluginKind } from '../pipeline/plugin.js';
 import { parseDuration } from './duration.js';
@@ -154,6 +155,11 @@ export async function loadConfig(file: string, opts: LoadOptions = {}): Promise<
   const converting = makeValidator({ heartbeatMs, convertDurations: true });
   const displaying = makeValidator({ heartbeatMs, convertDurations: false });
   const config = coerceAndValidate(converting, ConfigSchema, raw, interp.interpolated, '', report) as Config;
+  // Credentials in bus.servers URLs must agree with each other and with bus.user/password/token.
+  const bus = isPlainObject(config) ? config.bus : undefined;
+  if (isPlainObject(bus) && Array.isArray(bus.servers) && bus.servers.every((u) => typeof u === 'string')) {
+    for (const p of natsConnectSettings(bus.servers, bus).problems) problems.push({ pos: locate(p.pointer), message: p.message });
+  }
   const display = inSchemaOrder(structuredClone(raw));
   displaying.validate(ConfigSchema, display);
 

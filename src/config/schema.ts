@@ -55,6 +55,30 @@ export const ConfigSchema = Type.Object(
         gate: Type.Boolean({ default: true, description: 'Send nothing unless actual and desired state are fresh.' }),
         actual_ttl: Duration({ default: '3hb', description: 'TTL of the actual freshness marker and the minimum age before actual state counts as fresh.' }),
         desired_ttl: Duration({ default: '12hb', description: 'TTL of the desired freshness marker.' }),
+        max_ingest_lag: Duration({
+          default: '1hb',
+          description:
+            'Actual state is not fresh (INGEST_BEHIND) while heartbeats wait longer than this to be read or saved, or arrive so much slower than the agents send them that they fall this far behind within actual_ttl. 0 switches the check off (as the originals had none).',
+        }),
+        collapse: Type.Object(
+          {
+            share: Type.Number({
+              minimum: 0,
+              maximum: 1,
+              default: 0.55,
+              description: 'Actual state is not fresh (ACTUAL_COLLAPSE) when more than this share of the agents go silent within window; 1 switches the guard off.',
+            }),
+            min_agents: Type.Integer({ minimum: 0, default: 50, description: 'Only foundations with more agents than this are guarded; smaller ones act on every lost agent as the originals did.' }),
+            silent_after: Duration({ default: '2hb', description: 'An agent not heard for longer than this counts as silent.' }),
+            window: Duration({ default: '3hb', description: 'Silences that begin within this span of each other count together.' }),
+          },
+          {
+            additionalProperties: false,
+            default: {},
+            description:
+              'The mass-disappearance guard: holds actions until the silent agents return or an operator confirms the loss (POST /v1/actual/confirm-loss, hmgate confirm-loss).',
+          },
+        ),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -70,7 +94,8 @@ export const ConfigSchema = Type.Object(
         servers: Type.Array(Type.String({ pattern: '^(nats|tls)://' }), {
           minItems: 1,
           default: ['nats://127.0.0.1:4222'],
-          description: 'NATS server URLs; credentials in a URL are masked in logs.',
+          description:
+            'NATS server URLs. Credentials may be written in them (nats://user:password@host:4222, or nats://token@host:4222; percent-encode @ : / ? # %): the same in every URL, agreeing with bus.user / bus.password / bus.token, and masked wherever a URL is shown.',
         }),
         user: Type.Optional(Type.String({ description: 'NATS user.' })),
         password: Type.Optional(Type.String({ description: 'NATS password.' })),
@@ -87,6 +112,11 @@ export const ConfigSchema = Type.Object(
           default: '10s',
           hb: false,
           description: "With a shared store (etcd): the leader's lease; a leader that vanishes without resigning is replaced within it (HM9000's locks lived 10 s).",
+        }),
+        resign_after: Duration({
+          default: '2hb',
+          description:
+            "With a shared store (etcd): a leader that cannot do the leader's work itself (NATS not connected, heartbeat saves failing) for longer than this resigns, so a standby that can takes over; a daemon in that state does not campaign.",
         }),
       },
       { additionalProperties: false, default: {} },

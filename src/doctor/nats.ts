@@ -3,6 +3,7 @@ import { connect, type NatsConnection } from 'nats';
 import { maskUrl } from '../config/mask.js';
 import { errorText } from '../log.js';
 import { makeProblem } from '../pipeline/problem-codes.js';
+import { natsConnectSettings } from '../pipeline/nats-url.js';
 import { fail, pass, type CheckResult, type DoctorContext } from './result.js';
 
 export interface NatsCheck {
@@ -13,14 +14,17 @@ export interface NatsCheck {
 
 export async function checkNats(ctx: DoctorContext): Promise<NatsCheck> {
   const bus = ctx.loaded.config.bus;
+  // The same servers and credentials as the daemon (credentials in the URLs taken out of them).
+  const { settings } = natsConnectSettings(bus.servers, bus);
+  // Named as configured (user kept, password masked), as the daemon's problems name them.
   const servers = bus.servers.map(maskUrl).join(', ');
   const what = `NATS at ${servers}`;
   try {
     const nc = await connect({
-      servers: bus.servers,
-      user: bus.user,
-      pass: bus.password,
-      token: bus.token,
+      servers: settings.servers,
+      user: settings.user,
+      pass: settings.pass,
+      token: settings.token,
       name: `${bus.name}-doctor`,
       timeout: ctx.timeoutMs,
       reconnect: false,

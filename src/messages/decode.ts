@@ -7,6 +7,12 @@ import type { Static, TSchema } from '@sinclair/typebox';
 
 export const MAX_MESSAGE_BYTES = 1024 * 1024;
 
+/**
+ * A value over a bound of the schema (schemas.ts, MESSAGE_LIMITS) has a reason of its own: it is
+ * not malformed, and an operator counting drops wants to tell the two apart.
+ */
+const BOUND_REASONS: Record<string, string> = { maxLength: 'too_long', maxItems: 'too_many', maxProperties: 'too_many' };
+
 export type Decoded<T> = { ok: true; value: T } | { ok: false; reason: string; detail: string };
 
 const ajv = new Ajv({ allErrors: false, strict: true });
@@ -35,7 +41,8 @@ export function makeDecoder<S extends TSchema>(schema: S, maxBytes = MAX_MESSAGE
     }
     if (!validate(value)) {
       const e = validate.errors![0]!;
-      return { ok: false, reason: 'invalid', detail: `${e.instancePath || '(message)'} ${e.message ?? 'is invalid'}` };
+      const where = `${e.instancePath || '(message)'}${e.propertyName === undefined ? '' : ' (a key)'}`;
+      return { ok: false, reason: BOUND_REASONS[e.keyword] ?? 'invalid', detail: `${where} ${e.message ?? 'is invalid'}` };
     }
     return { ok: true, value: value as Static<S> };
   };

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { makeDecoder as makeGenericDecoder, MAX_MESSAGE_BYTES } from './decode.js';
 import { makeDecoder, makeHeartbeatDecoder } from './heartbeat-decode.js';
-import { DropletExitedMessage, HeartbeatMessage } from './schemas.js';
+import { DropletExitedMessage, HeartbeatMessage, MESSAGE_LIMITS } from './schemas.js';
 
 const encoder = new TextEncoder();
 const generic = makeGenericDecoder(HeartbeatMessage);
@@ -117,8 +117,47 @@ describe('fast heartbeat decoder', () => {
     for (const c of cases) agree(typeof c === 'string' ? encoder.encode(c) : c);
   });
 
+  it('holds the schema bounds: a value at its bound takes the fast path, one past it is dropped as the generic decoder drops it', () => {
+    const L = MESSAGE_LIMITS;
+    const fast = makeHeartbeatDecoder();
+    const base = Array.from({ length: 20 }, (_, i) => droplet(i));
+    // Heard first, so what follows arrives as a change to a message the decoder remembers.
+    expect(fast(beat('dea-1', base)).ok).toBe(true);
+    const check = (bytes: Uint8Array, want: string, what: string) => {
+      const before = fast.stats.fast;
+      const got = fast(bytes);
+      expect(got.ok ? 'ok' : got.reason, what).toBe(want);
+      expect(fast.stats.fast - before, `${what}: fast path`).toBe(want === 'ok' ? 1 : 0);
+      expect(essence(got), what).toEqual(essence(generic(bytes)));
+    };
+    const fields: [string, number][] = [
+      ['droplet', L.guid],
+      ['version', L.guid],
+      ['instance', L.guid],
+      ['state', L.state],
+      ['cc_partition', L.cc_partition],
+    ];
+    for (const [field, max] of fields) {
+      for (const over of [0, 1]) {
+        const droplets = base.map((d, i) => (i === 7 ? { ...d, [field]: 'x'.repeat(max + over) } : d));
+        check(beat('dea-1', droplets), over ? 'too_long' : 'ok', `${field} of ${max + over} characters`);
+      }
+    }
+    check(beat('d'.repeat(L.agentId), base), 'ok', `dea of ${L.agentId} characters`);
+    check(beat('d'.repeat(L.agentId + 1), base), 'too_long', `dea of ${L.agentId + 1} characters`);
+    check(beat('d'.repeat(900_000), base), 'too_long', 'dea of 900 000 characters');
+    const many = (n: number) => Array.from({ length: n }, (_, i) => ({ droplet: 'a', version: 'v', instance: `i-${i}`, index: i, state: 'RUNNING', state_timestamp: 1 }));
+    check(beat('dea-2', many(L.instancesPerAgent)), 'ok', `${L.instancesPerAgent} entries`);
+    check(beat('dea-2', many(L.instancesPerAgent + 1)), 'too_many', `${L.instancesPerAgent + 1} entries`);
+    // Past a bound in characters, not bytes: 128 two-byte characters are 128 (the generic decoder's judgement).
+    expect(fast(beat('dea-3', [droplet(0, { droplet: 'é'.repeat(L.guid) })])).ok).toBe(true);
+    expect(fast(beat('dea-3', [droplet(0, { droplet: 'é'.repeat(L.guid + 1) })]))).toMatchObject({ ok: false, reason: 'too_long' });
+  });
+
   it(`agrees with the generic decoder on generated input`, () => {
-    const str = fc.oneof(fc.constantFrom('a', 'v1', 'RUNNING', 'default', ''), fc.string({ maxLength: 8 }), fc.string({ unit: 'binary', maxLength: 4 }));
+    // Strings either side of each bound too.
+    const nearBounds = [MESSAGE_LIMITS.state, MESSAGE_LIMITS.cc_partition, MESSAGE_LIMITS.guid].flatMap((n) => ['x'.repeat(n), 'x'.repeat(n + 1)]);
+    const str = fc.oneof(fc.constantFrom('a', 'v1', 'RUNNING', 'default', ''), fc.string({ maxLength: 8 }), fc.string({ unit: 'binary', maxLength: 4 }), fc.constantFrom(...nearBounds));
     const num = fc.oneof(fc.integer(), fc.double(), fc.constantFrom(-0, 0.5, 1700000000.3, 1e21, 1e-7, 2 ** 53 + 1));
     const value = fc.oneof(str, num, fc.boolean(), fc.constant(null), fc.array(fc.integer(), { maxLength: 2 }));
     const dropletArb = fc.dictionary(fc.oneof(fc.constantFrom(...FIELDS), fc.string({ maxLength: 4 })), fc.oneof({ weight: 3, arbitrary: fc.oneof(str, num) }, value), { maxKeys: 9 });

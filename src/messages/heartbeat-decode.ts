@@ -21,10 +21,15 @@
  * steady state allocates nothing per unchanged instance, and consumers can tell "unchanged" by
  * identity. App guids, versions and partitions of new instances are shared strings (bounded).
  * Memory: the remembered bytes, about 23 KB per 100-instance agent (bounded by rememberBytes).
+ *
+ * The schema's bounds (MESSAGE_LIMITS) are checked on the byte ranges already found — a few
+ * comparisons per instance read, none for instances taken from the remembered message, which
+ * passed them before. Strings here are ASCII, so bytes are characters. A value over a bound goes
+ * to the generic decoder, which drops it with its reason (too_long, too_many).
  */
 import type { Static, TSchema } from '@sinclair/typebox';
 import { makeDecoder as makeGenericDecoder, MAX_MESSAGE_BYTES, type Decoded, type Decoder } from './decode.js';
-import { HeartbeatMessage } from './schemas.js';
+import { HeartbeatMessage, MESSAGE_LIMITS } from './schemas.js';
 
 export type HeartbeatDroplet = HeartbeatMessage['droplets'][number];
 
@@ -82,6 +87,11 @@ const MAX_SKIP_DEPTH = 64;
 const MAX_INTERNED = 500_000;
 /** Decimal digits of a number computed exactly here (below 2^53); longer ones go through Number(). */
 const MAX_FAST_DIGITS = 15;
+const MAX_AGENT = MESSAGE_LIMITS.agentId;
+const MAX_GUID = MESSAGE_LIMITS.guid;
+const MAX_STATE = MESSAGE_LIMITS.state;
+const MAX_CC_PARTITION = MESSAGE_LIMITS.cc_partition;
+const MAX_DROPLETS = MESSAGE_LIMITS.instancesPerAgent;
 /** 10^k is exact in a double up to k = 22 (the classic fast path of decimal conversion). */
 const POW10 = Array.from({ length: 23 }, (_, k) => 10 ** k);
 
@@ -443,7 +453,7 @@ class HeartbeatParser {
           // a non-empty string
           if (p >= n || b[p] !== QUOTE) throw PUNT;
           const e = stringEnd(b, p + 1, n, hint);
-          if (e === p + 1) throw PUNT;
+          if (e === p + 1 || e - p - 1 > MAX_AGENT) throw PUNT;
           dea = stringMatched ? hint! : latin1(buf, p + 1, e);
           p = e + 1;
           this.deaKeys++;
@@ -484,7 +494,7 @@ class HeartbeatParser {
       if (c !== COMMA) throw PUNT;
       p = ws(b, p, n);
     }
-    if (dea === undefined || droplets === undefined) throw PUNT;
+    if (dea === undefined || droplets === undefined || droplets.length > MAX_DROPLETS) throw PUNT;
     const list = r !== undefined && sameList(r.droplets, droplets) ? r.droplets : Object.freeze(droplets as HeartbeatDroplet[]);
     let remember: Remembered | undefined;
     if (this.deaKeys === 1 && this.dropletKeys === 1) {
@@ -518,7 +528,7 @@ class HeartbeatParser {
       return undefined;
     }
     // Checked as any string is: a known value must hold no escape or control byte.
-    return end - p > 512 ? undefined : latin1(buf, p + 1, end);
+    return end - p - 1 > MAX_AGENT ? undefined : latin1(buf, p + 1, end);
   }
 
   /**
@@ -663,6 +673,7 @@ class HeartbeatParser {
     }
     // Required: droplet and instance non-empty, version, state, index, state_timestamp.
     if ((seen & REQUIRED) !== REQUIRED || de === ds || ie === is) throw PUNT;
+    if (de - ds > MAX_GUID || ve - vs > MAX_GUID || ie - is > MAX_GUID || se - ss > MAX_STATE || ce - cs > MAX_CC_PARTITION) throw PUNT;
     const str = (f: number, s: number, e: number, old: string | undefined): string => (same & f ? old! : latin1(buf, s, e));
     // An app's guid and version, and the partition, are shared by many instances on many agents.
     const shared = (f: number, s: number, e: number, old: string | undefined): string => (same & f ? old! : this.shared(s, e));

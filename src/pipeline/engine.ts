@@ -4,7 +4,7 @@
  * cycle, and stops everything in reverse. It knows no plugin by name.
  */
 import { hostname } from 'node:os';
-import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { buildApi } from '../api/app.js';
 import type { StatusBody } from '../api/routes/status.js';
@@ -13,6 +13,7 @@ import type { LoadedConfig, ResolvedStage } from '../config/load.js';
 import { createLoggerFactory, errorText, type LoggerFactory } from '../log.js';
 import { RealClock, SteppedClock, VirtualClock, type Clock, type Timer } from './clock.js';
 import { AlwaysLeader, type Leadership } from './leader.js';
+import { LeaderFitness, type FitnessCheck } from './leader-fitness.js';
 import { FreshnessBoard, freshnessError, isActualFresh, isDesiredFresh } from './freshness.js';
 import { AppMetrics } from './app-metrics.js';
 import { buildAppViews, isStartingOrRunning, type AppView } from './app-view.js';
@@ -109,6 +110,8 @@ export class Engine {
   private auditPersisted = 0;
   /** Leadership: an etcd election when the store offers one, else this daemon alone leads. */
   private leadership: Leadership = new AlwaysLeader(daemonId());
+  /** With an election: whether this daemon can do the leader's work, which decides whether it campaigns. */
+  private fitness: LeaderFitness | undefined;
   private readonly appMetrics: AppMetrics;
   private lastCycleFailed = false;
   private readonly sentOrders: Counter<'action' | 'reason' | 'mode'>;
@@ -154,7 +157,14 @@ export class Engine {
     this.loggers = opts.loggers ?? createLoggerFactory({ foundation: config.foundation, level: config.log.level, levels: config.log.levels });
     this.logger = this.loggers.component('engine');
     this.problems = new ProblemTracker(this.logger, () => this.clock.now());
-    this.freshness = new FreshnessBoard(() => this.clock.now(), config.freshness.actual_ttl, config.freshness.desired_ttl);
+    const f = config.freshness;
+    this.freshness = new FreshnessBoard(() => this.clock.now(), f.actual_ttl, f.desired_ttl, {
+      // Gaps between heartbeats are measured below the time_resolution step.
+      now: () => this.preciseClock.now(),
+      intervalMs: loaded.heartbeatMs,
+      maxIngestLagMs: f.max_ingest_lag,
+      collapse: { share: f.collapse.share, minAgents: f.collapse.min_agents, silentAfterMs: f.collapse.silent_after, windowMs: f.collapse.window },
+    });
     this.metrics.setDefaultLabels({ foundation: config.foundation });
     collectDefaultMetrics({ register: this.metrics });
     this.cycles = new Counter({ name: 'hmgate_cycles_total', help: 'Analyze → dispatch cycles run', registers: [this.metrics] });
@@ -173,6 +183,15 @@ export class Engine {
       registers: [this.metrics],
     });
     this.appMetrics = new AppMetrics(this.metrics);
+    const board = this.freshness;
+    new Gauge({
+      name: 'hmgate_ingest_lag_seconds',
+      help: 'How far the stored actual state is behind the heartbeats (unsaved heartbeats, bus delay, slow arrivals); over freshness.max_ingest_lag it is not fresh',
+      registers: [this.metrics],
+      collect() {
+        this.set(board.ingestLagMs() / 1000);
+      },
+    });
     this.cycleDuration = new Histogram({
       name: 'hmgate_cycle_duration_seconds',
       help: 'Duration of the analyze → dispatch cycle',
@@ -285,6 +304,7 @@ export class Engine {
             metrics: this.metrics,
             beforeMetrics: () => this.refreshAppMetrics(),
             appState: { snapshot: () => this.store!.snapshot(), fresh: () => this.bothFresh(), logger: this.loggers.component('api') },
+            confirmLoss: () => this.confirmLoss(),
             inspect: { dump: () => this.dump(), snapshot: () => this.store!.snapshot(), now: () => this.clock.now(), audit: this.audit, records: { peek: (guid) => this.eventHub.droplets.peek(guid) } },
             shadow: () => this.shadowComparer,
             ...this.varzSource(),
@@ -372,7 +392,8 @@ export class Engine {
         this.audit.record(requestRecord(order, this.clock.now(), 'suppressed', {}, why, detail));
       },
       shadow: mode === 'shadow',
-      mayAct: () => !config.freshness.gate || this.lastGateError === null,
+      // The guards hold even without the gate: they stop mass action on state known to be wrong.
+      mayAct: () => (!config.freshness.gate || this.lastGateError === null) && this.freshness.holds().length === 0,
       isLeader: () => this.leadership.isLeader,
       desiredAvailable: () => this.desiredAvailable(),
       ...(this.opts.random ? { random: this.opts.random } : {}),
@@ -455,6 +476,9 @@ export class Engine {
     const logger = this.loggers.component('leader');
     if (typeof elect === 'function') {
       this.leadership = elect.call(store, { id: daemonId(), ttlSeconds: Math.max(1, Math.ceil(this.loaded.config.leader.ttl / 1000)), logger });
+      this.fitness = new LeaderFitness({ leadership: this.leadership, checks: this.fitnessChecks(), resignAfterMs: this.loaded.config.leader.resign_after, logger });
+      // Before campaigning: NATS is not connected yet, so this daemon starts out of the election.
+      this.fitness.evaluate();
     }
     this.leadership.onChange((leading) => {
       if (leading) {
@@ -464,10 +488,38 @@ export class Engine {
         void this.adoptAudit(store);
         void store.revokeFreshness('actual').catch((err: unknown) => logger.error({ error: errorText(err) }, `could not reset actual freshness: ${errorText(err)}`));
       } else {
-        logger.warn({ leader: this.leadership.leaderId() }, 'this daemon no longer leads: it stops writing and sending');
+        // A shutdown resigns on purpose (and one daemon alone never hands over): nothing to warn about.
+        if (this.stopping) return;
+        const { why } = this.leadership.candidacy();
+        logger.warn({ leader: this.leadership.leaderId(), reason: why }, `this daemon no longer leads${why ? `: ${why}` : ''}: it stops writing and sending`);
       }
     });
     this.leadership.start();
+    this.fitness?.start();
+  }
+
+  /**
+   * What this daemon needs to do the leader's work itself: its own NATS connection, and heartbeat
+   * saves that succeed (stages that report leaderWorkError). Shared dependencies (the CC) are not
+   * checked: the next leader would fare no better.
+   */
+  private fitnessChecks(): FitnessCheck[] {
+    return [
+      {
+        problem: () => (this.bus.connected ? null : `not connected to NATS (${this.bus.health?.().last_error ?? 'disconnected'})`),
+      },
+      {
+        whileLeading: true,
+        problem: () => {
+          for (const r of this.running) {
+            const stage = r.stage as { leaderWorkError?: () => string | null };
+            const error = typeof stage.leaderWorkError === 'function' ? stage.leaderWorkError() : null;
+            if (error) return `stage ${r.id}: ${error}`;
+          }
+          return null;
+        },
+      },
+    ];
   }
 
   private info(s: ResolvedStage): StageInfo {
@@ -481,6 +533,7 @@ export class Engine {
   private async cycle(): Promise<void> {
     let snapshot: StoreSnapshot | undefined;
     try {
+      this.checkGuards();
       if (!this.leadership.isLeader) return;
       const store = this.store!;
       const { config } = this.loaded;
@@ -677,7 +730,30 @@ export class Engine {
   private async bothFresh(): Promise<boolean> {
     const s = await this.store!.snapshot();
     const now = this.clock.now();
-    return isActualFresh(s.freshness.actual, now, this.loaded.config.freshness.actual_ttl) && isDesiredFresh(s.freshness.desired, now);
+    return isActualFresh(s.freshness.actual, now, this.loaded.config.freshness.actual_ttl) && this.freshness.holds().length === 0 && isDesiredFresh(s.freshness.desired, now);
+  }
+
+  /** Re-evaluates the freshness guards (ingest lag, mass disappearance); logs each change once. */
+  private checkGuards(): void {
+    for (const { hold, held } of this.freshness.evaluateGuards()) {
+      if (held) this.logger.warn({ guard: hold.code }, `actual state is not fresh: ${hold.reason}`);
+      else this.logger.info({ guard: hold.code, lasted_ms: this.clock.now() - hold.since }, `${hold.code === 'INGEST_BEHIND' ? 'ingest caught up' : 'the silent agents are back'}: ${hold.code} cleared`);
+    }
+  }
+
+  /**
+   * The operator's word that the agents lost together are gone (POST /v1/actual/confirm-loss):
+   * their instances count as missing from now on. Only the leader acts on it; a standby says who leads.
+   */
+  confirmLoss(): { ok: true; confirmed: number } | { ok: false; error: string } {
+    if (!this.leadership.isLeader) {
+      const id = this.leadership.leaderId();
+      return { ok: false, error: `this daemon does not lead${id ? `; ${id} does: send it there` : ' and no leader is known'}` };
+    }
+    this.checkGuards();
+    const confirmed = this.freshness.confirmLoss();
+    this.logger.warn({ agents: confirmed }, confirmed > 0 ? `an operator confirmed the loss of ${confirmed} silent agent(s): their instances count as missing now` : 'an operator confirmed a loss, but no collapse holds');
+    return { ok: true, confirmed };
   }
 
   /**
@@ -736,11 +812,13 @@ export class Engine {
       const h = r.stage.health?.() ?? { healthy: r.started, last_error: null };
       stages[r.id] = { kind: r.kind, plugin: r.plugin, healthy: h.healthy, last_error: h.last_error };
     }
+    this.checkGuards();
     await this.evaluateProblems();
     return {
       foundation: config.foundation,
       leader: this.leadership.isLeader,
       leader_id: this.leadership.leaderId(),
+      ...candidacyStatus(this.leadership),
       actual: await view('actual'),
       desired: await view('desired'),
       stages,
@@ -810,6 +888,7 @@ export class Engine {
       desired: verdict('desired'),
       state,
       listeners: this.listenerFacts,
+      holds: this.freshness.holds(),
     };
   }
 
@@ -895,6 +974,7 @@ export class Engine {
   async stop(): Promise<void> {
     this.stopping = true;
     // Resign at once so a standby takes over without waiting for the lease to lapse.
+    this.fitness?.stop();
     await this.leadership.stop().catch((err: unknown) => this.logger.warn({ error: errorText(err) }, 'resigning leadership failed'));
     this.clock.clearTimeout(this.probeTimer);
     await this.probeRun;
@@ -935,6 +1015,12 @@ function requestRecord(order: RequestOrder, at: number, outcome: 'enqueued' | 's
     message_id: order.messageId,
     facts: { ...facts, request: r, ...(order.priority !== undefined ? { priority: order.priority } : {}) },
   };
+}
+
+/** Whether this daemon campaigns for leadership (or leads), and if not why, for the status. */
+function candidacyStatus(leadership: Leadership): Pick<StatusBody, 'candidate' | 'not_candidate_because'> {
+  const { candidate, why } = leadership.candidacy();
+  return { candidate, not_candidate_because: candidate ? null : why };
 }
 
 /** This daemon's id in the leader election and the status: host and process. */

@@ -5,6 +5,8 @@
  * logs and `doctor` can say it in words.
  */
 import type { FreshnessKind, FreshnessMarker } from './store.js';
+import { CollapseGuard, type CollapseOptions, type CollapseState } from './collapse-guard.js';
+import { IngestLagMeter, type IngestLag, type LagProbe } from './ingest-lag.js';
 
 export interface FreshnessVerdict {
   fresh: boolean;
@@ -29,19 +31,134 @@ export function freshnessError(actualFresh: boolean, desiredFresh: boolean): str
   return null;
 }
 
+/** The guards that hold actual freshness back while the marker would call it fresh. */
+export interface GuardOptions {
+  /** The clock the guards measure on (finer than the board's, which may step in whole seconds). */
+  now?: () => number;
+  /** The agents' heartbeat interval. */
+  intervalMs: number;
+  /** freshness.max_ingest_lag. */
+  maxIngestLagMs: number;
+  /** freshness.collapse, with the span an agent may stay unheard before it counts as silent. */
+  collapse: CollapseOptions;
+}
+
+/** A guard that holds: actual state is not fresh while it does, whatever the marker says. */
+export type Hold =
+  | { code: 'INGEST_BEHIND'; since: number; reason: string; lag: IngestLag; maxLagMs: number }
+  | { code: 'ACTUAL_COLLAPSE'; since: number; reason: string; collapse: CollapseState };
+
+export type HoldCode = Hold['code'];
+
+/** A guard that began or ended holding at the last evaluation. */
+export interface HoldChange {
+  hold: Hold;
+  held: boolean;
+}
+
+const seconds = (ms: number) => `${Number((ms / 1000).toFixed(1))}s`;
+
 /**
- * The reasons sources report, with when each began. The engine combines them with the store's
- * markers into the verdicts shown in /v1/status.
+ * The reasons sources report, with when each began, and the guards that hold actual freshness
+ * back. The engine combines them with the store's markers into the verdicts shown in /v1/status.
  */
 export class FreshnessBoard {
   private readonly reasons = new Map<FreshnessKind, { reason: string; since: number }>();
+  private readonly collapse: CollapseGuard | undefined;
+  private readonly ingest: IngestLagMeter | undefined;
+  private readonly holding = new Map<HoldCode, Hold>();
+  private readonly guardNow: () => number;
 
   constructor(
     private readonly now: () => number,
     /** The configured TTLs (freshness.actual_ttl / desired_ttl), for the sources that bump. */
     readonly actualTtlMs: number,
     readonly desiredTtlMs: number,
-  ) {}
+    guards?: GuardOptions,
+  ) {
+    this.guardNow = guards?.now ?? now;
+    if (guards) {
+      this.collapse = new CollapseGuard(guards.collapse);
+      this.ingest = new IngestLagMeter({
+        intervalMs: guards.intervalMs,
+        maxLagMs: guards.maxIngestLagMs,
+        windowMs: guards.collapse.windowMs,
+        silentAfterMs: guards.collapse.silentAfterMs,
+      });
+    }
+  }
+
+  /** A heartbeat of `agent` arrived (sources call this for every agent message they accept). */
+  heard(agent: string): void {
+    if (!this.collapse) return;
+    const now = this.guardNow();
+    this.ingest!.arrival(now, this.collapse.heard(agent, now));
+  }
+
+  /** A source's own measure of how far behind it is (unsaved heartbeats, bus delay). */
+  registerLag(name: string, probe: LagProbe): () => void {
+    return this.ingest?.register(name, probe) ?? (() => undefined);
+  }
+
+  /** Re-evaluates the guards; returns those that began or ended holding. */
+  evaluateGuards(): HoldChange[] {
+    if (!this.collapse) return [];
+    const now = this.guardNow();
+    const changes: HoldChange[] = [];
+    const set = (code: HoldCode, next: Hold | null): void => {
+      const before = this.holding.get(code);
+      if (next === null) {
+        if (before) {
+          this.holding.delete(code);
+          changes.push({ hold: before, held: false });
+        }
+        return;
+      }
+      const hold = { ...next, since: before?.since ?? next.since } as Hold;
+      this.holding.set(code, hold);
+      if (!before) changes.push({ hold, held: true });
+    };
+    const lag = this.ingest!.evaluate(now);
+    const maxLagMs = this.ingest!.maxLagMs;
+    set(
+      'INGEST_BEHIND',
+      lag && {
+        code: 'INGEST_BEHIND',
+        since: now,
+        lag,
+        maxLagMs,
+        reason: `ingest is ${seconds(lag.lagMs)} behind (more than freshness.max_ingest_lag, ${seconds(maxLagMs)}): ${lag.cause}`,
+      },
+    );
+    const c = this.collapse.evaluate(now);
+    set(
+      'ACTUAL_COLLAPSE',
+      c && {
+        code: 'ACTUAL_COLLAPSE',
+        since: c.since,
+        collapse: c,
+        reason: `${c.silent} of ${c.total} agents went silent within ${seconds(c.windowMs)}: not acting on their instances until they return or an operator confirms the loss`,
+      },
+    );
+    return changes;
+  }
+
+  /** How far behind ingest is now, in ms (0 without guards or any sign of lag), for the metrics. */
+  ingestLagMs(): number {
+    return this.ingest?.measure(this.guardNow())?.lagMs ?? 0;
+  }
+
+  /** The guards that hold now. */
+  holds(): Hold[] {
+    return [...this.holding.values()];
+  }
+
+  /** The operator confirms that the silent agents are gone: returns how many were forgotten. */
+  confirmLoss(): number {
+    const n = this.collapse?.confirm() ?? 0;
+    this.holding.delete('ACTUAL_COLLAPSE');
+    return n;
+  }
 
   /** Record why `which` is (or will go) stale; null clears it. Returns true when it changed. */
   setReason(which: FreshnessKind, reason: string | null): boolean {
@@ -59,7 +176,11 @@ export class FreshnessBoard {
   }
 
   verdict(which: FreshnessKind, marker: FreshnessMarker | undefined, now: number, actualTtlMs: number): FreshnessVerdict {
-    const fresh = which === 'actual' ? isActualFresh(marker, now, actualTtlMs) : isDesiredFresh(marker, now);
+    const markerFresh = which === 'actual' ? isActualFresh(marker, now, actualTtlMs) : isDesiredFresh(marker, now);
+    // A guard's reason comes first: it says why a marker that looks fresh is not to be trusted.
+    const hold = which === 'actual' ? this.holds()[0] : undefined;
+    if (hold) return { fresh: false, since: hold.since, reason: hold.reason };
+    const fresh = markerFresh;
     const reported = this.reasons.get(which);
     // A source's reason shows while the marker still holds too: "fresh, but the last fetch failed".
     if (fresh) return { fresh, since: marker!.timestamp, reason: reported?.reason ?? null };

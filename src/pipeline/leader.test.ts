@@ -112,8 +112,10 @@ describe('LeaderElection', () => {
     const t0 = Date.now();
     // A crashed process: its connection closes, nothing resigns.
     leader.client.close();
-    await waitFor(() => other.election.isLeader, { timeoutMs: TTL_SECONDS * 1000 + 1_000, intervalMs: 20, what: 'the other to lead' });
-    expect(Date.now() - t0).toBeLessThanOrEqual(TTL_SECONDS * 1000 + 1_000);
+    // Within the lease TTL, plus etcd's expiry sweep (every 500 ms) and a busy machine's delays;
+    // the takeover times themselves are measured by the chaos suite (npm run chaos).
+    await waitFor(() => other.election.isLeader, { timeoutMs: TTL_SECONDS * 1000 + 2_000, intervalMs: 20, what: 'the other to lead' });
+    expect(Date.now() - t0).toBeLessThanOrEqual(TTL_SECONDS * 1000 + 2_000);
     expect(leader.election.isLeader).toBe(false);
   });
 
@@ -137,5 +139,53 @@ describe('AlwaysLeader', () => {
     expect(l.leaderId()).toBeNull();
     l.start();
     expect(changes).toEqual([false, true]);
+  });
+
+  it('keeps leading when told it is not eligible: alone, there is nobody to hand over to', () => {
+    const l = new AlwaysLeader('solo');
+    l.start();
+    l.setEligible(false, 'not connected to NATS');
+    expect(l.isLeader).toBe(true);
+    expect(l.candidacy()).toEqual({ candidate: true, why: null });
+  });
+});
+
+describe('LeaderElection eligibility', () => {
+  it('an ineligible candidate does not campaign, even when it started first and the leader resigns', async () => {
+    const [unfit, fit1, fit2] = candidates(3);
+    unfit!.election.setEligible(false, 'not connected to NATS');
+    unfit!.election.start();
+    await new Promise((r) => setTimeout(r, 500));
+    fit1!.election.start();
+    fit2!.election.start();
+    const leader = await oneLeader([unfit!, fit1!, fit2!]);
+    expect(leader).not.toBe(unfit);
+    expect(unfit!.election.candidacy()).toEqual({ candidate: false, why: 'not connected to NATS' });
+    expect(fit1!.election.candidacy()).toEqual({ candidate: true, why: null });
+    const other = leader === fit1 ? fit2! : fit1!;
+    await leader.election.resign();
+    await waitFor(() => other.election.isLeader, { intervalMs: 10, what: 'the other fit candidate to lead' });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(unfit!.changes).toEqual([]);
+    expect(unfit!.election.leaderId()).toBe(other.id);
+  });
+
+  it('a leader made ineligible resigns at once; eligible again, it campaigns behind the new leader', async () => {
+    const cs = candidates(2);
+    for (const c of cs) c.election.start();
+    const leader = await oneLeader(cs);
+    const other = cs.find((c) => c !== leader)!;
+    const t0 = Date.now();
+    leader.election.setEligible(false, 'not connected to NATS for 2s');
+    expect(leader.election.isLeader).toBe(false);
+    expect(leader.changes).toEqual([true, false]);
+    await waitFor(() => other.election.isLeader, { intervalMs: 10, what: 'the other to lead' });
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    leader.election.setEligible(true);
+    expect(leader.election.candidacy().candidate).toBe(true);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(leader.election.isLeader).toBe(false);
+    await other.election.resign();
+    await waitFor(() => leader.election.isLeader, { intervalMs: 10, what: 'the first to lead again' });
   });
 });

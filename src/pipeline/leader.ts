@@ -34,6 +34,20 @@ export interface Leadership {
   resign(): Promise<void>;
   /** Resigns and stops observing. */
   stop(): Promise<void>;
+  /**
+   * Whether this daemon may lead (it can do the leader's work itself: see leader-fitness.ts).
+   * While not eligible it does not campaign, and a leader resigns at once; once eligible again it
+   * campaigns. Eligible until told otherwise.
+   */
+  setEligible(eligible: boolean, why?: string | null): void;
+  /** Whether this daemon leads or campaigns to; if not (and it runs), why. */
+  candidacy(): Candidacy;
+}
+
+export interface Candidacy {
+  candidate: boolean;
+  /** Why this daemon stays out of the election; null while it is a candidate. */
+  why: string | null;
 }
 
 export interface LeaderElectionOptions {
@@ -84,6 +98,9 @@ export class LeaderElection implements Leadership {
   private readonly listeners = new Set<(isLeader: boolean) => void>();
 
   private running = false;
+  /** Set by setEligible: an ineligible daemon neither campaigns nor leads. */
+  private eligible = true;
+  private ineligibleWhy: string | null = null;
   /** Bumped for every campaign, so events of an abandoned one are ignored. */
   private generation = 0;
   private campaign: Campaign | undefined;
@@ -133,6 +150,35 @@ export class LeaderElection implements Leadership {
     this.startObserving();
   }
 
+  // --- eligibility (leader-fitness.ts decides it) ---
+
+  setEligible(eligible: boolean, why: string | null = null): void {
+    if (eligible === this.eligible) {
+      if (!eligible) this.ineligibleWhy = why;
+      return;
+    }
+    this.eligible = eligible;
+    this.ineligibleWhy = eligible ? null : why;
+    if (!eligible) {
+      // Withdraw now: a standby's key would otherwise be first in line, and a leader's resignation
+      // hands over without waiting for its lease.
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+      const campaign = this.campaign;
+      this.dropCampaign();
+      this.setLeading(false, why ?? 'not eligible');
+      campaign?.resign().catch((err: unknown) => this.opts.logger.warn({ error: message(err) }, `resigning the leader election failed (the lease will expire): ${message(err)}`));
+    } else if (this.running && !this.campaign && !this.retryTimer) {
+      this.retryDelay = RETRY_MIN_MS;
+      this.startCampaign();
+    }
+  }
+
+  candidacy(): Candidacy {
+    if (!this.running) return { candidate: false, why: 'not running' };
+    return this.eligible ? { candidate: true, why: null } : { candidate: false, why: this.ineligibleWhy ?? 'not eligible' };
+  }
+
   async resign(): Promise<void> {
     this.running = false;
     clearTimeout(this.retryTimer);
@@ -163,7 +209,7 @@ export class LeaderElection implements Leadership {
   // --- campaigning ---
 
   private startCampaign(): void {
-    if (!this.running) return;
+    if (!this.running || !this.eligible) return;
     const gen = ++this.generation;
     let campaign: Campaign;
     try {
@@ -335,6 +381,13 @@ export class AlwaysLeader implements Leadership {
 
   async stop(): Promise<void> {
     this.set(false);
+  }
+
+  /** Alone, there is nobody to hand over to: it keeps leading whatever it can reach. */
+  setEligible(): void {}
+
+  candidacy(): Candidacy {
+    return this.leading ? { candidate: true, why: null } : { candidate: false, why: 'not running' };
   }
 
   private set(leading: boolean): void {

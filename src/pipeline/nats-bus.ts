@@ -1,13 +1,16 @@
 /**
  * The shared NATS connection. The first connection is retried in the background with a capped
  * back-off, so the daemon runs (and says why it cannot act) while NATS is down; once connected,
- * nats.js reconnects by itself and keeps the subscriptions.
+ * nats.js reconnects by itself and keeps the subscriptions. Credentials written in the server URLs
+ * are taken out of them and passed as user/password or token (nats-url.ts), since nats.js would
+ * otherwise connect without them.
  */
 import { connect, type NatsConnection, type Subscription } from 'nats';
 import type { Logger } from 'pino';
 import { errorText } from '../log.js';
 import { maskUrl } from '../config/mask.js';
 import { BusNotConnectedError, type Bus, type BusMessage, type SubscribeOptions } from './bus.js';
+import { natsConnectSettings, type NatsConnectSettings } from './nats-url.js';
 import type { Stage, StageHealth } from './plugin.js';
 
 export interface NatsBusOptions {
@@ -34,11 +37,17 @@ export class NatsBus implements Bus, Stage {
   private stopping = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private firstConnect: Promise<void> | undefined;
+  private readonly settings: NatsConnectSettings;
 
   constructor(
     private readonly opts: NatsBusOptions,
     private readonly logger: Logger,
-  ) {}
+  ) {
+    const { settings, problems } = natsConnectSettings(opts.servers, opts);
+    // validate refuses these for a config file; a bus built in code is told in the log instead.
+    for (const p of problems) logger.error({ problem: p.message }, p.message);
+    this.settings = settings;
+  }
 
   get connected(): boolean {
     return this.nc !== undefined && !this.nc.isClosed() && this.lastError === null;
@@ -62,10 +71,10 @@ export class NatsBus implements Bus, Stage {
   private attempt(n: number, onConnected: () => void): void {
     if (this.stopping) return;
     connect({
-      servers: this.opts.servers,
-      user: this.opts.user,
-      pass: this.opts.password,
-      token: this.opts.token,
+      servers: this.settings.servers,
+      user: this.settings.user,
+      pass: this.settings.pass,
+      token: this.settings.token,
       name: this.opts.name,
       reconnect: true,
       maxReconnectAttempts: -1,
@@ -179,7 +188,7 @@ export class NatsBus implements Bus, Stage {
 function describeNatsError(err: unknown): string {
   const e = err as { code?: string; message?: string };
   const text = errorText(err);
-  if (e?.code === 'AUTHORIZATION_VIOLATION' || /authorization/i.test(text)) return 'authorization refused (check bus.user / bus.password / bus.token)';
+  if (e?.code === 'AUTHORIZATION_VIOLATION' || /authorization/i.test(text)) return 'authorization refused (check bus.user / bus.password / bus.token, or the credentials in bus.servers)';
   if (e?.code === 'ECONNREFUSED' || /ECONNREFUSED|CONNECTION_REFUSED/i.test(text)) return 'connection refused';
   return maskUrl(text);
 }

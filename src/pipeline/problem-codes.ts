@@ -26,6 +26,7 @@ export interface CcWhere {
 }
 
 const code = (s: string) => `\`${s}\``;
+const secs = (ms: number) => `${Number((ms / 1000).toFixed(1))}s`;
 
 function checkUrl(w: CcWhere): string {
   return w.urlKey === 'url'
@@ -65,6 +66,11 @@ export const PROBLEM_CATALOGUE = {
     what: `etcd at ${p.endpoint}`,
     why: `refused a test write under ${p.prefix} (${p.error})`,
     fix: `check etcd's alarms (NOSPACE: compact and defragment), its quota and the permissions on ${code('store.prefix')}`,
+  }),
+  ETCD_REQUEST_TOO_LARGE: (p: { endpoints: string; error: string }): ProblemText => ({
+    what: `etcd at ${p.endpoints}`,
+    why: `a write is larger than etcd accepts in one request (${p.error})`,
+    fix: `raise etcd's --max-request-bytes and ${code('store.max_request_bytes')} together, or find out why the agent named reports so many instances`,
   }),
   CC_UNREACHABLE: (p: CcWhere & { error: string }): ProblemText => ({
     what: `${p.label} at ${p.url}`,
@@ -139,6 +145,16 @@ export const PROBLEM_CATALOGUE = {
     what: 'desired and actual state',
     why: `the CC desires ${p.desiredApps} app(s) and the agents heartbeat ${p.heartbeatingApps} app(s), but none of the desired apps is heartbeating`,
     fix: `hmgate is looking at two different foundations: ${code(`${p.stage}.url`)} and ${code('bus.servers')} must belong to the same one`,
+  }),
+  INGEST_BEHIND: (p: { lagMs: number; maxLagMs: number; cause: string }): ProblemText => ({
+    what: 'actual state',
+    why: `${secs(p.lagMs)} behind the heartbeats (more than ${secs(p.maxLagMs)}): ${p.cause}`,
+    fix: `this daemon cannot keep up with the heartbeats, and nothing is started or stopped until it has caught up: give it more CPU, look at its store's save times (${code('hmgate_heartbeat_save_duration_seconds')}), or, if this lag is acceptable, raise ${code('freshness.max_ingest_lag')}`,
+  }),
+  ACTUAL_COLLAPSE: (p: { silent: number; total: number; windowMs: number }): ProblemText => ({
+    what: 'agents',
+    why: `${p.silent} of ${p.total} agents went silent within ${secs(p.windowMs)}; their instances are not restarted elsewhere until they return`,
+    fix: `find what cut them off (network, NATS, a zone); if they are really gone, confirm it with ${code('hmgate confirm-loss')} (or POST /v1/actual/confirm-loss) on the leader and their instances are started elsewhere`,
   }),
   NOT_FRESH: (p: { actual: string | null; desired: string | null }): ProblemText => ({
     what: p.actual !== null && p.desired !== null ? 'actual and desired state' : p.actual !== null ? 'actual state' : 'desired state',

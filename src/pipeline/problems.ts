@@ -11,6 +11,7 @@ import { subjectsFor } from '../../plugins/notifier/options.js';
 import type { Logger } from 'pino';
 import { maskUrl } from '../config/mask.js';
 import { makeProblem, PROBLEM_CODES, type CcWhere, type Problem, type ProblemCode } from './problem-codes.js';
+import type { Hold } from './freshness.js';
 
 export { makeProblem, type Problem, type ProblemCode } from './problem-codes.js';
 
@@ -61,6 +62,8 @@ export interface ProblemFacts {
   desired: FreshnessFacts;
   state: StateFacts;
   listeners: ListenerFacts[];
+  /** The freshness guards that hold (ingest behind, agents lost together). */
+  holds?: Hold[];
 }
 
 /** The stages of one plugin, by its name (as the doctor finds them too). */
@@ -122,6 +125,9 @@ export function ccProblem(reason: string, where: CcWhere, timeoutKey: string, ke
   return makeProblem('CC_BAD_ANSWER', { ...where, error: why }, key);
 }
 
+/** How the sources word a failed write to the store ("saving heartbeats to the store failed", "Failed to sync desired state to the store"). */
+const STORE_WRITE = /\bto the store\b/i;
+
 /** The per-agent wording the heartbeat stage logs (and reported as its last error before). */
 const PARTITION_NOTICE = /heartbeats instances of cc_partition ("(?:[^"\\]|\\.)*"), this stage keeps only/;
 const NO_PARTITION_NOTICE = /heartbeats instances without a cc_partition, this stage keeps only/;
@@ -159,18 +165,36 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
       : makeProblem('STAGE_UNHEALTHY', { stage: stage?.id ?? 'store', plugin: stage?.plugin ?? store?.plugin ?? 'store', error }, stage?.id ?? 'store');
   if (store && !store.healthy) out.push(storeError(store, store.last_error ?? 'unhealthy'));
   if ('error' in f.state) out.push(storeError(store, `reading the state failed: ${f.state.error}`));
+  // A stage's write to the store that failed is the store's problem, not the CC's nor the agents'.
+  const storeWriteProblem = (stage: StageFacts, what: string, error: string): Problem => {
+    const why = `${what}: ${withoutAdvice(error.replace(/^.*?\bto the store\b[^:]*:\s*/i, ''))}`;
+    if (etcd && /too large|max-request-bytes|max_request_bytes/i.test(error)) return makeProblem('ETCD_REQUEST_TOO_LARGE', { endpoints: list(etcdEndpoints(store!.options)), error: why });
+    if (etcd && /unreachable|not started|not been read/i.test(error)) return storeError(stage, why);
+    return makeProblem('STAGE_UNHEALTHY', { stage: stage.id, plugin: stage.plugin, error: why }, stage.id);
+  };
+  // While the store fails, what it holds says nothing about the agents: no NO_HEARTBEATS then.
+  const storeFailing =
+    (store !== undefined && !store.healthy) || 'error' in f.state || f.stages.some((s) => !s.healthy && s.last_error !== null && STORE_WRITE.test(s.last_error));
 
   for (const s of f.stages) {
     if (s.section === 'bus' || s.section === 'store') continue;
     if (s.plugin === 'bulk-api') {
-      if (!s.healthy && s.last_error) {
+      if (!s.healthy && s.last_error && STORE_WRITE.test(s.last_error)) {
+        out.push(storeWriteProblem(s, 'desired state not saved', s.last_error));
+      } else if (!s.healthy && s.last_error) {
         const where: CcWhere = { label: 'CC bulk API', url: maskUrl(String(s.options.url ?? '')), stage: `sources.${s.id}`, urlKey: 'url' };
         const p = ccProblem(s.last_error, where, 'network_timeout', s.id);
         out.push(p.code === 'CC_CREDENTIALS_UNAVAILABLE' ? makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: where.stage, subject: String(s.options.credentials_subject ?? ''), error: p.why }, s.id) : p);
       }
     } else if (s.plugin === 'heartbeat') {
       if (!s.healthy && s.last_error) {
-        out.push(/store/.test(s.last_error) && etcd ? storeError(s, s.last_error) : makeProblem('STAGE_UNHEALTHY', { stage: s.id, plugin: s.plugin, error: s.last_error }, s.id));
+        out.push(
+          STORE_WRITE.test(s.last_error)
+            ? storeWriteProblem(s, 'heartbeats not saved', s.last_error)
+            : /store/.test(s.last_error) && etcd
+              ? storeError(s, s.last_error)
+              : makeProblem('STAGE_UNHEALTHY', { stage: s.id, plugin: s.plugin, error: s.last_error }, s.id),
+        );
       }
       const subject = String(s.options.subject ?? 'dea.heartbeat');
       const stage = `sources.${s.id}`;
@@ -184,7 +208,7 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
         else if (reported !== undefined) out.push(makeProblem('CC_PARTITION_IGNORED', { stage, theirs: reported, mine }, s.id));
       }
       const window = 3 * f.heartbeatMs + Number(s.options.sync_interval ?? 1000);
-      if (busUp && !('error' in f.state) && f.state.liveInstances === 0 && f.state.agents === 0 && f.uptimeMs >= window) {
+      if (busUp && !storeFailing && !('error' in f.state) && f.state.liveInstances === 0 && f.state.agents === 0 && f.uptimeMs >= window) {
         out.push(makeProblem('NO_HEARTBEATS', { stage, subject, window: humanMs(window) }, s.id));
       }
     } else if (s.plugin === 'notifier') {
@@ -210,6 +234,11 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
   if (!('error' in f.state) && f.state.desiredApps > 0 && f.state.liveInstances > 0 && !f.state.desiredHeartbeating) {
     const desired = stagesOf(f.stages, 'bulk-api')[0];
     out.push(makeProblem('WRONG_FOUNDATION', { desiredApps: f.state.desiredApps, heartbeatingApps: f.state.heartbeatingApps, stage: `sources.${desired?.id ?? 'desired'}` }));
+  }
+
+  for (const h of f.holds ?? []) {
+    if (h.code === 'INGEST_BEHIND') out.push(makeProblem('INGEST_BEHIND', { lagMs: h.lag.lagMs, maxLagMs: h.maxLagMs, cause: h.lag.cause }));
+    else out.push(makeProblem('ACTUAL_COLLAPSE', { silent: h.collapse.silent, total: h.collapse.total, windowMs: h.collapse.windowMs }));
   }
 
   // Not fresh right after start is expected: the actual state needs actual_ttl of heartbeats.

@@ -58,7 +58,7 @@ function describe(s: SummaryInput): string {
       return parts.join(', ');
     }
     case 'evacuator':
-      return `evacuator on ${String(o.subject)}, keep-alive ${d(o.grace_period)}`;
+      return `evacuator on ${String(o.subject)}, keep-alive ${d(o.grace_period)}${o.verify === false ? ', starts UNVERIFIED' : ''}`;
     case 'app-state':
       return `app-state answers ${String(o.subject)} and ${String(o.bulk_subject)}${o.queue ? ` (queue ${String(o.queue)})` : ''}`;
     case 'missing':
@@ -78,7 +78,7 @@ function describe(s: SummaryInput): string {
       return `flapping: FLAPPING above ${String(o.flapping_death)} crashes, count reset after ${d(o.flapping_timeout)} (${String(o.crash_count_reset)}), restarts after ${d(o.min_restart_delay)} doubling up to ${d(o.max_restart_delay)} ±${d(o.delay_time_noise)}, ${giveup > 0 ? `gives up above ${giveup} crashes` : 'never gives up'}`;
     }
     case 'exit-restarts':
-      return `exit-restarts: restarts instances of agents that shut down or evacuate, queue priority ${String(o.priority)}`;
+      return `exit-restarts: restarts instances of agents that shut down or evacuate, queue priority ${String(o.priority)}${o.verify === false ? ', UNVERIFIED' : ''}`;
     case 'missing-instances':
       return `missing-instances: queues starts of missing instances (${String(o.rule)}), grace and silence ${d(o.droplet_lost)}`;
     case 'extra-instances':

@@ -7,6 +7,8 @@
  */
 import { connect, type NatsConnection, type Subscription } from 'nats';
 import type { LoadedConfig } from '../config/load.js';
+import { maskUrl } from '../config/mask.js';
+import { natsConnectSettings } from '../pipeline/nats-url.js';
 import { LiveCloudController, type LiveCcStats } from './live-cc.js';
 import { LiveFoundation } from './live-foundation.js';
 
@@ -31,6 +33,11 @@ export interface LiveOptions {
   /** Answer bulk API credentials requests here (the bulk-api source's credentials: nats). */
   credentialsSubject?: string;
   cc: { host: string; port: number; user: string; password: string };
+  /**
+   * Called with every start and stop order heard (NATS or HTTP), before it is carried out, so a
+   * watcher can judge it against the foundation as it is at that moment (test/chaos).
+   */
+  onOrder?: (action: 'start' | 'stop', body: Record<string, unknown>) => void;
 }
 
 export interface LiveSummary {
@@ -116,6 +123,8 @@ export class LiveSimulator {
   private period = { n: 0, heartbeats: 0, bytes: 0, lagMax: 0, restartsAt: 0 };
   private unflushed = 0;
   private flushing: Promise<void> | undefined;
+  /** Agents that publish no heartbeat for now; their instances keep running (see silence()). */
+  private readonly silent = new Set<number>();
 
   constructor(
     readonly o: LiveOptions,
@@ -146,11 +155,12 @@ export class LiveSimulator {
     }
     this.url = this.cc.url;
     try {
+      const nats = natsConnectSettings(this.o.nats.servers, this.o.nats).settings;
       this.nc = await connect({
-        servers: this.o.nats.servers,
-        user: this.o.nats.user,
-        pass: this.o.nats.password,
-        token: this.o.nats.token,
+        servers: nats.servers,
+        user: nats.user,
+        pass: nats.pass,
+        token: nats.token,
         name: 'hmgate-simulate',
         maxReconnectAttempts: -1,
         reconnectTimeWait: 500,
@@ -158,9 +168,9 @@ export class LiveSimulator {
       });
     } catch (err) {
       await this.cc.stop();
-      throw new Error(`cannot connect to NATS at ${this.o.nats.servers.join(', ')}: ${(err as Error).message}`);
+      throw new Error(`cannot connect to NATS at ${this.o.nats.servers.map(maskUrl).join(', ')}: ${maskUrl((err as Error).message)}`);
     }
-    if (this.o.obey) {
+    if (this.o.obey || this.o.onOrder) {
       for (const [subject, action] of [[this.o.startSubject, 'start'], [this.o.stopSubject, 'stop']] as const) {
         this.subs.push(
           this.nc.subscribe(subject, {
@@ -235,8 +245,30 @@ export class LiveSimulator {
     };
   }
 
+  /**
+   * Agents fall silent: they publish no heartbeat until unsilence(), while their instances keep
+   * running (a partitioned or paused agent). Their state stands still meanwhile: restarts and
+   * STARTING → RUNNING are applied at their next published heartbeat.
+   */
+  silence(agents: Iterable<number>): void {
+    for (const d of agents) this.silent.add(d);
+  }
+
+  /** The given agents (all, when omitted) heartbeat again from their next turn. */
+  unsilence(agents?: Iterable<number>): void {
+    if (agents === undefined) this.silent.clear();
+    else for (const d of agents) this.silent.delete(d);
+  }
+
+  /** True while agent d publishes no heartbeat. */
+  isSilent(d: number): boolean {
+    return this.silent.has(d);
+  }
+
   private order(action: 'start' | 'stop', body: Record<string, unknown>): void {
-    if (!this.o.obey || this.stopped) return;
+    if (this.stopped) return;
+    this.o.onOrder?.(action, body);
+    if (!this.o.obey) return;
     const f = this.foundation;
     const ok =
       action === 'start'
@@ -269,6 +301,10 @@ export class LiveSimulator {
         return;
       }
       if (d === 0) this.newPeriod(k);
+      if (this.silent.has(d)) {
+        this.next++;
+        continue;
+      }
       const body = Buffer.from(this.foundation.heartbeat(d, now), 'utf8');
       nc.publish(this.o.heartbeatSubject, body);
       this.unflushed += body.byteLength;

@@ -8,6 +8,8 @@ export interface NatsServerOptions {
   /** Require this user (with `password`) for client connections. */
   user?: string;
   password?: string;
+  /** Require this token instead (not together with `user`). */
+  token?: string;
   /** Also start the HTTP monitoring endpoint (`monitorUrl`). */
   monitor?: boolean;
   /** Startup timeout, default 10 s. */
@@ -54,6 +56,10 @@ function buildArgs(ports: Ports, opts: NatsServerOptions): string[] {
       throw new Error('startNatsServer: user and password must be given together');
     }
     args.push('--user', opts.user, '--pass', opts.password);
+  }
+  if (opts.token !== undefined) {
+    if (opts.user !== undefined) throw new Error('startNatsServer: give user and password, or a token, not both');
+    args.push('--auth', opts.token);
   }
   return args;
 }

@@ -13,6 +13,10 @@ export interface StatusBody {
   leader: boolean;
   /** Who leads, as last observed (host:pid); null while nobody does. */
   leader_id: string | null;
+  /** Whether this daemon leads or campaigns to (a daemon that cannot do the leader's work stays out). */
+  candidate: boolean;
+  /** Why this daemon stays out of the leader election (e.g. not connected to NATS); null while a candidate. */
+  not_candidate_because: string | null;
   actual: FreshnessStatus;
   desired: FreshnessStatus;
   stages: Record<string, { kind: string; plugin: string; healthy: boolean; last_error: string | null }>;
