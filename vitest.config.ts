@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 30_000,
     pool: 'forks',
+    // Most files wait on real servers and timers, not on the CPU: two at a time halve the wall time.
+    maxWorkers: 2,
   },
 });
