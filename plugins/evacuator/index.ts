@@ -11,6 +11,7 @@
  */
 import { Type } from '@sinclair/typebox';
 import { Counter, type Registry } from 'prom-client';
+import { suppressedOrdersCounter } from '../../src/pipeline/order-metrics.js';
 import type { Logger } from 'pino';
 import { Duration } from '../../src/config/schema.js';
 import { errorText } from '../../src/log.js';
@@ -45,19 +46,6 @@ function exitsCounter(registry: Registry): Counter<'reason'> {
   return (
     (registry.getSingleMetric('hmgate_exits_received_total') as Counter<'reason'> | undefined) ??
     new Counter({ name: 'hmgate_exits_received_total', help: 'droplet.exited messages received, by reason', labelNames: ['reason'], registers: [registry] })
-  );
-}
-
-/** The engine's counter of starts and stops held back; a refused evacuation start is one. */
-function suppressedCounter(registry: Registry): Counter<'action' | 'why'> {
-  return (
-    (registry.getSingleMetric('hmgate_orders_suppressed_total') as Counter<'action' | 'why'> | undefined) ??
-    new Counter({
-      name: 'hmgate_orders_suppressed_total',
-      help: 'Due messages not sent: failed verification, over the message limit, or a failed send',
-      labelNames: ['action', 'why'],
-      registers: [registry],
-    })
   );
 }
 
@@ -102,7 +90,7 @@ export class Evacuator implements Stage {
   ) {
     this.drops = new DropReporter(ctx.metrics, ctx.logger, ctx.clock);
     this.exits = exitsCounter(ctx.metrics);
-    this.suppressed = suppressedCounter(ctx.metrics);
+    this.suppressed = suppressedOrdersCounter(ctx.metrics);
     this.refusals = new RefusalLog(ctx.logger, ctx.clock);
   }
 

@@ -12,6 +12,7 @@
  */
 import { Type } from '@sinclair/typebox';
 import { Counter, type Registry } from 'prom-client';
+import { suppressedOrdersCounter } from '../../src/pipeline/order-metrics.js';
 import type { Logger } from 'pino';
 import { Duration } from '../../src/config/schema.js';
 import { hasRecentHeartbeat, peekInstance, shouldRun, startRequest, type Droplet } from '../../src/pipeline/droplets.js';
@@ -92,19 +93,6 @@ export function exitRestart(d: Droplet, exit: ExitEvent, o: ExitRestartsConfig):
   ];
 }
 
-/** The engine's counter of starts and stops held back; a refused restart is one. */
-function suppressedCounter(registry: Registry): Counter<'action' | 'why'> {
-  return (
-    (registry.getSingleMetric('hmgate_orders_suppressed_total') as Counter<'action' | 'why'> | undefined) ??
-    new Counter({
-      name: 'hmgate_orders_suppressed_total',
-      help: 'Due messages not sent: failed verification, over the message limit, or a failed send',
-      labelNames: ['action', 'why'],
-      registers: [registry],
-    })
-  );
-}
-
 export class ExitRestarts implements EventPolicyStage {
   readonly events = ['exit'] as const;
   private readonly suppressed: Counter<'action' | 'why'> | undefined;
@@ -116,7 +104,7 @@ export class ExitRestarts implements EventPolicyStage {
     private readonly ctx?: Pick<StageContext, 'logger' | 'metrics'>,
     private readonly logEveryMs = 10_000,
   ) {
-    this.suppressed = ctx ? suppressedCounter(ctx.metrics) : undefined;
+    this.suppressed = ctx ? suppressedOrdersCounter(ctx.metrics) : undefined;
   }
 
   handle(input: EventInput): EventDecision[] {

@@ -14,6 +14,7 @@ import { createLoggerFactory, errorText, type LoggerFactory } from '../log.js';
 import { RealClock, SteppedClock, VirtualClock, type Clock, type Timer } from './clock.js';
 import { AlwaysLeader, type Leadership } from './leader.js';
 import { LeaderFitness, type FitnessCheck } from './leader-fitness.js';
+import { suppressedOrdersCounter } from './order-metrics.js';
 import { FreshnessBoard, freshnessError, isActualFresh, isDesiredFresh } from './freshness.js';
 import { AppMetrics } from './app-metrics.js';
 import { buildAppViews, isStartingOrRunning, type AppView } from './app-view.js';
@@ -176,12 +177,7 @@ export class Engine {
       labelNames: ['action', 'reason', 'mode'],
       registers: [this.metrics],
     });
-    this.suppressedOrders = new Counter({
-      name: 'hmgate_orders_suppressed_total',
-      help: 'Due messages not sent: failed verification, over the message limit, or a failed send',
-      labelNames: ['action', 'why'],
-      registers: [this.metrics],
-    });
+    this.suppressedOrders = suppressedOrdersCounter(this.metrics);
     this.appMetrics = new AppMetrics(this.metrics);
     const board = this.freshness;
     new Gauge({
@@ -210,7 +206,16 @@ export class Engine {
     };
     const bus = config.bus;
     this.bus = opts.bus ?? new NatsBus(
-      { servers: bus.servers, user: bus.user, password: bus.password, token: bus.token, name: bus.name, connectTimeoutMs: bus.connect_timeout },
+      {
+        servers: bus.servers,
+        user: bus.user,
+        password: bus.password,
+        token: bus.token,
+        name: bus.name,
+        connectTimeoutMs: bus.connect_timeout,
+        // Half a heartbeat (1–5 s): a dead connection is found well within leader.resign_after.
+        pingIntervalMs: Math.min(5_000, Math.max(1_000, loaded.heartbeatMs / 2)),
+      },
       this.loggers.component('bus'),
     );
   }

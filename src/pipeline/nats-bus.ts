@@ -20,6 +20,12 @@ export interface NatsBusOptions {
   token?: string;
   name: string;
   connectTimeoutMs: number;
+  /**
+   * How often the client pings the server. A connection that silently stops carrying packets is
+   * found dead after two unanswered pings; the client's default (2 minutes) would keep a leader
+   * that can no longer act in office for minutes.
+   */
+  pingIntervalMs?: number;
 }
 
 interface Wanted {
@@ -80,6 +86,7 @@ export class NatsBus implements Bus, Stage {
       maxReconnectAttempts: -1,
       reconnectTimeWait: 1000,
       timeout: Math.max(500, Math.min(this.opts.connectTimeoutMs, 5000)),
+      ...(this.opts.pingIntervalMs ? { pingInterval: this.opts.pingIntervalMs, maxPingOut: 2 } : {}),
     }).then(
       (nc) => {
         if (this.stopping) {

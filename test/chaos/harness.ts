@@ -8,6 +8,7 @@
  * Two sizes: the CI size (default; a few seconds per fault) and the larger one of `npm run chaos`
  * (HMGATE_CHAOS_SIZE=large). Every timing is in heartbeats, as the preset's are.
  */
+import { afterAll, beforeAll, beforeEach } from 'vitest';
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -433,4 +434,25 @@ export async function publishRows(file: string, rows: FaultRow[]): Promise<void>
     const rendered = { caption: tableCaption(), head: TABLE_HEAD, rows: rows.map((r) => ({ ...r, line: tableLine(r) })) };
     await writeFile(join(out, `${file}.json`), JSON.stringify(rendered, null, 2));
   }
+}
+
+/**
+ * One cluster for every fault of a describe block (start-up is much of a fault's time): started
+ * with its daemons before the first, stopped after the last, and before each fault restored to a
+ * whole foundation with a fresh leader and a recorder of its own. Returns the cluster's getter.
+ */
+export function sharedCluster(timeoutMs: number, opts: { extra?: string[] } = {}): () => Cluster {
+  let shared: Cluster | undefined;
+  beforeAll(async () => {
+    shared = await Cluster.start(opts);
+    await shared.addDaemons();
+  }, timeoutMs);
+  afterAll(async () => {
+    await shared?.stop();
+  }, timeoutMs);
+  beforeEach(async () => {
+    await shared!.recover();
+    shared!.beginFault();
+  }, timeoutMs);
+  return () => shared!;
 }

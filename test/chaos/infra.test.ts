@@ -3,9 +3,9 @@
  * stalled so the leader's saves fall behind. Three `hmgate run` daemons on etcd share one cluster;
  * each fault begins from a whole foundation with a fresh leader and a recorder of its own.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { allStarted, expectClean, expectTakeover, until } from './checks.js';
-import { ACTUAL_TTL, Cluster, HB, LEASE_MS, SETTLE, SIZE, publishRows, row, sleep, type FaultRow } from './harness.js';
+import { ACTUAL_TTL, HB, LEASE_MS, SETTLE, SIZE, publishRows, row, sharedCluster, sleep, type FaultRow } from './harness.js';
 
 const rows: FaultRow[] = [];
 const TIMEOUT = 4 * LEASE_MS + 80 * HB + 30_000;
@@ -15,21 +15,10 @@ const TO_START = LEASE_MS + 20 * HB + 15_000;
 afterAll(() => publishRows('infra', rows));
 
 describe('on a shared cluster', () => {
-  let shared: Cluster | undefined;
-  beforeAll(async () => {
-    shared = await Cluster.start();
-    await shared.addDaemons();
-  }, TIMEOUT);
-  afterAll(async () => {
-    await shared?.stop();
-  }, TIMEOUT);
-  beforeEach(async () => {
-    await shared!.recover();
-    shared!.beginFault();
-  }, TIMEOUT);
+  const cluster = sharedCluster(TIMEOUT);
 
   it('3. etcd restart: every vanished instance is started exactly once afterwards, nothing else is sent', async () => {
-    const c = shared!;
+    const c = cluster();
     await c.freshLeader();
     const gone = c.pick(SIZE.vanish);
     const t = c.mark(`instances ${gone.join(', ')} vanish; etcd restarts`);
@@ -45,7 +34,7 @@ describe('on a shared cluster', () => {
   }, TIMEOUT);
 
   it('4. nats-server restart: every vanished instance is started exactly once afterwards, nothing else is sent', async () => {
-    const c = shared!;
+    const c = cluster();
     await c.freshLeader();
     const gone = c.pick(SIZE.vanish);
     const t = c.mark(`instances ${gone.join(', ')} vanish; nats-server restarts`);
@@ -61,7 +50,7 @@ describe('on a shared cluster', () => {
   }, TIMEOUT);
 
   it('9. saves fall behind (etcd stalled): actual state is not called fresh, no start on the stale picture', async () => {
-    const c = shared!;
+    const c = cluster();
     await c.freshLeader();
     const f = c.sim.foundation;
     const [back, ...gone] = c.pick(1 + SIZE.vanish);

@@ -4,10 +4,10 @@
  * adverts. Three `hmgate run` daemons on etcd share one cluster; each fault begins from a whole
  * foundation with a fresh leader and a recorder of its own.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { agentGuid, appGuid } from '../../src/sim/live-foundation.js';
 import { allStarted, expectClean, expectTakeover, until } from './checks.js';
-import { ACTUAL_TTL, Cluster, DESIRED_TTL, GRACE, HB, HEARTBEAT_TTL, LEASE_MS, SETTLE, SIZE, publishRows, row, sleep, type FaultRow } from './harness.js';
+import { ACTUAL_TTL, DESIRED_TTL, GRACE, HB, HEARTBEAT_TTL, LEASE_MS, SETTLE, SIZE, publishRows, row, sharedCluster, sleep, type FaultRow } from './harness.js';
 
 const rows: FaultRow[] = [];
 const TIMEOUT = 4 * LEASE_MS + 100 * HB + 30_000;
@@ -16,25 +16,14 @@ const TO_START = LEASE_MS + 20 * HB + 15_000;
 afterAll(() => publishRows('inputs', rows));
 
 describe('on a shared cluster', () => {
-  let shared: Cluster | undefined;
-  beforeAll(async () => {
-    shared = await Cluster.start();
-    await shared.addDaemons();
-  }, TIMEOUT);
-  afterAll(async () => {
-    await shared?.stop();
-  }, TIMEOUT);
-  beforeEach(async () => {
-    await shared!.recover();
-    shared!.beginFault();
-  }, TIMEOUT);
+  const cluster = sharedCluster(TIMEOUT);
 
   for (const [n, fault, words] of [
     ['5a', '500', 'the CC answers 500'],
     ['5b', 'hang', 'the CC hangs'],
   ] as const) {
     it(`${n}. ${words} beyond the desired TTL: no action on stale desired state; one start per vanished instance once it answers`, async () => {
-      const c = shared!;
+      const c = cluster();
       await c.freshLeader();
       c.mark(`${words} (bulk API)`);
       c.cc.setFault(fault);
@@ -69,7 +58,7 @@ describe('on a shared cluster', () => {
   }
 
   it('6. agents silent beyond the heartbeat TTL while garbage and busy adverts arrive: 0 starts meanwhile, starts resume after', async () => {
-    const c = shared!;
+    const c = cluster();
     await c.freshLeader();
     const f = c.sim.foundation;
     const all = Array.from({ length: SIZE.agents }, (_, d) => d);

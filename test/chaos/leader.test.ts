@@ -10,9 +10,9 @@
  * gone, nothing until an operator confirms the loss (POST /v1/actual/confirm-loss), then exactly
  * one start per lost instance.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { allStarted, expectClean, expectTakeover, until } from './checks.js';
-import { ACTUAL_TTL, Cluster, GRACE, HB, HEARTBEAT_TTL, LEASE_MS, SETTLE, SIZE, publishRows, row, sleep, type Daemon, type FaultRow, type Sample } from './harness.js';
+import { ACTUAL_TTL, Cluster, GRACE, HB, HEARTBEAT_TTL, LEASE_MS, SETTLE, SIZE, publishRows, row, sharedCluster, sleep, type Daemon, type FaultRow, type Sample } from './harness.js';
 
 const rows: FaultRow[] = [];
 /** Per test: a fault takes a few lease periods and freshness windows at most. */
@@ -27,21 +27,10 @@ afterAll(() => publishRows('leader', rows));
 // Faults 1, 2 and 8 share one cluster (start-up is much of a fault's time); each begins from a
 // whole foundation with a fresh leader (recover()) and a recorder of its own.
 describe('on a shared cluster', () => {
-  let shared: Cluster | undefined;
-  beforeAll(async () => {
-    shared = await Cluster.start({ extra: [SIZE.collapse] });
-    await shared.addDaemons();
-  }, TIMEOUT);
-  afterAll(async () => {
-    await shared?.stop();
-  }, TIMEOUT);
-  beforeEach(async () => {
-    await shared!.recover();
-    shared!.beginFault();
-  }, TIMEOUT);
+  const cluster = sharedCluster(TIMEOUT, { extra: [SIZE.collapse] });
 
   it('1. kill -9 of the leader while instances vanish: a standby takes over and starts each exactly once', async () => {
-    const c = shared!;
+    const c = cluster();
     const leader = await c.freshLeader();
     const gone = c.pick(SIZE.vanish);
     const t = c.mark(`instances ${gone.join(', ')} vanish; kill -9 of the leader ${leader.name}`);
@@ -57,7 +46,7 @@ describe('on a shared cluster', () => {
   }, TIMEOUT);
 
   it('2. SIGSTOP of the leader beyond its lease, then SIGCONT: the old leader does not act on what it saw before', async () => {
-    const c = shared!;
+    const c = cluster();
     const leader = await c.freshLeader();
     const gone = c.pick(SIZE.vanish);
     c.mark(`instances ${gone.join(', ')} vanish`);
@@ -85,7 +74,7 @@ describe('on a shared cluster', () => {
 
 
   it('8. a collapse of most agents: no starts until they return or an operator confirms the loss, then one per lost instance', async () => {
-    const c = shared!;
+    const c = cluster();
     await c.freshLeader();
     const f = c.sim.foundation;
     // 60 % of the agents: more than the default share (0.55), all within one heartbeat.
