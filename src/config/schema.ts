@@ -58,7 +58,7 @@ export const ConfigSchema = Type.Object(
         max_ingest_lag: Duration({
           default: '1hb',
           description:
-            'Actual state is not fresh (INGEST_BEHIND) while heartbeats wait longer than this to be read or saved, or arrive so much slower than the agents send them that they fall this far behind within actual_ttl. 0 switches the check off (as the originals had none).',
+            'Actual state is not fresh (INGEST_BEHIND) while heartbeats wait longer than this to be read or saved, or arrive so much slower than the agents send them that they fall this far behind within actual_ttl; a wait counts only past 1s too (shorter ones may be the daemon\'s own pauses). 0 switches the check off (as the originals had none).',
         }),
         collapse: Type.Object(
           {

@@ -668,6 +668,8 @@ export class Engine {
     for (const { count, ttlMs } of analysis.crashCounts) await store.putCrashCounts([count], ttlMs);
     if (analysis.starts.length) await store.putPendingStarts(analysis.starts);
     if (analysis.stops.length) await store.putPendingStops(analysis.stops);
+    // The decisions go beside the messages they made: a leader that dies now leaves both to its successor.
+    if (analysis.starts.length || analysis.stops.length) await this.persistAudit();
 
     const dispatched = await store.snapshot();
     this.sendErrors.clear();

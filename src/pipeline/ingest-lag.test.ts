@@ -54,6 +54,25 @@ describe('IngestLagMeter', () => {
     off();
     expect(m.evaluate(0)).toBeNull();
 
+    // At a sub-second heartbeat an instant reading counts only past a second: a pause of the daemon
+    // itself (a garbage collection) is not ingest falling behind. Slow arrivals still count at the bound.
+    const fast = new IngestLagMeter({ intervalMs: 200, maxLagMs: 200, windowMs: 600, silentAfterMs: 400 });
+    let instant = 700;
+    fast.register('sources.heartbeats', () => ({ lagMs: instant, cause: 'unsaved' }));
+    expect(fast.evaluate(0)).toBeNull();
+    instant = 1_200;
+    expect(fast.evaluate(0)?.lagMs).toBe(1_200);
+    instant = 0;
+    const beats: [number, number][] = [];
+    for (let a = 0; a < 10; a++) for (let t = a * 30; t < 3_000; t += 300) beats.push([t, a]);
+    beats.sort((x, y) => x[0] - y[0]);
+    const last = new Map<number, number>();
+    for (const [t, a] of beats) {
+      fast.arrival(t, last.get(a));
+      last.set(a, t);
+    }
+    expect(fast.evaluate(3_000)?.lagMs).toBe(300); // every 300 ms, not 200: 100 ms more per beat, 3 beats a window
+
     const switchedOff = new IngestLagMeter({ ...opts, maxLagMs: 0 });
     switchedOff.register('sources.heartbeats', () => ({ lagMs: 60_000, cause: 'unsaved' }));
     arrivals(switchedOff, 20_000, 120_000);

@@ -34,6 +34,8 @@ export type LagProbe = () => IngestLag | null;
 
 /** Fewer gaps than this in a window say nothing about a rate. */
 const MIN_GAPS = 20;
+/** An instant lag below this may be the daemon's own pause, not ingest behind (see evaluate). */
+export const MIN_INSTANT_LAG_MS = 1_000;
 
 export class IngestLagMeter {
   private readonly probes = new Map<string, LagProbe>();
@@ -67,11 +69,23 @@ export class IngestLagMeter {
     current.n++;
   }
 
-  /** The worst lag seen now, or null when none passes maxLagMs. */
+  /**
+   * The worst lag past its bound now, or null. A source's lag (unsaved heartbeats, the bus probe)
+   * is an instant reading that the daemon's own pauses (a garbage collection, a busy moment) also
+   * move, so it counts only beyond MIN_INSTANT_LAG_MS too; slow arrivals are an average and count
+   * beyond maxLagMs alone.
+   */
   evaluate(now: number): IngestLag | null {
     if (this.opts.maxLagMs <= 0) return null;
-    const worst = this.measure(now);
-    return worst !== null && worst.lagMs > this.opts.maxLagMs ? worst : null;
+    const instantBound = Math.max(this.opts.maxLagMs, MIN_INSTANT_LAG_MS);
+    let worst: IngestLag | null = null;
+    for (const probe of this.probes.values()) {
+      const lag = probe();
+      if (lag && lag.lagMs > instantBound && (worst === null || lag.lagMs > worst.lagMs)) worst = lag;
+    }
+    const rate = this.arrivalLag(now);
+    if (rate && rate.lagMs > this.opts.maxLagMs && (worst === null || rate.lagMs > worst.lagMs)) worst = rate;
+    return worst;
   }
 
   /** The worst lag seen now, whatever its size (null: no sign of any). */

@@ -7,6 +7,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { SimAgents, SubjectRecorder } from '../helpers/agents.js';
 import { HmgateDaemon } from '../helpers/hmgate-process.js';
@@ -87,11 +88,20 @@ it('leader killed with SIGKILL: the standby leads within the lease + 1 hb, and e
   // simply decided again by the next leader)
   const pendingOf = async (port: number) =>
     ((await (await fetch(`http://127.0.0.1:${port}/v1/apps/app-ha`, { headers: auth })).json()) as { versions?: { pending_starts: { message_id: string }[] }[] }).versions?.flatMap((v) => v.pending_starts.map((p) => p.message_id)) ?? [];
+  const audited = async () => {
+    const client = new Etcd3({ hosts: etcd.endpoint });
+    try {
+      return Object.values(await client.getAll().prefix('/ha/audit/').strings()).map((v) => (JSON.parse(v) as { message_id: string }).message_id);
+    } finally {
+      client.close();
+    }
+  };
   const enqueued = await waitFor(async () => {
     const e = (await decisionsOf(leader.port)).filter((d) => d.outcome === 'enqueued');
     const stored = new Set(await pendingOf(standby.port));
-    return e.length >= 2 && e.every((d) => stored.has(d.message_id)) ? e : undefined;
-  }, { what: 'the leader enqueues the starts and the standby sees them in etcd', timeoutMs: 15_000, intervalMs: 50 });
+    const inAudit = new Set(await audited());
+    return e.length >= 2 && e.every((d) => stored.has(d.message_id) && inAudit.has(d.message_id)) ? e : undefined;
+  }, { what: 'the leader enqueues the starts and they are in etcd, with their decision records', timeoutMs: 15_000, intervalMs: 50 });
   expect(recorder.messages).toEqual([]);
   const killedAt = Date.now();
   leader.d.child.kill('SIGKILL');
