@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { SimAgents, SubjectRecorder } from '../helpers/agents.js';
-import { HmgateDaemon } from '../helpers/hmgate-process.js';
+import { HmgateDaemon, statusReader } from '../helpers/hmgate-process.js';
 import { freePort, startEtcd, startFakeCC, startNatsServer, waitFor, type EtcdHandle, type FakeCCHandle, type NatsServerHandle } from '../helpers/index.js';
 
 const HB = 500;
@@ -59,11 +59,7 @@ async function daemon(name: string): Promise<{ d: HmgateDaemon; port: number; st
   );
   const d = HmgateDaemon.start(file);
   daemons.push(d);
-  const status = async () => {
-    const res = await fetch(`http://127.0.0.1:${port}/v1/status`, { headers: { Authorization: `Basic ${Buffer.from('magnet:pw').toString('base64')}` } });
-    if (!res.ok) throw new Error(`status ${res.status}`);
-    return (await res.json()) as Record<string, any>;
-  };
+  const status = statusReader(port);
   await waitFor(status, { what: `${name} status`, timeoutMs: 20_000 });
   return { d, port, status };
 }

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { SimAgents, SubjectRecorder, type Recorded } from '../helpers/agents.js';
-import { HmgateDaemon } from '../helpers/hmgate-process.js';
+import { HmgateDaemon, statusReader } from '../helpers/hmgate-process.js';
 import { freePort, startEtcd, startFakeCC, startNatsServer, waitFor, type EtcdHandle, type FakeCCHandle, type NatsServerHandle } from '../helpers/index.js';
 
 const HB = 500;
@@ -72,14 +72,7 @@ async function daemon(name: string): Promise<Daemon> {
   );
   const d = HmgateDaemon.start(file);
   daemons.push(d);
-  const status = async () => {
-    const res = await fetch(`http://127.0.0.1:${port}/v1/status`, {
-      headers: { Authorization: `Basic ${Buffer.from('magnet:pw').toString('base64')}` },
-      signal: AbortSignal.timeout(3_000),
-    });
-    if (!res.ok) throw new Error(`status ${res.status}`);
-    return (await res.json()) as Status;
-  };
+  const status = statusReader(port);
   await waitFor(status, { what: `${name} status`, timeoutMs: 20_000 });
   return { name, d, status };
 }

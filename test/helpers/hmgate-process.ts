@@ -95,3 +95,13 @@ export class HmgateDaemon {
     return this.exited;
   }
 }
+
+/** A function reading a daemon's GET /v1/status (user magnet), throwing on anything but 200. */
+export function statusReader(port: number, password = 'pw'): () => Promise<Record<string, any>> {
+  const authorization = `Basic ${Buffer.from(`magnet:${password}`).toString('base64')}`;
+  return async () => {
+    const res = await fetch(`http://127.0.0.1:${port}/v1/status`, { headers: { authorization }, signal: AbortSignal.timeout(3_000) });
+    if (!res.ok) throw new Error(`status ${res.status}`);
+    return (await res.json()) as Record<string, any>;
+  };
+}
