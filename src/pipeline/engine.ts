@@ -745,6 +745,9 @@ export class Engine {
     for (const { hold, held } of this.freshness.evaluateGuards()) {
       if (held) this.logger.warn({ guard: hold.code }, `actual state is not fresh: ${hold.reason}`);
       else this.logger.info({ guard: hold.code, lasted_ms: this.clock.now() - hold.since }, `${hold.code === 'INGEST_BEHIND' ? 'ingest caught up' : 'the silent agents are back'}: ${hold.code} cleared`);
+      // Starts queued by event policies rest on the state the guard distrusts: decided again after it.
+      const dropped = this.runner?.discardQueued(`${hold.code} ${held ? 'began' : 'ended'}: decided on a state not to be trusted, not sent`) ?? 0;
+      if (dropped > 0) this.logger.info({ guard: hold.code, dropped }, `${dropped} queued start(s) dropped: the policies decide again on the current state`);
     }
   }
 

@@ -115,6 +115,34 @@ describe('EventRunner', () => {
     expect(r.stats).toMatchObject({ queued: 3, deduplicated: 1, sent: 4 });
   });
 
+  it('holds queued starts while it may not act, and drops them all when told (a freshness guard began or ended)', async () => {
+    let mayAct = true;
+    const suppressed: [number | undefined, string, string][] = [];
+    const { r, clock, sent } = runner(
+      [policy(['exit'], ({ droplet, event }) => [{ kind: 'request', request: startRequest(droplet!, (event as { index: number }).index), delivery: { queue: 1000 }, reason: 'MISSING', log: 'missing' }])],
+      { mayAct: () => mayAct, onSuppressed: (order, why, detail) => void suppressed.push([order.request.indices?.[0], why, detail]) },
+    );
+    r.start();
+    mayAct = false;
+    for (const index of [0, 1, 2]) r.emit({ kind: 'exit', app: 'a', version: 'v', instance: `i${index}`, index, reason: 'DEA_SHUTDOWN' });
+    await clock.advanceAsync(3_000);
+    expect(sent).toEqual([]);
+    expect(r.queue.size).toBe(3);
+    expect(r.discardQueued('ACTUAL_COLLAPSE ended: not sent')).toBe(3);
+    expect(suppressed).toEqual([
+      [0, 'not_fresh', 'ACTUAL_COLLAPSE ended: not sent'],
+      [1, 'not_fresh', 'ACTUAL_COLLAPSE ended: not sent'],
+      [2, 'not_fresh', 'ACTUAL_COLLAPSE ended: not sent'],
+    ]);
+    mayAct = true;
+    await clock.advanceAsync(3_000);
+    expect(sent).toEqual([]);
+    // The queue takes the same requests again once decided again.
+    r.emit({ kind: 'exit', app: 'a', version: 'v', instance: 'i1', index: 1, reason: 'DEA_SHUTDOWN' });
+    await clock.advanceAsync(1_000);
+    expect(sent.map((x) => x.order.request.indices)).toEqual([[1]]);
+  });
+
   it('analyses a slice of records per tick in insertion order, only while desired state is available', async () => {
     const analysed: [number, string][] = [];
     const passes: string[] = [];

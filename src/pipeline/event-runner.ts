@@ -259,6 +259,18 @@ export class EventRunner {
     this.o.onDecided?.(order, 'queued', facts);
   }
 
+  /**
+   * Drops every queued start, each audited as held back with `detail`: they were decided on a
+   * state a freshness guard has found wrong (most agents silent at once, ingest behind), and
+   * sending them once it releases would start instances that are back. The policies decide again
+   * on the state as it is then. Returns how many were dropped.
+   */
+  discardQueued(detail: string): number {
+    const dropped = this.queue.drain();
+    for (const { order } of dropped) this.o.onSuppressed?.(order, 'not_fresh', detail);
+    return dropped.length;
+  }
+
   /** Every queue interval: up to batch_size queued starts, highest priority first. */
   private drain(): void {
     if (this.queue.size === 0) return;

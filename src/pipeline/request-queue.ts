@@ -55,6 +55,16 @@ export class RequestQueue<T> {
     return { item, priority };
   }
 
+  /** Takes every entry, in the order they would be taken. */
+  drain(): T[] {
+    const all = this.list().map((e) => e.item);
+    this.buckets.clear();
+    this.priorities = [];
+    this.keys.clear();
+    this.queued.clear();
+    return all;
+  }
+
   /** The queued entries in the order they would be taken (for status and dumps). */
   list(): { item: T; priority: number }[] {
     return this.priorities.flatMap((p) => this.buckets.get(p)!.map((item) => ({ item, priority: p })));

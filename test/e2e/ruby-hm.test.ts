@@ -188,4 +188,23 @@ describe('ruby-hm-partitioned end to end', () => {
     expect(recorder.messages.every((m) => m.subject === 'cloudcontrollers.hm.requests.ng' && (m.body.indices as number[])[0] === 1)).toBe(true);
     expect((await engine!.status()).problems.filter((p) => /cc_partition/.test(p.message))).toEqual([]);
   });
+
+  it('7 of 12 agents silent at once: no health.start for their instances while ACTUAL_COLLAPSE holds, none when they return', async () => {
+    await agents.respond('cloudcontroller.bulk.credentials.default', { user: cc.user, password: cc.password });
+    cc.setApps([app('app-g', 12)]);
+    for (let i = 0; i < 12; i++) agents.agent(`dea-${i}`).run('app-g', i, { version: 'app-g-v', instance: `g${i}` });
+    await startHmgate('ruby-hm', ['freshness: { collapse: { min_agents: 10 } }']);
+    await sleep(4_500);
+    for (let i = 0; i < 7; i++) agents.agent(`dea-${i}`).silent = true;
+    await waitFor(async () => (await engine!.status()).problems.some((p) => p.code === 'ACTUAL_COLLAPSE'), { what: 'ACTUAL_COLLAPSE', timeoutMs: 15_000 });
+    // Well past droplet_lost (3 s) and several analyses and queue drains: nothing is sent.
+    await sleep(8_000);
+    expect(recorder.on('health.start')).toEqual([]);
+    for (let i = 0; i < 7; i++) agents.agent(`dea-${i}`).silent = false;
+    await waitFor(async () => !(await engine!.status()).problems.some((p) => p.code === 'ACTUAL_COLLAPSE'), { what: 'the guard to release', timeoutMs: 15_000 });
+    // What the policies queued while it held is dropped, not sent now that the agents are back.
+    await sleep(5_000);
+    expect(recorder.on('health.start')).toEqual([]);
+    expect(recorder.on('health.stop')).toEqual([]);
+  });
 });
