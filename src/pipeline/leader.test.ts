@@ -119,6 +119,23 @@ describe('LeaderElection', () => {
     expect(leader.election.isLeader).toBe(false);
   });
 
+  it('while etcd does not answer, says why once, not at every retry, and leads once it answers', async () => {
+    const warned: string[] = [];
+    const logger = { info() {}, debug() {}, warn: (_o: object, msg?: string) => void warned.push(msg ?? '') };
+    const client = createEtcdClient({ endpoints: [etcd.endpoint], timeoutMs: 300 });
+    clients.push(client);
+    const election = new LeaderElection(client, { name: `hmgate-test-${++seq}`, ttlSeconds: TTL_SECONDS, id: 'solo', logger });
+    elections.push(election);
+    etcd.pause();
+    election.start();
+    // Retries back off from 250 ms: several within 4 s.
+    await new Promise((r) => setTimeout(r, 4_000));
+    const retries = warned.filter((m) => /campaigning again/.test(m));
+    expect(retries, retries.join('\n')).toHaveLength(1);
+    etcd.resume();
+    await waitFor(() => election.isLeader, { timeoutMs: 15_000, intervalMs: 50, what: 'leading once etcd answers' });
+  });
+
   it('rejects a TTL etcd cannot have', () => {
     const client = createEtcdClient({ endpoints: [etcd.endpoint], timeoutMs: 1_000 });
     clients.push(client);

@@ -112,6 +112,8 @@ export class LeaderElection implements Leadership {
   private lossTimer: ReturnType<typeof setTimeout> | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
   private retryDelay = RETRY_MIN_MS;
+  /** The reason last warned about, so an outage is one warning, not one per retry. */
+  private lastRetryWhy: string | undefined;
 
   private observer: Watcher | undefined;
   private observeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -274,7 +276,12 @@ export class LeaderElection implements Leadership {
     const campaign = this.campaign;
     this.dropCampaign();
     this.setLeading(false, why);
-    this.opts.logger.warn({ election: this.opts.name, reason: why }, `leader election: ${why}; campaigning again`);
+    // The same failure with other details in its text ("…: 4 DEADLINE_EXCEEDED: Deadline exceeded
+    // after 0.301s, …") is the same failure: compared up to its second colon.
+    const kind = why.split(':').slice(0, 2).join(':');
+    const log = kind === this.lastRetryWhy ? this.opts.logger.debug : this.opts.logger.warn;
+    log.call(this.opts.logger, { election: this.opts.name, reason: why }, `leader election: ${why}; campaigning again`);
+    this.lastRetryWhy = kind;
     campaign?.resign().catch(() => undefined);
     if (!this.running) return;
     const delay = this.retryDelay;
@@ -300,6 +307,7 @@ export class LeaderElection implements Leadership {
   private setLeading(leading: boolean, why: string): void {
     if (this.leading === leading) return;
     this.leading = leading;
+    if (leading) this.lastRetryWhy = undefined;
     this.opts.logger.info({ election: this.opts.name, id: this.opts.id, leader: leading, reason: why }, leading ? `${this.opts.id} leads ${this.opts.name}` : `${this.opts.id} no longer leads ${this.opts.name}: ${why}`);
     for (const listener of [...this.listeners]) {
       try {
