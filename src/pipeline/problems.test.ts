@@ -128,6 +128,9 @@ describe('deriveProblems', () => {
   it('names stale state only after the warm-up, with the reasons', () => {
     const stale = { actual: { fresh: false, reason: 'no heartbeats saved yet or within the freshness TTL' } };
     expect(codes(facts({ ...stale, uptimeMs: 1_000 }))).toEqual([]);
+    // The freshness window and two heartbeats, plus 2 s of the daemon's own start-up.
+    expect(codes(facts({ ...stale, uptimeMs: 5 * HB + 2_000 - 1 }))).toEqual([]);
+    expect(codes(facts({ ...stale, uptimeMs: 5 * HB + 2_000 }))).toEqual(['NOT_FRESH']);
     const [p] = deriveProblems(facts(stale));
     expect(p!.code).toBe('NOT_FRESH');
     expect(p!.message).toBe('actual state: not fresh (actual: no heartbeats saved yet or within the freshness TTL)');

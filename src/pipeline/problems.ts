@@ -142,6 +142,9 @@ function noticedPartition(text: string, patterns: [RegExp, RegExp]): string | nu
   return patterns[1].test(text) ? null : undefined;
 }
 
+/** What the daemon's own start-up may take before freshness can begin (not in heartbeats). */
+const START_UP_MS = 2_000;
+
 /** Every problem that holds now, in catalogue order. */
 export function deriveProblems(f: ProblemFacts): Problem[] {
   const out: Problem[] = [];
@@ -241,8 +244,9 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
     else out.push(makeProblem('ACTUAL_COLLAPSE', { silent: h.collapse.silent, total: h.collapse.total, windowMs: h.collapse.windowMs }));
   }
 
-  // Not fresh right after start is expected: the actual state needs actual_ttl of heartbeats.
-  const warmUp = f.actualTtlMs + 2 * f.heartbeatMs;
+  // Not fresh right after start is expected: the actual state needs actual_ttl of heartbeats, after
+  // the daemon's own start-up (connecting, the first fetch), whose time does not scale with them.
+  const warmUp = f.actualTtlMs + 2 * f.heartbeatMs + START_UP_MS;
   if ((!f.actual.fresh || !f.desired.fresh) && f.uptimeMs >= warmUp) {
     out.push(
       makeProblem('NOT_FRESH', {
