@@ -398,7 +398,7 @@ export class Engine {
       },
       shadow: mode === 'shadow',
       // The guards hold even without the gate: they stop mass action on state known to be wrong.
-      mayAct: () => (!config.freshness.gate || this.lastGateError === null) && this.freshness.holds().length === 0,
+      mayAct: () => (!config.freshness.gate || this.lastGateError === null) && !this.freshness.actualHeld(),
       isLeader: () => this.leadership.isLeader,
       desiredAvailable: () => this.desiredAvailable(),
       ...(this.opts.random ? { random: this.opts.random } : {}),
@@ -491,8 +491,22 @@ export class Engine {
         this.changedApps?.markAll();
         if (this.leadership instanceof AlwaysLeader) return;
         void this.adoptAudit(store);
-        void store.revokeFreshness('actual').catch((err: unknown) => logger.error({ error: errorText(err) }, `could not reset actual freshness: ${errorText(err)}`));
+        // Until the predecessor's marker is reset, this daemon's view of it (its store's cache) may
+        // still call the state fresh: the verdict says not fresh until the reset is done.
+        this.freshness.suspendActual('this daemon has just taken the lead: resetting actual freshness, then a freshness window of its own heartbeats');
+        const reset = (): void => {
+          void store.revokeFreshness('actual').then(
+            () => this.freshness.resumeActual(),
+            (err: unknown) => {
+              logger.error({ error: errorText(err) }, `could not reset actual freshness: ${errorText(err)}; trying again`);
+              if (this.leadership.isLeader && !this.stopping) this.clock.setTimeout(reset, 1_000);
+            },
+          );
+        };
+        reset();
       } else {
+        // A standby does not act: the suspension of a reset it will not finish ends with its lead.
+        this.freshness.resumeActual();
         // A shutdown resigns on purpose (and one daemon alone never hands over): nothing to warn about.
         if (this.stopping) return;
         const { why } = this.leadership.candidacy();
@@ -737,7 +751,7 @@ export class Engine {
   private async bothFresh(): Promise<boolean> {
     const s = await this.store!.snapshot();
     const now = this.clock.now();
-    return isActualFresh(s.freshness.actual, now, this.loaded.config.freshness.actual_ttl) && this.freshness.holds().length === 0 && isDesiredFresh(s.freshness.desired, now);
+    return isActualFresh(s.freshness.actual, now, this.loaded.config.freshness.actual_ttl) && !this.freshness.actualHeld() && isDesiredFresh(s.freshness.desired, now);
   }
 
   /** Re-evaluates the freshness guards (ingest lag, mass disappearance); logs each change once. */

@@ -68,6 +68,7 @@ export class FreshnessBoard {
   private readonly ingest: IngestLagMeter | undefined;
   private readonly holding = new Map<HoldCode, Hold>();
   private readonly guardNow: () => number;
+  private suspended: { reason: string; since: number } | undefined;
 
   constructor(
     private readonly now: () => number,
@@ -148,6 +149,20 @@ export class FreshnessBoard {
     return this.ingest?.measure(this.guardNow())?.lagMs ?? 0;
   }
 
+  /** Actual state is not fresh, whatever the marker says, until resumeActual (a new leader resetting it). */
+  suspendActual(reason: string): void {
+    this.suspended ??= { reason, since: this.now() };
+  }
+
+  resumeActual(): void {
+    this.suspended = undefined;
+  }
+
+  /** Whether actual freshness is suspended or held by a guard: no marker makes it fresh then. */
+  actualHeld(): boolean {
+    return this.suspended !== undefined || this.holding.size > 0;
+  }
+
   /** The guards that hold now. */
   holds(): Hold[] {
     return [...this.holding.values()];
@@ -178,7 +193,7 @@ export class FreshnessBoard {
   verdict(which: FreshnessKind, marker: FreshnessMarker | undefined, now: number, actualTtlMs: number): FreshnessVerdict {
     const markerFresh = which === 'actual' ? isActualFresh(marker, now, actualTtlMs) : isDesiredFresh(marker, now);
     // A guard's reason comes first: it says why a marker that looks fresh is not to be trusted.
-    const hold = which === 'actual' ? this.holds()[0] : undefined;
+    const hold = which === 'actual' ? (this.suspended ?? this.holds()[0]) : undefined;
     if (hold) return { fresh: false, since: hold.since, reason: hold.reason };
     const fresh = markerFresh;
     const reported = this.reasons.get(which);
