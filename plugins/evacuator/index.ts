@@ -12,16 +12,15 @@
 import { Type } from '@sinclair/typebox';
 import { Counter, type Registry } from 'prom-client';
 import { suppressedOrdersCounter } from '../../src/pipeline/order-metrics.js';
-import type { Logger } from 'pino';
 import { Duration } from '../../src/config/schema.js';
 import { errorText } from '../../src/log.js';
 import { makeDecoder } from '../../src/messages/decode.js';
 import { DropletExitedMessage } from '../../src/messages/schemas.js';
 import { DropReporter } from '../../src/pipeline/intake.js';
+import { LogLimiter } from '../../src/pipeline/log-limiter.js';
 import { newMessageId } from '../../src/pipeline/pending.js';
 import { definePlugin, type Stage, type StageContext, type StageHealth } from '../../src/pipeline/plugin.js';
 import type { PendingStart } from '../../src/pipeline/store.js';
-import type { Clock } from '../../src/pipeline/clock.js';
 import { verifyEvacuationStart, type Refusal } from './verify.js';
 
 export const EVACUATING_PRIORITY = 2.0;
@@ -49,37 +48,13 @@ function exitsCounter(registry: Registry): Counter<'reason'> {
   );
 }
 
-/**
- * Refused starts, logged at most once per reason every `everyMs` with the number refused since,
- * so a flood of forged exits cannot flood the log; each one is counted all the same.
- */
-export class RefusalLog {
-  private readonly last = new Map<string, { at: number; since: number }>();
-
-  constructor(
-    private readonly logger: Logger,
-    private readonly clock: Clock,
-    private readonly everyMs = 10_000,
-  ) {}
-
-  refuse(refusal: Refusal, facts: Record<string, unknown>, message: string): void {
-    const now = this.clock.now();
-    const last = this.last.get(refusal.reason);
-    if (last && now - last.at < this.everyMs) {
-      last.since++;
-      return;
-    }
-    this.last.set(refusal.reason, { at: now, since: 0 });
-    this.logger.warn({ ...facts, why: refusal.reason, detail: refusal.detail, ...refusal.facts, ...(last?.since ? { refused_since_last_log: last.since } : {}) }, message);
-  }
-}
-
 export class Evacuator implements Stage {
   private unsubscribe: (() => void) | undefined;
   private readonly drops: DropReporter;
   private readonly exits: Counter<'reason'>;
   private readonly suppressed: Counter<'action' | 'why'>;
-  private readonly refusals: RefusalLog;
+  /** Refusals are logged at most once per reason every 10 s: forged exits cannot flood the log. */
+  private readonly refusals = new LogLimiter();
   private lastError: string | null = null;
   /** Writes in flight, so stop() does not cut one off. */
   private pending = new Set<Promise<void>>();
@@ -91,7 +66,6 @@ export class Evacuator implements Stage {
     this.drops = new DropReporter(ctx.metrics, ctx.logger, ctx.clock);
     this.exits = exitsCounter(ctx.metrics);
     this.suppressed = suppressedOrdersCounter(ctx.metrics);
-    this.refusals = new RefusalLog(ctx.logger, ctx.clock);
   }
 
   start(): void {
@@ -126,7 +100,13 @@ export class Evacuator implements Stage {
       }
       if (refusal) {
         this.suppressed.inc({ action: 'start', why: 'verification' });
-        this.refusals.refuse(refusal, facts, `Not starting ${exit.droplet} index ${exit.index} for droplet.exited ${exit.reason}: ${refusal.detail}`);
+        const line = this.refusals.pass(refusal.reason, this.ctx.clock.now());
+        if (line) {
+          this.ctx.logger.warn(
+            { ...facts, why: refusal.reason, detail: refusal.detail, ...refusal.facts, ...(line.heldBack ? { refused_since_last_log: line.heldBack } : {}) },
+            `Not starting ${exit.droplet} index ${exit.index} for droplet.exited ${exit.reason}: ${refusal.detail}`,
+          );
+        }
         return;
       }
     }

@@ -11,8 +11,9 @@
  * default); a refused start is counted and logged with why. `verify: false` restores the original.
  */
 import { Type } from '@sinclair/typebox';
-import { Counter, type Registry } from 'prom-client';
+import type { Counter } from 'prom-client';
 import { suppressedOrdersCounter } from '../../src/pipeline/order-metrics.js';
+import { LogLimiter } from '../../src/pipeline/log-limiter.js';
 import type { Logger } from 'pino';
 import { Duration } from '../../src/config/schema.js';
 import { hasRecentHeartbeat, peekInstance, shouldRun, startRequest, type Droplet } from '../../src/pipeline/droplets.js';
@@ -96,15 +97,16 @@ export function exitRestart(d: Droplet, exit: ExitEvent, o: ExitRestartsConfig):
 export class ExitRestarts implements EventPolicyStage {
   readonly events = ['exit'] as const;
   private readonly suppressed: Counter<'action' | 'why'> | undefined;
-  /** Per refusal reason: when last logged and how many since, so forged exits cannot flood the log. */
-  private readonly lastLogged = new Map<string, { at: number; since: number }>();
+  /** Refusals are logged at most once per reason every logEveryMs: forged exits cannot flood the log. */
+  private readonly refusals: LogLimiter;
 
   constructor(
     private readonly o: ExitRestartsConfig,
     private readonly ctx?: Pick<StageContext, 'logger' | 'metrics'>,
-    private readonly logEveryMs = 10_000,
+    logEveryMs = 10_000,
   ) {
     this.suppressed = ctx ? suppressedOrdersCounter(ctx.metrics) : undefined;
+    this.refusals = new LogLimiter(logEveryMs);
   }
 
   handle(input: EventInput): EventDecision[] {
@@ -123,12 +125,8 @@ export class ExitRestarts implements EventPolicyStage {
   }
 
   private log(logger: Logger | undefined, refusal: ExitRefusal, exit: ExitEvent, now: number): void {
-    const last = this.lastLogged.get(refusal.reason);
-    if (last && now - last.at < this.logEveryMs) {
-      last.since++;
-      return;
-    }
-    this.lastLogged.set(refusal.reason, { at: now, since: 0 });
+    const line = this.refusals.pass(refusal.reason, now);
+    if (!line) return;
     logger?.warn(
       {
         app: exit.app,
@@ -138,7 +136,7 @@ export class ExitRestarts implements EventPolicyStage {
         exit_reason: exit.reason,
         why: refusal.reason,
         detail: refusal.detail,
-        ...(last?.since ? { refused_since_last_log: last.since } : {}),
+        ...(line.heldBack ? { refused_since_last_log: line.heldBack } : {}),
       },
       `Not starting ${exit.app} index ${exit.index} for droplet.exited ${exit.reason}: ${refusal.detail}`,
     );

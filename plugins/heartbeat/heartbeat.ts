@@ -27,6 +27,7 @@ import { DeaAdvertiseMessage, DropletExitedMessage, DropletUpdatedMessage, Heart
 import type { BusMessage } from '../../src/pipeline/bus.js';
 import type { Clock, Timer } from '../../src/pipeline/clock.js';
 import { DropReporter, droppedMessagesCounter } from '../../src/pipeline/intake.js';
+import { LogLimiter } from '../../src/pipeline/log-limiter.js';
 import type { Stage, StageContext, StageHealth } from '../../src/pipeline/plugin.js';
 import { HeardInstance } from '../../src/pipeline/instances.js';
 import type { AgentHeartbeat, InstanceHeartbeat } from '../../src/pipeline/store.js';
@@ -158,8 +159,8 @@ export class HeartbeatSource implements Stage {
   private lastBusyAdvertise: number | undefined;
   /** Clock time of the last freshness bump an advertise made (undefined: none yet). */
   private lastAdvertiseBump: number | undefined;
-  /** When "heartbeats are lost" was last logged, and how many such advertises came since. */
-  private lostLogged: { at: number; since: number } | undefined;
+  /** "Heartbeats are lost" is logged at most once per actual freshness TTL. */
+  private readonly lostLog: LogLimiter;
   private readonly partitionNotices = new Set<string>();
   /** The last message of another cc_partition left out, and when: the problem holds for heartbeat_ttl after it. */
   private lastForeign: { theirs: string | null; at: number } | undefined;
@@ -203,6 +204,7 @@ export class HeartbeatSource implements Stage {
     this.saveDuration = m.saveDuration.labels(ctx.id);
     this.dropped = droppedMessagesCounter(ctx.metrics);
     this.ingestLag = new HeartbeatIngestLag(() => ctx.clock.now(), ctx.bus);
+    this.lostLog = new LogLimiter(ctx.freshness.actualTtlMs);
     const h = opts.http_listener;
     this.https = h
       ? new HttpsHeartbeatListener(
@@ -529,13 +531,8 @@ export class HeartbeatSource implements Stage {
       this.lastAdvertiseBump = undefined;
       this.track(this.revokeActual(text));
     }
-    const logged = this.lostLogged;
-    if (logged !== undefined && now - logged.at < ttl) {
-      logged.since++;
-      return;
-    }
-    this.lostLogged = { at: now, since: 0 };
-    this.logger.warn({ agent, instances, ...(logged?.since ? { advertised_since_last_log: logged.since } : {}) }, text);
+    const line = this.lostLog.pass('', now);
+    if (line) this.logger.warn({ agent, instances, ...(line.heldBack ? { advertised_since_last_log: line.heldBack } : {}) }, text);
   }
 
   private track(p: Promise<void>): void {

@@ -21,10 +21,7 @@ export async function checkNats(ctx: DoctorContext): Promise<NatsCheck> {
   const what = `NATS at ${servers}`;
   try {
     const nc = await connect({
-      servers: settings.servers,
-      user: settings.user,
-      pass: settings.pass,
-      token: settings.token,
+      ...settings,
       name: `${bus.name}-doctor`,
       timeout: ctx.timeoutMs,
       reconnect: false,

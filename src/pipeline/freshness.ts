@@ -191,11 +191,10 @@ export class FreshnessBoard {
   }
 
   verdict(which: FreshnessKind, marker: FreshnessMarker | undefined, now: number, actualTtlMs: number): FreshnessVerdict {
-    const markerFresh = which === 'actual' ? isActualFresh(marker, now, actualTtlMs) : isDesiredFresh(marker, now);
     // A guard's reason comes first: it says why a marker that looks fresh is not to be trusted.
     const hold = which === 'actual' ? (this.suspended ?? this.holds()[0]) : undefined;
     if (hold) return { fresh: false, since: hold.since, reason: hold.reason };
-    const fresh = markerFresh;
+    const fresh = which === 'actual' ? isActualFresh(marker, now, actualTtlMs) : isDesiredFresh(marker, now);
     const reported = this.reasons.get(which);
     // A source's reason shows while the marker still holds too: "fresh, but the last fetch failed".
     if (fresh) return { fresh, since: marker!.timestamp, reason: reported?.reason ?? null };

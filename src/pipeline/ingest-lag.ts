@@ -77,26 +77,23 @@ export class IngestLagMeter {
    */
   evaluate(now: number): IngestLag | null {
     if (this.opts.maxLagMs <= 0) return null;
-    const instantBound = Math.max(this.opts.maxLagMs, MIN_INSTANT_LAG_MS);
-    let worst: IngestLag | null = null;
-    for (const probe of this.probes.values()) {
-      const lag = probe();
-      if (lag && lag.lagMs > instantBound && (worst === null || lag.lagMs > worst.lagMs)) worst = lag;
-    }
-    const rate = this.arrivalLag(now);
-    if (rate && rate.lagMs > this.opts.maxLagMs && (worst === null || rate.lagMs > worst.lagMs)) worst = rate;
-    return worst;
+    return this.worst(now, Math.max(this.opts.maxLagMs, MIN_INSTANT_LAG_MS), this.opts.maxLagMs);
   }
 
   /** The worst lag seen now, whatever its size (null: no sign of any). */
   measure(now: number): IngestLag | null {
+    return this.worst(now, -Infinity, -Infinity);
+  }
+
+  /** The largest of the sources' lags above `instantAbove` and the arrival lag above `rateAbove`. */
+  private worst(now: number, instantAbove: number, rateAbove: number): IngestLag | null {
     let worst: IngestLag | null = null;
     for (const probe of this.probes.values()) {
       const lag = probe();
-      if (lag && (worst === null || lag.lagMs > worst.lagMs)) worst = lag;
+      if (lag && lag.lagMs > instantAbove && (worst === null || lag.lagMs > worst.lagMs)) worst = lag;
     }
     const rate = this.arrivalLag(now);
-    if (rate && (worst === null || rate.lagMs > worst.lagMs)) worst = rate;
+    if (rate && rate.lagMs > rateAbove && (worst === null || rate.lagMs > worst.lagMs)) worst = rate;
     return worst;
   }
 

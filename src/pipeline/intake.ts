@@ -6,6 +6,7 @@
 import { Counter, type Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import type { Clock } from './clock.js';
+import { LogLimiter } from './log-limiter.js';
 
 const counters = new WeakMap<Registry, Counter<'subject' | 'reason'>>();
 
@@ -26,29 +27,24 @@ export function droppedMessagesCounter(registry: Registry): Counter<'subject' | 
 
 export class DropReporter {
   private readonly counter: Counter<'subject' | 'reason'>;
-  private readonly lastLogged = new Map<string, { at: number; suppressed: number }>();
+  private readonly limit: LogLimiter;
 
   constructor(
     registry: Registry,
     private readonly logger: Logger,
     private readonly clock: Clock,
-    private readonly logEveryMs = 10_000,
+    logEveryMs = 10_000,
   ) {
     this.counter = droppedMessagesCounter(registry);
+    this.limit = new LogLimiter(logEveryMs);
   }
 
   drop(subject: string, reason: string, detail: string, facts: Record<string, unknown> = {}): void {
     this.counter.inc({ subject, reason });
-    const key = `${subject}\u0000${reason}`;
-    const now = this.clock.now();
-    const last = this.lastLogged.get(key);
-    if (last && now - last.at < this.logEveryMs) {
-      last.suppressed++;
-      return;
-    }
-    this.lastLogged.set(key, { at: now, suppressed: 0 });
+    const line = this.limit.pass(`${subject}\u0000${reason}`, this.clock.now());
+    if (!line) return;
     this.logger.warn(
-      { subject, reason, detail, ...facts, ...(last?.suppressed ? { dropped_since_last_log: last.suppressed } : {}) },
+      { subject, reason, detail, ...facts, ...(line.heldBack ? { dropped_since_last_log: line.heldBack } : {}) },
       `dropped a message on ${subject}: ${reason} (${detail})`,
     );
   }

@@ -77,10 +77,7 @@ export class NatsBus implements Bus, Stage {
   private attempt(n: number, onConnected: () => void): void {
     if (this.stopping) return;
     connect({
-      servers: this.settings.servers,
-      user: this.settings.user,
-      pass: this.settings.pass,
-      token: this.settings.token,
+      ...this.settings,
       name: this.opts.name,
       reconnect: true,
       maxReconnectAttempts: -1,

@@ -157,10 +157,7 @@ export class LiveSimulator {
     try {
       const nats = natsConnectSettings(this.o.nats.servers, this.o.nats).settings;
       this.nc = await connect({
-        servers: nats.servers,
-        user: nats.user,
-        pass: nats.pass,
-        token: nats.token,
+        ...nats,
         name: 'hmgate-simulate',
         maxReconnectAttempts: -1,
         reconnectTimeWait: 500,
