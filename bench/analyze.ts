@@ -54,8 +54,25 @@ async function fill(store: MemoryStore, instances: number): Promise<AgentHeartbe
       const r = (a * PER_APP + index) % 100;
       if (r === 0) continue; // 1 % missing
       const state = r === 1 ? 'CRASHED' : r === 2 ? 'STARTING' : 'RUNNING';
-      current.push({ app: `app-${a}`, version: 'v1', instance: `i-${a}-${index}`, index: r === 3 ? PER_APP + 1 : index, state, stateTimestamp: 1, agent: `dea-${batch.length}` });
-      if (r === 4) current.push({ app: `app-${a}`, version: 'v1', instance: `i-${a}-${index}-dup`, index, state: 'RUNNING', stateTimestamp: 1, agent: `dea-${batch.length}` });
+      current.push({
+        app: `app-${a}`,
+        version: 'v1',
+        instance: `i-${a}-${index}`,
+        index: r === 3 ? PER_APP + 1 : index,
+        state,
+        stateTimestamp: 1,
+        agent: `dea-${batch.length}`,
+      });
+      if (r === 4)
+        current.push({
+          app: `app-${a}`,
+          version: 'v1',
+          instance: `i-${a}-${index}-dup`,
+          index,
+          state: 'RUNNING',
+          stateTimestamp: 1,
+          agent: `dea-${batch.length}`,
+        });
       if (++n % PER_AGENT === 0) {
         batch.push({ agent: `dea-${batch.length}`, instances: current });
         current = [];
@@ -104,7 +121,10 @@ async function measure(instances: number): Promise<void> {
     if (sent.saveStops.length) await store.putPendingStops(sent.saveStops);
     if (sent.deleteStops.length) await store.deletePendingStops(sent.deleteStops);
     times.push(performance.now() - t0);
-    if (process.env.BENCH_PHASES) console.log(`  cycle ${cycle}: ${keys ? keys.size : 'all'} apps analysed in ${(tAnalyzed - t0).toFixed(0)} ms, ${result.starts.length} starts + ${result.stops.length} stops enqueued, dispatch of ${sent.sent.length} in ${(performance.now() - tAnalyzed).toFixed(0)} ms`);
+    if (process.env.BENCH_PHASES)
+      console.log(
+        `  cycle ${cycle}: ${keys ? keys.size : 'all'} apps analysed in ${(tAnalyzed - t0).toFixed(0)} ms, ${result.starts.length} starts + ${result.stops.length} stops enqueued, dispatch of ${sent.sent.length} in ${(performance.now() - tAnalyzed).toFixed(0)} ms`,
+      );
     await clock.advanceAsync(HB);
     await store.saveHeartbeats(agents, 3 * HB); // every agent heartbeats each interval
   }
@@ -117,6 +137,9 @@ async function measure(instances: number): Promise<void> {
   await store.stop();
 }
 
-const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
+const sizes = process.argv
+  .slice(2)
+  .map(Number)
+  .filter((n) => n > 0);
 console.log(`bench/analyze: HM9000 rules, memory store, one process (node ${process.version})`);
 for (const n of sizes.length ? sizes : [10_000, 100_000, 1_000_000]) await measure(n);

@@ -218,7 +218,16 @@ async function main(): Promise<void> {
     type StoreCounts = { etcd: EtcdCounters; puts: number; putBytes: number; deletes: number; txns: number; records: number; deltas: number; expired: number };
     const storeCounts = async (): Promise<StoreCounts> => {
       const s = store!.stats;
-      return { etcd: await counters(endpoint), puts: s.puts, putBytes: s.putBytes, deletes: s.deletes, txns: s.txns, records: s.recordPuts, deltas: s.deltaPuts, expired: s.expiredDeletes };
+      return {
+        etcd: await counters(endpoint),
+        puts: s.puts,
+        putBytes: s.putBytes,
+        deletes: s.deletes,
+        txns: s.txns,
+        records: s.recordPuts,
+        deltas: s.deltaPuts,
+        expired: s.expiredDeletes,
+      };
     };
     let at0: StoreCounts | undefined;
 
@@ -300,7 +309,7 @@ async function main(): Promise<void> {
     let deltas = 0;
     const from = `${PREFIX}/agents/`;
     const rangeEnd = Buffer.from(`${PREFIX}/agents0`);
-    for (let key = Buffer.from(from); ; ) {
+    for (let key = Buffer.from(from); ;) {
       const page = await reader.kv.range({ key, range_end: rangeEnd, limit: 200 });
       for (const kv of page.kvs) {
         if (kv.key.toString().endsWith('/d')) {
@@ -366,12 +375,20 @@ async function main(): Promise<void> {
     const p = quantile(saveMs);
     const pt = quantile(txnMs);
     console.log('');
-    console.log(`steady state (${r(steadyS)}s after a ${r(warmupS)}s warm-up that saved every agent once, ${changesPerHb} instance changes per heartbeat), as etcd counts it:`);
+    console.log(
+      `steady state (${r(steadyS)}s after a ${r(warmupS)}s warm-up that saved every agent once, ${changesPerHb} instance changes per heartbeat), as etcd counts it:`,
+    );
     console.log(`  keys put/s              ${r(steadyRates.puts)}   (deleted/s ${r(steadyRates.deletes)}, transactions/s ${r(steadyRates.txns)})`);
     console.log(`  bytes put/s             ${mb(steadyRates.putBytes)}   (key + value; WAL ${mb(steadyRates.walBytes)})`);
-    console.log(`  as the store counts it  ${r(storeRates.puts)} keys put/s, ${mb(storeRates.putBytes)}, ${r(storeRates.deletes)} deleted/s, ${r(storeRates.txns)} transactions/s`);
-    console.log(`    agent records put/s ${r(storeRates.records)}, agent deltas put/s ${r(storeRates.deltas)}, expired-record deletes/s ${r(storeRates.expired)}`);
-    console.log(`  agent keys at the end   ${records} records of ${recordSize} bytes (mean), ${deltas} deltas of ${Math.round(deltaBytes / Math.max(1, deltas))} bytes (mean)`);
+    console.log(
+      `  as the store counts it  ${r(storeRates.puts)} keys put/s, ${mb(storeRates.putBytes)}, ${r(storeRates.deletes)} deleted/s, ${r(storeRates.txns)} transactions/s`,
+    );
+    console.log(
+      `    agent records put/s ${r(storeRates.records)}, agent deltas put/s ${r(storeRates.deltas)}, expired-record deletes/s ${r(storeRates.expired)}`,
+    );
+    console.log(
+      `  agent keys at the end   ${records} records of ${recordSize} bytes (mean), ${deltas} deltas of ${Math.round(deltaBytes / Math.max(1, deltas))} bytes (mean)`,
+    );
     console.log(
       `  saves in the window ${steady.saves}: failed ${steady.failed}, slower than save_deadline ${steady.slow}; save ms p50 ${p(0.5)}, p99 ${p(0.99)}, max ${steady.maxMs} (whole run incl. warm-up: ${all.saves} saves, ${all.slow} slow, max ${all.maxMs}ms; ended ${r(Math.max(0, behindS))}s behind schedule)`,
     );
@@ -385,8 +402,13 @@ async function main(): Promise<void> {
         `sustained, the same writes (${recorded.length} recorded transactions replayed by ${BURST_CLIENTS} clients, ${r(replay.seconds)}s): ${r(replay.puts)} keys put/s, ${mb(replay.putBytes)} (deleted/s ${r(replay.deletes)}, transactions/s ${r(replay.txns)}, WAL ${mb(replay.walBytes)})`,
       );
     }
-    console.log(`sustained, single puts of ${recordSize} bytes (${BURST_CLIENTS} clients, ${r(single.seconds)}s): ${r(single.puts)} puts/s, ${mb(single.putBytes)}`);
-    if (singleSmall) console.log(`sustained, single puts of ${deltaSize} bytes (${BURST_CLIENTS} clients, ${r(singleSmall.seconds)}s): ${r(singleSmall.puts)} puts/s, ${mb(singleSmall.putBytes)}`);
+    console.log(
+      `sustained, single puts of ${recordSize} bytes (${BURST_CLIENTS} clients, ${r(single.seconds)}s): ${r(single.puts)} puts/s, ${mb(single.putBytes)}`,
+    );
+    if (singleSmall)
+      console.log(
+        `sustained, single puts of ${deltaSize} bytes (${BURST_CLIENTS} clients, ${r(singleSmall.seconds)}s): ${r(singleSmall.puts)} puts/s, ${mb(singleSmall.putBytes)}`,
+      );
     if (replay) {
       console.log(
         `ratio steady/sustained (same writes): ${pct(steadyRates.puts, replay.puts)} of keys/s, ${pct(steadyRates.putBytes, replay.putBytes)} of bytes/s, ${pct(steadyRates.txns, replay.txns)} of transactions/s (target ≤ 10 %)`,

@@ -147,7 +147,10 @@ export class Hm9000LayoutStore implements Store {
           reported.add(inst.instance);
           const cached = this.cache.get(inst.instance);
           if (cached !== undefined && cached.state === inst.state) continue;
-          ops.push({ key: this.instanceKey(inst.app, inst.version, inst.instance), value: `${inst.index},${inst.state},${inst.stateTimestamp.toFixed(1)},${hb.agent}` });
+          ops.push({
+            key: this.instanceKey(inst.app, inst.version, inst.instance),
+            value: `${inst.index},${inst.state},${inst.stateTimestamp.toFixed(1)},${hb.agent}`,
+          });
           this.cache.set(inst.instance, { app: inst.app, version: inst.version, state: inst.state, agent: hb.agent });
         }
         const vanished: string[] = [];
@@ -219,7 +222,10 @@ export class Hm9000LayoutStore implements Store {
           failure: [],
         });
         this.stats.txns++;
-        for (const op of g) op.value === undefined ? this.stats.deletes++ : this.stats.puts++;
+        for (const op of g) {
+          if (op.value === undefined) this.stats.deletes++;
+          else this.stats.puts++;
+        }
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.o.max_in_flight, groups.length) }, worker));

@@ -131,7 +131,9 @@ async function main(): Promise<void> {
     const rss = process.memoryUsage().rss;
 
     console.log(`bench/ingest: heartbeat source + memory store in the engine, real nats-server (node ${process.version})`);
-    console.log(`agents: ${AGENTS}, instances per agent: ${PER_AGENT}, heartbeat size: ${(bytesPerRound / AGENTS / 1024).toFixed(1)} KiB, sync_interval: ${SYNC_INTERVAL}`);
+    console.log(
+      `agents: ${AGENTS}, instances per agent: ${PER_AGENT}, heartbeat size: ${(bytesPerRound / AGENTS / 1024).toFixed(1)} KiB, sync_interval: ${SYNC_INTERVAL}`,
+    );
     console.log(`measured: ${elapsedS.toFixed(1)} s, ${rounds} rounds${complete ? '' : ' (stopped: a round was not saved in time)'}`);
     console.log(`instance heartbeats saved/s: ${Math.round(saved / elapsedS)}`);
     console.log(`agent heartbeats saved/s: ${Math.round(saved / PER_AGENT / elapsedS)}`);

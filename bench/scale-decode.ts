@@ -72,8 +72,12 @@ export function measureDecode(perAgent = 100, rounds = 20_000): DecodeFigures {
   const unchangedUs = perMessageUs(rounds, () => check(warm(base)));
   // Alternating two versions: every message differs from the agent's previous one in one instance.
   let flip = false;
-  const oneChangedUs = perMessageUs(rounds, () => check(warm((flip = !flip) ? changed : base)));
-  const oneRestartedUs = perMessageUs(rounds, () => check(warm((flip = !flip) ? restarted : base)));
+  const alternate = (other: Uint8Array): Uint8Array => {
+    flip = !flip;
+    return flip ? other : base;
+  };
+  const oneChangedUs = perMessageUs(rounds, () => check(warm(alternate(changed))));
+  const oneRestartedUs = perMessageUs(rounds, () => check(warm(alternate(restarted))));
   const genericUs = perMessageUs(Math.max(1_000, rounds >> 2), () => check(generic(base)));
   if (warm.stats.generic !== 0 || cold.stats.generic !== 0) throw new Error('the heartbeat decoder left the fast path on bench payloads');
   return { bytes: base.byteLength, genericUs, newAgentUs, unchangedUs, oneChangedUs, oneRestartedUs };

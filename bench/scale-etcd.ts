@@ -24,23 +24,42 @@ export async function startBenchEtcd(): Promise<BenchEtcd> {
   const client = `http://${HOST}:${clientPort}`;
   const peer = `http://${HOST}:${peerPort}`;
   const bin = resolveBinary('etcd', 'ETCD_BIN', ['/usr/bin/etcd', '/usr/local/bin/etcd']);
-  const proc = new ManagedProcess(`etcd on ${client}`, bin, [
-    '--name', 'scale',
-    '--data-dir', dataDir,
-    '--listen-client-urls', client,
-    '--advertise-client-urls', client,
-    '--listen-peer-urls', peer,
-    '--initial-advertise-peer-urls', peer,
-    '--initial-cluster', `scale=${peer}`,
-    '--initial-cluster-state', 'new',
-    '--log-level', 'error',
-    '--logger', 'zap',
-    '--auto-compaction-mode', 'periodic',
-    '--auto-compaction-retention', '1m',
-    '--quota-backend-bytes', String(8 * 1024 ** 3),
-    // The desired state of 100 000 apps is about 13 MB, replaced in one transaction.
-    '--max-request-bytes', String(64 * 1024 ** 2),
-  ], { orphanPaths: [dataDir] });
+  const proc = new ManagedProcess(
+    `etcd on ${client}`,
+    bin,
+    [
+      '--name',
+      'scale',
+      '--data-dir',
+      dataDir,
+      '--listen-client-urls',
+      client,
+      '--advertise-client-urls',
+      client,
+      '--listen-peer-urls',
+      peer,
+      '--initial-advertise-peer-urls',
+      peer,
+      '--initial-cluster',
+      `scale=${peer}`,
+      '--initial-cluster-state',
+      'new',
+      '--log-level',
+      'error',
+      '--logger',
+      'zap',
+      '--auto-compaction-mode',
+      'periodic',
+      '--auto-compaction-retention',
+      '1m',
+      '--quota-backend-bytes',
+      String(8 * 1024 ** 3),
+      // The desired state of 100 000 apps is about 13 MB, replaced in one transaction.
+      '--max-request-bytes',
+      String(64 * 1024 ** 2),
+    ],
+    { orphanPaths: [dataDir] },
+  );
   try {
     await proc.waitUntilReady(async () => {
       const res = await fetch(`${client}/health`, { signal: AbortSignal.timeout(1_000) });

@@ -100,7 +100,10 @@ interface RunResult {
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-const loadText = () => loadavg().map((x) => x.toFixed(2)).join(' ');
+const loadText = () =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
 
 function config(layout: Layout, o: { natsUrl: string; etcd: string; ccPort: number; apiPort: number }): string {
   const store =
@@ -126,7 +129,10 @@ function config(layout: Layout, o: { natsUrl: string; etcd: string; ccPort: numb
 
 async function etcdCounters(endpoint: string): Promise<{ puts: number; deletes: number }> {
   const text = await fetchText(`${endpoint}/metrics`);
-  return { puts: promValue(text, 'etcd_mvcc_put_total') ?? promValue(text, 'etcd_debugging_mvcc_put_total') ?? 0, deletes: promValue(text, 'etcd_mvcc_delete_total') ?? promValue(text, 'etcd_debugging_mvcc_delete_total') ?? 0 };
+  return {
+    puts: promValue(text, 'etcd_mvcc_put_total') ?? promValue(text, 'etcd_debugging_mvcc_put_total') ?? 0,
+    deletes: promValue(text, 'etcd_mvcc_delete_total') ?? promValue(text, 'etcd_debugging_mvcc_delete_total') ?? 0,
+  };
 }
 
 interface Scrape {
@@ -170,7 +176,23 @@ async function runOne(layout: Layout, instances: number): Promise<RunResult> {
 
     // The simulator first, so the daemon's first desired-state fetch finds the bulk API.
     const simDuration = MAX_WAIT_S + OBSERVE_S + 120;
-    sim = new ManagedProcess('simulator', process.execPath, [CLI, 'simulate', '--live', '-c', file, '--agents', String(agents), '--instances', String(PER_AGENT), '--per-app', String(PER_APP), '--churn', String(CHURN), '--duration', `${simDuration}s`]);
+    sim = new ManagedProcess('simulator', process.execPath, [
+      CLI,
+      'simulate',
+      '--live',
+      '-c',
+      file,
+      '--agents',
+      String(agents),
+      '--instances',
+      String(PER_AGENT),
+      '--per-app',
+      String(PER_APP),
+      '--churn',
+      String(CHURN),
+      '--duration',
+      `${simDuration}s`,
+    ]);
     logs.push(logTo(sim, join(dir, 'simulate.log')));
     await sim.waitUntilReady(async () => sim!.output().includes('bulk API:'), 60_000);
     const nodeArgs = args['daemon-node-args']!.split(' ').filter(Boolean);
@@ -207,7 +229,9 @@ async function runOne(layout: Layout, instances: number): Promise<RunResult> {
         fresh = v.actual && v.desired;
         if (firstFresh !== undefined && !fresh && lostAt === undefined) {
           lostAt = Date.now();
-          say(`lost freshness after ${((lostAt - firstFresh) / 1000).toFixed(0)}s: actual ${v.actual ? 'fresh' : 'not fresh'}, desired ${v.desired ? 'fresh' : 'not fresh'}`);
+          say(
+            `lost freshness after ${((lostAt - firstFresh) / 1000).toFixed(0)}s: actual ${v.actual ? 'fresh' : 'not fresh'}, desired ${v.desired ? 'fresh' : 'not fresh'}`,
+          );
         }
       } catch {
         // etcd did not answer within 5 s: not a verdict either way.
@@ -218,7 +242,13 @@ async function runOne(layout: Layout, instances: number): Promise<RunResult> {
           firstFresh = Date.now();
           endAt = firstFresh + OBSERVE_S * 1000;
           say(`fresh after ${((firstFresh - started) / 1000).toFixed(1)}s; observing for ${OBSERVE_S}s`);
-          base = { t: Date.now(), etcd: await etcdCounters(etcd.endpoint), daemon: procSample(daemon.pid), etcdProc: procSample(etcd.pid), simProc: procSample(sim.pid) };
+          base = {
+            t: Date.now(),
+            etcd: await etcdCounters(etcd.endpoint),
+            daemon: procSample(daemon.pid),
+            etcdProc: procSample(etcd.pid),
+            simProc: procSample(sim.pid),
+          };
           watcher = new LagWatcher(etcd.endpoint);
           await watcher.start(layout === 'hmgate' ? '/hmgate/' : '/hm9000layout-hm/');
           if (preFresh) scrapes.push(preFresh);
@@ -245,15 +275,24 @@ async function runOne(layout: Layout, instances: number): Promise<RunResult> {
       if (sc) scrapes.push(sc);
       // The daemon's own verdict at the end agrees with the markers read from etcd.
       try {
-        const st = JSON.parse(await fetchText(`http://127.0.0.1:${apiPort}/v1/status`, 30_000, auth)) as { actual: { fresh: boolean }; desired: { fresh: boolean } };
-        if ((st.actual.fresh && st.desired.fresh) !== (lostAt === undefined)) result.note = `/v1/status says ${st.actual.fresh && st.desired.fresh ? 'fresh' : 'not fresh'} at the end`;
+        const st = JSON.parse(await fetchText(`http://127.0.0.1:${apiPort}/v1/status`, 30_000, auth)) as {
+          actual: { fresh: boolean };
+          desired: { fresh: boolean };
+        };
+        if ((st.actual.fresh && st.desired.fresh) !== (lostAt === undefined))
+          result.note = `/v1/status says ${st.actual.fresh && st.desired.fresh ? 'fresh' : 'not fresh'} at the end`;
       } catch (err) {
         result.note = `/v1/status did not answer at the end (${(err as Error).message})`;
       }
       const seconds = (Date.now() - base!.t) / 1000;
       const e1 = await etcdCounters(etcd.endpoint);
       const d1 = procSample(daemon.pid);
-      result.etcd = { putsPerS: (e1.puts - base!.etcd.puts) / seconds, deletesPerS: (e1.deletes - base!.etcd.deletes) / seconds, cpuPct: cpuPercent(base!.etcdProc, procSample(etcd.pid), seconds), rssMb: procSample(etcd.pid)?.rssMb };
+      result.etcd = {
+        putsPerS: (e1.puts - base!.etcd.puts) / seconds,
+        deletesPerS: (e1.deletes - base!.etcd.deletes) / seconds,
+        cpuPct: cpuPercent(base!.etcdProc, procSample(etcd.pid), seconds),
+        rssMb: procSample(etcd.pid)?.rssMb,
+      };
       result.hmgate = { rssMb: d1?.rssMb ?? 0, hwmMb: d1?.hwmMb ?? peakRss, cpuPct: cpuPercent(base!.daemon, d1, seconds) };
       result.sim = { cpuPct: cpuPercent(base!.simProc, procSample(sim.pid), seconds) };
       if (process.env.BENCH_DEBUG) say(`watch: ${watcher?.events} events, ${watcher?.n} probes`);
@@ -311,7 +350,8 @@ function summaryLine(r: RunResult): string {
 }
 
 function table(results: RunResult[]): string {
-  const head = '| store | instances | agents | fresh held | first fresh (s) | ingest lag p50 / p99 (s) | cycle: first / mean / max (ms), cycles > 1 s | etcd puts/s + deletes/s | hmgate RSS / peak (MB) | hmgate CPU | etcd CPU, RSS (MB) | simulator CPU, publish lag p99 (ms) |';
+  const head =
+    '| store | instances | agents | fresh held | first fresh (s) | ingest lag p50 / p99 (s) | cycle: first / mean / max (ms), cycles > 1 s | etcd puts/s + deletes/s | hmgate RSS / peak (MB) | hmgate CPU | etcd CPU, RSS (MB) | simulator CPU, publish lag p99 (ms) |';
   const rows = results.map((r) =>
     [
       LABEL[r.layout],
@@ -332,10 +372,18 @@ function table(results: RunResult[]): string {
 }
 
 async function main(): Promise<void> {
-  const list = (s: string) => s.split(',').map(Number).filter((n) => n > 0);
+  const list = (s: string) =>
+    s
+      .split(',')
+      .map(Number)
+      .filter((n) => n > 0);
   const layouts = args.layouts!.split(',') as Layout[];
-  console.log(`bench/scale on ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, node ${process.version}`);
-  console.log(`heartbeat ${HB_S}s, ${PER_AGENT} instances per agent, ${PER_APP} per app, churn ${CHURN * 100}% of instances restarted per heartbeat; observe ${OBSERVE_S}s after first fresh (wait ≤ ${MAX_WAIT_S}s); /metrics scraped every ${SCRAPE_S}s`);
+  console.log(
+    `bench/scale on ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}, node ${process.version}`,
+  );
+  console.log(
+    `heartbeat ${HB_S}s, ${PER_AGENT} instances per agent, ${PER_APP} per app, churn ${CHURN * 100}% of instances restarted per heartbeat; observe ${OBSERVE_S}s after first fresh (wait ≤ ${MAX_WAIT_S}s); /metrics scraped every ${SCRAPE_S}s`,
+  );
   console.log(`load average before: ${loadText()}`);
   console.log('');
   console.log(formatDecode(measureDecode(PER_AGENT), PER_AGENT));

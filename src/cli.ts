@@ -97,12 +97,10 @@ export function buildProgram(): Command {
     },
   );
 
-  withConfig(program.command('print-config').description('print the merged config with defaults, secrets masked')).action(
-    async (o: { config?: string }) => {
-      const loaded = await load(o.config);
-      process.stdout.write(stringify(maskSecrets(loaded.display)));
-    },
-  );
+  withConfig(program.command('print-config').description('print the merged config with defaults, secrets masked')).action(async (o: { config?: string }) => {
+    const loaded = await load(o.config);
+    process.stdout.write(stringify(maskSecrets(loaded.display)));
+  });
 
   withConfig(
     program.command('doctor').description('check every dependency the config names: one ok / FAIL line per check, with the fix; exit 1 if any fails'),
@@ -152,7 +150,11 @@ export function buildProgram(): Command {
       const { status, text } = await callDaemon(loaded, 'POST', '/v1/actual/confirm-loss', { accept: [409] });
       const body = JSON.parse(text) as { confirmed?: number; error?: string };
       if (status === 409) fail(new Error(`${body.error ?? 'this daemon does not lead'} (confirm-loss goes to the leader's api.listen)`));
-      process.stdout.write(body.confirmed ? `confirmed: ${body.confirmed} silent agent(s) forgotten; their instances count as missing now\n` : 'no collapse holds: nothing to confirm\n');
+      process.stdout.write(
+        body.confirmed
+          ? `confirmed: ${body.confirmed} silent agent(s) forgotten; their instances count as missing now\n`
+          : 'no collapse holds: nothing to confirm\n',
+      );
     } catch (err) {
       if (err instanceof DaemonUnavailableError) fail(err);
       throw err;

@@ -44,7 +44,18 @@ export function crashCount(app: string, index: number, count: number, createdAt 
 }
 
 export function pendingStart(app: string, index: number, sendOn = 0, version = 'v1'): PendingStart {
-  return { messageId: `start-${app}-${index}-${sendOn}`, sendOn, sentOn: 0, keepAlive: 10_000, app, version, index, priority: 1, skipVerification: false, reason: 'missing' };
+  return {
+    messageId: `start-${app}-${index}-${sendOn}`,
+    sendOn,
+    sentOn: 0,
+    keepAlive: 10_000,
+    app,
+    version,
+    index,
+    priority: 1,
+    skipVerification: false,
+    reason: 'missing',
+  };
 }
 
 export function pendingStop(instanceGuid: string, app = 'app-a', sendOn = 0, version = 'v1'): PendingStop {
@@ -223,10 +234,7 @@ export function describeStoreContract(name: string, make: StoreFactory): void {
         const c = instance('dea-3', 'app-b', 0);
         const first = await store.saveHeartbeats([heartbeat('dea-1', [a]), heartbeat('dea-2', [b]), heartbeat('dea-3', [c])], TTL);
         expect([...first.changed].sort()).toEqual(['dea-1', 'dea-2', 'dea-3']);
-        const second = await store.saveHeartbeats(
-          [heartbeat('dea-1', [a]), heartbeat('dea-2', [{ ...b, state: 'STARTING' }]), heartbeat('dea-3', [c])],
-          TTL,
-        );
+        const second = await store.saveHeartbeats([heartbeat('dea-1', [a]), heartbeat('dea-2', [{ ...b, state: 'STARTING' }]), heartbeat('dea-3', [c])], TTL);
         expect(second.changed).toEqual(['dea-2']);
       });
 
@@ -374,9 +382,7 @@ export function describeStoreContract(name: string, make: StoreFactory): void {
         await store.saveHeartbeats([heartbeat('dea-1', [a])], TTL);
         const before = plainSnapshot(await store.snapshot());
         changes.length = 0;
-        await expect(store.saveHeartbeats([heartbeat('dea-1', []), heartbeat('dea-2', [instance('dea-2', 'app-b', 0)])], ttl)).rejects.toThrow(
-          /ttl/i,
-        );
+        await expect(store.saveHeartbeats([heartbeat('dea-1', []), heartbeat('dea-2', [instance('dea-2', 'app-b', 0)])], ttl)).rejects.toThrow(/ttl/i);
         expect(plainSnapshot(await store.snapshot())).toEqual(before);
         expect(sortedKeys(await store.getAgents())).toEqual(['dea-1']);
         expect((await store.getAgents()).get('dea-1')?.expiresAt).toBe(START + TTL);
@@ -676,10 +682,7 @@ export function describeStoreContract(name: string, make: StoreFactory): void {
       async function populate() {
         await store.replaceDesired([desiredApp('app-a', 'v1', 2), desiredApp('app-b', 'v1', 1)]);
         await store.saveHeartbeats(
-          [
-            heartbeat('dea-1', [instance('dea-1', 'app-a', 0), instance('dea-1', 'app-b', 0)]),
-            heartbeat('dea-2', [instance('dea-2', 'app-a', 1)]),
-          ],
+          [heartbeat('dea-1', [instance('dea-1', 'app-a', 0), instance('dea-1', 'app-b', 0)]), heartbeat('dea-2', [instance('dea-2', 'app-a', 1)])],
           TTL,
         );
         await store.putCrashCounts([crashCount('app-a', 0, 2, START), crashCount('app-a', 1, 1, START), crashCount('app-c', 0, 4, START)], TTL);
@@ -708,7 +711,12 @@ export function describeStoreContract(name: string, make: StoreFactory): void {
         expect(instanceIds(s.instances.get(appKey('app-a', 'v1')))).toEqual(['app-a-v1-0@dea-1', 'app-a-v1-1@dea-2']);
         expect(instanceIds(s.instances.get(appKey('app-b', 'v1')))).toEqual(['app-b-v1-0@dea-1']);
         expect(sortedKeys(s.crashCounts)).toEqual([appKey('app-a', 'v1'), appKey('app-c', 'v1')]);
-        expect(s.crashCounts.get(appKey('app-a', 'v1'))?.map((c) => [c.index, c.count]).sort()).toEqual([
+        expect(
+          s.crashCounts
+            .get(appKey('app-a', 'v1'))
+            ?.map((c) => [c.index, c.count])
+            .sort(),
+        ).toEqual([
           [0, 2],
           [1, 1],
         ]);
@@ -739,10 +747,7 @@ export function describeStoreContract(name: string, make: StoreFactory): void {
         const countsBefore = structuredClone([...counts.entries()]);
 
         await store.replaceDesired([desiredApp('app-z')]);
-        await store.saveHeartbeats(
-          [heartbeat('dea-1', [instance('dea-1', 'app-a', 0, 'CRASHED')]), heartbeat('dea-3', [instance('dea-3', 'app-a', 5)])],
-          TTL,
-        );
+        await store.saveHeartbeats([heartbeat('dea-1', [instance('dea-1', 'app-a', 0, 'CRASHED')]), heartbeat('dea-3', [instance('dea-3', 'app-a', 5)])], TTL);
         await store.removeAgent('dea-2');
         await store.putCrashCounts([crashCount('app-a', 0, 9, START), crashCount('app-b', 0, 1, START)], TTL);
         await store.deleteCrashCounts([crashKey({ app: 'app-a', version: 'v1', index: 1 })]);

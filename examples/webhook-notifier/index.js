@@ -51,9 +51,9 @@ export default {
       try {
         res = await fetch(url, { method: 'POST', headers, body, signal: AbortSignal.timeout(timeoutMs) });
       } catch (err) {
-        if (err?.name === 'TimeoutError') throw new Error(`webhook ${shownUrl} did not answer within ${timeoutMs}ms`);
+        if (err?.name === 'TimeoutError') throw new Error(`webhook ${shownUrl} did not answer within ${timeoutMs}ms`, { cause: err });
         const cause = err?.cause?.code ?? err?.cause?.message ?? err?.message ?? String(err);
-        throw new Error(`webhook ${shownUrl} could not be reached: ${maskUrl(String(cause))}`);
+        throw new Error(`webhook ${shownUrl} could not be reached: ${maskUrl(String(cause))}`, { cause: err });
       }
       // Read the answer to the end so the connection can be reused.
       const text = await res.text().catch(() => '');

@@ -19,7 +19,16 @@ interface Received {
 }
 
 const start: StartOrder = { action: 'start', messageId: 'msg-1', app: 'app-guid-1', version: 'v-1', index: 2, reason: 'MISSING', priority: 0.5 };
-const stop: StopOrder = { action: 'stop', messageId: 'msg-2', app: 'app-guid-1', version: 'v-1', instance: 'inst-9', index: 0, isDuplicate: true, reason: 'DUPLICATE' };
+const stop: StopOrder = {
+  action: 'stop',
+  messageId: 'msg-2',
+  app: 'app-guid-1',
+  version: 'v-1',
+  instance: 'inst-9',
+  index: 0,
+  isDuplicate: true,
+  reason: 'DUPLICATE',
+};
 
 let server: Server | undefined;
 afterEach(async () => {
@@ -50,7 +59,9 @@ async function receiver(status: () => number = () => 200) {
   return { url: `http://127.0.0.1:${port}/hooks/hm`, received };
 }
 
-async function webhook(raw: Record<string, unknown>): Promise<ReturnType<typeof makeStageContext> & { problems: string[]; options: Record<string, unknown>; stage?: SinkStage }> {
+async function webhook(
+  raw: Record<string, unknown>,
+): Promise<ReturnType<typeof makeStageContext> & { problems: string[]; options: Record<string, unknown>; stage?: SinkStage }> {
   const { definition, builtin } = await loadPlugin('./examples/webhook-notifier/index.js', packageRoot);
   expect(builtin).toBe(false);
   expect(definition).toMatchObject({ name: 'webhook-notifier', kind: 'sink' });
@@ -84,7 +95,10 @@ describe('examples/webhook-notifier', () => {
     ]);
     expect(JSON.parse(hook.received[1]!.body).order).toEqual(stop);
     expect(stage!.health!()).toEqual({ healthy: true, last_error: null });
-    expect(logs.filter((l) => String(l.msg).startsWith('webhook: sent')).map((l) => l.msg)).toEqual(['webhook: sent start (MISSING)', 'webhook: sent stop (DUPLICATE)']);
+    expect(logs.filter((l) => String(l.msg).startsWith('webhook: sent')).map((l) => l.msg)).toEqual([
+      'webhook: sent start (MISSING)',
+      'webhook: sent stop (DUPLICATE)',
+    ]);
     expect(JSON.stringify(logs)).not.toContain('t0ken');
   });
 
@@ -93,7 +107,10 @@ describe('examples/webhook-notifier', () => {
     const hook = await receiver(() => status);
     const { stage } = await webhook({ url: hook.url });
     await expect(stage!.send(start)).rejects.toThrow(new Error(`webhook ${hook.url} answered 500 (database on fire)`));
-    expect(stage!.health!()).toEqual({ healthy: false, last_error: `start MISSING for app-guid-1/2 not sent: webhook ${hook.url} answered 500 (database on fire)` });
+    expect(stage!.health!()).toEqual({
+      healthy: false,
+      last_error: `start MISSING for app-guid-1/2 not sent: webhook ${hook.url} answered 500 (database on fire)`,
+    });
     status = 204;
     await stage!.send(start);
     expect(stage!.health!()).toEqual({ healthy: true, last_error: null });

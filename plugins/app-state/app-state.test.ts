@@ -70,7 +70,15 @@ describe('app-state source (HM9000 §2.5 a)', () => {
 
   it('app.state answers {} for an unknown app, a crash-only app, and a request that is not the object', async () => {
     const { bus } = await setup();
-    for (const body of ['{"droplet":"nope","version":"v1"}', '{"droplet":"ghost","version":"v1"}', '{"droplet":"app-1","version":"v9"}', 'null', '{', '[{"droplet":"app-1","version":"v1"}]', '{"droplet":1}']) {
+    for (const body of [
+      '{"droplet":"nope","version":"v1"}',
+      '{"droplet":"ghost","version":"v1"}',
+      '{"droplet":"app-1","version":"v9"}',
+      'null',
+      '{',
+      '[{"droplet":"app-1","version":"v1"}]',
+      '{"droplet":1}',
+    ]) {
       expect(await ask(bus, 'app.state', body)).toBe('{}');
     }
   });

@@ -23,7 +23,11 @@ import { definePlugin, type Stage, type StageContext, type StageHealth } from '.
 
 export const AppStateOptions = Type.Object(
   {
-    subject: Type.String({ minLength: 1, default: 'app.state', description: "Subject of one app's state requests, {\"droplet\",\"version\"} (HM9000 N: app.state)." }),
+    subject: Type.String({
+      minLength: 1,
+      default: 'app.state',
+      description: 'Subject of one app\'s state requests, {"droplet","version"} (HM9000 N: app.state).',
+    }),
     bulk_subject: Type.String({
       minLength: 1,
       default: 'app.state.bulk',

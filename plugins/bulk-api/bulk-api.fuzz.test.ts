@@ -47,9 +47,21 @@ const validPage: fc.Arbitrary<Page> = fc.oneof(
 /** Copies a page so mutations do not leak between runs. */
 const copy = <T>(v: T): T => JSON.parse(JSON.stringify(v)) as T;
 
-const notObject = fc.oneof(fc.string(), fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean(), fc.constant(null), fc.array(fc.jsonValue(), { maxLength: 3 }));
+const notObject = fc.oneof(
+  fc.string(),
+  fc.integer(),
+  fc.double({ noNaN: true, noDefaultInfinity: true }),
+  fc.boolean(),
+  fc.constant(null),
+  fc.array(fc.jsonValue(), { maxLength: 3 }),
+);
 const notObjectNorNull = notObject.filter((v) => v !== null);
-const notString = fc.oneof(fc.integer(), fc.boolean(), fc.array(fc.integer(), { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 4 }), fc.integer(), { maxKeys: 2 }));
+const notString = fc.oneof(
+  fc.integer(),
+  fc.boolean(),
+  fc.array(fc.integer(), { maxLength: 3 }),
+  fc.dictionary(fc.string({ maxLength: 4 }), fc.integer(), { maxKeys: 2 }),
+);
 const notInteger = fc.oneof(
   fc.string(),
   fc.boolean(),
@@ -137,7 +149,7 @@ function parse(body: string): PageResult {
   try {
     return parseBulkPage(body);
   } catch (err) {
-    throw new Error(`parseBulkPage threw on ${JSON.stringify(body).slice(0, 200)}: ${String(err)}`);
+    throw new Error(`parseBulkPage threw on ${JSON.stringify(body).slice(0, 200)}: ${String(err)}`, { cause: err });
   }
 }
 
@@ -190,7 +202,10 @@ describe('parseBulkPage over generated bodies', () => {
   });
 
   it('random JSON: never throws, and what it accepts is consistent', () => {
-    const shaped = fc.record({ results: fc.oneof(fc.jsonValue(), fc.dictionary(fc.string({ maxLength: 6 }), fc.jsonValue(), { maxKeys: 4 })), bulk_token: fc.jsonValue() }, { requiredKeys: [] });
+    const shaped = fc.record(
+      { results: fc.oneof(fc.jsonValue(), fc.dictionary(fc.string({ maxLength: 6 }), fc.jsonValue(), { maxKeys: 4 })), bulk_token: fc.jsonValue() },
+      { requiredKeys: [] },
+    );
     fc.assert(
       fc.property(fc.oneof(fc.jsonValue(), shaped), (value) => {
         const body = JSON.stringify(value) ?? 'undefined';
@@ -203,7 +218,11 @@ describe('parseBulkPage over generated bodies', () => {
   it('text that is not JSON: always a failure with a reason', () => {
     fc.assert(
       fc.property(
-        fc.oneof(fc.string({ maxLength: 200 }), fc.string({ unit: 'binary', maxLength: 200 }), fc.string({ unit: fc.constantFrom(...'{}[]":,0123456789.-eEtrufalsn \\'.split('')), maxLength: 200 })),
+        fc.oneof(
+          fc.string({ maxLength: 200 }),
+          fc.string({ unit: 'binary', maxLength: 200 }),
+          fc.string({ unit: fc.constantFrom(...'{}[]":,0123456789.-eEtrufalsn \\'.split('')), maxLength: 200 }),
+        ),
         (body) => {
           let isJson = true;
           try {
@@ -277,7 +296,13 @@ describe('a walk over generated pages', () => {
   const ascending = (pages: Page[]) => pages.map((p, i) => JSON.stringify({ ...p, bulk_token: { id: i + 1 } }));
   const fullPage = fc.record({ results: results(1), bulk_token: fc.constant(null) });
   const oldApps = fc.array(
-    fc.record({ guid: fc.string({ minLength: 1, maxLength: 6 }), version: fc.constant('v'), instances: fc.nat(5), state: fc.constant('STARTED'), packageState: fc.constant('STAGED') }),
+    fc.record({
+      guid: fc.string({ minLength: 1, maxLength: 6 }),
+      version: fc.constant('v'),
+      instances: fc.nat(5),
+      state: fc.constant('STARTED'),
+      packageState: fc.constant('STAGED'),
+    }),
     { maxLength: 4 },
   );
 
@@ -329,7 +354,12 @@ describe('walk: ruby page parsing under generated input', () => {
   );
   const body = fc.oneof(
     fc.jsonValue().map((v) => JSON.stringify(v) ?? 'null'),
-    fc.record({ results: fc.dictionary(fc.string({ maxLength: 8 }), fc.oneof(rubyEntry, fc.jsonValue()), { maxKeys: 6 }), bulk_token: fc.jsonValue() }, { requiredKeys: [] }).map((v) => JSON.stringify(v)),
+    fc
+      .record(
+        { results: fc.dictionary(fc.string({ maxLength: 8 }), fc.oneof(rubyEntry, fc.jsonValue()), { maxKeys: 6 }), bulk_token: fc.jsonValue() },
+        { requiredKeys: [] },
+      )
+      .map((v) => JSON.stringify(v)),
     fc.string({ maxLength: 120 }),
   );
 

@@ -179,7 +179,9 @@ describe('bulk-api in the engine', () => {
     const untrusted = await engineWith(base);
     const s = await staleBecause(
       untrusted,
-      new RegExp(`^the CC certificate for 127\\.0\\.0\\.1:${cc.port} is not trusted \\([A-Z_]+\\): set sources\\.desired\\.ca_file, or skip_cert_verify: true$`),
+      new RegExp(
+        `^the CC certificate for 127\\.0\\.0\\.1:${cc.port} is not trusted \\([A-Z_]+\\): set sources\\.desired\\.ca_file, or skip_cert_verify: true$`,
+      ),
     );
     expect(s.desired.reason).toMatch(/DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN/);
     expect(await untrusted.desiredKeys()).toEqual([]);
@@ -201,7 +203,9 @@ describe('bulk-api in the engine', () => {
     const run = await engineWith([`url: http://127.0.0.1:${port}`, 'user: u', 'password: p']);
     const s = await staleBecause(
       run,
-      new RegExp(`^connection refused by http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\): check sources\\.desired\\.url — it must be the Cloud Controller's domain or IP$`),
+      new RegExp(
+        `^connection refused by http://127\\.0\\.0\\.1:${port} \\(ECONNREFUSED\\): check sources\\.desired\\.url — it must be the Cloud Controller's domain or IP$`,
+      ),
     );
     expect(s.stages.desired!.last_error).toBe(s.desired.reason);
   });
@@ -238,7 +242,12 @@ describe('bulk-api credentials over NATS', () => {
 
   it('no answer on the subject skips the fetch with a reason', async () => {
     const cc = await fakeCC();
-    const run = await engineWith([`url: ${cc.url}`, 'credentials: nats', 'credentials_subject: cloudcontroller.bulk.credentials.ng', 'credentials_timeout: 200ms']);
+    const run = await engineWith([
+      `url: ${cc.url}`,
+      'credentials: nats',
+      'credentials_subject: cloudcontroller.bulk.credentials.ng',
+      'credentials_timeout: 200ms',
+    ]);
     await staleBecause(run, /^Failed to request auth info on cloudcontroller\.bulk\.credentials\.ng: /);
     expect(cc.requests).toHaveLength(0);
   });

@@ -143,7 +143,9 @@ async function metricValue(name: string, labels: Record<string, string> = {}): P
   const m = registry.getSingleMetric(name);
   if (!m) return undefined;
   const data = await m.get();
-  return data.values.find((v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val) && (v as { metricName?: string }).metricName !== `${name}_bucket`)?.value;
+  return data.values.find(
+    (v) => Object.entries(labels).every(([k, val]) => v.labels[k] === val) && (v as { metricName?: string }).metricName !== `${name}_bucket`,
+  )?.value;
 }
 
 describe('bulk-api plugin definition', () => {
@@ -157,7 +159,10 @@ describe('bulk-api plugin definition', () => {
     expect(props.skip_cert_verify!.description).toContain('default_config.json had true');
 
     const file = join(dir, 'hmgate.yaml');
-    await writeFile(file, ['heartbeat_interval: 2s', 'api: { password: pw }', 'sources:', '  desired: { plugin: bulk-api, url: "https://cc.example.com" }', ''].join('\n'));
+    await writeFile(
+      file,
+      ['heartbeat_interval: 2s', 'api: { password: pw }', 'sources:', '  desired: { plugin: bulk-api, url: "https://cc.example.com" }', ''].join('\n'),
+    );
     const loaded = await loadConfig(file, { env: {} });
     const stage = loaded.stages.find((s) => s.id === 'desired')!;
     expect(stage.options).toEqual({
@@ -178,7 +183,10 @@ describe('bulk-api plugin definition', () => {
 
   it('refuses options it cannot work with', async () => {
     const file = join(dir, 'bad.yaml');
-    await writeFile(file, ['api: { password: pw }', 'sources:', '  desired: { plugin: bulk-api, batch_size: 0, credentials: carrier-pigeon, colour: red }', ''].join('\n'));
+    await writeFile(
+      file,
+      ['api: { password: pw }', 'sources:', '  desired: { plugin: bulk-api, batch_size: 0, credentials: carrier-pigeon, colour: red }', ''].join('\n'),
+    );
     const err = await loadConfig(file, { env: {} }).then(
       () => undefined,
       (e: unknown) => e as Error,
@@ -391,9 +399,7 @@ describe('failures leave the previous desired state untouched', () => {
         await tick(src, 2_000);
       },
     );
-    expect(reason).toBe(
-      `timed out: the desired-state fetch from ${cc.url} took longer than 2000ms (sources.desired.timeout) and was abandoned on page 1`,
-    );
+    expect(reason).toBe(`timed out: the desired-state fetch from ${cc.url} took longer than 2000ms (sources.desired.timeout) and was abandoned on page 1`);
   });
 
   it('connection refused names the URL', async () => {
@@ -473,13 +479,22 @@ describe('TLS', () => {
 describe('transport errors in words', () => {
   const t = { id: 'desired', url: 'https://api.example.com', host: 'api.example.com', networkTimeoutMs: 10_000 };
   it.each([
-    [{ code: 'ENOTFOUND' }, "cannot resolve the host of https://api.example.com (DNS ENOTFOUND): check sources.desired.url — it must be the Cloud Controller's domain or IP"],
+    [
+      { code: 'ENOTFOUND' },
+      "cannot resolve the host of https://api.example.com (DNS ENOTFOUND): check sources.desired.url — it must be the Cloud Controller's domain or IP",
+    ],
     [{ code: 'EAI_AGAIN' }, /DNS EAI_AGAIN/],
     [Object.assign(new AggregateError([Object.assign(new Error('x'), { code: 'ECONNREFUSED' })]), {}), /^connection refused by https:\/\/api\.example\.com/],
     [{ code: 'UND_ERR_CONNECT_TIMEOUT' }, /^timed out connecting to https:\/\/api\.example\.com after 10000ms/],
-    [{ code: 'CERT_HAS_EXPIRED' }, 'the CC certificate for api.example.com is not trusted (CERT_HAS_EXPIRED): set sources.desired.ca_file, or skip_cert_verify: true'],
+    [
+      { code: 'CERT_HAS_EXPIRED' },
+      'the CC certificate for api.example.com is not trusted (CERT_HAS_EXPIRED): set sources.desired.ca_file, or skip_cert_verify: true',
+    ],
     [{ code: 'ERR_TLS_CERT_ALTNAME_INVALID' }, /not valid for api\.example\.com/],
-    [Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }), 'HTTP request to the CC bulk API at https://api.example.com failed (ECONNRESET: socket hang up)'],
+    [
+      Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }),
+      'HTTP request to the CC bulk API at https://api.example.com failed (ECONNRESET: socket hang up)',
+    ],
   ])('%o', (err, expected) => {
     const text = describeTransportError(err, t);
     if (typeof expected === 'string') expect(text).toBe(expected);
@@ -516,7 +531,13 @@ describe('page parsing', () => {
         bulk_token: { id: 17, extra: 'dropped' },
       }),
     );
-    expect(r).toEqual({ ok: true, done: false, results: 3, kept: [{ guid: 'g', version: 'v', instances: 1, state: 'STARTED', packageState: 'STAGED' }], nextToken: '{"id":17}' });
+    expect(r).toEqual({
+      ok: true,
+      done: false,
+      results: 3,
+      kept: [{ guid: 'g', version: 'v', instances: 1, state: 'STARTED', packageState: 'STAGED' }],
+      nextToken: '{"id":17}',
+    });
     expect(parseBulkPage('{"results":{},"bulk_token":{"id":null}}')).toEqual({ ok: true, done: true, results: 0, kept: [], nextToken: null });
   });
 
@@ -609,11 +630,27 @@ describe('credentials over NATS (HM9000 2013, §2.7)', () => {
   });
 
   it.each([
-    ['a timeout', () => Promise.reject(Object.assign(new Error('TIMEOUT'), { code: 'TIMEOUT' })), 'Failed to request auth info on cloudcontroller.bulk.credentials.default: no reply within 5000ms (sources.desired.credentials_timeout)'],
+    [
+      'a timeout',
+      () => Promise.reject(Object.assign(new Error('TIMEOUT'), { code: 'TIMEOUT' })),
+      'Failed to request auth info on cloudcontroller.bulk.credentials.default: no reply within 5000ms (sources.desired.credentials_timeout)',
+    ],
     ['no responder', () => Promise.reject(Object.assign(new Error('503'), { code: '503' })), /^Failed to request auth info on .*: no one answers that subject/],
-    ['NATS down', () => Promise.reject(new BusNotConnectedError()), 'Failed to request auth info on cloudcontroller.bulk.credentials.default: NATS is not connected'],
-    ['a reply that is not JSON', (s: string) => Promise.resolve(reply(s, 'user=bulk_api password=p4ss-s3cret')), 'Failed to parse authentication info from JSON on cloudcontroller.bulk.credentials.default: the reply is not JSON'],
-    ['a reply without password', (s: string) => Promise.resolve(reply(s, '{"user":"bulk_api","pass":"p4ss-s3cret"}')), /^Failed to parse authentication info from JSON on .*: the reply's password must be a string, not missing$/],
+    [
+      'NATS down',
+      () => Promise.reject(new BusNotConnectedError()),
+      'Failed to request auth info on cloudcontroller.bulk.credentials.default: NATS is not connected',
+    ],
+    [
+      'a reply that is not JSON',
+      (s: string) => Promise.resolve(reply(s, 'user=bulk_api password=p4ss-s3cret')),
+      'Failed to parse authentication info from JSON on cloudcontroller.bulk.credentials.default: the reply is not JSON',
+    ],
+    [
+      'a reply without password',
+      (s: string) => Promise.resolve(reply(s, '{"user":"bulk_api","pass":"p4ss-s3cret"}')),
+      /^Failed to parse authentication info from JSON on .*: the reply's password must be a string, not missing$/,
+    ],
   ])('%s skips the fetch with a reason', async (_what, responder, expected) => {
     bus.responder = responder;
     await store.replaceDesired([{ guid: 'old', version: 'v0', instances: 1, state: 'STARTED', packageState: 'STAGED' }]);
@@ -643,7 +680,9 @@ describe('credentials over NATS (HM9000 2013, §2.7)', () => {
     await tick(src);
     cc.fail('401');
     await tick(src, 6 * HB);
-    expect(src.health().last_error).toBe(`CC bulk API at ${cc.url} answered 401: it refused the credentials received on cloudcontroller.bulk.credentials.default`);
+    expect(src.health().last_error).toBe(
+      `CC bulk API at ${cc.url} answered 401: it refused the credentials received on cloudcontroller.bulk.credentials.default`,
+    );
     expect(JSON.stringify(lines)).not.toContain('bulk-password');
     expect(JSON.stringify(lines)).not.toContain(Buffer.from('bulk_api:bulk-password').toString('base64'));
   });

@@ -13,9 +13,6 @@
  * still under way as the original's did. The store still gets, after each complete walk, the apps
  * that should run, so that dump, status and the freshness gate read what they read with HM9000.
  */
-import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
-import tls from 'node:tls';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { Agent } from 'undici';
 import { maskUrl } from '../../src/config/mask.js';
@@ -251,7 +248,8 @@ export class BulkApiSource implements Stage {
   ) {
     const full = bulkBaseUrl(opts.url);
     this.url = maskUrl(full);
-    if (opts.forget_unseen && opts.walk !== 'ruby') throw new Error(`sources.${ctx.id}.forget_unseen needs walk: ruby (the HM9000 walk replaces the desired state whole anyway)`);
+    if (opts.forget_unseen && opts.walk !== 'ruby')
+      throw new Error(`sources.${ctx.id}.forget_unseen needs walk: ruby (the HM9000 walk replaces the desired state whole anyway)`);
     const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//.exec(opts.url);
     if (scheme && !/^https?$/i.test(scheme[1]!)) throw new Error(`sources.${ctx.id}.url ${maskUrl(opts.url)} must start with http:// or https://`);
     let parsed: URL;
@@ -639,7 +637,10 @@ export class BulkApiSource implements Stage {
       this.setAvailable(true);
       const users = parseUserCount(answer.body);
       if (users === null) {
-        this.ctx.logger.warn({ url: this.url, path }, `CC bulk API at ${this.url} answered /bulk/counts with a body that is not {"counts":{"user":N}}; the user count is unchanged`);
+        this.ctx.logger.warn(
+          { url: this.url, path },
+          `CC bulk API at ${this.url} answered /bulk/counts with a body that is not {"counts":{"user":N}}; the user count is unchanged`,
+        );
         return;
       }
       this.stats.totalUsers = users;
@@ -684,13 +685,18 @@ export class BulkApiSource implements Stage {
           }
           this.setAvailable(false);
           this.dropCredentials();
-          return this.failed(`too many consecutive bulk API errors (${this.consecutiveErrors}): desired state is unavailable and the credentials dropped; the last: ${why}`, pages, started);
+          return this.failed(
+            `too many consecutive bulk API errors (${this.consecutiveErrors}): desired state is unavailable and the credentials dropped; the last: ${why}`,
+            pages,
+            started,
+          );
         }
         this.consecutiveErrors = 0;
         pages++;
         if (answer.status !== 200) {
           this.setAvailable(false);
-          const reason = answer.status === 401 ? this.unauthorized() : `CC bulk API at ${this.url} answered ${answer.status} on page ${pages}${ccErrorText(answer.body)}`;
+          const reason =
+            answer.status === 401 ? this.unauthorized() : `CC bulk API at ${this.url} answered ${answer.status} on page ${pages}${ccErrorText(answer.body)}`;
           return this.failed(reason, pages, started);
         }
         this.setAvailable(true);
@@ -705,7 +711,12 @@ export class BulkApiSource implements Stage {
         }
         for (const s of page.skipped) {
           seen.add(s.app);
-          this.skipped.drop(BULK_APPS_LABEL, 'invalid_app', `app ${JSON.stringify(s.app).slice(0, 60)} on page ${pages}: ${s.reason}; the app keeps what it had, the rest of the page is taken`, { app: s.app });
+          this.skipped.drop(
+            BULK_APPS_LABEL,
+            'invalid_app',
+            `app ${JSON.stringify(s.app).slice(0, 60)} on page ${pages}: ${s.reason}; the app keeps what it had, the rest of the page is taken`,
+            { app: s.app },
+          );
         }
         logger[this.completed ? 'debug' : 'info'](
           { page: pages, results: page.results, skipped: page.skipped.length, seen_so_far: seen.size },

@@ -26,12 +26,8 @@ export const BulkApiOptionsSchema = Type.Object(
       description:
         "The Cloud Controller's base URL (its domain or IP), http:// or https://; /bulk/apps is appended. A bare host[:port] gets http:// in front, as the Ruby HM did with bulk_api.host. Replaces HM9000's cc_base_url and the Ruby HM's bulk_api.host.",
     }),
-    user: Type.Optional(
-      Type.String({ description: "Basic-auth user of the CC bulk API (credentials: static). Replaces HM9000's cc_auth_user." }),
-    ),
-    password: Type.Optional(
-      Type.String({ description: "Basic-auth password of the CC bulk API (credentials: static). Replaces HM9000's cc_auth_password." }),
-    ),
+    user: Type.Optional(Type.String({ description: "Basic-auth user of the CC bulk API (credentials: static). Replaces HM9000's cc_auth_user." })),
+    password: Type.Optional(Type.String({ description: "Basic-auth password of the CC bulk API (credentials: static). Replaces HM9000's cc_auth_password." })),
     walk: Type.Unsafe<WalkMode>({
       type: 'string',
       enum: [...WALK_MODES],
@@ -42,7 +38,7 @@ export const BulkApiOptionsSchema = Type.Object(
     user_counts: Type.Boolean({
       default: false,
       description:
-        "true asks GET /bulk/counts?model=user before each walk, beside it (the Ruby HM): its answer sets whether desired state is available, and a failure drops NATS credentials. The user count is kept for the statistics.",
+        'true asks GET /bulk/counts?model=user before each walk, beside it (the Ruby HM): its answer sets whether desired state is available, and a failure drops NATS credentials. The user count is kept for the statistics.',
     }),
     forget_unseen: Type.Boolean({
       default: false,
@@ -67,8 +63,7 @@ export const BulkApiOptionsSchema = Type.Object(
     }),
     network_timeout: Duration({
       default: '10s',
-      description:
-        "Connect timeout, and the deadline of each request (answer and body). Replaces HM9000's fetcher_network_timeout_in_seconds.",
+      description: "Connect timeout, and the deadline of each request (answer and body). Replaces HM9000's fetcher_network_timeout_in_seconds.",
     }),
     skip_cert_verify: Type.Boolean({
       default: false,
@@ -79,7 +74,7 @@ export const BulkApiOptionsSchema = Type.Object(
       Type.String({
         minLength: 1,
         description:
-          "PEM file of CA certificates trusted for the CC in addition to the system CAs; relative to this config file. HM9000 had no such key (it only had skip_cert_verify).",
+          'PEM file of CA certificates trusted for the CC in addition to the system CAs; relative to this config file. HM9000 had no such key (it only had skip_cert_verify).',
       }),
     ),
     credentials: Type.Unsafe<CredentialMode>({
@@ -87,7 +82,7 @@ export const BulkApiOptionsSchema = Type.Object(
       enum: [...CREDENTIAL_MODES],
       default: 'static',
       description:
-        "static: user / password above (HM9000 since 2013-10). nats: ask the CC for them on credentials_subject before each fetch (HM9000 until 2013-10); walk: ruby keeps them until /bulk/counts fails or 10 transport errors in a row (the Ruby HM).",
+        'static: user / password above (HM9000 since 2013-10). nats: ask the CC for them on credentials_subject before each fetch (HM9000 until 2013-10); walk: ruby keeps them until /bulk/counts fails or 10 transport errors in a row (the Ruby HM).',
     }),
     cc_partition: Type.String({
       minLength: 1,
@@ -99,7 +94,7 @@ export const BulkApiOptionsSchema = Type.Object(
       Type.String({
         minLength: 1,
         description:
-          "NATS subject the CC answers with {\"user\",\"password\"} (credentials: nats); default cloudcontroller.bulk.credentials.<cc_partition>. Replaces HM9000's cc_auth_message_bus_subject (2013) and the Ruby HM's credentials subject.",
+          'NATS subject the CC answers with {"user","password"} (credentials: nats); default cloudcontroller.bulk.credentials.<cc_partition>. Replaces HM9000\'s cc_auth_message_bus_subject (2013) and the Ruby HM\'s credentials subject.',
       }),
     ),
     credentials_timeout: Duration({

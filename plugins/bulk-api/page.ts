@@ -156,11 +156,10 @@ export function parseCredentials(data: Uint8Array): CredentialsResult {
   }
   if (!isObject(doc)) return { ok: false, reason: `the reply must be an object {"user","password"}, not ${describeJson(doc)}` };
   if (typeof doc.user !== 'string') return { ok: false, reason: `the reply's user must be a string, not ${describeJson(doc.user)}` };
-  if (typeof doc.password !== 'string') return { ok: false, reason: `the reply's password must be a string, not ${doc.password === undefined ? 'missing' : 'of another type'}` };
+  if (typeof doc.password !== 'string')
+    return { ok: false, reason: `the reply's password must be a string, not ${doc.password === undefined ? 'missing' : 'of another type'}` };
   return { ok: true, user: doc.user, password: doc.password };
 }
-
-
 
 export interface TransportContext {
   /** The stage id, for `sources.<id>.…` in the advice. */
@@ -266,7 +265,8 @@ function rubyEntryProblem(entry: unknown): string | null {
     if (typeof entry[field] !== 'string') return `${field} must be a string, not ${describeJson(entry[field])}`;
   }
   const instances = entry.instances;
-  if (typeof instances !== 'number' || !Number.isSafeInteger(instances) || instances < 0) return `instances must be a whole number, not ${describeJson(instances)}`;
+  if (typeof instances !== 'number' || !Number.isSafeInteger(instances) || instances < 0)
+    return `instances must be a whole number, not ${describeJson(instances)}`;
   if (typeof entry.memory !== 'number' || !Number.isFinite(entry.memory)) return `memory must be a number, not ${describeJson(entry.memory)}`;
   if (typeof entry.updated_at !== 'string') return `updated_at must be a time, not ${describeJson(entry.updated_at)}`;
   if (epochSeconds(entry.updated_at) === null) return `updated_at ${keyText(entry.updated_at)} is not a time`;

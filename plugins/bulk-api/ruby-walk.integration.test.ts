@@ -85,7 +85,9 @@ async function engineWith(source: string[]): Promise<{ engine: Engine; status():
   );
   const loaded = await loadConfig(file, { env: {} });
   const logs: string[] = [];
-  const engine = new Engine(loaded, { loggers: createLoggerFactory({ foundation: 'it-ruby', level: 'debug', destination: { write: (s: string) => void logs.push(s) } }) });
+  const engine = new Engine(loaded, {
+    loggers: createLoggerFactory({ foundation: 'it-ruby', level: 'debug', destination: { write: (s: string) => void logs.push(s) } }),
+  });
   cleanups.push(() => engine.stop());
   await engine.start();
   const auth = `Basic ${Buffer.from('magnet:pw').toString('base64')}`;
@@ -104,10 +106,12 @@ describe('walk: ruby with NATS credentials', () => {
     await waitFor(() => cc.requestsTo('/bulk/counts').length >= 3, { what: 'three updates' });
     expect(responder.asked).toBe(2);
     expect(responder.bodyBytes).toBe(0); // an empty request body
-    expect(cc.requestsTo('/bulk/apps').slice(0, 2).map((r) => r.url)).toEqual([
-      '/bulk/apps?batch_size=500&bulk_token=%7B%7D',
-      '/bulk/apps?batch_size=500&bulk_token=%7B%22id%22%3A2%7D',
-    ]);
+    expect(
+      cc
+        .requestsTo('/bulk/apps')
+        .slice(0, 2)
+        .map((r) => r.url),
+    ).toEqual(['/bulk/apps?batch_size=500&bulk_token=%7B%7D', '/bulk/apps?batch_size=500&bulk_token=%7B%22id%22%3A2%7D']);
     expect(cc.requestsTo('/bulk/counts')[0]!.url).toBe('/bulk/counts?model=user');
     const s = await waitFor(async () => {
       const st = await run.status();
@@ -133,7 +137,9 @@ describe('walk: ruby with NATS credentials', () => {
     const run = await engineWith([`url: ${cc.url}`, 'credentials_timeout: 200ms']);
     const s = await waitFor(async () => {
       const st = await run.status();
-      return /^Failed to request auth info on cloudcontroller\.bulk\.credentials\.default: .*request ignored/.test(st.stages.desired?.last_error ?? '') ? st : undefined;
+      return /^Failed to request auth info on cloudcontroller\.bulk\.credentials\.default: .*request ignored/.test(st.stages.desired?.last_error ?? '')
+        ? st
+        : undefined;
     });
     expect(s.desired.fresh).toBe(false);
     expect(cc.requests).toHaveLength(0);

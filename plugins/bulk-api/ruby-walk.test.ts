@@ -258,7 +258,11 @@ describe('walk: ruby — credentials', () => {
     await tick(src);
     expect(bus.requests).toHaveLength(2);
     expect(cc.requests).toHaveLength(0);
-    const ignored = lines.filter((l) => /^Failed to request auth info on cloudcontroller\.bulk\.credentials\.default: .*; request ignored until the next desired-state update$/.test(String(l.msg)));
+    const ignored = lines.filter((l) =>
+      /^Failed to request auth info on cloudcontroller\.bulk\.credentials\.default: .*; request ignored until the next desired-state update$/.test(
+        String(l.msg),
+      ),
+    );
     expect(ignored).toHaveLength(2);
     expect(String(ignored[0]!.msg)).toMatch(why);
     expect(ignored[0]!.level).toBe('error');
@@ -306,7 +310,9 @@ describe('walk: ruby — availability and failures', () => {
     await clock.advanceAsync(0);
     await waitFor(() => countsRequests().length === 1 && appsRequests().length === 1 && lines.some((l) => /user counts failed/.test(String(l.msg))));
     expect(src.desiredAvailable()).toBe(false);
-    expect(src.health().last_error).toBe(`CC bulk API at ${cc.url} answered 500 to /bulk/counts (CF-ServerError: An unknown error occurred.); credentials dropped`);
+    expect(src.health().last_error).toBe(
+      `CC bulk API at ${cc.url} answered 500 to /bulk/counts (CF-ServerError: An unknown error occurred.); credentials dropped`,
+    );
     // The next update asks for credentials again (twice: counts and walk), while the first walk still hangs.
     cc.failRoute('/bulk/counts', null);
     await clock.advanceAsync(60_000);
@@ -344,7 +350,9 @@ describe('walk: ruby — availability and failures', () => {
     await tick(src, 60_000);
     expect(appsRequests()).toEqual(Array(MAX_CONSECUTIVE_ERRORS).fill('/bulk/apps?batch_size=2&bulk_token=%7B%7D'));
     expect(src.desiredAvailable()).toBe(false);
-    expect(src.health().last_error).toMatch(/^too many consecutive bulk API errors \(10\): desired state is unavailable and the credentials dropped; the last: /);
+    expect(src.health().last_error).toMatch(
+      /^too many consecutive bulk API errors \(10\): desired state is unavailable and the credentials dropped; the last: /,
+    );
     expect(lines.filter((l) => /^bulk API request failed \(\d in a row\)/.test(String(l.msg)))).toHaveLength(MAX_CONSECUTIVE_ERRORS - 1);
     expect(kinds()).toEqual(['walk:start']);
 
@@ -379,7 +387,7 @@ describe('walk: ruby — availability and failures', () => {
 
 describe('walk: ruby — schedule', () => {
   it('an update at start, then every poll_interval, even while the last still pages', async () => {
-    const src = await source({ user_counts: false, network_timeout: 600_000 });
+    await source({ user_counts: false, network_timeout: 600_000 });
     cc.failRoute('/bulk/apps', 'hang', 1);
     await clock.advanceAsync(0);
     await waitFor(() => appsRequests().length === 1);
@@ -424,7 +432,10 @@ describe('walk: ruby — schedule', () => {
 
 describe('the HM9000 walk raises events too, once the fetch is complete', () => {
   it('walk start, desired per kept app, walk done; a failed fetch raises no done', async () => {
-    const src = new BulkApiSource(options({ walk: 'hm9000', credentials: 'static', user: 'bulk_api', password: 'bulk-password', user_counts: false }), context());
+    const src = new BulkApiSource(
+      options({ walk: 'hm9000', credentials: 'static', user: 'bulk_api', password: 'bulk-password', user_counts: false }),
+      context(),
+    );
     await src.start();
     cleanups.push(() => src.stop());
     await clock.advanceAsync(0);

@@ -17,7 +17,10 @@ export const CrashesOptions = Type.Object(
     grace_period: Duration({ default: '3hb', description: 'keep_alive of a sent CRASHED start (HM9000 grace_period_in_heartbeats).' }),
     crashes_before_backoff: Type.Integer({ minimum: 0, default: 3, description: 'Restarts without delay (HM9000 number_of_crashes_before_backoff_begins).' }),
     starting_backoff: Duration({ default: '3hb', description: 'First back-off delay (HM9000 starting_backoff_delay_in_heartbeats).' }),
-    maximum_backoff: Duration({ default: '96hb', description: 'Largest back-off delay; crash counts live 2 × this (HM9000 maximum_backoff_delay_in_heartbeats).' }),
+    maximum_backoff: Duration({
+      default: '96hb',
+      description: 'Largest back-off delay; crash counts live 2 × this (HM9000 maximum_backoff_delay_in_heartbeats).',
+    }),
   },
   { additionalProperties: false },
 );

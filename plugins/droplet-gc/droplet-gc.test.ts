@@ -32,7 +32,14 @@ describe('droplet-gc', () => {
     expect([definition.name, definition.kind]).toEqual(['droplet-gc', 'policy']);
     const props = (definition.optionsSchema as unknown as { properties: Record<string, { description?: string }> }).properties;
     for (const [key, prop] of Object.entries(props)) expect(prop.description, key).toMatch(/\S/);
-    expect(stageSummary({ id: 'gc', kind: 'policy', plugin: 'droplet-gc', options: { flapping_timeout: 500_000, droplet_gc: 300_000, droplet_gc_grace_period: 240_000 } })).toBe('gc: droplet-gc: drops crash records after 8m20s, forgets apps absent for 4m every 5m');
+    expect(
+      stageSummary({
+        id: 'gc',
+        kind: 'policy',
+        plugin: 'droplet-gc',
+        options: { flapping_timeout: 500_000, droplet_gc: 300_000, droplet_gc_grace_period: 240_000 },
+      }),
+    ).toBe('gc: droplet-gc: drops crash records after 8m20s, forgets apps absent for 4m every 5m');
   });
 
   it('options: the Ruby defaults, in ms; sweeps every droplet_gc', async () => {
@@ -92,7 +99,8 @@ describe('apps a completed walk did not see (older design)', () => {
     const o = { flapping_timeout: 500_000, droplet_gc: 300_000, droplet_gc_grace_period: 240_000 };
     const env = { desiredAvailable: true, busConnected: true, random: () => 0.5 };
     const logger = pino({ level: 'silent' });
-    const walk = (seen?: string[]) => rule({ event: { kind: 'walk', phase: 'done', ...(seen ? { seen } : {}) }, droplet: undefined, now: 1, env } as never, o, logger, records);
+    const walk = (seen?: string[]) =>
+      rule({ event: { kind: 'walk', phase: 'done', ...(seen ? { seen } : {}) }, droplet: undefined, now: 1, env } as never, o, logger, records);
     expect(walk(['b'])).toEqual([{ kind: 'forget', apps: ['a', 'c'] }]);
     expect(walk()).toEqual([]);
     expect(walk(['a', 'b', 'c'])).toEqual([]);

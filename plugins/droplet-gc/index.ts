@@ -19,7 +19,7 @@ export const DropletGcOptions = Type.Object(
     flapping_timeout: Duration({
       default: '500s',
       hb: false,
-      description: 'Crash records older than this are dropped at the end of the app\'s analysis (Ruby HM intervals.flapping_timeout).',
+      description: "Crash records older than this are dropped at the end of the app's analysis (Ruby HM intervals.flapping_timeout).",
     }),
     droplet_gc: Duration({ default: '300s', hb: false, description: 'How often app records are swept (Ruby HM intervals.droplet_gc).' }),
     droplet_gc_grace_period: Duration({
@@ -71,7 +71,10 @@ export function dropletGcRule(input: EventInput, o: DropletGcConfig, logger: Log
     return [];
   }
   if (input.event.kind === 'sweep' && ripeForGc(d, input.now, o)) {
-    logger.debug({ app: d.id, desired_update_age_ms: input.now - d.desiredUpdateMs }, `forgetting ${d.id}: not in the desired state for more than ${o.droplet_gc_grace_period / 1000}s`);
+    logger.debug(
+      { app: d.id, desired_update_age_ms: input.now - d.desiredUpdateMs },
+      `forgetting ${d.id}: not in the desired state for more than ${o.droplet_gc_grace_period / 1000}s`,
+    );
     return [{ kind: 'forget' }];
   }
   return [];

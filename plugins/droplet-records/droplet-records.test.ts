@@ -19,16 +19,19 @@ function setup(o: DropletRecordsConfig = DEFAULT_DROPLET_RECORDS, desired = true
   const stage = new DropletRecords(o, t.ctx);
   const registry = new DropletRegistry();
   const d = registry.get('app', T0);
-  if (desired) setDesiredState(d, { guid: 'app', version: 'v', instances: 2, state: 'STARTED', packageState: 'STAGED', updatedAt: '2013-07-31 22:00:00 +0000' }, T0);
+  if (desired)
+    setDesiredState(d, { guid: 'app', version: 'v', instances: 2, state: 'STARTED', packageState: 'STAGED', updatedAt: '2013-07-31 22:00:00 +0000' }, T0);
   const run = (event: AppEvent): EventDecision[] => stage.handle({ event, droplet: d, now: t.clock.now(), env });
   const beat = (instance: string, state = 'RUNNING', index = 0, version = 'v', stateTimestamp = 1_375_300_000) =>
     run({ kind: 'heartbeat', app: 'app', agent: 'dea-1', beat: { app: 'app', version, instance, index, state, stateTimestamp, agent: 'dea-1' } });
-  const exit = (instance: string, reason: string, index = 0, version = 'v') => run({ kind: 'exit', app: 'app', version, instance, index, reason, crashTimestamp: 1_375_300_100 });
+  const exit = (instance: string, reason: string, index = 0, version = 'v') =>
+    run({ kind: 'exit', app: 'app', version, instance, index, reason, crashTimestamp: 1_375_300_100 });
   return { t, d, run, beat, exit };
 }
 
 /** The instance guids of each STOP, per decision list. */
-const stopped = (ds: EventDecision[]) => ds.flatMap((x) => (x.kind === 'request' && x.request.op === 'STOP' ? [x.request.instances!.map((i) => i.instance)] : []));
+const stopped = (ds: EventDecision[]) =>
+  ds.flatMap((x) => (x.kind === 'request' && x.request.op === 'STOP' ? [x.request.instances!.map((i) => i.instance)] : []));
 
 /** Feeds running beats (one letter = one beat) and returns the guid stopped by the last one, if any. */
 function lastPrune(beats: string): string | null {
@@ -84,10 +87,17 @@ describe('§5.1 duplicate guids at one index (guid stream, the last 3 running be
     const s = setup();
     const all: EventDecision[] = [];
     for (const [g, st] of [
-      ['a', 'STARTING'], ['a', 'RUNNING'], ['a', 'CRASHED'],
-      ['b', 'STARTING'], ['b', 'RUNNING'], ['b', 'CRASHED'],
-      ['c', 'STARTING'], ['c', 'RUNNING'], ['c', 'RUNNING'],
-    ] as const) all.push(...s.beat(g, st));
+      ['a', 'STARTING'],
+      ['a', 'RUNNING'],
+      ['a', 'CRASHED'],
+      ['b', 'STARTING'],
+      ['b', 'RUNNING'],
+      ['b', 'CRASHED'],
+      ['c', 'STARTING'],
+      ['c', 'RUNNING'],
+      ['c', 'RUNNING'],
+    ] as const)
+      all.push(...s.beat(g, st));
     expect(all).toEqual([]);
     expect(getInstance(s.d, 0, 'v').guidStream).toEqual(['c', 'c', 'c']);
   });
@@ -131,7 +141,13 @@ describe('§5.1 what a beat writes', () => {
     const s = setup();
     s.t.clock.advance(5_000);
     s.beat('a', 'STARTING', 1, 'v', 1_375_300_005.5);
-    expect(getInstance(s.d, 1, 'v')).toMatchObject({ lastHeartbeatMs: T0 + 5_000, guid: 'a', state: 'STARTING', stateTimestamp: 1_375_300_005.5, guidStream: ['a'] });
+    expect(getInstance(s.d, 1, 'v')).toMatchObject({
+      lastHeartbeatMs: T0 + 5_000,
+      guid: 'a',
+      state: 'STARTING',
+      stateTimestamp: 1_375_300_005.5,
+      guidStream: ['a'],
+    });
   });
 
   it('a record is created at the beat version (old versions included), DOWN until a running beat', () => {

@@ -28,7 +28,7 @@ export const DropletRecordsOptions = Type.Object(
       enum: ['guid-stream', 'instance-mismatch'],
       default: 'guid-stream',
       description:
-        "How two guids heartbeating at one version/index are found. guid-stream: from the last 3 running beats, stop the guid that is not the latest (Ruby HM; non-running beats and exits take their guid out of the stream). instance-mismatch: a running beat whose record is RUNNING under another guid is stopped on every beat, and does not refresh the record (the older Ruby HM).",
+        'How two guids heartbeating at one version/index are found. guid-stream: from the last 3 running beats, stop the guid that is not the latest (Ruby HM; non-running beats and exits take their guid out of the stream). instance-mismatch: a running beat whose record is RUNNING under another guid is stopped on every beat, and does not refresh the record (the older Ruby HM).',
     }),
     heartbeat_stop_list: Type.Unsafe<'cleared-per-beat' | 'kept-until-analysis'>({
       type: 'string',
@@ -42,7 +42,7 @@ export const DropletRecordsOptions = Type.Object(
       enum: ['state-and-time', 'state-only'],
       default: 'state-and-time',
       description:
-        "What an exit does to the record when its guid matches. state-and-time: state DOWN, state time = now, guid out of the stream (Ruby HM). state-only: state DOWN only (the older Ruby HM).",
+        'What an exit does to the record when its guid matches. state-and-time: state DOWN, state time = now, guid out of the stream (Ruby HM). state-only: state DOWN only (the older Ruby HM).',
     }),
   },
   { additionalProperties: false },
@@ -54,7 +54,11 @@ export interface DropletRecordsConfig {
   exit_markdown: 'state-and-time' | 'state-only';
 }
 
-export const DEFAULT_DROPLET_RECORDS: DropletRecordsConfig = { duplicates: 'guid-stream', heartbeat_stop_list: 'cleared-per-beat', exit_markdown: 'state-and-time' };
+export const DEFAULT_DROPLET_RECORDS: DropletRecordsConfig = {
+  duplicates: 'guid-stream',
+  heartbeat_stop_list: 'cleared-per-beat',
+  exit_markdown: 'state-and-time',
+};
 
 /** Exit reasons after which the app's missing check waits a grace again (`reset_missing_indices`). */
 export const RESETTING_EXIT_REASONS: ReadonlySet<string> = new Set(['STOPPED', 'DEA_SHUTDOWN', 'DEA_EVACUATION']);
@@ -195,7 +199,10 @@ export class DropletRecords implements EventPolicyStage {
         return extraInstancesStop(d, this.ctx);
       case 'exit': {
         const marked = applyExit(d, event, now, this.o);
-        this.ctx?.logger.debug({ app: d.id, version: event.version, index: event.index, instance: event.instance, reason: event.reason, marked_down: marked }, `instance exited: ${event.reason}`);
+        this.ctx?.logger.debug(
+          { app: d.id, version: event.version, index: event.index, instance: event.instance, reason: event.reason, marked_down: marked },
+          `instance exited: ${event.reason}`,
+        );
         return [];
       }
       case 'updated':

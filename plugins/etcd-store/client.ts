@@ -35,7 +35,7 @@ export function readTlsFiles(baseDir: string, files: { ca_file?: string; cert_fi
     try {
       return readFileSync(path);
     } catch (err) {
-      throw new Error(`etcd store: cannot read ${option} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new Error(`etcd store: cannot read ${option} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
     }
   };
   if ((files.cert_file === undefined) !== (files.key_file === undefined)) {

@@ -30,7 +30,11 @@ describe('agent deltas', () => {
     // Unchanged instances stay the record's very objects.
     expect(merged[0]).toBe(record[0]);
     expect(diffInstances(record, record.slice(1))).toEqual({ rows: [], removed: [0] });
-    for (const moved of [{ ...record[0]!, ccPartition: 'other' }, { ...record[0]!, app: 'app-9' }, { ...record[0]!, agent: 'dea-2' }]) {
+    for (const moved of [
+      { ...record[0]!, ccPartition: 'other' },
+      { ...record[0]!, app: 'app-9' },
+      { ...record[0]!, agent: 'dea-2' },
+    ]) {
       const d = diffInstances(record, [moved, ...record.slice(1)])!;
       expect(d).toEqual({ rows: [], removed: [0], added: [moved] });
       expect(applyDelta('dea-1', record, d)).toEqual([...record.slice(1), moved]);

@@ -130,7 +130,11 @@ export interface AgentDelta {
 }
 
 export function encodeAgentDelta(agent: string, delta: AgentDelta): string {
-  const out: { b: number; x: number; i: readonly DeltaRow[]; r?: readonly number[]; p?: [string, string][]; a?: EncodedInstance[] } = { b: delta.base, x: delta.vouchedUntil, i: delta.rows };
+  const out: { b: number; x: number; i: readonly DeltaRow[]; r?: readonly number[]; p?: [string, string][]; a?: EncodedInstance[] } = {
+    b: delta.base,
+    x: delta.vouchedUntil,
+    i: delta.rows,
+  };
   if (delta.removed !== undefined && delta.removed.length > 0) out.r = delta.removed;
   if (delta.added !== undefined && delta.added.length > 0) {
     const { p, i } = encodeRows(agent, delta.added);

@@ -42,7 +42,13 @@ function freshPrefix(): string {
 }
 
 function newStore(clock: VirtualClock, prefix = freshPrefix(), timeoutMs = 2_000, options: EtcdStoreOptions = {}): EtcdStore {
-  return new EtcdStore({ endpoints: [etcd.endpoint], prefix, timeoutMs }, clock, { onListenerError: (err) => setImmediate(() => { throw err; }), ...options });
+  return new EtcdStore({ endpoints: [etcd.endpoint], prefix, timeoutMs }, clock, {
+    onListenerError: (err) =>
+      setImmediate(() => {
+        throw err;
+      }),
+    ...options,
+  });
 }
 
 async function started(clock: VirtualClock, prefix?: string, timeoutMs?: number, options?: EtcdStoreOptions): Promise<EtcdStore> {
@@ -75,8 +81,13 @@ describe('etcd store plugin definition', () => {
     expect(etcdPlugin.kind).toBe('store');
     const validator = makeValidator({ heartbeatMs: 10_000, convertDurations: true });
     const check = (data: Record<string, unknown>) => ({ problems: validator.validate(etcdPlugin.optionsSchema, data).map((p) => p.message), data });
-    expect(check({})).toEqual({ problems: [], data: { endpoints: ['http://127.0.0.1:2379'], prefix: '/hmgate', dial_timeout: 5_000, max_request_bytes: 1_572_864 } });
-    expect(check({ endpoints: ['https://user:pw@e:2379'], prefix: '/x', dial_timeout: '250ms', username: 'u', password: 'p', ca_file: 'ca.pem' }).problems).toEqual([]);
+    expect(check({})).toEqual({
+      problems: [],
+      data: { endpoints: ['http://127.0.0.1:2379'], prefix: '/hmgate', dial_timeout: 5_000, max_request_bytes: 1_572_864 },
+    });
+    expect(
+      check({ endpoints: ['https://user:pw@e:2379'], prefix: '/x', dial_timeout: '250ms', username: 'u', password: 'p', ca_file: 'ca.pem' }).problems,
+    ).toEqual([]);
     expect(check({ nope: 1 }).problems).toHaveLength(1);
     expect(check({ endpoints: ['e:2379'] }).problems).toHaveLength(1);
     expect(check({ prefix: '/x/' }).problems).toHaveLength(1);
@@ -122,7 +133,9 @@ describe('etcd layout', () => {
     // ttl 30 s: a record's lease lives 12 × 30 s + a 45 s bucket (its deltas vouch 3 × 30 s ahead on it).
     expect(agentLines[0]).toMatch(/ttl (40[0-5]|3[6-9]\d)s\)$/);
     expect(lines.find((l) => l.startsWith(`${prefix}/starts/${startKey({ app: 'app-a', version: 'v1', index: 3 })}  `))).toMatch(/\(no lease\)$/);
-    expect(lines.find((l) => l.startsWith(`${prefix}/fresh/actual  `))).toMatch(/^\S+ {2}\{"timestamp":1000000,"expiresAt":1030000\} {2}\(lease [0-9a-f]+ ttl \d+s\)$/);
+    expect(lines.find((l) => l.startsWith(`${prefix}/fresh/actual  `))).toMatch(
+      /^\S+ {2}\{"timestamp":1000000,"expiresAt":1030000\} {2}\(lease [0-9a-f]+ ttl \d+s\)$/,
+    );
     // Agents (360 s) and the marker (30 s) are two lease classes.
     expect(store.stats.leaseGrants).toBe(2);
   });
@@ -179,7 +192,9 @@ describe('etcd layout', () => {
     const clock = new VirtualClock(1_000_000);
     const prefix = freshPrefix();
     const store = await started(clock, prefix);
-    const apps = Array.from({ length: 3_000 }, (_, i) => desiredApp(`app-${String(i).padStart(5, '0')}-5f0c2a7e-1b1d-4c53-9d0b-3c2e6f1a2b3c`, 'v1', 1 + (i % 4)));
+    const apps = Array.from({ length: 3_000 }, (_, i) =>
+      desiredApp(`app-${String(i).padStart(5, '0')}-5f0c2a7e-1b1d-4c53-9d0b-3c2e6f1a2b3c`, 'v1', 1 + (i % 4)),
+    );
     const txns = store.stats.txns;
     await store.replaceDesired(apps);
     expect(store.stats.txns - txns).toBe(1);
@@ -213,10 +228,13 @@ describe('etcd layout', () => {
     let now = 0;
     const ttls: number[] = [];
     let id = 0;
-    const pool = new LeasePool(async (ttl) => {
-      ttls.push(ttl);
-      return String(++id);
-    }, () => now);
+    const pool = new LeasePool(
+      async (ttl) => {
+        ttls.push(ttl);
+        return String(++id);
+      },
+      () => now,
+    );
     expect((await pool.leaseFor(90_000)).id).toBe('1');
     now = 11_999;
     expect((await pool.leaseFor(89_001)).id).toBe('1');
@@ -240,7 +258,10 @@ const CRASHED = { state: 'CRASHED', stateTimestamp: 1_700_000_100 };
 
 /** Indices of the agent's instances that are not RUNNING, sorted. */
 function notRunning(record: AgentRecord | undefined): number[] | undefined {
-  return record?.instances.filter((i) => i.state !== 'RUNNING').map((i) => i.index).sort((a, b) => a - b);
+  return record?.instances
+    .filter((i) => i.state !== 'RUNNING')
+    .map((i) => i.index)
+    .sort((a, b) => a - b);
 }
 
 function byInstance(list: readonly InstanceHeartbeat[]): InstanceHeartbeat[] {
@@ -272,7 +293,14 @@ describe('agent records and deltas', () => {
     expect(a.stats.putBytes - bytes).toBeLessThan(200);
     expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBe(record.mod);
     const delta = (await rawKey(`${prefix}/agents/dea-1/d`))!;
-    expect(JSON.parse(delta.value)).toEqual({ b: record.mod, x: 1_000_000 + 3 * TTL, i: [[3, 'CRASHED', 1_700_000_100], [42, 'CRASHED', 1_700_000_100, 7]] });
+    expect(JSON.parse(delta.value)).toEqual({
+      b: record.mod,
+      x: 1_000_000 + 3 * TTL,
+      i: [
+        [3, 'CRASHED', 1_700_000_100],
+        [42, 'CRASHED', 1_700_000_100, 7],
+      ],
+    });
     expect(delta.lease).toBe(record.lease);
 
     expect(byInstance((await a.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(hb.instances));
@@ -319,10 +347,20 @@ describe('agent records and deltas', () => {
     expect(a.stats.putBytes - bytes).toBeLessThan(400);
     expect((await rawKey(`${prefix}/agents/dea-1`))!.mod).toBe(record.mod);
     const delta = JSON.parse((await rawKey(`${prefix}/agents/dea-1/d`))!.value);
-    expect(delta).toMatchObject({ b: record.mod, i: [[5, 'CRASHED', 1_700_000_100]], r: [7, 9], p: [['app-3', 'v1'], ['app-0', 'v1']] });
+    expect(delta).toMatchObject({
+      b: record.mod,
+      i: [[5, 'CRASHED', 1_700_000_100]],
+      r: [7, 9],
+      p: [
+        ['app-3', 'v1'],
+        ['app-0', 'v1'],
+      ],
+    });
     expect(delta.a.map((row: unknown[]) => row[1])).toEqual(['restarted-7', 'app-0-v1-100@dea-1']);
     expect(byInstance((await a.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(changed.instances));
-    await waitFor(async () => (await b.getAgents()).get('dea-1')?.instances.some((i) => i.instance === 'restarted-7') === true, { what: 'b to see the restart' });
+    await waitFor(async () => (await b.getAgents()).get('dea-1')?.instances.some((i) => i.instance === 'restarted-7') === true, {
+      what: 'b to see the restart',
+    });
     expect(byInstance((await b.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(changed.instances));
     // One event naming the apps of the instances gone and added.
     expect(seenByB).toHaveLength(1);
@@ -330,7 +368,12 @@ describe('agent records and deltas', () => {
     // A daemon starting now reads the record and its delta as one.
     const c = await started(new VirtualClock(1_000_000), prefix);
     expect(byInstance((await c.getAgents()).get('dea-1')!.instances)).toEqual(byInstance(changed.instances));
-    expect((await c.snapshot()).instances.get(appKey('app-1', 'v1'))?.map((i) => i.index).sort((x, y) => x - y)).toContain(9 - 4 * 2);
+    expect(
+      (await c.snapshot()).instances
+        .get(appKey('app-1', 'v1'))
+        ?.map((i) => i.index)
+        .sort((x, y) => x - y),
+    ).toContain(9 - 4 * 2);
 
     // The next state change is a delta of the same record, the restarted instance still among its additions.
     const running = bigHeartbeat('dea-1', { 6: CRASHED, 7: { instance: 'restarted-7' } }, 101);
@@ -406,7 +449,10 @@ describe('agent records and deltas', () => {
     const a = await started(clock, prefix, undefined, { realNow: () => real });
     const b = await started(new VirtualClock(1_000_000), prefix);
     const names = Array.from({ length: 8 }, (_, i) => `dea-${i}`);
-    await a.saveHeartbeats(names.map((n) => bigHeartbeat(n)), TTL);
+    await a.saveHeartbeats(
+      names.map((n) => bigHeartbeat(n)),
+      TTL,
+    );
     const records = a.stats.recordPuts;
     const deltas = a.stats.deltaPuts;
     const rewrites = new Map<string, number[]>(names.map((n) => [n, []]));
@@ -415,7 +461,10 @@ describe('agent records and deltas', () => {
       real += 10_000;
       await clock.advanceAsync(10_000);
       const before = await Promise.all(names.map((n) => rawKey(`${prefix}/agents/${n}`)));
-      await a.saveHeartbeats(names.map((n) => bigHeartbeat(n, step % 2 ? { 1: CRASHED } : {})), TTL);
+      await a.saveHeartbeats(
+        names.map((n) => bigHeartbeat(n, step % 2 ? { 1: CRASHED } : {})),
+        TTL,
+      );
       const after = await Promise.all(names.map((n) => rawKey(`${prefix}/agents/${n}`)));
       names.forEach((n, i) => {
         if (after[i]!.mod !== before[i]!.mod) rewrites.get(n)!.push(step);
@@ -628,8 +677,12 @@ describe('etcd failures', () => {
     await other.put(`${prefix}/starts/${startKey({ app: 'app-b', version: 'v1', index: 0 })}`).value(JSON.stringify(pendingStart('app-b', 0)));
     await other.delete().key(`${prefix}/starts/${startKey({ app: 'app-a', version: 'v1', index: 0 })}`);
 
-    await waitFor(async () => (await store.getPendingStarts()).has(startKey({ app: 'app-b', version: 'v1', index: 0 })), { what: 'the store to see the new start' });
-    await waitFor(async () => !(await store.getPendingStarts()).has(startKey({ app: 'app-a', version: 'v1', index: 0 })), { what: 'the store to see the delete' });
+    await waitFor(async () => (await store.getPendingStarts()).has(startKey({ app: 'app-b', version: 'v1', index: 0 })), {
+      what: 'the store to see the new start',
+    });
+    await waitFor(async () => !(await store.getPendingStarts()).has(startKey({ app: 'app-a', version: 'v1', index: 0 })), {
+      what: 'the store to see the delete',
+    });
     expect(seen).toEqual(
       expect.arrayContaining([
         { kind: 'start', key: startKey({ app: 'app-b', version: 'v1', index: 0 }), app: appKey('app-b', 'v1') },
@@ -655,7 +708,9 @@ describe('etcd failures', () => {
       new RegExp(`^etcd at ${etcd.endpoint.replace(/[.]/g, '\\.')} is unreachable: no answer within 500ms`),
     );
     expect(Date.now() - t0).toBeLessThan(2_000);
-    await expect(store.saveHeartbeats([heartbeat('dea-1', [instance('dea-1', 'app-a', 0, 'CRASHED')])], TTL)).rejects.toThrow(/etcd at http:\/\/127\.0\.0\.1:\d+/);
+    await expect(store.saveHeartbeats([heartbeat('dea-1', [instance('dea-1', 'app-a', 0, 'CRASHED')])], TTL)).rejects.toThrow(
+      /etcd at http:\/\/127\.0\.0\.1:\d+/,
+    );
     const health = store.health();
     expect(health.healthy).toBe(false);
     expect(health.last_error).toMatch(/^etcd at http:\/\/127\.0\.0\.1:\d+ is unreachable/);
@@ -680,8 +735,8 @@ describe('etcd failures', () => {
     expect(health.healthy).toBe(false);
     expect(health.last_error).toMatch(/^etcd at http:\/\/user:\*\*\*@127\.0\.0\.1:1 is unreachable while reading the state: /);
     expect(JSON.stringify(warn.mock.calls)).not.toContain('secret');
-    await expect(store.putPendingStops([{ app: 'a', version: 'v', instance: 'i', messageId: 'm', sendOn: 0, sentOn: 0, keepAlive: 0, reason: 'EXTRA' }])).rejects.toThrow(
-      /is unreachable: the state has not been read from it yet/,
-    );
+    await expect(
+      store.putPendingStops([{ app: 'a', version: 'v', instance: 'i', messageId: 'm', sendOn: 0, sentOn: 0, keepAlive: 0, reason: 'EXTRA' }]),
+    ).rejects.toThrow(/is unreachable: the state has not been read from it yet/);
   });
 });

@@ -319,7 +319,18 @@ export class EtcdStore implements Store {
   readonly keys: Keys;
   /** Identifies this store instance's agent writes, so it keeps its own exact deadlines for them. */
   readonly writerId = Math.random().toString(36).slice(2, 10);
-  readonly stats: EtcdWriteStats = { txns: 0, puts: 0, putBytes: 0, recordPuts: 0, deltaPuts: 0, expiredDeletes: 0, deletes: 0, ranges: 0, leaseGrants: 0, refusedRecords: 0 };
+  readonly stats: EtcdWriteStats = {
+    txns: 0,
+    puts: 0,
+    putBytes: 0,
+    recordPuts: 0,
+    deltaPuts: 0,
+    expiredDeletes: 0,
+    deletes: 0,
+    ranges: 0,
+    leaseGrants: 0,
+    refusedRecords: 0,
+  };
 
   private etcd: Etcd3 | undefined;
   private readonly leases: LeasePool;
@@ -428,7 +439,12 @@ export class EtcdStore implements Store {
 
   /** A leader election under this store's prefix (`<prefix>/election/<name>/`), on its client. */
   leaderElection(opts: { id: string; ttlSeconds: number; logger: Logger; name?: string }): LeaderElection {
-    return new LeaderElection(this.client.namespace(this.keys.root), { name: opts.name ?? 'leader', ttlSeconds: opts.ttlSeconds, id: opts.id, logger: opts.logger });
+    return new LeaderElection(this.client.namespace(this.keys.root), {
+      name: opts.name ?? 'leader',
+      ttlSeconds: opts.ttlSeconds,
+      id: opts.id,
+      logger: opts.logger,
+    });
   }
 
   // --- lifecycle ---
@@ -470,8 +486,7 @@ export class EtcdStore implements Store {
     this.resyncTimer = undefined;
     const watcher = this.watcher;
     this.watcher = undefined;
-    const settleWithin = (ps: Promise<unknown>[], ms: number) =>
-      Promise.race([Promise.allSettled(ps), new Promise((r) => setTimeout(r, ms).unref())]);
+    const settleWithin = (ps: Promise<unknown>[], ms: number) => Promise.race([Promise.allSettled(ps), new Promise((r) => setTimeout(r, ms).unref())]);
     await settleWithin([...this.inflight, ...(watcher ? [watcher.cancel()] : [])], 1_000);
     this.etcd?.close();
     this.etcd = undefined;
@@ -659,7 +674,10 @@ export class EtcdStore implements Store {
       this.stats.refusedRecords++;
       if (!this.refusedLogged.has(w.agent)) {
         this.refusedLogged.add(w.agent);
-        this.logger?.warn({ agent: w.agent, bytes, instances: w.kind === 'record' ? w.instances.length : w.record.instances.length, max_put_bytes: this.maxPutBytes }, `${this.tooLarge(w.agent, bytes)}; not sent`);
+        this.logger?.warn(
+          { agent: w.agent, bytes, instances: w.kind === 'record' ? w.instances.length : w.record.instances.length, max_put_bytes: this.maxPutBytes },
+          `${this.tooLarge(w.agent, bytes)}; not sent`,
+        );
       }
     }
     return ok;
@@ -772,7 +790,12 @@ export class EtcdStore implements Store {
     }
     this.settle();
     const expiresAt = this.clock.now() + ttlMs;
-    const items = counts.map((c) => ({ key: this.keys.crashes + crashKey(c), value: encodeCrash(c, expiresAt), app: appKey(c.app, c.version), id: crashKey(c) }));
+    const items = counts.map((c) => ({
+      key: this.keys.crashes + crashKey(c),
+      value: encodeCrash(c, expiresAt),
+      app: appKey(c.app, c.version),
+      id: crashKey(c),
+    }));
     // The last put of a key in one call wins, as with consecutive puts.
     const last = new Map(items.map((i) => [i.key, i]));
     const toWrite = [...last.values()].filter((i) => !(this.visibleCrash.has(i.id) && this.texts.get(i.key) === i.value));
@@ -785,7 +808,10 @@ export class EtcdStore implements Store {
   async deleteCrashCounts(keys: readonly string[]): Promise<void> {
     checkArray('deleteCrashCounts', 'keys', keys);
     this.settle();
-    await this.deleteInChunks(keys.map((k) => this.keys.crashes + k), 'deleting crash counts');
+    await this.deleteInChunks(
+      keys.map((k) => this.keys.crashes + k),
+      'deleting crash counts',
+    );
   }
 
   async getCrashCounts(): Promise<ReadonlyMap<string, CrashCount>> {
@@ -810,7 +836,10 @@ export class EtcdStore implements Store {
   async deletePendingStarts(keys: readonly string[]): Promise<void> {
     checkArray('deletePendingStarts', 'keys', keys);
     this.settle();
-    await this.deleteInChunks(keys.map((k) => this.keys.starts + k), 'deleting pending starts');
+    await this.deleteInChunks(
+      keys.map((k) => this.keys.starts + k),
+      'deleting pending starts',
+    );
   }
 
   async getPendingStarts(): Promise<ReadonlyMap<string, PendingStart>> {
@@ -833,7 +862,10 @@ export class EtcdStore implements Store {
   async deletePendingStops(keys: readonly string[]): Promise<void> {
     checkArray('deletePendingStops', 'keys', keys);
     this.settle();
-    await this.deleteInChunks(keys.map((k) => this.keys.stops + k), 'deleting pending stops');
+    await this.deleteInChunks(
+      keys.map((k) => this.keys.stops + k),
+      'deleting pending stops',
+    );
   }
 
   async getPendingStops(): Promise<ReadonlyMap<string, PendingStop>> {
@@ -954,7 +986,10 @@ export class EtcdStore implements Store {
    */
   async appendAudit(records: readonly { seq: number; at: number }[]): Promise<void> {
     if (records.length === 0) return;
-    const items = records.map((r) => ({ key: `${this.keys.root}audit/${String(r.at).padStart(15, '0')}-${this.writerId}-${String(r.seq).padStart(9, '0')}`, value: JSON.stringify(r) }));
+    const items = records.map((r) => ({
+      key: `${this.keys.root}audit/${String(r.at).padStart(15, '0')}-${this.writerId}-${String(r.seq).padStart(9, '0')}`,
+      value: JSON.stringify(r),
+    }));
     await this.writeInChunks(items, 'writing the decision audit', AUDIT_TTL_MS);
   }
 
@@ -1106,11 +1141,7 @@ export class EtcdStore implements Store {
     let revision: number | undefined;
     for (;;) {
       this.stats.ranges++;
-      const res = await this.call(
-        doing,
-        (c) => c.kv.range({ key, range_end: end, limit: RANGE_PAGE, ...(revision === undefined ? {} : { revision }) }),
-        false,
-      );
+      const res = await this.call(doing, (c) => c.kv.range({ key, range_end: end, limit: RANGE_PAGE, ...(revision === undefined ? {} : { revision }) }), false);
       revision ??= Number(res.header.revision);
       kvs.push(...res.kvs);
       if (!res.more || res.kvs.length === 0) break;
@@ -1176,7 +1207,11 @@ export class EtcdStore implements Store {
       this.breaksInARow++;
       this.watchError = `the watch of ${this.where} broke: ${(err?.message ?? String(err)).split('\n')[0]}`;
       // One break is routine (etcd restarted, a connection replaced): the next read says whether etcd answers.
-      if (this.breaksInARow >= WATCH_BREAKS_REPORTED) this.logger?.warn({ error: this.watchError, breaks: this.breaksInARow }, `${this.watchError} (${this.breaksInARow} times in a row); reading the state again`);
+      if (this.breaksInARow >= WATCH_BREAKS_REPORTED)
+        this.logger?.warn(
+          { error: this.watchError, breaks: this.breaksInARow },
+          `${this.watchError} (${this.breaksInARow} times in a row); reading the state again`,
+        );
       else this.logger?.info({ error: this.watchError }, `${this.watchError}; reading the state again`);
       if (cancel) void watcher.cancel().catch(() => undefined);
       this.scheduleResync();
@@ -1403,7 +1438,13 @@ export class EtcdStore implements Store {
     this.refreshCrash(id, out);
   }
 
-  private applyMessage<T extends PendingStart | PendingStop>(kind: 'start' | 'stop', view: CowMap<string, T>, id: string, text: string | undefined, out: StoreChange[]): void {
+  private applyMessage<T extends PendingStart | PendingStop>(
+    kind: 'start' | 'stop',
+    view: CowMap<string, T>,
+    id: string,
+    text: string | undefined,
+    out: StoreChange[],
+  ): void {
     const old = view.get(id);
     if (text !== undefined) {
       try {

@@ -38,7 +38,12 @@ export default definePlugin({
       },
     );
     countFrom(ctx.metrics, 'hmgate_etcd_watch_breaks_total', 'Times the etcd watch broke and the state was read again', () => store.watchBreaks);
-    countFrom(ctx.metrics, 'hmgate_etcd_refused_records_total', "Agent records not sent because they are larger than etcd accepts in one request (max_request_bytes)", () => store.stats.refusedRecords);
+    countFrom(
+      ctx.metrics,
+      'hmgate_etcd_refused_records_total',
+      'Agent records not sent because they are larger than etcd accepts in one request (max_request_bytes)',
+      () => store.stats.refusedRecords,
+    );
     return store;
   },
 });

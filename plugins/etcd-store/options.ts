@@ -15,8 +15,12 @@ export const EtcdStoreOptionsSchema = Type.Object(
       default: '/hmgate',
       description: 'Key prefix of all state (agents/, desired/, crashes/, starts/, stops/, fresh/ below it); daemons that share state use the same prefix.',
     }),
-    ca_file: Type.Optional(Type.String({ minLength: 1, description: "PEM file of the CA certificates that sign etcd's server certificate; relative to this config file." })),
-    cert_file: Type.Optional(Type.String({ minLength: 1, description: 'PEM client certificate for etcd client-cert auth (with key_file); relative to this config file.' })),
+    ca_file: Type.Optional(
+      Type.String({ minLength: 1, description: "PEM file of the CA certificates that sign etcd's server certificate; relative to this config file." }),
+    ),
+    cert_file: Type.Optional(
+      Type.String({ minLength: 1, description: 'PEM client certificate for etcd client-cert auth (with key_file); relative to this config file.' }),
+    ),
     key_file: Type.Optional(Type.String({ minLength: 1, description: 'PEM private key of cert_file; relative to this config file.' })),
     username: Type.Optional(Type.String({ minLength: 1, description: 'etcd user (etcd password auth, with password).' })),
     password: Type.Optional(Type.String({ description: 'Password of the etcd user.' })),

@@ -26,7 +26,12 @@ export function evacuationRule({ app, now }: PolicyInput, o: { grace_period: num
   const out: Proposal[] = [];
   const stopEach = (evacuating: InstanceHeartbeat[], reason: string, log: string) => {
     for (const e of evacuating) {
-      out.push({ kind: 'stop', stop: newStop(e, now, { delayMs: 0, keepAliveMs: o.grace_period, reason }), log, facts: { index: e.index, instance: e.instance, agent: e.agent } });
+      out.push({
+        kind: 'stop',
+        stop: newStop(e, now, { delayMs: 0, keepAliveMs: o.grace_period, reason }),
+        log,
+        facts: { index: e.index, instance: e.instance, agent: e.agent },
+      });
     }
   };
   for (const [index, at] of byIndex(app)) {

@@ -36,7 +36,13 @@ describe('hm9000 preset: the evacuator', () => {
   const base = {
     config: 'hm9000',
     desired: [{ app: 'app-a', instances: 2 }],
-    agents: { 'dea-1': [{ app: 'app-a', index: 0 }, { app: 'app-a', index: 1 }], 'dea-2': [] },
+    agents: {
+      'dea-1': [
+        { app: 'app-a', index: 0 },
+        { app: 'app-a', index: 1 },
+      ],
+      'dea-2': [],
+    },
     run_for: '3m',
   };
   // Beside the forged exits, dea-3 really evacuates app-b's only instance: that one is started.
@@ -45,11 +51,19 @@ describe('hm9000 preset: the evacuator', () => {
     obey: 'dea-2',
     desired: [...base.desired, { app: 'app-b', instances: 1 }],
     agents: { ...base.agents, 'dea-3': [{ app: 'app-b', index: 0 }] },
-    events: [...forged('100s', 'app-a', 1), { at: '100s', agent: 'dea-3', silence: true }, { at: '100s', exited: { app: 'app-b', index: 0, reason: 'DEA_EVACUATION' } }],
+    events: [
+      ...forged('100s', 'app-a', 1),
+      { at: '100s', agent: 'dea-3', silence: true },
+      { at: '100s', exited: { app: 'app-b', index: 0, reason: 'DEA_EVACUATION' } },
+    ],
   };
 
   it('forged exits (an app the CC does not desire, index 9999, an index running elsewhere) start nothing; a real one does', async () => {
-    const r = await run({ ...withReal, name: 'hm9000 forged exits', expect: [{ start: { app: 'app-b', index: 0, reason: 'EVACUATING', at: '100s' } }, { starts: 1 }, { stops: 0 }] });
+    const r = await run({
+      ...withReal,
+      name: 'hm9000 forged exits',
+      expect: [{ start: { app: 'app-b', index: 0, reason: 'EVACUATING', at: '100s' } }, { starts: 1 }, { stops: 0 }],
+    });
     expect(r.failures, r.explain).toEqual([]);
   });
 
@@ -58,7 +72,12 @@ describe('hm9000 preset: the evacuator', () => {
       ...withReal,
       name: 'hm9000 forged exits unverified',
       overrides: { sources: { evacuator: { verify: false } } },
-      expect: [{ start: { app: 'ghost-app', index: 0, reason: 'EVACUATING', at: '100s' } }, { start: { app: 'app-a', index: 9999, at: '100s' } }, { start: { app: 'app-a', index: 1, at: '100s' } }, { start: { app: 'app-b', index: 0, at: '100s' } }],
+      expect: [
+        { start: { app: 'ghost-app', index: 0, reason: 'EVACUATING', at: '100s' } },
+        { start: { app: 'app-a', index: 9999, at: '100s' } },
+        { start: { app: 'app-a', index: 1, at: '100s' } },
+        { start: { app: 'app-b', index: 0, at: '100s' } },
+      ],
     });
     expect(r.failures, r.explain).toEqual([]);
   });
@@ -73,7 +92,11 @@ describe('hm9000 preset: the evacuator', () => {
         { at: '100s', exited: { app: 'app-a', index: 0, reason: 'DEA_SHUTDOWN' } },
         { at: '100s', exited: { app: 'app-a', index: 1, reason: 'DEA_SHUTDOWN' } },
       ],
-      expect: [{ start: { app: 'app-a', index: 0, reason: 'EVACUATING', before: '110s' } }, { start: { app: 'app-a', index: 1, reason: 'EVACUATING', before: '110s' } }, { starts: 2 }],
+      expect: [
+        { start: { app: 'app-a', index: 0, reason: 'EVACUATING', before: '110s' } },
+        { start: { app: 'app-a', index: 1, reason: 'EVACUATING', before: '110s' } },
+        { starts: 2 },
+      ],
     });
     expect(r.failures, r.explain).toEqual([]);
   });
@@ -84,15 +107,30 @@ describe('ruby-hm preset: exit-restarts', () => {
     config: 'ruby-hm',
     obey: 'dea-2',
     desired: [{ app: 'app-c', instances: 3 }],
-    agents: { 'dea-1': [{ app: 'app-c', index: 0 }, { app: 'app-c', index: 1 }, { app: 'app-c', index: 2 }], 'dea-2': [] },
+    agents: {
+      'dea-1': [
+        { app: 'app-c', index: 0 },
+        { app: 'app-c', index: 1 },
+        { app: 'app-c', index: 2 },
+      ],
+      'dea-2': [],
+    },
     run_for: '400s',
   };
 
   // Beside the forged exits, dea-1 really evacuates index 2 (the spec's worked example): that one is started.
-  const events = [...forged('300500ms', 'app-c', 1), { at: '300500ms', exited: { app: 'app-c', index: 2, reason: 'DEA_EVACUATION' }, agent: 'dea-1', remove: { app: 'app-c', index: 2 } }];
+  const events = [
+    ...forged('300500ms', 'app-c', 1),
+    { at: '300500ms', exited: { app: 'app-c', index: 2, reason: 'DEA_EVACUATION' }, agent: 'dea-1', remove: { app: 'app-c', index: 2 } },
+  ];
 
   it('forged exits start nothing; a real one does', async () => {
-    const r = await run({ ...base, name: 'ruby forged exits', events, expect: [{ start: { app: 'app-c', index: 2, reason: 'EVACUATING', at: '301s' } }, { starts: 1 }] });
+    const r = await run({
+      ...base,
+      name: 'ruby forged exits',
+      events,
+      expect: [{ start: { app: 'app-c', index: 2, reason: 'EVACUATING', at: '301s' } }, { starts: 1 }],
+    });
     expect(r.failures, r.explain).toEqual([]);
   });
 
@@ -102,7 +140,12 @@ describe('ruby-hm preset: exit-restarts', () => {
       name: 'ruby forged exits unverified',
       overrides: { policies: { exit_restarts: { verify: false } } },
       events,
-      expect: [{ start: { app: 'ghost-app', index: 0, reason: 'EVACUATING', at: '301s' } }, { start: { app: 'app-c', index: 9999, at: '301s' } }, { start: { app: 'app-c', index: 1, at: '301s' } }, { start: { app: 'app-c', index: 2, at: '301s' } }],
+      expect: [
+        { start: { app: 'ghost-app', index: 0, reason: 'EVACUATING', at: '301s' } },
+        { start: { app: 'app-c', index: 9999, at: '301s' } },
+        { start: { app: 'app-c', index: 1, at: '301s' } },
+        { start: { app: 'app-c', index: 2, at: '301s' } },
+      ],
     });
     expect(r.failures, r.explain).toEqual([]);
   });

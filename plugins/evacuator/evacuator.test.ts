@@ -5,7 +5,18 @@ import type { InstanceHeartbeat } from '../../src/pipeline/store.js';
 import plugin, { EVACUATING_PRIORITY, Evacuator } from './index.js';
 
 const exited = (reason: string, extra: Record<string, unknown> = {}) =>
-  JSON.stringify({ cc_partition: 'default', droplet: 'app-1', version: 'v1', instance: 'i-1', index: 1, reason, exit_status: 2, exit_description: 'x', crash_timestamp: 3, ...extra });
+  JSON.stringify({
+    cc_partition: 'default',
+    droplet: 'app-1',
+    version: 'v1',
+    instance: 'i-1',
+    index: 1,
+    reason,
+    exit_status: 2,
+    exit_description: 'x',
+    crash_timestamp: 3,
+    ...extra,
+  });
 
 function setup(verify = false) {
   const t = makeStageContext({ id: 'evacuator' });
@@ -46,7 +57,18 @@ describe('evacuator, verify: false (HM9000 §10)', () => {
   it('overwrites a pending start for the same index (the analyzer never does)', async () => {
     const { store, clock, evacuator } = setup();
     await store.putPendingStarts([
-      { messageId: 'old', sendOn: clock.now() + 30_000, sentOn: 0, keepAlive: 0, app: 'app-1', version: 'v1', index: 1, priority: 1, skipVerification: false, reason: 'MISSING' },
+      {
+        messageId: 'old',
+        sendOn: clock.now() + 30_000,
+        sentOn: 0,
+        keepAlive: 0,
+        app: 'app-1',
+        version: 'v1',
+        index: 1,
+        priority: 1,
+        skipVerification: false,
+        reason: 'MISSING',
+      },
     ]);
     await evacuator.receive(exited('DEA_EVACUATION'));
     const start = (await store.getPendingStarts()).get('app-1-v1-1')!;
@@ -64,7 +86,14 @@ describe('evacuator, verify: false (HM9000 §10)', () => {
 
   it('drops bad input with a counted reason and writes nothing', async () => {
     const { store, metrics, logs, evacuator } = setup();
-    for (const bad of ['{', '[]', '{"droplet":"a"}', exited('DEA_SHUTDOWN', { index: -1 }), exited('DEA_SHUTDOWN', { index: '1' }), 'x'.repeat(1024 * 1024 + 1)]) {
+    for (const bad of [
+      '{',
+      '[]',
+      '{"droplet":"a"}',
+      exited('DEA_SHUTDOWN', { index: -1 }),
+      exited('DEA_SHUTDOWN', { index: '1' }),
+      'x'.repeat(1024 * 1024 + 1),
+    ]) {
       expect(evacuator.receive(bad)).toBeUndefined();
     }
     expect((await store.getPendingStarts()).size).toBe(0);
@@ -107,16 +136,29 @@ describe('evacuator, verify: false (HM9000 §10)', () => {
 });
 
 describe('evacuator, verify: true (the default)', () => {
-  const beat = (agent: string, instance: string, index: number, state = 'RUNNING'): InstanceHeartbeat => ({ app: 'app-1', version: 'v1', instance, index, state, stateTimestamp: 1, agent });
+  const beat = (agent: string, instance: string, index: number, state = 'RUNNING'): InstanceHeartbeat => ({
+    app: 'app-1',
+    version: 'v1',
+    instance,
+    index,
+    state,
+    stateTimestamp: 1,
+    agent,
+  });
 
   /** app-1 v1 desired with 3 instances, desired state fresh, agents reporting `beats`. */
   async function verified(beats: InstanceHeartbeat[] = [], desired: { instances?: number; state?: string } = {}) {
     const t = setup(true);
-    await t.store.replaceDesired([{ guid: 'app-1', version: 'v1', instances: desired.instances ?? 3, state: desired.state ?? 'STARTED', packageState: 'STAGED' }]);
+    await t.store.replaceDesired([
+      { guid: 'app-1', version: 'v1', instances: desired.instances ?? 3, state: desired.state ?? 'STARTED', packageState: 'STAGED' },
+    ]);
     await t.store.bumpFreshness('desired', 120_000);
     const byAgent = new Map<string, InstanceHeartbeat[]>();
     for (const b of beats) byAgent.set(b.agent, [...(byAgent.get(b.agent) ?? []), b]);
-    await t.store.saveHeartbeats([...byAgent].map(([agent, instances]) => ({ agent, instances })), 30_000);
+    await t.store.saveHeartbeats(
+      [...byAgent].map(([agent, instances]) => ({ agent, instances })),
+      30_000,
+    );
     const refused = async () => {
       const values = (await t.metrics.getSingleMetric('hmgate_orders_suppressed_total')?.get())?.values ?? [];
       return values.filter((v) => v.labels.action === 'start' && v.labels.why === 'verification').reduce((n, v) => n + v.value, 0);
@@ -153,12 +195,44 @@ describe('evacuator, verify: true (the default)', () => {
     ['an app the CC does not desire', async () => {}, exited('DEA_EVACUATION', { droplet: 'forged-app' }), 'not_desired', /does not desire this app/],
     ['an old version of the app', async () => {}, exited('DEA_EVACUATION', { version: 'v0' }), 'not_desired', /does not desire this app at this version/],
     ['index 9999', async () => {}, exited('DEA_SHUTDOWN', { index: 9999 }), 'index_not_desired', /index 9999 is beyond the 3 desired instances/],
-    ['the index running on another agent', async (t) => void (await t.store.saveHeartbeats([{ agent: 'dea-2', instances: [beat('dea-2', 'i-other', 1)] }], 30_000)), exited('DEA_EVACUATION'), 'running_elsewhere', /already runs elsewhere \(instance i-other on dea-2\)/],
-    ['the index starting on another agent', async (t) => void (await t.store.saveHeartbeats([{ agent: 'dea-2', instances: [beat('dea-2', 'i-new', 1, 'STARTING')] }], 30_000)), exited('DEA_EVACUATION'), 'starting_elsewhere', /already starting elsewhere/],
-    ['desired state not fresh', async (t) => t.store.revokeFreshness('desired'), exited('DEA_SHUTDOWN'), 'desired_not_fresh', /desired state is not fresh .* cannot be verified/],
+    [
+      'the index running on another agent',
+      async (t) => void (await t.store.saveHeartbeats([{ agent: 'dea-2', instances: [beat('dea-2', 'i-other', 1)] }], 30_000)),
+      exited('DEA_EVACUATION'),
+      'running_elsewhere',
+      /already runs elsewhere \(instance i-other on dea-2\)/,
+    ],
+    [
+      'the index starting on another agent',
+      async (t) => void (await t.store.saveHeartbeats([{ agent: 'dea-2', instances: [beat('dea-2', 'i-new', 1, 'STARTING')] }], 30_000)),
+      exited('DEA_EVACUATION'),
+      'starting_elsewhere',
+      /already starting elsewhere/,
+    ],
+    [
+      'desired state not fresh',
+      async (t) => t.store.revokeFreshness('desired'),
+      exited('DEA_SHUTDOWN'),
+      'desired_not_fresh',
+      /desired state is not fresh .* cannot be verified/,
+    ],
     [
       'a start for the index sent and still awaited',
-      async (t) => t.store.putPendingStarts([{ messageId: 'm', sendOn: t.clock.now() - 5_000, sentOn: t.clock.now() - 5_000, keepAlive: 30_000, app: 'app-1', version: 'v1', index: 1, priority: 2, skipVerification: false, reason: 'EVACUATING' }]),
+      async (t) =>
+        t.store.putPendingStarts([
+          {
+            messageId: 'm',
+            sendOn: t.clock.now() - 5_000,
+            sentOn: t.clock.now() - 5_000,
+            keepAlive: 30_000,
+            app: 'app-1',
+            version: 'v1',
+            index: 1,
+            priority: 2,
+            skipVerification: false,
+            reason: 'EVACUATING',
+          },
+        ]),
       exited('DEA_EVACUATION'),
       'start_already_sent',
       /sent 5s ago and is still awaited/,
@@ -214,7 +288,13 @@ describe('evacuator, verify: true (the default)', () => {
 
   it('10 000 generated exits against an empty store: nothing is ever written', async () => {
     const { store, evacuator } = setup(true);
-    const exit = fc.record({ droplet: fc.string({ minLength: 1 }), version: fc.string(), instance: fc.string(), index: fc.nat(), reason: fc.constantFrom('DEA_SHUTDOWN', 'DEA_EVACUATION') });
+    const exit = fc.record({
+      droplet: fc.string({ minLength: 1 }),
+      version: fc.string(),
+      instance: fc.string(),
+      index: fc.nat(),
+      reason: fc.constantFrom('DEA_SHUTDOWN', 'DEA_EVACUATION'),
+    });
     await fc.assert(
       fc.asyncProperty(exit, async (m) => {
         await evacuator.receive(JSON.stringify(m));

@@ -151,7 +151,8 @@ export class Evacuator implements Stage {
 export default definePlugin({
   name: 'evacuator',
   kind: 'source',
-  description: 'Schedules an immediate EVACUATING start for each instance a shutting-down or evacuating agent reports on droplet.exited (HM9000 evacuator), verified against the store unless verify: false.',
+  description:
+    'Schedules an immediate EVACUATING start for each instance a shutting-down or evacuating agent reports on droplet.exited (HM9000 evacuator), verified against the store unless verify: false.',
   optionsSchema: EvacuatorOptions,
   create: (options, ctx) => new Evacuator(options, ctx),
 });

@@ -37,14 +37,23 @@ export function verifyEvacuationStart(snapshot: StoreSnapshot, exit: ExitedInsta
   // Without a recent complete fetch nothing can be verified, and an unverified start is what this
   // check exists to prevent; the analyzer starts the index later if it is still missing.
   if (!isDesiredFresh(snapshot.freshness.desired, now)) {
-    return { reason: 'desired_not_fresh', detail: 'desired state is not fresh (no complete fetch from the Cloud Controller within its TTL), so the start cannot be verified', facts: {} };
+    return {
+      reason: 'desired_not_fresh',
+      detail: 'desired state is not fresh (no complete fetch from the Cloud Controller within its TTL), so the start cannot be verified',
+      facts: {},
+    };
   }
   const key = appKey(exit.droplet, exit.version);
   const desired = snapshot.desired.get(key);
   if (!desired) return { reason: 'not_desired', detail: 'the Cloud Controller does not desire this app at this version', facts: {} };
-  if (desired.state !== 'STARTED') return { reason: 'not_started', detail: `the app is ${desired.state}, not STARTED`, facts: { desired_state: desired.state } };
+  if (desired.state !== 'STARTED')
+    return { reason: 'not_started', detail: `the app is ${desired.state}, not STARTED`, facts: { desired_state: desired.state } };
   if (exit.index >= desired.instances) {
-    return { reason: 'index_not_desired', detail: `index ${exit.index} is beyond the ${desired.instances} desired instances`, facts: { desired_instances: desired.instances } };
+    return {
+      reason: 'index_not_desired',
+      detail: `index ${exit.index} is beyond the ${desired.instances} desired instances`,
+      facts: { desired_instances: desired.instances },
+    };
   }
 
   // The exited instance, and anything else its agent reports at the index, is leaving: an agent
@@ -54,14 +63,22 @@ export function verifyEvacuationStart(snapshot: StoreSnapshot, exit: ExitedInsta
   const elsewhere = instances.filter((i) => i.index === exit.index && i.instance !== exit.instance && i.agent !== leavingAgent);
   const running = elsewhere.find((i) => i.state === 'RUNNING');
   if (running) {
-    return { reason: 'running_elsewhere', detail: `index ${exit.index} already runs elsewhere (instance ${running.instance} on ${running.agent})`, facts: { running_instance: running.instance, running_agent: running.agent } };
+    return {
+      reason: 'running_elsewhere',
+      detail: `index ${exit.index} already runs elsewhere (instance ${running.instance} on ${running.agent})`,
+      facts: { running_instance: running.instance, running_agent: running.agent },
+    };
   }
   // A STARTING copy elsewhere is usually the replacement the evacuation rule already started from
   // EVACUATING heartbeats; a second start would only make a duplicate to stop later. If that copy
   // fails, the index is missing and the analyzer starts it after its grace period.
   const starting = elsewhere.find((i) => i.state === 'STARTING');
   if (starting) {
-    return { reason: 'starting_elsewhere', detail: `index ${exit.index} is already starting elsewhere (instance ${starting.instance} on ${starting.agent})`, facts: { starting_instance: starting.instance, starting_agent: starting.agent } };
+    return {
+      reason: 'starting_elsewhere',
+      detail: `index ${exit.index} is already starting elsewhere (instance ${starting.instance} on ${starting.agent})`,
+      facts: { starting_instance: starting.instance, starting_agent: starting.agent },
+    };
   }
   // A start for the index was sent and is still awaited (its keep-alive has not run out):
   // overwriting it would send it again.

@@ -22,7 +22,15 @@ function app(id: string, instances: number, desired = true): Droplet {
   return d;
 }
 
-const exitOf = (d: Droplet, reason: string, index: number, instance = `i${index}`, version = 'v'): ExitEvent => ({ kind: 'exit', app: d.id, version, instance, index, reason, crashTimestamp: T0 / 1000 });
+const exitOf = (d: Droplet, reason: string, index: number, instance = `i${index}`, version = 'v'): ExitEvent => ({
+  kind: 'exit',
+  app: d.id,
+  version,
+  instance,
+  index,
+  reason,
+  crashTimestamp: T0 / 1000,
+});
 
 describe('exit-restarts (§3.3)', () => {
   it.each(['DEA_SHUTDOWN', 'DEA_EVACUATION'])('%s → START of [index] queued at 1 000 000, EVACUATING, live version', (reason) => {
@@ -41,12 +49,15 @@ describe('exit-restarts (§3.3)', () => {
   it('exitRestart itself (verify: false) makes no flapping and no desired-state check: a FLAPPING record of an app still waiting for its desired state is restarted too', () => {
     const d = app('C', 0, false);
     getInstance(d, 0, 'v').state = 'FLAPPING';
-    expect(exitRestart(d, exitOf(d, 'DEA_SHUTDOWN', 0), { priority: 7 })).toMatchObject([{ delivery: { queue: 7 }, request: { version: null, lastUpdated: null, indices: [0] } }]);
+    expect(exitRestart(d, exitOf(d, 'DEA_SHUTDOWN', 0), { priority: 7 })).toMatchObject([
+      { delivery: { queue: 7 }, request: { version: null, lastUpdated: null, indices: [0] } },
+    ]);
   });
 
   it('other, bad or unknown reasons start nothing', () => {
     const d = app('C', 1);
-    for (const reason of ['CRASHED', 'STOPPED', 'BOGUS', '', 'dea_evacuation']) expect(exitRestart(d, exitOf(d, reason, 0), { priority: 1_000_000 })).toEqual([]);
+    for (const reason of ['CRASHED', 'STOPPED', 'BOGUS', '', 'dea_evacuation'])
+      expect(exitRestart(d, exitOf(d, reason, 0), { priority: 1_000_000 })).toEqual([]);
   });
 });
 
@@ -55,12 +66,21 @@ describe('§9.3 a DEA evacuation, through the three policies in preset order', (
     const t = makeStageContext({ id: 'policies', startMs: T0 });
     const d = app('C', 3);
     const exitStage = await plugin.create({ priority: 1_000_000, verify: true, droplet_lost: 30_000 }, t.ctx);
-    const stages: EventPolicyStage[] = [new DropletRecords(DEFAULT_DROPLET_RECORDS, t.ctx), new Flapping(DEFAULT_FLAPPING, t.ctx), exitStage as EventPolicyStage];
+    const stages: EventPolicyStage[] = [
+      new DropletRecords(DEFAULT_DROPLET_RECORDS, t.ctx),
+      new Flapping(DEFAULT_FLAPPING, t.ctx),
+      exitStage as EventPolicyStage,
+    ];
     const run = (event: Parameters<EventPolicyStage['handle']>[0]['event']): EventDecision[] =>
       stages.filter((s) => s.events.includes(event.kind)).flatMap((s) => s.handle({ event, droplet: d, now: t.clock.now(), env }));
 
     t.clock.advance(290_000);
-    run({ kind: 'heartbeat', app: 'C', agent: 'dea', beat: { app: 'C', version: 'v', instance: 'g2', index: 2, state: 'RUNNING', stateTimestamp: 1, agent: 'dea' } });
+    run({
+      kind: 'heartbeat',
+      app: 'C',
+      agent: 'dea',
+      beat: { app: 'C', version: 'v', instance: 'g2', index: 2, state: 'RUNNING', stateTimestamp: 1, agent: 'dea' },
+    });
     t.clock.advance(10_000);
     const out = run(exitOf(d, 'DEA_EVACUATION', 2, 'g2'));
     expect(getInstance(d, 2, 'v')).toMatchObject({ state: 'DOWN', stateTimestamp: T0 / 1000 + 300, guidStream: [] });
@@ -126,10 +146,38 @@ describe('exit-restarts verify (the default)', () => {
   const cases: [string, (d: Droplet) => void, (d: Droplet) => ExitEvent, EventEnv, string, RegExp][] = [
     ['an app the CC never reported', () => {}, (d) => exitOf(d, 'DEA_EVACUATION', 0), env, 'not_desired', /has not reported this app/],
     ['index 9999', () => {}, (d) => exitOf(d, 'DEA_SHUTDOWN', 9999), env, 'index_not_desired', /index 9999 is beyond the 3 desired instances/],
-    ['another guid RUNNING at the index', (d) => heard(d, 1, 'other', 'RUNNING', T0), (d) => exitOf(d, 'DEA_EVACUATION', 1, 'exited'), env, 'running_elsewhere', /already runs elsewhere \(instance other\)/],
-    ['another guid STARTING at the index', (d) => heard(d, 1, 'new', 'STARTING', T0), (d) => exitOf(d, 'DEA_EVACUATION', 1, 'exited'), env, 'starting_elsewhere', /already starting elsewhere/],
-    ['desired state unavailable', () => {}, (d) => exitOf(d, 'DEA_SHUTDOWN', 0), { ...env, desiredAvailable: false }, 'desired_not_fresh', /desired state is not available .* cannot be verified/],
-    ['an app updated since its last bulk appearance', (d) => void (d.desiredUpdateRequired = true), (d) => exitOf(d, 'DEA_SHUTDOWN', 0), env, 'desired_not_fresh', /has not been fetched since/],
+    [
+      'another guid RUNNING at the index',
+      (d) => heard(d, 1, 'other', 'RUNNING', T0),
+      (d) => exitOf(d, 'DEA_EVACUATION', 1, 'exited'),
+      env,
+      'running_elsewhere',
+      /already runs elsewhere \(instance other\)/,
+    ],
+    [
+      'another guid STARTING at the index',
+      (d) => heard(d, 1, 'new', 'STARTING', T0),
+      (d) => exitOf(d, 'DEA_EVACUATION', 1, 'exited'),
+      env,
+      'starting_elsewhere',
+      /already starting elsewhere/,
+    ],
+    [
+      'desired state unavailable',
+      () => {},
+      (d) => exitOf(d, 'DEA_SHUTDOWN', 0),
+      { ...env, desiredAvailable: false },
+      'desired_not_fresh',
+      /desired state is not available .* cannot be verified/,
+    ],
+    [
+      'an app updated since its last bulk appearance',
+      (d) => void (d.desiredUpdateRequired = true),
+      (d) => exitOf(d, 'DEA_SHUTDOWN', 0),
+      env,
+      'desired_not_fresh',
+      /has not been fetched since/,
+    ],
   ];
 
   it.each(cases)('%s: not started, counted, logged with why', async (what, arrange, exit, e, why, detail) => {
@@ -145,7 +193,10 @@ describe('exit-restarts verify (the default)', () => {
 
   it('a STOPPED app, or one whose package is not staged, is not restarted', () => {
     const t = stageWith();
-    for (const [state, packageState] of [['STOPPED', 'STAGED'], ['STARTED', 'PENDING']]) {
+    for (const [state, packageState] of [
+      ['STOPPED', 'STAGED'],
+      ['STARTED', 'PENDING'],
+    ]) {
       const d = new DropletRegistry().get('C', T0);
       setDesiredState(d, { guid: 'C', version: 'v', instances: 3, state: state!, packageState: packageState! }, T0);
       expect(t.run(d, exitOf(d, 'DEA_SHUTDOWN', 0))).toEqual([]);

@@ -34,7 +34,8 @@ export const ExitRestartsOptions = Type.Object(
     droplet_lost: Duration({
       default: '30s',
       hb: false,
-      description: 'With verify: how recent the last heartbeat of another instance at the index must be for it to count as running there (Ruby HM droplet_lost).',
+      description:
+        'With verify: how recent the last heartbeat of another instance at the index must be for it to count as running there (Ruby HM droplet_lost).',
     }),
   },
   { additionalProperties: false },
@@ -60,12 +61,23 @@ export interface ExitRefusal {
  * Whether the restart an agent exit asks for still makes sense, from the app's record (what the
  * bulk API last said, and the instance records heartbeats keep). Null when it does.
  */
-export function verifyExitRestart(d: Droplet, exit: ExitEvent, now: number, env: Pick<EventEnv, 'desiredAvailable'>, dropletLostMs: number): ExitRefusal | null {
+export function verifyExitRestart(
+  d: Droplet,
+  exit: ExitEvent,
+  now: number,
+  env: Pick<EventEnv, 'desiredAvailable'>,
+  dropletLostMs: number,
+): ExitRefusal | null {
   // Without current desired state nothing can be verified; the missing-instance rule starts the
   // index later if it is still missing once the bulk API answers again.
-  if (!env.desiredAvailable) return { reason: 'desired_not_fresh', detail: 'desired state is not available (the last bulk API exchange failed), so the start cannot be verified' };
+  if (!env.desiredAvailable)
+    return { reason: 'desired_not_fresh', detail: 'desired state is not available (the last bulk API exchange failed), so the start cannot be verified' };
   if (d.state === null) return { reason: 'not_desired', detail: 'the Cloud Controller has not reported this app' };
-  if (d.desiredUpdateRequired) return { reason: 'desired_not_fresh', detail: 'the app changed in the Cloud Controller and its desired state has not been fetched since, so the start cannot be verified' };
+  if (d.desiredUpdateRequired)
+    return {
+      reason: 'desired_not_fresh',
+      detail: 'the app changed in the Cloud Controller and its desired state has not been fetched since, so the start cannot be verified',
+    };
   if (!shouldRun(d)) return { reason: 'not_started', detail: `the app is ${d.state} with a ${String(d.packageState)} package, not STARTED and STAGED` };
   if (exit.index >= d.numInstances) return { reason: 'index_not_desired', detail: `index ${exit.index} is beyond the ${d.numInstances} desired instances` };
   // The record of the index at the live version, if another guid heartbeats there: droplet-records
@@ -75,7 +87,8 @@ export function verifyExitRestart(d: Droplet, exit: ExitEvent, now: number, env:
     if (other.state === 'RUNNING') return { reason: 'running_elsewhere', detail: `index ${exit.index} already runs elsewhere (instance ${other.guid})` };
     // A copy already starting is the replacement; a second start would only make a duplicate that
     // is stopped later. If it fails, the index is missing and is started after the grace.
-    if (other.state === 'STARTING') return { reason: 'starting_elsewhere', detail: `index ${exit.index} is already starting elsewhere (instance ${other.guid})` };
+    if (other.state === 'STARTING')
+      return { reason: 'starting_elsewhere', detail: `index ${exit.index} is already starting elsewhere (instance ${other.guid})` };
   }
   return null;
 }
@@ -146,7 +159,8 @@ export class ExitRestarts implements EventPolicyStage {
 export default definePlugin({
   name: 'exit-restarts',
   kind: 'policy',
-  description: 'Restarts at once (queued, high priority) the instances of an agent that shuts down or evacuates (Ruby HM droplet.exited DEA_SHUTDOWN / DEA_EVACUATION), verified against the desired state unless verify: false.',
+  description:
+    'Restarts at once (queued, high priority) the instances of an agent that shuts down or evacuates (Ruby HM droplet.exited DEA_SHUTDOWN / DEA_EVACUATION), verified against the desired state unless verify: false.',
   optionsSchema: ExitRestartsOptions,
   create: (options, ctx: StageContext): EventPolicyStage => new ExitRestarts(options, ctx),
 });

@@ -22,7 +22,8 @@ function options(raw: Record<string, unknown>) {
 async function setup(raw: Record<string, unknown> = {}) {
   const t = makeStageContext({ id: 'extra_app', kind: 'policy' });
   const stage = await plugin.create(options(raw), t.ctx);
-  const analyze = (d: Droplet, s: number, e: EventEnv = env()): EventDecision[] => stage.handle({ event: { kind: 'analyze', app: d.id }, droplet: d, now: at(s), env: e });
+  const analyze = (d: Droplet, s: number, e: EventEnv = env()): EventDecision[] =>
+    stage.handle({ event: { kind: 'analyze', app: d.id }, droplet: d, now: at(s), env: e });
   return { ...t, stage, analyze };
 }
 
@@ -65,7 +66,9 @@ describe('extra-app', () => {
     expect([definition.name, definition.kind]).toEqual(['extra-app', 'policy']);
     const props = (definition.optionsSchema as unknown as { properties: Record<string, { description?: string }> }).properties;
     for (const [key, prop] of Object.entries(props)) expect(prop.description, key).toMatch(/\S/);
-    expect(stageSummary({ id: 'extra_app', kind: 'policy', plugin: 'extra-app', options: { desired_state_lost: 180_000, instances: 'live' } })).toBe('extra_app: extra-app: stops apps absent from the desired state for 3m');
+    expect(stageSummary({ id: 'extra_app', kind: 'policy', plugin: 'extra-app', options: { desired_state_lost: 180_000, instances: 'live' } })).toBe(
+      'extra_app: extra-app: stops apps absent from the desired state for 3m',
+    );
   });
 
   it('options: 180 s, live instances', () => {
@@ -94,7 +97,17 @@ describe('extra-app', () => {
     const d = mixed(app(0));
     d.desiredUpdateMs = at(100);
     expect(analyze(d, 200)).toEqual([]);
-    expect(analyze(d, 281)).toEqual([stop([{ instance: 'a', version: 'v1' }, { instance: 'b', version: 'v2' }], { v1: 1, v2: 0 }, 281, 100)]);
+    expect(analyze(d, 281)).toEqual([
+      stop(
+        [
+          { instance: 'a', version: 'v1' },
+          { instance: 'b', version: 'v2' },
+        ],
+        { v1: 1, v2: 0 },
+        281,
+        100,
+      ),
+    ]);
   });
 
   it('not while desired state is unavailable; not held back by a pending desired-state update', async () => {
@@ -124,7 +137,16 @@ describe('extra-app', () => {
     rec(d, 'v1', 0, 'RUNNING', 'g');
     rec(d, 'v2', 0, 'RUNNING', 'h');
     rec(d, 'v2', 1, 'STARTING', 'g');
-    expect(analyze(d, 200)).toEqual([stop([{ instance: 'g', version: 'v2' }, { instance: 'h', version: 'v2' }], { v1: 1, v2: 1 }, 200)]);
+    expect(analyze(d, 200)).toEqual([
+      stop(
+        [
+          { instance: 'g', version: 'v2' },
+          { instance: 'h', version: 'v2' },
+        ],
+        { v1: 1, v2: 1 },
+        200,
+      ),
+    ]);
   });
 
   it('all-records: every record of every version in any state, null for one never heard from', async () => {

@@ -69,7 +69,9 @@ describe('extra-instances', () => {
     expect([definition.name, definition.kind]).toEqual(['extra-instances', 'policy']);
     const props = (definition.optionsSchema as unknown as { properties: Record<string, { description?: string }> }).properties;
     for (const [key, prop] of Object.entries(props)) expect(prop.description, key).toMatch(/\S/);
-    expect(stageSummary({ id: 'extras', kind: 'policy', plugin: 'extra-instances', options: { slots: 'index', droplet_lost: 30_000 } })).toBe('extras: extra-instances: stops instances beyond the desired indices, of other versions or of stopped apps');
+    expect(stageSummary({ id: 'extras', kind: 'policy', plugin: 'extra-instances', options: { slots: 'index', droplet_lost: 30_000 } })).toBe(
+      'extras: extra-instances: stops instances beyond the desired indices, of other versions or of stopped apps',
+    );
   });
 
   it('options: count slots and a 30 s droplet_lost by default', () => {
@@ -180,7 +182,9 @@ describe('extra-instances', () => {
     rec(d, 'v', 0, 'RUNNING', 'g0', 79); // 31 s silent at 110
     rec(d, 'v', 1, 'STARTING', 'g1', 80); // exactly 30 s: still live
     const stale = getInstance(d, 0);
-    expect(analyze(d, 110)).toEqual([stop([{ instance: 'g1', version: 'v', reason: 'Droplet state is STOPPED' }], { running: {}, desired: 1, appState: 'STOPPED' })]);
+    expect(analyze(d, 110)).toEqual([
+      stop([{ instance: 'g1', version: 'v', reason: 'Droplet state is STOPPED' }], { running: {}, desired: 1, appState: 'STOPPED' }),
+    ]);
     expect(stale.state).toBe('DOWN');
     expect(stale.stateTimestamp).toBe(at(110) / 1000);
 

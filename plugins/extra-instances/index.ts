@@ -17,7 +17,15 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import { Duration } from '../../src/config/schema.js';
-import { hasRecentHeartbeat, isStartingOrRunning, olderThan, stopRequest, type Droplet, type ExtraInstance, type InstanceRecord } from '../../src/pipeline/droplets.js';
+import {
+  hasRecentHeartbeat,
+  isStartingOrRunning,
+  olderThan,
+  stopRequest,
+  type Droplet,
+  type ExtraInstance,
+  type InstanceRecord,
+} from '../../src/pipeline/droplets.js';
 import type { EventDecision, EventInput, EventPolicyStage } from '../../src/pipeline/events.js';
 import { definePlugin } from '../../src/pipeline/plugin.js';
 
@@ -113,7 +121,8 @@ export function extraInstancesRule(d: Droplet, now: number, o: ExtraInstancesCon
 export default definePlugin({
   name: 'extra-instances',
   kind: 'policy',
-  description: 'Prunes instance records beyond the desired slots, of other versions or of stopped apps, and stops the live ones at once (Ruby HM update_extra_instances).',
+  description:
+    'Prunes instance records beyond the desired slots, of other versions or of stopped apps, and stops the live ones at once (Ruby HM update_extra_instances).',
   optionsSchema: ExtraInstancesOptions,
   create: (options, ctx): EventPolicyStage => ({
     events: ['analyze'],

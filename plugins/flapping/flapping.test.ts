@@ -87,7 +87,12 @@ class Harness {
   }
 
   beat(instance: string, state = 'RUNNING', index = 0, version = 'v'): void {
-    this.emit({ kind: 'heartbeat', app: 'B', agent: 'dea', beat: { app: 'B', version, instance, index, state, stateTimestamp: S0 + (this.now - T0) / 1000, agent: 'dea' } });
+    this.emit({
+      kind: 'heartbeat',
+      app: 'B',
+      agent: 'dea',
+      beat: { app: 'B', version, instance, index, state, stateTimestamp: S0 + (this.now - T0) / 1000, agent: 'dea' },
+    });
   }
 
   exit(instance: string, reason: string, index = 0, version = 'v', crashTimestamp: number | null = S0 + (this.now - T0) / 1000): void {
@@ -116,11 +121,32 @@ class Harness {
   }
 }
 
-const crashStart = (t: number) => ({ t, reason: 'CRASHED', delivery: { queue: 1 }, request: expect.objectContaining({ op: 'START', indices: [0], flapping: false, version: 'v' }) });
-const flappingStart = (t: number) => ({ t, reason: 'FLAPPING', delivery: 'now', request: expect.objectContaining({ op: 'START', indices: [0], flapping: true, version: 'v' }) });
+const crashStart = (t: number) => ({
+  t,
+  reason: 'CRASHED',
+  delivery: { queue: 1 },
+  request: expect.objectContaining({ op: 'START', indices: [0], flapping: false, version: 'v' }),
+});
+const flappingStart = (t: number) => ({
+  t,
+  reason: 'FLAPPING',
+  delivery: 'now',
+  request: expect.objectContaining({ op: 'START', indices: [0], flapping: true, version: 'v' }),
+});
 
 describe('§5.7 crash accounting', () => {
-  const rec = (): InstanceRecord => ({ index: 0, version: 'v', state: 'RUNNING', stateTimestamp: null, guid: 'g', lastHeartbeatMs: null, crashCount: 0, lastCrashTimestamp: null, pendingRestart: null, guidStream: [] });
+  const rec = (): InstanceRecord => ({
+    index: 0,
+    version: 'v',
+    state: 'RUNNING',
+    stateTimestamp: null,
+    guid: 'g',
+    lastHeartbeatMs: null,
+    crashCount: 0,
+    lastCrashTimestamp: null,
+    pendingRestart: null,
+    guidStream: [],
+  });
 
   it('1st crash CRASHED, 2nd within 500 s FLAPPING (strict >: exactly 500 s still counts)', () => {
     const inst = rec();
@@ -290,7 +316,12 @@ describe('flapping policy details', () => {
     k.take();
     k.at(70);
     const [start] = k.take();
-    expect(start).toMatchObject({ t: 70, reason: 'FLAPPING', delivery: 'now', request: { op: 'START', version: 'v2', indices: [0], flapping: true, running: { v: 1 }, lastUpdated: 1_375_315_200 } });
+    expect(start).toMatchObject({
+      t: 70,
+      reason: 'FLAPPING',
+      delivery: 'now',
+      request: { op: 'START', version: 'v2', indices: [0], flapping: true, running: { v: 1 }, lastUpdated: 1_375_315_200 },
+    });
     expect(k.record().pendingRestart).toBeNull();
   });
 
@@ -417,6 +448,13 @@ describe('flapping options', () => {
     expect(stageSummary({ id: 'crashes', kind: 'policy', plugin: 'flapping', options: DEFAULT_FLAPPING as unknown as Record<string, unknown> })).toBe(
       'crashes: flapping: FLAPPING above 1 crashes, count reset after 8m20s (gap-between-crashes), restarts after 1m doubling up to 8m ±5s, gives up above 4 crashes',
     );
-    expect(stageSummary({ id: 'c', kind: 'policy', plugin: 'flapping', options: { ...DEFAULT_FLAPPING, giveup_crash_number: 0 } as unknown as Record<string, unknown> })).toMatch(/never gives up$/);
+    expect(
+      stageSummary({
+        id: 'c',
+        kind: 'policy',
+        plugin: 'flapping',
+        options: { ...DEFAULT_FLAPPING, giveup_crash_number: 0 } as unknown as Record<string, unknown>,
+      }),
+    ).toMatch(/never gives up$/);
   });
 });

@@ -27,16 +27,25 @@ export const FlappingOptions = Type.Object(
       default: '500s',
       description: 'A crash more than this after the previous one starts the crash count again (Ruby HM intervals.flapping_timeout).',
     }),
-    flapping_death: Type.Integer({ minimum: 0, default: 1, description: 'An instance is FLAPPING once its crash count is above this (Ruby HM intervals.flapping_death).' }),
-    min_restart_delay: Duration({ default: '60s', description: 'Delay of the first delayed restart of a flapping instance; doubled for each further crash (Ruby HM intervals.min_restart_delay).' }),
+    flapping_death: Type.Integer({
+      minimum: 0,
+      default: 1,
+      description: 'An instance is FLAPPING once its crash count is above this (Ruby HM intervals.flapping_death).',
+    }),
+    min_restart_delay: Duration({
+      default: '60s',
+      description: 'Delay of the first delayed restart of a flapping instance; doubled for each further crash (Ruby HM intervals.min_restart_delay).',
+    }),
     max_restart_delay: Duration({ default: '480s', description: 'Largest delayed-restart delay (Ruby HM intervals.max_restart_delay).' }),
     delay_time_noise: Duration({
       default: '5s',
-      description: 'Each delay is moved by a uniform random amount in [-noise, +noise) (Ruby HM intervals.delay_time_noise: 5 in its code, 10 in its shipped YAML).',
+      description:
+        'Each delay is moved by a uniform random amount in [-noise, +noise) (Ruby HM intervals.delay_time_noise: 5 in its code, 10 in its shipped YAML).',
     }),
     giveup_crash_number: Type.Integer({
       default: 4,
-      description: 'A flapping instance whose crash count is above this is not restarted any more; 0 or less: never give up (Ruby HM intervals.giveup_crash_number).',
+      description:
+        'A flapping instance whose crash count is above this is not restarted any more; 0 or less: never give up (Ruby HM intervals.giveup_crash_number).',
     }),
     crash_count_reset: Type.Unsafe<'gap-between-crashes' | 'age-of-last-crash'>({
       type: 'string',
@@ -50,13 +59,17 @@ export const FlappingOptions = Type.Object(
       enum: ['per-instance', 'per-index'],
       default: 'per-instance',
       description:
-        "Where a pending delayed restart is remembered. per-instance: on the instance record; an app update cancels those of indices 0..instances, both included (Ruby HM). per-index: per index of the app, whatever the version; an app update cancels them all (the older Ruby HM).",
+        'Where a pending delayed restart is remembered. per-instance: on the instance record; an app update cancels those of indices 0..instances, both included (Ruby HM). per-index: per index of the app, whatever the version; an app update cancels them all (the older Ruby HM).',
     }),
     crash_fills_guid: Type.Boolean({
       default: false,
-      description: "A CRASHED exit gives the exited guid to a record that has none yet (the older Ruby HM); otherwise the record's guid comes from running heartbeats only (Ruby HM).",
+      description:
+        "A CRASHED exit gives the exited guid to a record that has none yet (the older Ruby HM); otherwise the record's guid comes from running heartbeats only (Ruby HM).",
     }),
-    crash_priority: Type.Integer({ default: 1, description: "Queue priority of the restart of a crash that does not flap (Ruby HM LOW_PRIORITY); the queue takes higher first." }),
+    crash_priority: Type.Integer({
+      default: 1,
+      description: 'Queue priority of the restart of a crash that does not flap (Ruby HM LOW_PRIORITY); the queue takes higher first.',
+    }),
   },
   { additionalProperties: false },
 );
@@ -92,7 +105,12 @@ export const DEFAULT_FLAPPING: FlappingConfig = {
  * §5.7 / §11.6: counts one crash at agent time `ts` (seconds) on `inst`, which becomes CRASHED, or
  * FLAPPING above flapping_death. `nowMs` is only read by the age-of-last-crash rule.
  */
-export function countCrash(inst: InstanceRecord, ts: number, nowMs: number, o: Pick<FlappingConfig, 'flapping_timeout' | 'flapping_death' | 'crash_count_reset'>): void {
+export function countCrash(
+  inst: InstanceRecord,
+  ts: number,
+  nowMs: number,
+  o: Pick<FlappingConfig, 'flapping_timeout' | 'flapping_death' | 'crash_count_reset'>,
+): void {
   inst.state = 'CRASHED';
   const last = inst.lastCrashTimestamp;
   const reset =
@@ -109,7 +127,11 @@ export function countCrash(inst: InstanceRecord, ts: number, nowMs: number, o: P
  * §5.8: min(max_restart_delay, min_restart_delay << (crash_count − flapping_death − 1)) plus
  * 2 × (random − 0.5) × delay_time_noise, in ms; never below 0 (a timer cannot fire in the past).
  */
-export function flappingDelay(crashCount: number, random: number, o: Pick<FlappingConfig, 'flapping_death' | 'min_restart_delay' | 'max_restart_delay' | 'delay_time_noise'>): number {
+export function flappingDelay(
+  crashCount: number,
+  random: number,
+  o: Pick<FlappingConfig, 'flapping_death' | 'min_restart_delay' | 'max_restart_delay' | 'delay_time_noise'>,
+): number {
   const shift = crashCount - o.flapping_death - 1;
   const grown = o.min_restart_delay === 0 ? 0 : o.min_restart_delay * 2 ** shift;
   const delay = Math.min(o.max_restart_delay, grown);
@@ -160,7 +182,8 @@ export class Flapping implements EventPolicyStage {
     }
     const inst = getInstance(d, exit.index, exit.version, exit.instance);
     if (this.o.crash_fills_guid && inst.guid === null) inst.guid = exit.instance;
-    if (inst.guid !== exit.instance) this.ctx.logger.warn({ app: d.id, index: exit.index }, `unexpected instance_id: ${exit.instance}, desired: ${String(inst.guid)}`);
+    if (inst.guid !== exit.instance)
+      this.ctx.logger.warn({ app: d.id, index: exit.index }, `unexpected instance_id: ${exit.instance}, desired: ${String(inst.guid)}`);
     countCrash(inst, ts, now, this.o);
     // Keyed by the record's guid, as the Ruby HM did (the exit's when the record never had one).
     d.crashes.set(inst.guid ?? exit.instance, { timestampMs: now, crashTimestamp: ts });
@@ -186,7 +209,8 @@ export class Flapping implements EventPolicyStage {
   private flappingPolicy(d: Droplet, inst: InstanceRecord, chatty: boolean, env: EventEnv): EventDecision[] {
     if (this.pendingId(d, inst) !== null) return [];
     if (givenUp(inst.crashCount, this.o.giveup_crash_number)) {
-      if (chatty) this.ctx.logger.info({ app: d.id, index: inst.index, crash_count: inst.crashCount }, `given up on restarting: app_id=${d.id} index=${inst.index}`);
+      if (chatty)
+        this.ctx.logger.info({ app: d.id, index: inst.index, crash_count: inst.crashCount }, `given up on restarting: app_id=${d.id} index=${inst.index}`);
       return [];
     }
     const delayMs = flappingDelay(inst.crashCount, env.random(), this.o);

@@ -89,7 +89,9 @@ export function readEntries(data: Uint8Array | string, maxBytes = MAX_MESSAGE_BY
   try {
     doc = JSON.parse(typeof data === 'string' ? data : utf8.decode(data));
   } catch (err) {
-    return err instanceof SyntaxError ? { ok: false, reason: 'bad_json', detail: err.message } : { ok: false, reason: 'not_utf8', detail: 'the message is not UTF-8 text' };
+    return err instanceof SyntaxError
+      ? { ok: false, reason: 'bad_json', detail: err.message }
+      : { ok: false, reason: 'not_utf8', detail: 'the message is not UTF-8 text' };
   }
   if (!isObject(doc)) return { ok: false, reason: 'invalid', detail: '(message) must be an object' };
   if (typeof doc.dea !== 'string' || doc.dea === '') return { ok: false, reason: 'invalid', detail: '/dea (the agent guid) is missing' };

@@ -105,7 +105,16 @@ describe('heartbeat events', () => {
       kind: 'heartbeat',
       app: 'app-a',
       agent: 'dea-1',
-      beat: { app: 'app-a', version: 'v1', instance: 'app-a-0', index: 0, state: 'RUNNING', stateTimestamp: 1_375_300_000.5, agent: 'dea-1', ccPartition: 'default' },
+      beat: {
+        app: 'app-a',
+        version: 'v1',
+        instance: 'app-a-0',
+        index: 0,
+        state: 'RUNNING',
+        stateTimestamp: 1_375_300_000.5,
+        agent: 'dea-1',
+        ccPartition: 'default',
+      },
     });
   });
 
@@ -117,7 +126,11 @@ describe('heartbeat events', () => {
   });
 
   it('are not raised on a standby, nor when no policy wants them', async () => {
-    const standby = await setup({}, () => true, () => false);
+    const standby = await setup(
+      {},
+      () => true,
+      () => false,
+    );
     standby.publish('dea.heartbeat', hb('dea-1', [entry('app-a', 0)]));
     standby.publish('droplet.exited', JSON.stringify({ droplet: 'app-a', version: 'v1', instance: 'i', index: 0, reason: 'STOPPED' }));
     expect(standby.emitted).toEqual([]);
@@ -157,9 +170,21 @@ describe('heartbeat events', () => {
     expect(kinds()).toEqual(['message dea-1 2/4', 'beat app-a/0', 'beat app-d/3']);
     expect(await dropped('dea.heartbeat', 'too_long')).toBe(2);
     expect(await dropped('dea.heartbeat', 'invalid_entry')).toBe(0);
-    expect(logs.some((l) => l.msg === "dropped a message on dea.heartbeat: too_long (entry 1 of agent dea-1's heartbeat: droplet is longer than 128 characters; the other entries are kept)")).toBe(true);
+    expect(
+      logs.some(
+        (l) =>
+          l.msg ===
+          "dropped a message on dea.heartbeat: too_long (entry 1 of agent dea-1's heartbeat: droplet is longer than 128 characters; the other entries are kept)",
+      ),
+    ).toBe(true);
     publish('dea.heartbeat', hb('d'.repeat(900_000), [entry('app-a', 0)]));
-    publish('dea.heartbeat', hb('dea-2', Array.from({ length: 2_001 }, (_, i) => entry('app-a', i))));
+    publish(
+      'dea.heartbeat',
+      hb(
+        'dea-2',
+        Array.from({ length: 2_001 }, (_, i) => entry('app-a', i)),
+      ),
+    );
     expect(await dropped('dea.heartbeat', 'too_long')).toBe(3);
     expect(await dropped('dea.heartbeat', 'too_many')).toBe(1);
     expect(kinds()).toHaveLength(3);
@@ -265,19 +290,24 @@ describe('cc_partition (the Ruby HM before mid-2013)', () => {
   it('is named as a problem with both values and the key, once, and clears heartbeat_ttl after such messages stop', async () => {
     const s = await setup({ cc_partition: 'default', cc_partition_filter: true });
     const tracked: Record<string, unknown>[] = [];
-    const logger = { warn: (o: object, m: string) => tracked.push({ ...o, msg: m, level: 'warn' }), info: (o: object, m: string) => tracked.push({ ...o, msg: m, level: 'info' }) };
+    const logger = {
+      warn: (o: object, m: string) => tracked.push({ ...o, msg: m, level: 'warn' }),
+      info: (o: object, m: string) => tracked.push({ ...o, msg: m, level: 'info' }),
+    };
     const problems = new ProblemTracker(logger as never, () => s.clock.now());
     expect(s.stage.health()).toEqual({ healthy: true, last_error: null });
 
     s.publish('dea.heartbeat', hb('dea-1', [entry('app-a', 0), entry('app-b', 0, { cc_partition: 'ng' })]));
     expect(s.stage.health()).toEqual({
       healthy: true,
-      last_error: 'agents report cc_partition "ng" but this daemon is on "default": their heartbeats, exits and updates are ignored; set sources.heartbeats.cc_partition: ng',
+      last_error:
+        'agents report cc_partition "ng" but this daemon is on "default": their heartbeats, exits and updates are ignored; set sources.heartbeats.cc_partition: ng',
     });
     const [p] = deriveProblems(facts(s, 1));
     expect(p).toMatchObject({
       code: 'CC_PARTITION_IGNORED',
-      message: 'cc_partition of the agents: agents report cc_partition "ng" but this daemon is on "default" (`sources.heartbeats.cc_partition`): their heartbeats, exits and updates are ignored',
+      message:
+        'cc_partition of the agents: agents report cc_partition "ng" but this daemon is on "default" (`sources.heartbeats.cc_partition`): their heartbeats, exits and updates are ignored',
       fix: 'set `sources.heartbeats.cc_partition: ng`',
     });
     // Nothing kept at all: the stronger problem of the same cause, instead.
@@ -312,11 +342,23 @@ describe('cc_partition (the Ruby HM before mid-2013)', () => {
 describe('readEntries under generated input', () => {
   it('never throws; accepts an envelope it can read and sorts every entry into good or bad', () => {
     const anEntry = fc.oneof(
-      fc.record({ droplet: fc.string(), version: fc.string(), instance: fc.string(), index: fc.oneof(fc.nat(), fc.jsonValue()), state: fc.constantFrom('RUNNING', 'CRASHED', 'STARTING', 'EVACUATING', 'X'), state_timestamp: fc.double() }, { requiredKeys: [] }),
+      fc.record(
+        {
+          droplet: fc.string(),
+          version: fc.string(),
+          instance: fc.string(),
+          index: fc.oneof(fc.nat(), fc.jsonValue()),
+          state: fc.constantFrom('RUNNING', 'CRASHED', 'STARTING', 'EVACUATING', 'X'),
+          state_timestamp: fc.double(),
+        },
+        { requiredKeys: [] },
+      ),
       fc.jsonValue(),
     );
     const message = fc.oneof(
-      fc.record({ dea: fc.oneof(fc.string(), fc.jsonValue()), droplets: fc.oneof(fc.array(anEntry, { maxLength: 5 }), fc.jsonValue()) }, { requiredKeys: [] }).map((m) => JSON.stringify(m)),
+      fc
+        .record({ dea: fc.oneof(fc.string(), fc.jsonValue()), droplets: fc.oneof(fc.array(anEntry, { maxLength: 5 }), fc.jsonValue()) }, { requiredKeys: [] })
+        .map((m) => JSON.stringify(m)),
       fc.string({ maxLength: 80 }),
     );
     fc.assert(

@@ -31,7 +31,11 @@ class MemoryBus implements Bus {
     const list = this.subs.get(subject) ?? [];
     list.push(handler);
     this.subs.set(subject, list);
-    return () => this.subs.set(subject, (this.subs.get(subject) ?? []).filter((h) => h !== handler));
+    return () =>
+      this.subs.set(
+        subject,
+        (this.subs.get(subject) ?? []).filter((h) => h !== handler),
+      );
   }
   publish(subject: string, data: string | Uint8Array): void {
     const bytes = typeof data === 'string' ? encoder.encode(data) : data;
@@ -82,7 +86,11 @@ function wrongType(not: 'string' | 'integer' | 'number' | 'array' | 'object'): f
   ];
   // An integer is a number too: for integer fields, only non-integral and negative numbers are wrong.
   const arbs = all.filter(([t]) => t !== not && !(not === 'integer' && t === 'number')).map(([, a]) => a);
-  if (not === 'integer') arbs.push(fc.double({ noNaN: true, noDefaultInfinity: true }).filter((n) => !Number.isInteger(n)), fc.integer({ max: -1 }));
+  if (not === 'integer')
+    arbs.push(
+      fc.double({ noNaN: true, noDefaultInfinity: true }).filter((n) => !Number.isInteger(n)),
+      fc.integer({ max: -1 }),
+    );
   return fc.oneof(...arbs);
 }
 
@@ -98,7 +106,13 @@ const DROPLET_FIELDS: [string, 'string' | 'integer' | 'number', boolean][] = [
 /** A valid heartbeat broken in exactly one way the schema forbids. */
 const brokenArb: fc.Arbitrary<Sample> = fc
   .tuple(
-    heartbeatArb.map((h) => ({ ...h, droplets: h.droplets.length > 0 ? h.droplets : [{ droplet: 'a', version: 'v', instance: 'i', index: 0, state: 'RUNNING', state_timestamp: 1 }] }) as Hb),
+    heartbeatArb.map(
+      (h) =>
+        ({
+          ...h,
+          droplets: h.droplets.length > 0 ? h.droplets : [{ droplet: 'a', version: 'v', instance: 'i', index: 0, state: 'RUNNING', state_timestamp: 1 }],
+        }) as Hb,
+    ),
     fc.nat(),
     fc.oneof(
       fc.constant({ kind: 'delete-dea' as const }),
@@ -108,9 +122,11 @@ const brokenArb: fc.Arbitrary<Sample> = fc
       wrongType('array').map((v) => ({ kind: 'droplets' as const, v })),
       wrongType('object').map((v) => ({ kind: 'droplet-not-object' as const, v })),
       fc.constantFrom(...DROPLET_FIELDS).map(([field]) => ({ kind: 'delete-field' as const, field })),
-      fc.constantFrom(...DROPLET_FIELDS).chain(([field, type, nonEmptyString]) =>
-        fc.oneof(wrongType(type), ...(nonEmptyString ? [fc.constant('')] : [])).map((v) => ({ kind: 'field' as const, field, v })),
-      ),
+      fc
+        .constantFrom(...DROPLET_FIELDS)
+        .chain(([field, type, nonEmptyString]) =>
+          fc.oneof(wrongType(type), ...(nonEmptyString ? [fc.constant('')] : [])).map((v) => ({ kind: 'field' as const, field, v })),
+        ),
       wrongType('string').map((v) => ({ kind: 'field' as const, field: 'cc_partition', v })),
     ),
   )
@@ -217,16 +233,25 @@ const atBoundArb: fc.Arbitrary<Sample> = fc
     const m = structuredClone(hb) as Hb;
     const droplets = m.droplets as Record<string, unknown>[];
     if (field === 'dea') m.dea = value;
-    else if (droplets.length === 0) droplets.push({ droplet: 'a', version: 'v', instance: 'i', index: 0, state: 'RUNNING', state_timestamp: 1, [field]: value });
+    else if (droplets.length === 0)
+      droplets.push({ droplet: 'a', version: 'v', instance: 'i', index: 0, state: 'RUNNING', state_timestamp: 1, [field]: value });
     else droplets[pick % droplets.length]![field] = value;
-    return { kind: over ? ('invalid' as const) : ('valid' as const), data: encoder.encode(JSON.stringify(m)), what: `${field} of ${max + (over ? 1 : 0)} × ${char}` };
+    return {
+      kind: over ? ('invalid' as const) : ('valid' as const),
+      data: encoder.encode(JSON.stringify(m)),
+      what: `${field} of ${max + (over ? 1 : 0)} × ${char}`,
+    };
   });
 
 /** As many instance entries as a heartbeat may hold, or one more. */
 const manyDropletsArb: fc.Arbitrary<Sample> = fc.boolean().map((over) => {
   const n = L.instancesPerAgent + (over ? 1 : 0);
   const droplets = Array.from({ length: n }, (_, i) => ({ droplet: 'a', version: 'v', instance: `i-${i}`, index: i, state: 'RUNNING', state_timestamp: 1 }));
-  return { kind: over ? ('invalid' as const) : ('valid' as const), data: encoder.encode(JSON.stringify({ dea: 'dea-many', droplets })), what: `${n} instance entries` };
+  return {
+    kind: over ? ('invalid' as const) : ('valid' as const),
+    data: encoder.encode(JSON.stringify({ dea: 'dea-many', droplets })),
+    what: `${n} instance entries`,
+  };
 });
 
 const heartbeatSamples: fc.Arbitrary<Sample> = fc.oneof(
@@ -337,7 +362,10 @@ async function harness(opts: Partial<HeartbeatStageOptions> = {}) {
     events: { emit: () => undefined, wants: () => false, droplets: new DropletRegistry() },
   };
   // A short presence TTL keeps the state small while time moves on.
-  const stage = (await heartbeatPlugin.create({ subject: 'dea.heartbeat', advertise_subject: 'dea.advertise', sync_interval: 50, heartbeat_ttl: 500, ...opts }, ctx)) as HeartbeatSource;
+  const stage = (await heartbeatPlugin.create(
+    { subject: 'dea.heartbeat', advertise_subject: 'dea.advertise', sync_interval: 50, heartbeat_ttl: 500, ...opts },
+    ctx,
+  )) as HeartbeatSource;
   await stage.start();
   cleanups.push(async () => {
     await stage.stop();
@@ -398,7 +426,9 @@ describe('heartbeat source under generated input', () => {
     const h = await harness({ advertise_payload: 'ignored' });
     let lastHeartbeat: number | undefined;
     let bumps = 0;
-    const beat = encoder.encode(JSON.stringify({ dea: 'dea-0', droplets: [{ droplet: 'a', version: 'v', instance: 'i', index: 0, state: 'RUNNING', state_timestamp: 1 }] }));
+    const beat = encoder.encode(
+      JSON.stringify({ dea: 'dea-0', droplets: [{ droplet: 'a', version: 'v', instance: 'i', index: 0, state: 'RUNNING', state_timestamp: 1 }] }),
+    );
     await fc.assert(
       fc.asyncProperty(advertiseSamples, fc.nat(ACTUAL_TTL), fc.nat(9), async (payload, step, roll) => {
         h.clock.advance(step);
@@ -431,7 +461,9 @@ describe('heartbeat source under generated input', () => {
   });
   it(`survives ${RUNS} generated payloads on dea.advertise, checked: only valid ones naming no instance bump, as the rule says`, async () => {
     const h = await harness();
-    const beat = encoder.encode(JSON.stringify({ dea: 'dea-0', droplets: [{ droplet: 'a', version: 'v', instance: 'i', index: 0, state: 'RUNNING', state_timestamp: 1 }] }));
+    const beat = encoder.encode(
+      JSON.stringify({ dea: 'dea-0', droplets: [{ droplet: 'a', version: 'v', instance: 'i', index: 0, state: 'RUNNING', state_timestamp: 1 }] }),
+    );
     // The rule, kept apart from the code: when heartbeats, advertises naming instances and advertise bumps last came.
     let lastHeartbeat: number | undefined;
     let lastBusy: number | undefined;

@@ -109,7 +109,10 @@ function simulateAgents(nc: NatsConnection, agents: string[]) {
   };
   for (const dea of agents) {
     beat(dea);
-    timers.set(dea, setInterval(() => beat(dea), HB_MS));
+    timers.set(
+      dea,
+      setInterval(() => beat(dea), HB_MS),
+    );
   }
   const stop = (dea: string) => {
     clearInterval(timers.get(dea));
@@ -166,10 +169,11 @@ describe('heartbeat source over NATS in the engine', () => {
     // dea-3 falls silent: its instances go once its presence TTL has passed, not before.
     agents.stop('dea-3');
     const silentSince = agents.lastPublished.get('dea-3')!;
-    const goneAt = await waitFor(
-      async () => ((await store.getAgents()).has('dea-3') ? false : Date.now()),
-      { timeoutMs: 5_000, intervalMs: 5, what: 'dea-3 to lapse' },
-    );
+    const goneAt = await waitFor(async () => ((await store.getAgents()).has('dea-3') ? false : Date.now()), {
+      timeoutMs: 5_000,
+      intervalMs: 5,
+      what: 'dea-3 to lapse',
+    });
     expect(goneAt - silentSince).toBeGreaterThanOrEqual(WINDOW_MS - 1);
     expect(goneAt - silentSince).toBeLessThan(WINDOW_MS + 1_500);
     const snap = await store.snapshot();
@@ -221,7 +225,9 @@ describe('dea.advertise with the hm9000 preset', () => {
     const nc = await natsClient(nats.url);
     const dropped = async (reason: string) => {
       const m = engine.metrics.getSingleMetric('hmgate_dropped_messages_total');
-      return ((await m?.get())?.values ?? []).filter((v) => v.labels.subject === 'dea.advertise' && v.labels.reason === reason).reduce((n, v) => n + v.value, 0);
+      return ((await m?.get())?.values ?? [])
+        .filter((v) => v.labels.subject === 'dea.advertise' && v.labels.reason === reason)
+        .reduce((n, v) => n + v.value, 0);
     };
     /** Publishes `payloads()` on dea.advertise every quarter heartbeat until the test ends. */
     const advertise = (payloads: () => string[]) => {
@@ -233,7 +239,8 @@ describe('dea.advertise with the hm9000 preset', () => {
     return { engine, agents, recorder, lines, dropped, advertise };
   }
 
-  const advertiseOf = (id: string, apps: Record<string, number>) => JSON.stringify({ id, stacks: ['lucid64'], available_memory: 4096, available_disk: 8192, app_id_to_count: apps, placement_properties: { zone: 'default' } });
+  const advertiseOf = (id: string, apps: Record<string, number>) =>
+    JSON.stringify({ id, stacks: ['lucid64'], available_memory: 4096, available_disk: 8192, app_id_to_count: apps, placement_properties: { zone: 'default' } });
 
   it('keeps an empty foundation fresh from advertises alone', async () => {
     const { engine, advertise, recorder } = await startPreset([]);
@@ -247,10 +254,13 @@ describe('dea.advertise with the hm9000 preset', () => {
     const { engine, agents, recorder, lines, dropped, advertise } = await startPreset([{ guid: 'app-a', instances: 2 }]);
     agents.agent('dea-1').run('app-a', 0);
     agents.agent('dea-2').run('app-a', 1);
-    await waitFor(async () => {
-      const s = await engine.status();
-      return s.actual.fresh && s.desired.fresh;
-    }, { what: 'fresh state', timeoutMs: 10_000 });
+    await waitFor(
+      async () => {
+        const s = await engine.status();
+        return s.actual.fresh && s.desired.fresh;
+      },
+      { what: 'fresh state', timeoutMs: 10_000 },
+    );
 
     // The heartbeats are lost; the agents still advertise what they run, and four bytes of garbage arrive.
     let garbage = 0;
@@ -284,16 +294,21 @@ describe('cc_partition in the engine', () => {
     }, HB_MS);
     cleanups.push(async () => clearInterval(theirs));
 
-    const named = await waitFor(async () => ((await status(apiPort)).problems as { code: string; message: string; fix: string }[]).find((p) => p.code === 'CC_PARTITION_IGNORED'), {
-      what: 'the partition problem',
-    });
+    const named = await waitFor(
+      async () => ((await status(apiPort)).problems as { code: string; message: string; fix: string }[]).find((p) => p.code === 'CC_PARTITION_IGNORED'),
+      {
+        what: 'the partition problem',
+      },
+    );
     expect(named.message).toBe(
       'cc_partition of the agents: agents report cc_partition "ng" but this daemon is on "default" (`sources.heartbeats.cc_partition`): their heartbeats, exits and updates are ignored',
     );
     expect(named.fix).toBe('set `sources.heartbeats.cc_partition: ng`');
 
     clearInterval(theirs);
-    await waitFor(async () => !((await status(apiPort)).problems as { code: string }[]).some((p) => p.code === 'CC_PARTITION_IGNORED'), { what: 'the problem cleared' });
+    await waitFor(async () => !((await status(apiPort)).problems as { code: string }[]).some((p) => p.code === 'CC_PARTITION_IGNORED'), {
+      what: 'the problem cleared',
+    });
     expect(lines.filter((l) => l.problem === 'CC_PARTITION_IGNORED' && l.level === 'warn')).toHaveLength(1);
     expect(lines.filter((l) => l.problem === 'CC_PARTITION_IGNORED' && /^cleared: /.test(l.msg))).toHaveLength(1);
     ours.stop('dea-1');
@@ -358,12 +373,17 @@ describe('heartbeat source over HTTPS in the engine', () => {
 
     const ok = await post(httpsPort, heartbeat('dea-https', 3), { client: clientCert });
     expect(ok).toEqual({ status: 202, body: '' });
-    await waitFor(async () => (await store.getAgents()).get('dea-https')?.instances.length === 3, { timeoutMs: 3_000, what: 'the HTTPS heartbeat in the store' });
-    expect((await store.getFreshness('actual'))).toBeDefined();
+    await waitFor(async () => (await store.getAgents()).get('dea-https')?.instances.length === 3, {
+      timeoutMs: 3_000,
+      what: 'the HTTPS heartbeat in the store',
+    });
+    expect(await store.getFreshness('actual')).toBeDefined();
 
     // No client certificate, or one from another CA: the TLS handshake is refused.
     await expect(post(httpsPort, heartbeat('dea-anonymous'))).rejects.toThrow(/certificate required/);
-    await expect(post(httpsPort, heartbeat('dea-stranger'), { client: strangerCert })).rejects.toMatchObject({ code: expect.stringMatching(/ECONNRESET|ERR_SSL/) });
+    await expect(post(httpsPort, heartbeat('dea-stranger'), { client: strangerCert })).rejects.toMatchObject({
+      code: expect.stringMatching(/ECONNRESET|ERR_SSL/),
+    });
 
     const invalid = await post(httpsPort, '{"dea": "dea-https", "droplets": [', { client: clientCert });
     expect(invalid.status).toBe(400);
@@ -392,7 +412,10 @@ describe('heartbeat source over HTTPS in the engine', () => {
     expect(huge).toEqual({ status: 400, body: 'too_long: /dea must NOT have more than 128 characters\n' });
     const longGuid = JSON.parse(heartbeat('dea-https', 2)) as { droplets: { droplet: string }[] };
     longGuid.droplets[1]!.droplet = 'a'.repeat(129);
-    expect(await post(httpsPort, JSON.stringify(longGuid), { client: clientCert })).toEqual({ status: 400, body: 'too_long: /droplets/1/droplet must NOT have more than 128 characters\n' });
+    expect(await post(httpsPort, JSON.stringify(longGuid), { client: clientCert })).toEqual({
+      status: 400,
+      body: 'too_long: /droplets/1/droplet must NOT have more than 128 characters\n',
+    });
     // A good one after them is taken: the store holds only it.
     expect((await post(httpsPort, heartbeat('dea-https', 1), { client: clientCert })).status).toBe(202);
     const store = engine.stateStore!;
@@ -400,7 +423,9 @@ describe('heartbeat source over HTTPS in the engine', () => {
     expect([...(await store.getAgents()).keys()]).toEqual(['dea-https']);
     expect((await store.getAgents()).get('dea-https')?.instances).toHaveLength(1);
     const m = engine.metrics.getSingleMetric('hmgate_dropped_messages_total');
-    expect(((await m?.get())?.values ?? []).filter((v) => v.value > 0).map((v) => [v.labels.subject, v.labels.reason, v.value])).toEqual([['https:/dea/heartbeat', 'too_long', 2]]);
+    expect(((await m?.get())?.values ?? []).filter((v) => v.value > 0).map((v) => [v.labels.subject, v.labels.reason, v.value])).toEqual([
+      ['https:/dea/heartbeat', 'too_long', 2],
+    ]);
     expect((await status(apiPort)).counters.dropped_messages).toBe(2);
   });
 
@@ -410,7 +435,10 @@ describe('heartbeat source over HTTPS in the engine', () => {
     cleanups.push(() => new Promise((r) => blocker.close(r)));
     const busy = (blocker.address() as net.AddressInfo).port;
     await expect(
-      startEngine(['http_listener:', `  listen: 127.0.0.1:${busy}`, '  cert_file: tls/server.pem', '  key_file: tls/server.key', '  ca_file: tls/ca.pem'], writeTls),
+      startEngine(
+        ['http_listener:', `  listen: 127.0.0.1:${busy}`, '  cert_file: tls/server.pem', '  key_file: tls/server.key', '  ca_file: tls/ca.pem'],
+        writeTls,
+      ),
     ).rejects.toThrow(
       `stage "heartbeats" (heartbeat) failed to start: cannot listen on 127.0.0.1:${busy} for HTTPS heartbeats (sources.heartbeats.http_listener.listen): address already in use`,
     );

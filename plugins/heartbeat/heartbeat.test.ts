@@ -118,7 +118,11 @@ async function setup(opts: Partial<HeartbeatStageOptions> = {}) {
     if (!m) return 0;
     const values = (await m.get()).values as { value: number; labels: Record<string, unknown>; metricName?: string }[];
     return values
-      .filter((v) => (v.metricName === undefined || v.metricName === name || v.metricName === `${name}_count`) && Object.entries(labels).every(([k, x]) => v.labels[k] === x))
+      .filter(
+        (v) =>
+          (v.metricName === undefined || v.metricName === name || v.metricName === `${name}_count`) &&
+          Object.entries(labels).every(([k, x]) => v.labels[k] === x),
+      )
       .filter((v) => !name.endsWith('_seconds') || v.metricName === `${name}_count`)
       .reduce((s, v) => s + v.value, 0);
   };
@@ -167,7 +171,20 @@ describe('heartbeat plugin definition', () => {
     };
     const described = walk(heartbeatPlugin.optionsSchema, '', []);
     expect(described.map(([k]) => k)).toEqual(
-      expect.arrayContaining(['subject', 'advertise_subject', 'sync_interval', 'heartbeat_ttl', 'save_deadline', 'cc_partition', 'cc_partition_filter', 'exited_subject', 'updated_subject', 'http_listener', 'http_listener.listen', 'http_listener.ca_file']),
+      expect.arrayContaining([
+        'subject',
+        'advertise_subject',
+        'sync_interval',
+        'heartbeat_ttl',
+        'save_deadline',
+        'cc_partition',
+        'cc_partition_filter',
+        'exited_subject',
+        'updated_subject',
+        'http_listener',
+        'http_listener.listen',
+        'http_listener.ca_file',
+      ]),
     );
     for (const [key, text] of described) {
       expect(text, key).toMatch(/\S{3}/);
@@ -177,7 +194,12 @@ describe('heartbeat plugin definition', () => {
   });
 
   it('converts durations, requires the TLS files of an http_listener and refuses unknown keys', () => {
-    const opts: Record<string, unknown> = { sync_interval: '0.25hb', heartbeat_ttl: '5s', save_deadline: '2s', http_listener: { cert_file: 'c', key_file: 'k', ca_file: 'a' } };
+    const opts: Record<string, unknown> = {
+      sync_interval: '0.25hb',
+      heartbeat_ttl: '5s',
+      save_deadline: '2s',
+      http_listener: { cert_file: 'c', key_file: 'k', ca_file: 'a' },
+    };
     expect(validator.validate(heartbeatPlugin.optionsSchema, opts)).toEqual([]);
     expect(opts).toMatchObject({ sync_interval: 2_500, heartbeat_ttl: 5_000, save_deadline: 2_000, http_listener: { listen: '0.0.0.0:5335' } });
     const missing = validator.validate(heartbeatPlugin.optionsSchema, { http_listener: { cert_file: 'c' } });
@@ -321,7 +343,10 @@ describe('heartbeat source', () => {
     await clock.advanceToAsync(first!.timestamp + 29_999);
     let marker = await store.getFreshness('actual');
     expect(isActualFresh(marker, clock.now(), ACTUAL_TTL)).toBe(false);
-    expect(freshness.verdict('actual', marker, clock.now(), ACTUAL_TTL)).toMatchObject({ fresh: false, reason: expect.stringMatching(/less than the freshness window/) });
+    expect(freshness.verdict('actual', marker, clock.now(), ACTUAL_TTL)).toMatchObject({
+      fresh: false,
+      reason: expect.stringMatching(/less than the freshness window/),
+    });
     await clock.advanceToAsync(first!.timestamp + 30_000);
     marker = await store.getFreshness('actual');
     expect(marker?.timestamp).toBe(first!.timestamp);
@@ -391,7 +416,14 @@ describe('heartbeat source', () => {
   describe('dea.advertise', () => {
     /** An advertise as a DEA sent it; `apps` is its app_id_to_count. */
     const advertise = (id: string, apps: Record<string, number> = {}) =>
-      JSON.stringify({ id, stacks: ['lucid64'], available_memory: 30_720, available_disk: 61_440, app_id_to_count: apps, placement_properties: { zone: 'default' } });
+      JSON.stringify({
+        id,
+        stacks: ['lucid64'],
+        available_memory: 30_720,
+        available_disk: 61_440,
+        app_id_to_count: apps,
+        placement_properties: { zone: 'default' },
+      });
 
     it('bumps before any heartbeat when it names no instance', async () => {
       const { clock, store, publish, stage } = await setup();
@@ -468,7 +500,10 @@ describe('heartbeat source', () => {
       for (const [, reason] of bad) expected.set(reason, (expected.get(reason) ?? 0) + 1);
       for (const [reason, n] of expected) expect(await metric('hmgate_dropped_messages_total', { subject: 'dea.advertise', reason }), reason).toBe(n);
       for (const reason of expected.keys()) {
-        expect(lines.filter((l) => l.level === 'warn' && l.msg.startsWith(`dropped a message on dea.advertise: ${reason} `)), reason).toHaveLength(1);
+        expect(
+          lines.filter((l) => l.level === 'warn' && l.msg.startsWith(`dropped a message on dea.advertise: ${reason} `)),
+          reason,
+        ).toHaveLength(1);
       }
       // No log line carries the over-long value.
       expect(lines.every((l) => JSON.stringify(l).length < 2_000)).toBe(true);
@@ -490,7 +525,8 @@ describe('heartbeat source', () => {
       publish(advertise('dea-2', { 'app-a': 1 }), 'dea.advertise');
       await stage.idle();
       expect(await store.getFreshness('actual')).toBeUndefined();
-      const reason = 'agent dea-2 advertises 1 instance(s) but no heartbeat arrived within the actual freshness TTL (30000ms): its heartbeats are missing, so advertises do not keep actual state fresh until heartbeats arrive';
+      const reason =
+        'agent dea-2 advertises 1 instance(s) but no heartbeat arrived within the actual freshness TTL (30000ms): its heartbeats are missing, so advertises do not keep actual state fresh until heartbeats arrive';
       expect(freshness.reason('actual')?.reason).toBe(reason);
       const busyAt = clock.now();
 
@@ -562,7 +598,13 @@ describe('heartbeat source', () => {
     const { clock, store, publish, lines, metric, stage } = await setup({ cc_partition: 'default', cc_partition_filter: true });
     const message = 'agent dea-1 heartbeats instances of cc_partition "ng", this stage keeps only "default": set sources.heartbeats.cc_partition: ng';
     const beat = () =>
-      publish(hb('dea-1', [droplet('app-a', 0), droplet('app-b', 0, 'RUNNING', 1, { cc_partition: 'ng' }), droplet('app-c', 0, 'RUNNING', 1, { cc_partition: 'ng' })]));
+      publish(
+        hb('dea-1', [
+          droplet('app-a', 0),
+          droplet('app-b', 0, 'RUNNING', 1, { cc_partition: 'ng' }),
+          droplet('app-c', 0, 'RUNNING', 1, { cc_partition: 'ng' }),
+        ]),
+      );
     beat();
     beat();
     publish(hb('dea-2', [droplet('app-d', 0, 'RUNNING', 1, { cc_partition: undefined })]));

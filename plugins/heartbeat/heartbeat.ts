@@ -95,10 +95,7 @@ interface HeartbeatMetrics {
 const metricsByRegistry = new WeakMap<Registry, HeartbeatMetrics>();
 
 function counter(registry: Registry, name: string, help: string): Counter<'stage'> {
-  return (
-    (registry.getSingleMetric(name) as Counter<'stage'> | undefined) ??
-    new Counter({ name, help, labelNames: ['stage'], registers: [registry] })
-  );
+  return (registry.getSingleMetric(name) as Counter<'stage'> | undefined) ?? new Counter({ name, help, labelNames: ['stage'], registers: [registry] });
 }
 
 /** One set of heartbeat metrics per registry, however many heartbeat stages share it. */
@@ -208,7 +205,14 @@ export class HeartbeatSource implements Stage {
     const h = opts.http_listener;
     this.https = h
       ? new HttpsHeartbeatListener(
-          { listen: h.listen, certFile: h.cert_file, keyFile: h.key_file, caFile: h.ca_file, baseDir: ctx.configDir, optionPath: `sources.${ctx.id}.http_listener` },
+          {
+            listen: h.listen,
+            certFile: h.cert_file,
+            keyFile: h.key_file,
+            caFile: h.ca_file,
+            baseDir: ctx.configDir,
+            optionPath: `sources.${ctx.id}.http_listener`,
+          },
           (body) => this.onHttpsBody(body),
           ctx.logger,
         )
@@ -226,14 +230,22 @@ export class HeartbeatSource implements Stage {
     this.running = true;
     const { bus } = this.ctx;
     this.unsubscribe.push(bus.subscribe(this.opts.subject, this.onHeartbeat));
-    this.unsubscribe.push(this.ingestLag.listen(), this.ctx.freshness.registerLag(`sources.${this.ctx.id}`, () => this.ingestLag.lag()));
+    this.unsubscribe.push(
+      this.ingestLag.listen(),
+      this.ctx.freshness.registerLag(`sources.${this.ctx.id}`, () => this.ingestLag.lag()),
+    );
     if (this.opts.advertise_subject !== '') this.unsubscribe.push(bus.subscribe(this.opts.advertise_subject, this.onAdvertise));
     // Exits and updates matter only to event policies that handle them (the engine knows by now).
     const { events } = this.ctx;
     if (events.wants('exit')) this.unsubscribe.push(bus.subscribe(this.exitedSubject, this.onExited));
     if (events.wants('updated')) this.unsubscribe.push(bus.subscribe(this.updatedSubject, this.onUpdated));
     this.logger.info(
-      { subject: this.opts.subject, advertise_subject: this.opts.advertise_subject || null, sync_interval_ms: this.opts.sync_interval, heartbeat_ttl_ms: this.opts.heartbeat_ttl },
+      {
+        subject: this.opts.subject,
+        advertise_subject: this.opts.advertise_subject || null,
+        sync_interval_ms: this.opts.sync_interval,
+        heartbeat_ttl_ms: this.opts.heartbeat_ttl,
+      },
       `listening for heartbeats on ${this.opts.subject}`,
     );
     // HM9000 runs the sync loop once at once, then on every tick.
@@ -385,7 +397,10 @@ export class HeartbeatSource implements Stage {
       this.partitionNotices.add(key);
       const what = theirs === undefined ? 'without a cc_partition' : `of cc_partition ${JSON.stringify(theirs)}`;
       const fix = theirs === undefined ? `remove sources.${this.ctx.id}.cc_partition to keep them` : `set sources.${this.ctx.id}.cc_partition: ${theirs}`;
-      this.logger.warn({ subject, cc_partition: theirs ?? null, kept_cc_partition: mine }, `${subject} messages ${what} are ignored, this stage keeps only ${JSON.stringify(mine)}: ${fix}`);
+      this.logger.warn(
+        { subject, cc_partition: theirs ?? null, kept_cc_partition: mine },
+        `${subject} messages ${what} are ignored, this stage keeps only ${JSON.stringify(mine)}: ${fix}`,
+      );
     }
     return false;
   }
@@ -456,7 +471,11 @@ export class HeartbeatSource implements Stage {
         otherPartition++;
         this.noticePartition(agent, d.cc_partition);
       } else if (d.version === '') {
-        this.drops.drop(subject, 'empty_version', `instance ${d.instance} of app ${d.droplet} reported by agent ${agent} has an empty version; the other instances are kept`);
+        this.drops.drop(
+          subject,
+          'empty_version',
+          `instance ${d.instance} of app ${d.droplet} reported by agent ${agent} has an empty version; the other instances are kept`,
+        );
       } else {
         kept.push(d);
       }
@@ -551,10 +570,13 @@ export class HeartbeatSource implements Stage {
       .finally(() => {
         if (!this.running) return;
         // A ticker: the period runs from the start of a sync; a late sync is followed at once.
-        this.timer = this.clock.setTimeout(() => {
-          this.timer = undefined;
-          this.tick();
-        }, Math.max(0, started + this.opts.sync_interval - this.clock.now()));
+        this.timer = this.clock.setTimeout(
+          () => {
+            this.timer = undefined;
+            this.tick();
+          },
+          Math.max(0, started + this.opts.sync_interval - this.clock.now()),
+        );
       });
   }
 
@@ -602,7 +624,10 @@ export class HeartbeatSource implements Stage {
     if (took < this.saveDeadline) {
       await this.bumpActual('heartbeat save');
     } else {
-      this.logger.warn({ took_ms: took, save_deadline_ms: this.saveDeadline, agents: heartbeats.length }, `save took too long (${took}ms); not bumping freshness`);
+      this.logger.warn(
+        { took_ms: took, save_deadline_ms: this.saveDeadline, agents: heartbeats.length },
+        `save took too long (${took}ms); not bumping freshness`,
+      );
       this.ctx.freshness.setReason('actual', `saving heartbeats took ${took}ms, not less than save_deadline (${this.saveDeadline}ms): not bumping freshness`);
     }
   }

@@ -68,7 +68,7 @@ export class HttpsHeartbeatListener {
     try {
       server = createServer({ cert, key, ca, requestCert: true, rejectUnauthorized: true }, (req, res) => this.handle(req, res));
     } catch (err) {
-      throw new Error(`${this.opts.optionPath}: the certificate, key or CA cannot be used: ${errorText(err)}`);
+      throw new Error(`${this.opts.optionPath}: the certificate, key or CA cannot be used: ${errorText(err)}`, { cause: err });
     }
     server.requestTimeout = 30_000;
     server.headersTimeout = 10_000;
@@ -79,7 +79,13 @@ export class HttpsHeartbeatListener {
     await new Promise<void>((done, fail) => {
       const onError = (err: NodeJS.ErrnoException) => {
         const why =
-          err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.code === 'EACCES' ? 'permission denied' : errorText(err);
+          err.code === 'EADDRINUSE'
+            ? 'address already in use'
+            : err.code === 'EADDRNOTAVAIL'
+              ? 'no such local address'
+              : err.code === 'EACCES'
+                ? 'permission denied'
+                : errorText(err);
         fail(new Error(`cannot listen on ${where} for HTTPS heartbeats (${this.opts.optionPath}.listen): ${why}`));
       };
       server.once('error', onError);
@@ -96,7 +102,10 @@ export class HttpsHeartbeatListener {
     });
     this.server = server;
     this.failure = null;
-    this.logger.info({ listen: `${host}:${this.boundPort}` }, `accepting HTTPS heartbeats at https://${host}:${this.boundPort}${HEARTBEAT_PATH} (client certificates required)`);
+    this.logger.info(
+      { listen: `${host}:${this.boundPort}` },
+      `accepting HTTPS heartbeats at https://${host}:${this.boundPort}${HEARTBEAT_PATH} (client certificates required)`,
+    );
   }
 
   async stop(): Promise<void> {
@@ -116,7 +125,7 @@ export class HttpsHeartbeatListener {
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : errorText(err);
-      throw new Error(`${this.opts.optionPath}.${option}: cannot read ${path}: ${why}`);
+      throw new Error(`${this.opts.optionPath}.${option}: cannot read ${path}: ${why}`, { cause: err });
     }
   }
 

@@ -48,13 +48,13 @@ export const HeartbeatOptionsSchema = Type.Object(
       Type.String({
         minLength: 1,
         description:
-          "This daemon's cc_partition, kept by cc_partition_filter (default \"default\"); the top-level cc_partition sets it for every stage (the older Ruby HM's top-level cc_partition).",
+          'This daemon\'s cc_partition, kept by cc_partition_filter (default "default"); the top-level cc_partition sets it for every stage (the older Ruby HM\'s top-level cc_partition).',
       }),
     ),
     cc_partition_filter: Type.Boolean({
       default: false,
       description:
-        "Keep only instances — and exits and updates — of cc_partition (a message without one never matches) and count the others as dropped (reason other_cc_partition); while such messages arrive, /v1/status names both partitions. Off keeps all, as HM9000 and the Ruby HM after mid-2013 did (the older Ruby HM filtered on its cc_partition).",
+        'Keep only instances — and exits and updates — of cc_partition (a message without one never matches) and count the others as dropped (reason other_cc_partition); while such messages arrive, /v1/status names both partitions. Off keeps all, as HM9000 and the Ruby HM after mid-2013 did (the older Ruby HM filtered on its cc_partition).',
     }),
     // Optional in the type, so a stage built in code need not name them; validation fills the default.
     exited_subject: Type.Optional(
@@ -78,7 +78,10 @@ export const HeartbeatOptionsSchema = Type.Object(
             default: '0.0.0.0:5335',
             description: 'host:port of the HTTPS heartbeat endpoint POST /dea/heartbeat (HM9000 H http_heartbeat_server_address and http_heartbeat_port).',
           }),
-          cert_file: Type.String({ minLength: 1, description: "The server certificate, PEM; relative to the config file's directory (HM9000 H ssl.cert_file)." }),
+          cert_file: Type.String({
+            minLength: 1,
+            description: "The server certificate, PEM; relative to the config file's directory (HM9000 H ssl.cert_file).",
+          }),
           key_file: Type.String({ minLength: 1, description: "The server certificate's private key, PEM (HM9000 H ssl.key_file)." }),
           ca_file: Type.String({
             minLength: 1,

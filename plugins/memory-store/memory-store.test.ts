@@ -168,10 +168,7 @@ describe('MemoryStore', () => {
   it('uses the last heartbeat of an agent that appears twice in a batch', async () => {
     const clock = new VirtualClock();
     const store = new MemoryStore(clock);
-    const result = await store.saveHeartbeats(
-      [heartbeat('dea-1', [instance('dea-1', 'app-a', 0)]), heartbeat('dea-1', [instance('dea-1', 'app-a', 1)])],
-      TTL,
-    );
+    const result = await store.saveHeartbeats([heartbeat('dea-1', [instance('dea-1', 'app-a', 0)]), heartbeat('dea-1', [instance('dea-1', 'app-a', 1)])], TTL);
     expect(result.changed).toEqual(['dea-1']);
     expect((await store.getAgents()).get('dea-1')?.instances.map((i) => i.index)).toEqual([1]);
   });
@@ -191,9 +188,7 @@ describe('MemoryStore', () => {
     await store.replaceDesired([desiredApp('app-a')]);
     await expect(store.replaceDesired([desiredApp('app-b'), { ...desiredApp('x'), guid: '' }])).rejects.toThrow(/guid/);
     expect([...(await store.getDesired()).keys()]).toEqual([appKey('app-a', 'v1')]);
-    await expect(
-      store.saveHeartbeats([heartbeat('dea-1', []), { agent: 'dea-2', instances: undefined as never }], TTL),
-    ).rejects.toThrow(/instances/);
+    await expect(store.saveHeartbeats([heartbeat('dea-1', []), { agent: 'dea-2', instances: undefined as never }], TTL)).rejects.toThrow(/instances/);
     expect((await store.getAgents()).size).toBe(0);
     await expect(store.bumpFreshness('bogus' as never, TTL)).rejects.toThrow(/freshness kind/);
     expect((await store.snapshot()).freshness).toEqual({});

@@ -6,7 +6,17 @@
  */
 import type { Clock } from '../../src/pipeline/clock.js';
 import { keptInstances, sameInstanceSet } from '../../src/pipeline/instances.js';
-import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer, groupByApp } from '../../src/pipeline/store-kit.js';
+import {
+  checkArray,
+  checkFreshnessKind,
+  checkString,
+  checkTtl,
+  CowMap,
+  crashApp,
+  DeadlineHeap,
+  DeadlineTimer,
+  groupByApp,
+} from '../../src/pipeline/store-kit.js';
 import {
   appKey,
   crashKey,
@@ -37,7 +47,6 @@ export interface MemoryStoreOptions {
 }
 
 type ExpiryTarget = { kind: 'agent'; key: string } | { kind: 'crash'; key: string } | { kind: 'freshness'; key: FreshnessKind };
-
 
 interface AgentState {
   record: AgentRecord;

@@ -24,7 +24,7 @@ export const MissingInstancesOptions = Type.Object(
       enum: ['alive', 'by-index'],
       default: 'alive',
       description:
-        "alive: an index is missing when its record is not alive (CRASHED, or no heartbeat for droplet_lost) and has no delayed restart pending (Ruby HM 1063399). by-index: CRASHED, never heard from or silent for droplet_lost, with pending restarts tracked per index, and a missing index of an app awaiting a desired-state update is reported as the error at which that Ruby HM exited (b82a898).",
+        'alive: an index is missing when its record is not alive (CRASHED, or no heartbeat for droplet_lost) and has no delayed restart pending (Ruby HM 1063399). by-index: CRASHED, never heard from or silent for droplet_lost, with pending restarts tracked per index, and a missing index of an app awaiting a desired-state update is reported as the error at which that Ruby HM exited (b82a898).',
     }),
     droplet_lost: Duration({
       default: '30s',
@@ -52,7 +52,10 @@ export function missingInstancesRule(d: Droplet, now: number, env: EventEnv, o: 
 
   const out: EventDecision[] = [];
   if (!env.busConnected) {
-    logger.warn({ app: d.id, indices: missing }, `actual state unavailable (message bus not connected): missing indices ${JSON.stringify(missing)} of ${d.id} not started`);
+    logger.warn(
+      { app: d.id, indices: missing },
+      `actual state unavailable (message bus not connected): missing indices ${JSON.stringify(missing)} of ${d.id} not started`,
+    );
   } else if (d.desiredUpdateRequired) {
     if (o.rule === 'by-index') {
       logger.error(

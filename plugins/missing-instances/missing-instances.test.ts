@@ -24,14 +24,19 @@ function options(raw: Record<string, unknown>) {
 async function setup(raw: Record<string, unknown> = {}) {
   const t = makeStageContext({ id: 'missing', kind: 'policy' });
   const stage = await plugin.create(options(raw), t.ctx);
-  const analyze = (d: Droplet, s: number, e: EventEnv = env()): EventDecision[] => stage.handle({ event: { kind: 'analyze', app: d.id }, droplet: d, now: at(s), env: e });
+  const analyze = (d: Droplet, s: number, e: EventEnv = env()): EventDecision[] =>
+    stage.handle({ event: { kind: 'analyze', app: d.id }, droplet: d, now: at(s), env: e });
   return { ...t, stage, analyze };
 }
 
 /** An app known from the bulk API since second `s`. */
 function app(instances: number, s = 0, over: { state?: string; packageState?: string } = {}): Droplet {
   const d = createDroplet('app-a', at(s));
-  setDesiredState(d, { guid: 'app-a', version: 'v', instances, state: over.state ?? 'STARTED', packageState: over.packageState ?? 'STAGED', updatedAt: UPDATED_AT }, at(s));
+  setDesiredState(
+    d,
+    { guid: 'app-a', version: 'v', instances, state: over.state ?? 'STARTED', packageState: over.packageState ?? 'STAGED', updatedAt: UPDATED_AT },
+    at(s),
+  );
   return d;
 }
 
@@ -58,7 +63,9 @@ describe('missing-instances', () => {
     expect([definition.name, definition.kind]).toEqual(['missing-instances', 'policy']);
     const props = (definition.optionsSchema as unknown as { properties: Record<string, { description?: string }> }).properties;
     for (const [key, prop] of Object.entries(props)) expect(prop.description, key).toMatch(/\S/);
-    expect(stageSummary({ id: 'missing', kind: 'policy', plugin: 'missing-instances', options: { rule: 'alive', droplet_lost: 30_000, priority: 1000 } })).toBe('missing: missing-instances: queues starts of missing instances (alive), grace and silence 30s');
+    expect(stageSummary({ id: 'missing', kind: 'policy', plugin: 'missing-instances', options: { rule: 'alive', droplet_lost: 30_000, priority: 1000 } })).toBe(
+      'missing: missing-instances: queues starts of missing instances (alive), grace and silence 30s',
+    );
   });
 
   it('options: the Ruby defaults, in ms', () => {
@@ -122,7 +129,9 @@ describe('missing-instances', () => {
     const d = app(1, 0);
     expect(analyze(d, 40, env({ busConnected: false }))).toEqual([]);
     expect(d.resetTimestampMs).toBe(at(40));
-    expect(logs.filter((l) => l.level === 40).map((l) => l.msg)).toEqual(['actual state unavailable (message bus not connected): missing indices [0] of app-a not started']);
+    expect(logs.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([
+      'actual state unavailable (message bus not connected): missing indices [0] of app-a not started',
+    ]);
     expect(analyze(d, 60)).toEqual([]);
     expect(analyze(d, 70)).toEqual([start(0, { v: 0 }, {})]);
   });

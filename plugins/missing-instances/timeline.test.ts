@@ -53,7 +53,12 @@ async function run(until: number, restartAt?: number) {
   const b = () => getInstance(d, 1, 'v');
   const states = new Map<number, string>();
   for (let s = 1; s <= until; s++) {
-    if (s % 60 === 1) setDesiredState(d, { guid: 'app-a', version: 'v', instances: 2, state: 'STARTED', packageState: 'STAGED', updatedAt: '2013-07-31 22:00:00 +0000' }, at(s));
+    if (s % 60 === 1)
+      setDesiredState(
+        d,
+        { guid: 'app-a', version: 'v', instances: 2, state: 'STARTED', packageState: 'STAGED', updatedAt: '2013-07-31 22:00:00 +0000' },
+        at(s),
+      );
     if (s % 10 === 5) {
       beat(d, 0, 'a', 'RUNNING', s);
       if (s <= 45) beat(d, 1, 'b', 'RUNNING', s);

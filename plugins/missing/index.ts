@@ -15,7 +15,8 @@ export const MissingOptions = Type.Object(
     grace_period: Duration({ default: '3hb', description: 'Delay before a MISSING start is sent (HM9000 grace_period_in_heartbeats).' }),
     evacuating_counts_as_present: Type.Boolean({
       default: false,
-      description: 'true: an index whose only instance is EVACUATING is not missing (HM9000 H, 9a8db6b); false: it is, and the evacuation rule replaces the start (B).',
+      description:
+        'true: an index whose only instance is EVACUATING is not missing (HM9000 H, 9a8db6b); false: it is, and the evacuation rule replaces the start (B).',
     }),
   },
   { additionalProperties: false },

@@ -228,7 +228,10 @@ export class Notifier implements SinkStage {
   render(order: Order): { subject: string; body: string } | undefined {
     if (order.action === 'request') {
       if (this.accepts !== 'request') return undefined;
-      return { subject: this.subjects[order.request.op === 'START' ? 'start' : 'stop'], body: formatRequestMessage(this.protocol as 'health' | 'cc-partition', order.request) };
+      return {
+        subject: this.subjects[order.request.op === 'START' ? 'start' : 'stop'],
+        body: formatRequestMessage(this.protocol as 'health' | 'cc-partition', order.request),
+      };
     }
     // Over HTTP there is no subject another health manager publishes on to compare with.
     if (this.protocol !== 'hm9000') return undefined;

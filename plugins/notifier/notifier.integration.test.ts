@@ -24,7 +24,16 @@ const fixtures = join(import.meta.dirname, '../../test/fixtures/plugins');
 const START_JSON = '{"message_id":"msg-1","droplet":"app-guid-1","version":"v-1","instance_index":1}';
 const STOP_JSON = '{"message_id":"msg-2","droplet":"app-guid-1","version":"v-1","instance_guid":"inst-guid-9","instance_index":0,"is_duplicate":false}';
 const start: StartOrder = { action: 'start', messageId: 'msg-1', app: 'app-guid-1', version: 'v-1', index: 1, reason: 'MISSING', priority: 1 };
-const stop: StopOrder = { action: 'stop', messageId: 'msg-2', app: 'app-guid-1', version: 'v-1', instance: 'inst-guid-9', index: 0, isDuplicate: false, reason: 'EXTRA' };
+const stop: StopOrder = {
+  action: 'stop',
+  messageId: 'msg-2',
+  app: 'app-guid-1',
+  version: 'v-1',
+  instance: 'inst-guid-9',
+  index: 0,
+  isDuplicate: false,
+  reason: 'EXTRA',
+};
 
 /** Things to stop after each test, last first. */
 const cleanups: (() => unknown)[] = [];
@@ -109,14 +118,29 @@ describe('Ruby HM protocols over a real nats-server', () => {
     messageId: 'm-1',
     app: 'app-guid-1',
     reason: 'MISSING',
-    request: { op: 'START', droplet: 'app-guid-1', lastUpdated: 1375308000, version: 'app-version-1', running: { 'app-version-1': 1 }, indices: [1], flapping: false },
+    request: {
+      op: 'START',
+      droplet: 'app-guid-1',
+      lastUpdated: 1375308000,
+      version: 'app-version-1',
+      running: { 'app-version-1': 1 },
+      indices: [1],
+      flapping: false,
+    },
   };
   const stopRequest: RequestOrder = {
     action: 'request',
     messageId: 'm-2',
     app: 'app-guid-2',
     reason: 'STOPPED',
-    request: { op: 'STOP', droplet: 'app-guid-2', lastUpdated: 1375308000, version: 'app-version-2', running: {}, instances: [{ instance: 'inst-2-0', version: 'app-version-2' }] },
+    request: {
+      op: 'STOP',
+      droplet: 'app-guid-2',
+      lastUpdated: 1375308000,
+      version: 'app-version-2',
+      running: {},
+      instances: [{ instance: 'inst-2-0', version: 'app-version-2' }],
+    },
   };
 
   async function ccOn(pattern: string) {
@@ -144,7 +168,10 @@ describe('Ruby HM protocols over a real nats-server', () => {
     await t.ctx.bus.flush();
     await waitFor(() => received.length === 2, { timeoutMs: 5000, what: 'two messages' });
     expect(received.map((m) => [m.subject, new TextDecoder().decode(m.data)])).toEqual([
-      ['health.start', '{"droplet":"app-guid-1","last_updated":1375308000,"version":"app-version-1","indices":[1],"running":{"app-version-1":1},"flapping":false}'],
+      [
+        'health.start',
+        '{"droplet":"app-guid-1","last_updated":1375308000,"version":"app-version-1","indices":[1],"running":{"app-version-1":1},"flapping":false}',
+      ],
       ['health.stop', '{"droplet":"app-guid-2","last_updated":1375308000,"instances":{"inst-2-0":"app-version-2"},"running":{},"version":"app-version-2"}'],
     ]);
   });
@@ -177,14 +204,33 @@ describe('protocol hm9000-http against the fake Cloud Controller', () => {
     await notifier.send(start);
     await notifier.send(stop);
     expect(cc.requests.map((r) => ({ method: r.method, path: r.path, auth: r.headers.authorization, type: r.headers['content-type'], body: r.body }))).toEqual([
-      { method: 'POST', path: '/internal/dea/hm9000/start/app-guid-1', auth: `Basic ${base64('hm-user:hm-s3cret')}`, type: 'application/json', body: START_JSON },
+      {
+        method: 'POST',
+        path: '/internal/dea/hm9000/start/app-guid-1',
+        auth: `Basic ${base64('hm-user:hm-s3cret')}`,
+        type: 'application/json',
+        body: START_JSON,
+      },
       { method: 'POST', path: '/internal/dea/hm9000/stop/app-guid-1', auth: `Basic ${base64('hm-user:hm-s3cret')}`, type: 'application/json', body: STOP_JSON },
     ]);
     expect(notifier.health()).toEqual({ healthy: true, last_error: null });
     const sent = logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('Sent '));
     expect(sent).toEqual([
-      expect.objectContaining({ level: 30, reason: 'MISSING', message_id: 'msg-1', app: 'app-guid-1', url: `${cc.url}/internal/dea/hm9000/start/app-guid-1`, protocol: 'hm9000-http' }),
-      expect.objectContaining({ level: 30, reason: 'EXTRA', message_id: 'msg-2', instance: 'inst-guid-9', url: `${cc.url}/internal/dea/hm9000/stop/app-guid-1` }),
+      expect.objectContaining({
+        level: 30,
+        reason: 'MISSING',
+        message_id: 'msg-1',
+        app: 'app-guid-1',
+        url: `${cc.url}/internal/dea/hm9000/start/app-guid-1`,
+        protocol: 'hm9000-http',
+      }),
+      expect.objectContaining({
+        level: 30,
+        reason: 'EXTRA',
+        message_id: 'msg-2',
+        instance: 'inst-guid-9',
+        url: `${cc.url}/internal/dea/hm9000/stop/app-guid-1`,
+      }),
     ]);
     const text = JSON.stringify(logs);
     expect(text).not.toContain('hm-s3cret');
@@ -234,7 +280,10 @@ describe('protocol hm9000-http against the fake Cloud Controller', () => {
     const cc = await startFakeCC({ user: 'hm-user', password: 'right' });
     cleanups.push(() => cc.stop());
     const { notifier } = await notifierWith({ protocol: 'hm9000-http', cc_url: cc.url, user: 'hm-user', password: 'wrong-pw' });
-    const err = await notifier.send(start).then(() => undefined, (e: Error) => e);
+    const err = await notifier.send(start).then(
+      () => undefined,
+      (e: Error) => e,
+    );
     expect(err?.message).toBe(
       `CC answered 401 for POST ${cc.url}/internal/dea/hm9000/start/app-guid-1: the Cloud Controller refused sinks.cc.user / password (CF-NotAuthenticated: Authentication error)`,
     );
@@ -345,12 +394,25 @@ describe('built from YAML by the engine', () => {
       const body = '{"message_id":"m-app-1-0","droplet":"app-1","version":"v1","instance_index":0}';
       expect(new Set(received)).toEqual(new Set([body]));
       expect(new Set(cc.requests.map((r) => JSON.stringify([r.method, r.path, r.headers.authorization, r.headers['content-type'], r.body])))).toEqual(
-        new Set([JSON.stringify(['POST', '/internal/dea/hm9000/start/app-1', `Basic ${Buffer.from('hm-user:hm-s3cret').toString('base64')}`, 'application/json', body])]),
+        new Set([
+          JSON.stringify([
+            'POST',
+            '/internal/dea/hm9000/start/app-1',
+            `Basic ${Buffer.from('hm-user:hm-s3cret').toString('base64')}`,
+            'application/json',
+            body,
+          ]),
+        ]),
       );
       const status = await engine.status();
       expect(status.stages.cc_nats).toMatchObject({ healthy: true, last_error: null });
       expect(status.stages.cc_http).toMatchObject({ healthy: true, last_error: null });
-      expect(lines.filter((l) => l.msg === 'Sent start message (MISSING)').map((l) => l.component).slice(0, 2)).toEqual(['cc_nats', 'cc_http']);
+      expect(
+        lines
+          .filter((l) => l.msg === 'Sent start message (MISSING)')
+          .map((l) => l.component)
+          .slice(0, 2),
+      ).toEqual(['cc_nats', 'cc_http']);
       expect(JSON.stringify(lines)).not.toContain('hm-s3cret');
     } finally {
       await engine.stop();

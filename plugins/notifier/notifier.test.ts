@@ -116,7 +116,18 @@ describe('notifier, protocol hm9000 (NATS)', () => {
     await notifier.send(stop);
     const sent = logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('Sent '));
     expect(sent).toEqual([
-      expect.objectContaining({ level: 30, msg: 'Sent start message (MISSING)', reason: 'MISSING', action: 'start', message_id: 'msg-1', app: 'app-guid-1', version: 'v-1', index: 1, subject: 'hm9000.start', protocol: 'hm9000' }),
+      expect.objectContaining({
+        level: 30,
+        msg: 'Sent start message (MISSING)',
+        reason: 'MISSING',
+        action: 'start',
+        message_id: 'msg-1',
+        app: 'app-guid-1',
+        version: 'v-1',
+        index: 1,
+        subject: 'hm9000.start',
+        protocol: 'hm9000',
+      }),
       expect.objectContaining({
         level: 30,
         msg: 'Sent stop message (DUPLICATE)',
@@ -172,7 +183,9 @@ describe('notifier options', () => {
 
   it('rejects unknown keys, unknown protocols and bad durations through the schema', () => {
     expect(options({ protocl: 'hm9000' }).problems).toEqual(['unknown key "protocl" (did you mean "protocol"?)']);
-    expect(options({ protocol: 'smtp' }).problems).toEqual(['protocol must be one of "hm9000", "hm9000-http", "health", "cc-partition", not the string "smtp"']);
+    expect(options({ protocol: 'smtp' }).problems).toEqual([
+      'protocol must be one of "hm9000", "hm9000-http", "health", "cc-partition", not the string "smtp"',
+    ]);
     expect(options({ protocol: 'hm9000-http', cc_url: 'ftp://cc' }).problems).toHaveLength(1);
     expect(options({ timeout: 'soon' }).problems).toHaveLength(1);
   });
@@ -195,7 +208,9 @@ describe('notifier options', () => {
   });
 
   it('hm9000-http without credentials, or with only one of them', async () => {
-    expect(await createError({ protocol: 'hm9000-http', cc_url: 'http://127.0.0.1:9022' })).toMatch(/^sinks\.cc\.user and sinks\.cc\.password are required with protocol: hm9000-http/);
+    expect(await createError({ protocol: 'hm9000-http', cc_url: 'http://127.0.0.1:9022' })).toMatch(
+      /^sinks\.cc\.user and sinks\.cc\.password are required with protocol: hm9000-http/,
+    );
     expect(await createError({ protocol: 'hm9000-http', cc_url: 'http://127.0.0.1:9022', user: 'u' })).toMatch(/^sinks\.cc\.password is required/);
   });
 
@@ -235,7 +250,9 @@ describe('notifier options', () => {
   it('a ca_file that cannot be read, or holds no certificate, relative to the config directory', async () => {
     const http = { protocol: 'hm9000-http', cc_url: 'https://127.0.0.1:9023', user: 'u', password: 'p' };
     const { ctx } = makeStageContext({ id: 'cc', kind: 'sink', configDir: '/nonexistent-dir' });
-    await expect(plugin.create(options({ ...http, ca_file: 'ca.pem' }).data, ctx)).rejects.toThrow(/^sinks\.cc\.ca_file: cannot read \/nonexistent-dir\/ca\.pem: ENOENT/);
+    await expect(plugin.create(options({ ...http, ca_file: 'ca.pem' }).data, ctx)).rejects.toThrow(
+      /^sinks\.cc\.ca_file: cannot read \/nonexistent-dir\/ca\.pem: ENOENT/,
+    );
     const here = makeStageContext({ id: 'cc', kind: 'sink', configDir: import.meta.dirname });
     await expect(plugin.create(options({ ...http, ca_file: 'notifier.test.ts' }).data, here.ctx)).rejects.toThrow(/holds no PEM certificate/);
   });

@@ -52,7 +52,7 @@ export const NotifierOptionsSchema = Type.Object(
         minLength: 1,
         pattern: '^[^\\s*>]+$',
         description:
-          "The Cloud Controller's partition; with protocol: cc-partition it names the subject cloudcontrollers.hm.requests.<cc_partition> of starts and stops (other protocols do not use it); default \"default\" (CC v2 used ng). The top-level cc_partition sets it for every stage.",
+          'The Cloud Controller\'s partition; with protocol: cc-partition it names the subject cloudcontrollers.hm.requests.<cc_partition> of starts and stops (other protocols do not use it); default "default" (CC v2 used ng). The top-level cc_partition sets it for every stage.',
       }),
     ),
     cc_url: Type.Optional(
@@ -147,20 +147,25 @@ export function checkOptions(o: NotifierOptions, id: string): string[] {
     }
   }
   if (o.user === undefined || o.password === undefined) {
-    const missing = o.user === undefined && o.password === undefined ? `${key('user')} and ${key('password')} are` : `${key(o.user === undefined ? 'user' : 'password')} is`;
+    const missing =
+      o.user === undefined && o.password === undefined ? `${key('user')} and ${key('password')} are` : `${key(o.user === undefined ? 'user' : 'password')} is`;
     problems.push(
       `${missing} required with protocol: hm9000-http: the Cloud Controller's internal API takes basic auth (HM9000 sent its api_server_username / api_server_password)`,
     );
   }
   if (o.skip_cert_verify && o.ca_file !== undefined) {
-    problems.push(`${key('ca_file')} and ${key('skip_cert_verify')}: true contradict each other: keep ca_file to verify the CC with it, or drop it to accept any certificate`);
+    problems.push(
+      `${key('ca_file')} and ${key('skip_cert_verify')}: true contradict each other: keep ca_file to verify the CC with it, or drop it to accept any certificate`,
+    );
   }
   // A config that extends the hm9000 preset carries its subjects; those are let through.
   const setStart = o.start_subject !== undefined && o.start_subject !== DEFAULT_START_SUBJECT;
   const setStop = o.stop_subject !== undefined && o.stop_subject !== DEFAULT_STOP_SUBJECT;
   if (setStart || setStop) {
     const which = [setStart ? 'start_subject' : undefined, setStop ? 'stop_subject' : undefined].filter((k): k is string => k !== undefined).map(key);
-    problems.push(`${which.join(', ')} ${which.length === 1 ? 'applies' : 'apply'} only to the NATS protocols (hm9000, health, cc-partition), and this stage POSTs to the Cloud Controller`);
+    problems.push(
+      `${which.join(', ')} ${which.length === 1 ? 'applies' : 'apply'} only to the NATS protocols (hm9000, health, cc-partition), and this stage POSTs to the Cloud Controller`,
+    );
   }
   return problems;
 }

@@ -105,8 +105,15 @@ describe('protocol health: bodies (ruby-hm §3.5)', () => {
   });
 
   it('formats the STOP observed for a STOPPED app (running {})', () => {
-    const r = stop([{ instance: 'inst-2-0', version: 'app-version-2' }], { droplet: 'app-guid-2', lastUpdated: 1375308000, version: 'app-version-2', running: {} });
-    expect(formatHealthStop(r)).toBe('{"droplet":"app-guid-2","last_updated":1375308000,"instances":{"inst-2-0":"app-version-2"},"running":{},"version":"app-version-2"}');
+    const r = stop([{ instance: 'inst-2-0', version: 'app-version-2' }], {
+      droplet: 'app-guid-2',
+      lastUpdated: 1375308000,
+      version: 'app-version-2',
+      running: {},
+    });
+    expect(formatHealthStop(r)).toBe(
+      '{"droplet":"app-guid-2","last_updated":1375308000,"instances":{"inst-2-0":"app-version-2"},"running":{},"version":"app-version-2"}',
+    );
   });
 
   it('maps each instance to its version, in order, in one STOP', () => {
@@ -172,8 +179,12 @@ describe('protocol cc-partition: bodies (ruby-hm §11.3)', () => {
     expect(formatPartitionStop({ ...p, op: 'STOP', instances: inst('inst-guid-b', 'inst-guid-c') })).toBe(
       '{"droplet":"app-guid","op":"STOP","last_updated":1371600000,"instances":["inst-guid-b","inst-guid-c"]}',
     );
-    expect(formatPartitionStop({ ...p, op: 'STOP', instances: inst('B', 'B', 'B') })).toBe('{"droplet":"app-guid","op":"STOP","last_updated":1371600000,"instances":["B","B","B"]}');
-    expect(formatPartitionStop({ ...p, op: 'STOP', instances: inst('a', null) })).toBe('{"droplet":"app-guid","op":"STOP","last_updated":1371600000,"instances":["a",null]}');
+    expect(formatPartitionStop({ ...p, op: 'STOP', instances: inst('B', 'B', 'B') })).toBe(
+      '{"droplet":"app-guid","op":"STOP","last_updated":1371600000,"instances":["B","B","B"]}',
+    );
+    expect(formatPartitionStop({ ...p, op: 'STOP', instances: inst('a', null) })).toBe(
+      '{"droplet":"app-guid","op":"STOP","last_updated":1371600000,"instances":["a",null]}',
+    );
     expect(formatPartitionStop({ ...p, op: 'STOP', instances: [] })).toBe('{"droplet":"app-guid","op":"STOP","last_updated":1371600000,"instances":[]}');
   });
 });
@@ -190,7 +201,11 @@ describe('notifier, protocol health', () => {
         data: '{"droplet":"app-guid-1","last_updated":1375308000,"version":"app-version-1","indices":[1],"running":{"app-version-1":1},"flapping":false}',
         reply: undefined,
       },
-      { subject: 'health.stop', data: '{"droplet":"app-guid","last_updated":1371600000,"instances":{"i-1":"live-ver"},"running":{"live-ver":3},"version":"live-ver"}', reply: undefined },
+      {
+        subject: 'health.stop',
+        data: '{"droplet":"app-guid","last_updated":1371600000,"instances":{"i-1":"live-ver"},"running":{"live-ver":3},"version":"live-ver"}',
+        reply: undefined,
+      },
     ]);
   });
 
@@ -227,7 +242,14 @@ describe('notifier, protocol health', () => {
     );
     expect(sent[0]).not.toHaveProperty('priority');
     expect(sent[1]).toEqual(expect.objectContaining({ reason: 'MISSING', priority: 1000, flapping: false }));
-    expect(sent[2]).toEqual(expect.objectContaining({ msg: expect.stringMatching(/^Sent STOP \(EXTRA\) on health\.stop: \{/), action: 'stop', instances: ['i-1'], subject: 'health.stop' }));
+    expect(sent[2]).toEqual(
+      expect.objectContaining({
+        msg: expect.stringMatching(/^Sent STOP \(EXTRA\) on health\.stop: \{/),
+        action: 'stop',
+        instances: ['i-1'],
+        subject: 'health.stop',
+      }),
+    );
     expect(await sendsCounted(metrics)).toEqual({ 'health start ok': 2, 'health stop ok': 1 });
     expect(sentRequestTally(metrics)).toEqual({ start: 2, stop: 1 });
   });
@@ -265,10 +287,26 @@ describe('notifier, protocol cc-partition', () => {
   it('publishes starts and stops on cloudcontrollers.hm.requests.default', async () => {
     const { bus, notifier } = await setup({ protocol: 'cc-partition' });
     await notifier.send(order(start({ droplet: 'app-guid', lastUpdated: 1371600000, version: 'live-ver' }), 'MISSING', 1000));
-    await notifier.send(order(stop([{ instance: 'inst-guid-b', version: 'live-ver' }, { instance: 'inst-guid-b', version: 'live-ver' }]), 'DUPLICATE'));
+    await notifier.send(
+      order(
+        stop([
+          { instance: 'inst-guid-b', version: 'live-ver' },
+          { instance: 'inst-guid-b', version: 'live-ver' },
+        ]),
+        'DUPLICATE',
+      ),
+    );
     expect(bus.published).toEqual([
-      { subject: 'cloudcontrollers.hm.requests.default', data: '{"droplet":"app-guid","op":"START","last_updated":1371600000,"version":"live-ver","indices":[1]}', reply: undefined },
-      { subject: 'cloudcontrollers.hm.requests.default', data: '{"droplet":"app-guid","op":"STOP","last_updated":1371600000,"instances":["inst-guid-b","inst-guid-b"]}', reply: undefined },
+      {
+        subject: 'cloudcontrollers.hm.requests.default',
+        data: '{"droplet":"app-guid","op":"START","last_updated":1371600000,"version":"live-ver","indices":[1]}',
+        reply: undefined,
+      },
+      {
+        subject: 'cloudcontrollers.hm.requests.default',
+        data: '{"droplet":"app-guid","op":"STOP","last_updated":1371600000,"instances":["inst-guid-b","inst-guid-b"]}',
+        reply: undefined,
+      },
     ]);
   });
 
@@ -276,7 +314,10 @@ describe('notifier, protocol cc-partition', () => {
     const ng = await setup({ protocol: 'cc-partition', cc_partition: 'ng' });
     await ng.notifier.send(order(start(), 'MISSING'));
     expect(ng.bus.published.map((m) => m.subject)).toEqual(['cloudcontrollers.hm.requests.ng']);
-    expect(subjectsFor({ protocol: 'cc-partition', cc_partition: 'ng', stop_subject: 'x.stop' })).toEqual({ start: 'cloudcontrollers.hm.requests.ng', stop: 'x.stop' });
+    expect(subjectsFor({ protocol: 'cc-partition', cc_partition: 'ng', stop_subject: 'x.stop' })).toEqual({
+      start: 'cloudcontrollers.hm.requests.ng',
+      stop: 'x.stop',
+    });
   });
 
   it('counts per protocol and action', async () => {
@@ -292,7 +333,7 @@ describe('notifier protocols and orders', () => {
     const { bus, notifier } = await setup({});
     expect(notifier.accepts).toBe('instance');
     await expect(notifier.send(order(stop([{ instance: 'i', version: 'v' }]), 'EXTRA'))).rejects.toThrow(
-      'protocol hm9000 cannot send a STOP request of an event policy (EXTRA for app-guid): set sinks.cloud_controller.protocol to health or cc-partition (Ruby HM presets), or use HM9000\'s policies with this sink',
+      "protocol hm9000 cannot send a STOP request of an event policy (EXTRA for app-guid): set sinks.cloud_controller.protocol to health or cc-partition (Ruby HM presets), or use HM9000's policies with this sink",
     );
     expect(bus.published).toEqual([]);
   });
@@ -306,14 +347,24 @@ describe('notifier protocols and orders', () => {
   it('cc_partition names the subject only with protocol cc-partition; HTTP options only with hm9000-http', async () => {
     // The top-level cc_partition reaches every notifier: the other protocols accept and ignore it.
     expect(subjectsFor({ protocol: 'health', cc_partition: 'ng' })).toEqual({ start: 'health.start', stop: 'health.stop' });
-    expect(subjectsFor({ protocol: 'cc-partition', cc_partition: 'ng' })).toEqual({ start: 'cloudcontrollers.hm.requests.ng', stop: 'cloudcontrollers.hm.requests.ng' });
+    expect(subjectsFor({ protocol: 'cc-partition', cc_partition: 'ng' })).toEqual({
+      start: 'cloudcontrollers.hm.requests.ng',
+      stop: 'cloudcontrollers.hm.requests.ng',
+    });
     expect(await createError({ protocol: 'cc-partition', cc_url: 'http://cc', user: 'u' })).toBe(
       'sinks.cc.cc_url, sinks.cc.user apply only to protocol: hm9000-http, and this stage publishes on NATS (protocol: cc-partition): remove them or set protocol: hm9000-http',
     );
   });
 
   it('hm9000-http lets through the subjects of the hm9000 preset it may extend', async () => {
-    const { notifier } = await setup({ protocol: 'hm9000-http', cc_url: 'http://127.0.0.1:9', user: 'u', password: 'p', start_subject: 'hm9000.start', stop_subject: 'hm9000.stop' });
+    const { notifier } = await setup({
+      protocol: 'hm9000-http',
+      cc_url: 'http://127.0.0.1:9',
+      user: 'u',
+      password: 'p',
+      start_subject: 'hm9000.start',
+      stop_subject: 'hm9000.stop',
+    });
     expect(notifier.accepts).toBe('instance');
     await notifier.stop();
   });

@@ -30,7 +30,9 @@ describe('VCAP component registration', () => {
     expect(t.bus.published).toHaveLength(1);
     expect(t.bus.published[0]!.subject).toBe('vcap.component.announce');
     const text = t.bus.published[0]!.data;
-    expect(text).toMatch(/^\{"type":"HealthManager","index":2,"uuid":"2-[0-9a-f]{32}","host":"10\.0\.0\.5:5155","credentials":\["thin","s3cret-pw"\],"start":"2013-07-31 22:00:00 \+0000"\}$/);
+    expect(text).toMatch(
+      /^\{"type":"HealthManager","index":2,"uuid":"2-[0-9a-f]{32}","host":"10\.0\.0\.5:5155","credentials":\["thin","s3cret-pw"\],"start":"2013-07-31 22:00:00 \+0000"\}$/,
+    );
   });
 
   it('answers vcap.component.discover with the same card and its uptime', async () => {
@@ -92,7 +94,7 @@ describe('VCAP component registration', () => {
   it('needs announce_host, user and password when enabled', async () => {
     const { ctx } = makeStageContext({ id: 'reporter', kind: 'policy' });
     expect(() => plugin.create(options({ component: { enabled: true, user: 'thin' } }).data, ctx)).toThrow(
-      'policies.reporter.component.announce_host, policies.reporter.component.password are required with component.enabled: true: the collector reads /varz at announce_host (the API\'s host:port) with the API\'s user and password',
+      "policies.reporter.component.announce_host, policies.reporter.component.password are required with component.enabled: true: the collector reads /varz at announce_host (the API's host:port) with the API's user and password",
     );
     expect(options({ component: { ...component, announce_host: 'http://x:1' } }).problems).toHaveLength(1);
   });

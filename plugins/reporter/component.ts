@@ -95,7 +95,11 @@ export class Component {
       this.announced = true;
       this.ctx.logger.info({ subject: this.o.announce_subject, ...this.facts() }, `announced this component on ${this.o.announce_subject}`);
     } catch (err) {
-      if (!this.retry) this.ctx.logger.warn({ subject: this.o.announce_subject, error: (err as Error).message }, `could not announce this component yet (${(err as Error).message}); trying again every ${ANNOUNCE_RETRY_MS}ms`);
+      if (!this.retry)
+        this.ctx.logger.warn(
+          { subject: this.o.announce_subject, error: (err as Error).message },
+          `could not announce this component yet (${(err as Error).message}); trying again every ${ANNOUNCE_RETRY_MS}ms`,
+        );
       this.retry = this.ctx.clock.setTimeout(() => {
         if (this.off && !this.announced) this.announce();
       }, ANNOUNCE_RETRY_MS);
@@ -108,7 +112,10 @@ export class Component {
     try {
       this.ctx.bus.publish(msg.reply, JSON.stringify(this.card));
     } catch (err) {
-      this.ctx.logger.warn({ subject: this.o.discover_subject, error: (err as Error).message }, `could not answer ${this.o.discover_subject}: ${(err as Error).message}`);
+      this.ctx.logger.warn(
+        { subject: this.o.discover_subject, error: (err as Error).message },
+        `could not answer ${this.o.discover_subject}: ${(err as Error).message}`,
+      );
     }
   }
 

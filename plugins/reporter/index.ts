@@ -31,9 +31,18 @@ const Subject = (def: string, description: string) => Type.String({ minLength: 1
 
 export const ReporterOptions = Type.Object(
   {
-    status_subject: Subject('healthmanager.status', 'Subject of status requests {"droplet","state":"FLAPPING"|"CRASHED","version"} (Ruby HM: healthmanager.status).'),
-    health_subject: Subject('healthmanager.health', 'Subject of health requests {"droplets":[{"droplet","version"}]}, one reply per known app (Ruby HM: healthmanager.health).'),
-    droplet_subject: Subject('healthmanager.droplet', "Subject of debug requests {\"droplets\":[{\"droplet\"}]}, answered with each known app's record (Ruby HM: healthmanager.droplet)."),
+    status_subject: Subject(
+      'healthmanager.status',
+      'Subject of status requests {"droplet","state":"FLAPPING"|"CRASHED","version"} (Ruby HM: healthmanager.status).',
+    ),
+    health_subject: Subject(
+      'healthmanager.health',
+      'Subject of health requests {"droplets":[{"droplet","version"}]}, one reply per known app (Ruby HM: healthmanager.health).',
+    ),
+    droplet_subject: Subject(
+      'healthmanager.droplet',
+      'Subject of debug requests {"droplets":[{"droplet"}]}, answered with each known app\'s record (Ruby HM: healthmanager.droplet).',
+    ),
     start_stop_counters: Type.Boolean({
       default: true,
       description:
@@ -47,17 +56,27 @@ export const ReporterOptions = Type.Object(
     }),
     component: Type.Object(
       {
-        enabled: Type.Boolean({ default: false, description: 'Register as a VCAP component: answer vcap.component.discover and announce on vcap.component.announce at start.' }),
+        enabled: Type.Boolean({
+          default: false,
+          description: 'Register as a VCAP component: answer vcap.component.discover and announce on vcap.component.announce at start.',
+        }),
         type: Type.String({ minLength: 1, default: 'HealthManager', description: 'The component type announced (Ruby HM: HealthManager).' }),
         index: Type.Integer({ minimum: 0, default: 0, description: 'The component index announced, also the prefix of its uuid (Ruby HM: index).' }),
         announce_host: Type.Optional(
           Type.String({
             pattern: '^[^\\s:/]+:\\d+$',
-            description: "host:port where the collector reads /varz: this daemon's API as reachable from the collector (Ruby HM: local_route's IP and status.port). Required when enabled.",
+            description:
+              "host:port where the collector reads /varz: this daemon's API as reachable from the collector (Ruby HM: local_route's IP and status.port). Required when enabled.",
           }),
         ),
-        user: Type.Optional(Type.String({ description: "The API's basic-auth user, announced so the collector can read /varz (Ruby HM: status.user). Required when enabled." })),
-        password: Type.Optional(Type.String({ description: "The API's basic-auth password, announced for the same reason and never logged (Ruby HM: status.password). Required when enabled." })),
+        user: Type.Optional(
+          Type.String({ description: "The API's basic-auth user, announced so the collector can read /varz (Ruby HM: status.user). Required when enabled." }),
+        ),
+        password: Type.Optional(
+          Type.String({
+            description: "The API's basic-auth password, announced for the same reason and never logged (Ruby HM: status.password). Required when enabled.",
+          }),
+        ),
         discover_subject: Subject('vcap.component.discover', 'Subject of discovery requests.'),
         announce_subject: Subject('vcap.component.announce', 'Subject of the announcement at start.'),
       },
@@ -80,7 +99,12 @@ const RECEIVED: Record<RequestKind, ReceivedMessage> = {
 function repliesCounter(registry: Registry): Counter<'subject'> {
   return (
     (registry.getSingleMetric('hmgate_ruby_replies_total') as Counter<'subject'> | undefined) ??
-    new Counter({ name: 'hmgate_ruby_replies_total', help: 'Replies published to healthmanager.* requests, by request subject', labelNames: ['subject'], registers: [registry] })
+    new Counter({
+      name: 'hmgate_ruby_replies_total',
+      help: 'Replies published to healthmanager.* requests, by request subject',
+      labelNames: ['subject'],
+      registers: [registry],
+    })
   );
 }
 
@@ -174,7 +198,12 @@ export class Reporter implements EventPolicyStage {
           v.passDone(durationMs, this.ctx.events.droplets);
           const s = v.current();
           this.ctx.logger.info(
-            { running_instances: s.running_instances, missing_instances: s.missing_instances, flapping_instances: s.flapping_instances, duration_ms: durationMs },
+            {
+              running_instances: s.running_instances,
+              missing_instances: s.missing_instances,
+              flapping_instances: s.flapping_instances,
+              duration_ms: durationMs,
+            },
             `Analyzed ${String(s.running_instances)} running ${String(s.missing_instances)} missing instances. Elapsed time: ${durationMs / 1000}`,
           );
         }
@@ -218,7 +247,12 @@ export class Reporter implements EventPolicyStage {
     let answer: Answer;
     try {
       const droplets = this.ctx.events.droplets;
-      answer = kind === 'status' ? statusAnswer(droplets, msg.data) : kind === 'health' ? healthAnswer(droplets, msg.data, this.ctx.clock.now()) : dropletAnswer(droplets, msg.data);
+      answer =
+        kind === 'status'
+          ? statusAnswer(droplets, msg.data)
+          : kind === 'health'
+            ? healthAnswer(droplets, msg.data, this.ctx.clock.now())
+            : dropletAnswer(droplets, msg.data);
     } catch (err) {
       this.lastError = `could not answer a ${subject} request: ${errorText(err)}`;
       this.ctx.logger.error({ subject, error: errorText(err) }, this.lastError);
@@ -237,8 +271,10 @@ export class Reporter implements EventPolicyStage {
       const rest = answer.bodies.length > 0 ? ` (${answer.bodies.length} replies sent before it)` : '';
       this.drops.drop(subject, answer.bad.reason, `${answer.bad.detail}${rest}`);
     }
-    if (answer.unknown.length > 0) this.ctx.logger.debug({ subject, droplets: answer.unknown }, `no reply for apps without a record: ${answer.unknown.join(', ')}`);
-    if (answer.ignoredState !== undefined) this.ctx.logger.debug({ subject, state: answer.ignoredState }, `status requests for state ${JSON.stringify(answer.ignoredState)} are not answered`);
+    if (answer.unknown.length > 0)
+      this.ctx.logger.debug({ subject, droplets: answer.unknown }, `no reply for apps without a record: ${answer.unknown.join(', ')}`);
+    if (answer.ignoredState !== undefined)
+      this.ctx.logger.debug({ subject, state: answer.ignoredState }, `status requests for state ${JSON.stringify(answer.ignoredState)} are not answered`);
     this.lastError = null;
   }
 }

@@ -52,7 +52,11 @@ function version(v: unknown, where: string): Parsed<string | null> {
   return { ok: false, reason: 'bad_version', detail: `${where}: "version" must be a string or null, not ${show(v)}` };
 }
 
-const bad = (p: { reason: string; detail: string }, bodies: string[] = [], unknown: string[] = []): Answer => ({ bodies, unknown, bad: { reason: p.reason, detail: p.detail } });
+const bad = (p: { reason: string; detail: string }, bodies: string[] = [], unknown: string[] = []): Answer => ({
+  bodies,
+  unknown,
+  bad: { reason: p.reason, detail: p.detail },
+});
 
 /**
  * `{"droplet","state":"FLAPPING","version"}` → `{"indices":[{"index","since"}…]}` (records of that

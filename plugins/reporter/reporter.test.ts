@@ -39,7 +39,12 @@ async function setup(raw: Record<string, unknown> = {}) {
 
 function app(t: TestContext, id: string, desired?: Partial<DesiredApp>): Droplet {
   const d = t.droplets.get(id, t.clock.now());
-  if (desired) setDesiredState(d, { guid: id, version: 'v1', instances: 2, state: 'STARTED', packageState: 'STAGED', updatedAt: '2013-07-31 22:00:00 +0000', ...desired }, t.clock.now());
+  if (desired)
+    setDesiredState(
+      d,
+      { guid: id, version: 'v1', instances: 2, state: 'STARTED', packageState: 'STAGED', updatedAt: '2013-07-31 22:00:00 +0000', ...desired },
+      t.clock.now(),
+    );
   return d;
 }
 
@@ -111,9 +116,14 @@ describe('healthmanager.health', () => {
     const t = await setup();
     const d = app(t, 'app-guid-1', { version: 'app-version-1', instances: 2 });
     rec(d, 0, 'app-version-1', { state: 'RUNNING' });
-    expect(t.ask('healthmanager.health', { droplets: [{ droplet: 'app-guid-1', version: 'app-version-1' }, { droplet: 'no-such-app', version: 'v' }] })).toEqual([
-      '{"droplet":"app-guid-1","version":"app-version-1","healthy":1}',
-    ]);
+    expect(
+      t.ask('healthmanager.health', {
+        droplets: [
+          { droplet: 'app-guid-1', version: 'app-version-1' },
+          { droplet: 'no-such-app', version: 'v' },
+        ],
+      }),
+    ).toEqual(['{"droplet":"app-guid-1","version":"app-version-1","healthy":1}']);
     expect(t.droplets.peek('no-such-app')).toBeUndefined();
   });
 
@@ -142,7 +152,9 @@ describe('healthmanager.health', () => {
     const t = await setup();
     const d = app(t, 'beats-only');
     rec(d, 0, 'v', { state: 'RUNNING' });
-    expect(t.ask('healthmanager.health', { droplets: [{ droplet: 'beats-only', version: 'v' }] })).toEqual(['{"droplet":"beats-only","version":"v","healthy":0}']);
+    expect(t.ask('healthmanager.health', { droplets: [{ droplet: 'beats-only', version: 'v' }] })).toEqual([
+      '{"droplet":"beats-only","version":"v","healthy":0}',
+    ]);
     const e = app(t, 'desired', { version: 'v', instances: 2 });
     t.clock.advance(5000);
     t.ask('healthmanager.health', { droplets: [{ droplet: 'desired', version: 'v' }] });

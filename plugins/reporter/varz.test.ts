@@ -70,7 +70,8 @@ describe('varz: the desired publish', () => {
     expect(v.users).toEqual([]);
     expect(v.apps).toEqual([]);
     // The realtime figures are not part of a desired publish.
-    for (const k of ['total_apps', 'total_instances', 'running_instances', 'missing_instances', 'crashed_instances', 'flapping_instances', 'running']) expect(v).not.toHaveProperty(k);
+    for (const k of ['total_apps', 'total_instances', 'running_instances', 'missing_instances', 'crashed_instances', 'flapping_instances', 'running'])
+      expect(v).not.toHaveProperty(k);
   });
 
   it('a new walk resets the sums, but /varz keeps the last complete walk until it completes', async () => {

@@ -84,17 +84,36 @@ function metric<T>(registry: Registry, name: string, make: () => T): T {
 
 function figures(registry: Registry): Figures {
   const gauge = (name: string, help: string) => metric(registry, name, () => new Gauge({ name, help, registers: [registry] }));
-  const byState = (name: string, help: string) => metric(registry, name, () => new Gauge({ name, help, labelNames: ['state'] as const, registers: [registry] }));
+  const byState = (name: string, help: string) =>
+    metric(registry, name, () => new Gauge({ name, help, labelNames: ['state'] as const, registers: [registry] }));
   return {
-    running: gauge('hmgate_ruby_running_instances', 'Desired indices of STARTED apps whose record is STARTING or RUNNING, at the end of the last analysis pass (varz running_instances)'),
-    missing: gauge('hmgate_ruby_missing_instances', 'Desired indices of STARTED apps whose record is DOWN, at the end of the last analysis pass (varz missing_instances)'),
-    flapping: gauge('hmgate_ruby_flapping_instances', 'Desired indices of STARTED apps whose record is FLAPPING, at the end of the last analysis pass (varz flapping_instances)'),
-    crashed: gauge('hmgate_ruby_crashed_instances', 'Crash records of all apps plus crash exits received during the last analysis pass (varz crashed_instances)'),
+    running: gauge(
+      'hmgate_ruby_running_instances',
+      'Desired indices of STARTED apps whose record is STARTING or RUNNING, at the end of the last analysis pass (varz running_instances)',
+    ),
+    missing: gauge(
+      'hmgate_ruby_missing_instances',
+      'Desired indices of STARTED apps whose record is DOWN, at the end of the last analysis pass (varz missing_instances)',
+    ),
+    flapping: gauge(
+      'hmgate_ruby_flapping_instances',
+      'Desired indices of STARTED apps whose record is FLAPPING, at the end of the last analysis pass (varz flapping_instances)',
+    ),
+    crashed: gauge(
+      'hmgate_ruby_crashed_instances',
+      'Crash records of all apps plus crash exits received during the last analysis pass (varz crashed_instances)',
+    ),
     apps: gauge('hmgate_ruby_analysed_apps', 'App records looked at by the last analysis pass (varz total_apps)'),
     instances: gauge('hmgate_ruby_analysed_instances', 'Desired instances of the app records of the last analysis pass (varz total_instances)'),
     desiredApps: byState('hmgate_ruby_desired_apps', 'Apps in the last complete bulk walk, all or STARTED only (varz total.apps / total.started_apps)'),
-    desiredInstances: byState('hmgate_ruby_desired_instances', 'Desired instances in the last complete bulk walk, all or of STARTED apps (varz total.instances / total.started_instances)'),
-    desiredMemory: byState('hmgate_ruby_desired_memory_mb', 'Memory × instances in the last complete bulk walk, all or of STARTED apps, in MB (varz total.memory / total.started_memory)'),
+    desiredInstances: byState(
+      'hmgate_ruby_desired_instances',
+      'Desired instances in the last complete bulk walk, all or of STARTED apps (varz total.instances / total.started_instances)',
+    ),
+    desiredMemory: byState(
+      'hmgate_ruby_desired_memory_mb',
+      'Memory × instances in the last complete bulk walk, all or of STARTED apps, in MB (varz total.memory / total.started_memory)',
+    ),
     analysisSeconds: gauge('hmgate_ruby_analysis_loop_duration_seconds', 'How long the last complete analysis pass took (varz analysis_loop_duration)'),
     bulkSeconds: gauge('hmgate_ruby_bulk_update_loop_duration_seconds', 'How long the last complete bulk walk took (varz bulk_update_loop_duration)'),
     received: metric(
@@ -248,7 +267,8 @@ export class Varz {
 
   passDone(durationMs: number, registry: DropletRegistry): void {
     const s = this.stats;
-    s.droplets = registry.size <= this.o.maxDropletsInVarz ? Object.fromEntries([...registry.values()].map((d) => [d.id, JSON.parse(dropletJson(d)) as unknown])) : {};
+    s.droplets =
+      registry.size <= this.o.maxDropletsInVarz ? Object.fromEntries([...registry.values()].map((d) => [d.id, JSON.parse(dropletJson(d)) as unknown])) : {};
     s.analysis_loop_duration = durationMs / 1000;
     this.publish(DESIRED_KEYS);
     const f = this.figures;

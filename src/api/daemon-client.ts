@@ -39,12 +39,18 @@ export async function callDaemon(
     });
   } catch (err) {
     const code = (err as { cause?: { code?: string } }).cause?.code;
-    const why = code === 'ECONNREFUSED' ? 'connection refused' : (err as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs}ms` : (code ?? (err as Error).message);
+    const why =
+      code === 'ECONNREFUSED'
+        ? 'connection refused'
+        : (err as Error).name === 'TimeoutError'
+          ? `no answer within ${timeoutMs}ms`
+          : (code ?? (err as Error).message);
     throw new DaemonUnavailableError(`no hmgate daemon answers at ${url} (${why}): check api.listen${hint}`);
   }
   const text = await res.text();
   if (res.status === 401) throw new DaemonUnavailableError(`the daemon at ${url} refused api.user / api.password (401)`);
   if (res.status === 404) throw new DaemonUnavailableError(`the server at ${url} has no ${path} (404): is it an hmgate daemon of this version?`);
-  if ((res.status < 200 || res.status > 299) && !o.accept?.includes(res.status)) throw new DaemonUnavailableError(`the daemon at ${url} answered ${res.status}: ${text.slice(0, 200)}`);
+  if ((res.status < 200 || res.status > 299) && !o.accept?.includes(res.status))
+    throw new DaemonUnavailableError(`the daemon at ${url} answered ${res.status}: ${text.slice(0, 200)}`);
   return { status: res.status, text };
 }

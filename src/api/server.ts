@@ -39,7 +39,14 @@ export function listen(app: Hono, listenAt: string): Promise<RunningServer> {
   });
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
-      const why = err.code === 'EADDRINUSE' ? 'address already in use' : err.code === 'EADDRNOTAVAIL' ? 'no such local address' : err.code === 'EACCES' ? 'permission denied' : err.message;
+      const why =
+        err.code === 'EADDRINUSE'
+          ? 'address already in use'
+          : err.code === 'EADDRNOTAVAIL'
+            ? 'no such local address'
+            : err.code === 'EACCES'
+              ? 'permission denied'
+              : err.message;
       reject(new Error(`cannot listen on ${listenAt}: ${why}`));
     };
     server.once('error', onError);

@@ -39,7 +39,7 @@ describe('loadConfig', () => {
     const partition = (id: string) => stages.find((s) => s.id === id)!.options.cc_partition;
     expect([partition('heartbeats'), partition('desired'), partition('cloud_controller')]).toEqual(['ng', 'ng', 'blue']);
     expect(stages.find((s) => s.id === 'records')!.options.cc_partition).toBeUndefined(); // no such option there
-    expect(((display.sources as Record<string, Record<string, unknown>>).desired!).cc_partition).toBe('ng'); // print-config shows what runs
+    expect((display.sources as Record<string, Record<string, unknown>>).desired!.cc_partition).toBe('ng'); // print-config shows what runs
     const hm9000 = await loadConfig(await write('h.yaml', `extends: hm9000\n${minimal}`), { env: {} });
     expect(hm9000.stages.find((s) => s.id === 'heartbeats')!.options.cc_partition).toBeUndefined();
   });
@@ -66,10 +66,7 @@ describe('loadConfig', () => {
   });
 
   it('reports an unknown key, a bad duration and a wrong type at their positions, all at once', async () => {
-    const f = await write(
-      'bad.yaml',
-      ['foundation: eu-1', 'heartbeat_interval: 10x', 'api:', '  password: pw', '  listen: [1, 2]', 'bogus: 1', ''].join('\n'),
-    );
+    const f = await write('bad.yaml', ['foundation: eu-1', 'heartbeat_interval: 10x', 'api:', '  password: pw', '  listen: [1, 2]', 'bogus: 1', ''].join('\n'));
     expect(await problems(f)).toEqual([
       `${f}:2:21: heartbeat_interval: bad duration "10x": use a number with ms, s, m, h or hb (heartbeats), e.g. "250ms", "10s", "3hb"`,
       `${f}:5:11: api.listen must be string, not a list`,
@@ -127,9 +124,14 @@ describe('loadConfig', () => {
   });
 
   it('extends a path: lists replace, null removes, positions point at the file that wrote the text', async () => {
-    const base = await write('base/base.yaml', ['bus:', '  servers: [nats://127.0.0.1:1, nats://127.0.0.1:2]', 'log:', '  levels: { a: debug, b: warn }', 'analyze_interval: 3q', ''].join('\n'));
+    const base = await write(
+      'base/base.yaml',
+      ['bus:', '  servers: [nats://127.0.0.1:1, nats://127.0.0.1:2]', 'log:', '  levels: { a: debug, b: warn }', 'analyze_interval: 3q', ''].join('\n'),
+    );
     const f = await write('child.yaml', `extends: ./base/base.yaml\nbus:\n  servers: [nats://127.0.0.1:3]\nlog:\n  levels: { b: null }\n${minimal}`);
-    expect(await problems(f)).toEqual([expect.stringMatching(new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:5:19: analyze_interval: bad duration "3q"`))]);
+    expect(await problems(f)).toEqual([
+      expect.stringMatching(new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:5:19: analyze_interval: bad duration "3q"`)),
+    ]);
     await write('base/base.yaml', ['bus:', '  servers: [nats://127.0.0.1:1, nats://127.0.0.1:2]', 'log:', '  levels: { a: debug, b: warn }', ''].join('\n'));
     const { config } = await loadConfig(f, { env: {}, plugins: false });
     expect(config.bus.servers).toEqual(['nats://127.0.0.1:3']);

@@ -83,7 +83,6 @@ async function readLayers(file: string): Promise<Layer[]> {
     layers.push({ source });
     seen.add(current);
     const ext = isPlainObject(source.value) ? source.value.extends : undefined;
-    current = undefined;
     if (ext === undefined) break;
     const loc = source.locations.get('/extends')!;
     if (typeof ext !== 'string' || ext === '') {
@@ -166,8 +165,7 @@ export async function loadConfig(file: string, opts: LoadOptions = {}): Promise<
   const stages: ResolvedStage[] = [];
   if (opts.plugins !== false && isPlainObject(config)) {
     for (const section of ['store', 'sources', 'policies', 'sinks'] as StageSection[]) {
-      const entries: [string, unknown][] =
-        section === 'store' ? [['store', config.store]] : Object.entries((config[section] as Record<string, unknown>) ?? {});
+      const entries: [string, unknown][] = section === 'store' ? [['store', config.store]] : Object.entries((config[section] as Record<string, unknown>) ?? {});
       for (const [id, entry] of entries) {
         if (!isPlainObject(entry) || entry.enabled === false || typeof entry.plugin !== 'string') continue;
         const base = section === 'store' ? '/store' : `/${section}/${id}`;
@@ -188,7 +186,8 @@ export async function loadConfig(file: string, opts: LoadOptions = {}): Promise<
         const { plugin: _p, enabled: _e, ...rawOptions } = stageEntry(raw, section, id);
         // The top-level cc_partition is the default of every stage option of that name.
         const props = (definition.optionsSchema as { properties?: Record<string, unknown> }).properties ?? {};
-        if (typeof raw.cc_partition === 'string' && 'cc_partition' in props && rawOptions.cc_partition === undefined) rawOptions.cc_partition = raw.cc_partition;
+        if (typeof raw.cc_partition === 'string' && 'cc_partition' in props && rawOptions.cc_partition === undefined)
+          rawOptions.cc_partition = raw.cc_partition;
         const options = coerceAndValidate(converting, definition.optionsSchema, rawOptions, interp.interpolated, base, report) as Record<string, unknown>;
         // print-config shows the plugin's defaults too, durations as written.
         const displayed = stageEntry(display, section, id);

@@ -35,7 +35,9 @@ describe('secret masking', () => {
   });
 
   it('masks every URL inside a longer text, and leaves the rest', () => {
-    expect(maskUrl('cannot connect to nats://a:s3cret1@h1:4222, tls://b:s3cret2@h2:4222 (refused)')).toBe('cannot connect to nats://a:***@h1:4222, tls://b:***@h2:4222 (refused)');
+    expect(maskUrl('cannot connect to nats://a:s3cret1@h1:4222, tls://b:s3cret2@h2:4222 (refused)')).toBe(
+      'cannot connect to nats://a:***@h1:4222, tls://b:***@h2:4222 (refused)',
+    );
     expect(maskUrl('nats://a:s3cret1@h1:4222,nats://b:s3cret2@h2:4222')).toBe('nats://a:***@h1:4222,nats://b:***@h2:4222');
     expect(maskUrl('{"url":"http://u:s3cret@h/x","mail":"ops@example.com"}')).toBe('{"url":"http://u:***@h/x","mail":"ops@example.com"}');
     expect(maskUrl('no url here, ops@example.com')).toBe('no url here, ops@example.com');

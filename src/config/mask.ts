@@ -16,9 +16,7 @@ export function maskSecrets(value: unknown): unknown {
   if (typeof value === 'string') return maskUrl(value);
   if (Array.isArray(value)) return value.map(maskSecrets);
   if (isPlainObject(value)) {
-    return Object.fromEntries(
-      Object.entries(value).map(([k, v]) => [k, isSecretKey(k) && v !== undefined && v !== null && v !== '' ? MASK : maskSecrets(v)]),
-    );
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, isSecretKey(k) && v !== undefined && v !== null && v !== '' ? MASK : maskSecrets(v)]));
   }
   return value;
 }

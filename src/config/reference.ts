@@ -33,7 +33,9 @@ function rows(schema: S, prefix: string, out: string[]): void {
     const path = prefix ? `${prefix}.${key}` : key;
     const emptyDefault = typeof s.default === 'object' && s.default !== null && Object.keys(s.default).length === 0;
     const def = s.default === undefined ? (required.has(key) ? '**required**' : '') : emptyDefault ? '' : `\`${JSON.stringify(s.default)}\``;
-    const desc = String(s.description ?? '').replace(/\|/g, '\\|').replace(/\n/g, ' ');
+    const desc = String(s.description ?? '')
+      .replace(/\|/g, '\\|')
+      .replace(/\n/g, ' ');
     out.push(`| \`${path}\` | ${typeOf(s)} | ${def} | ${desc} |`);
     if (s.type === 'object' && s.properties && !s.patternProperties) rows(s, path, out);
   }

@@ -40,7 +40,9 @@ const StageMap = (what: string): TSchema =>
 
 export const ConfigSchema = Type.Object(
   {
-    extends: Type.Optional(Type.String({ description: 'A built-in preset name (a file in presets/, e.g. hm9000) or a path; this file is deep-merged over it.' })),
+    extends: Type.Optional(
+      Type.String({ description: 'A built-in preset name (a file in presets/, e.g. hm9000) or a path; this file is deep-merged over it.' }),
+    ),
     foundation: Type.String({ minLength: 1, default: 'default', description: 'Name carried in every log line and metric.' }),
     heartbeat_interval: Duration({ default: '10s', hb: false, description: "The agents' heartbeat period; the unit of every `hb` duration." }),
     analyze_interval: Duration({ default: '1hb', description: 'How often the analyze → dispatch cycle runs.' }),
@@ -58,7 +60,7 @@ export const ConfigSchema = Type.Object(
         max_ingest_lag: Duration({
           default: '1hb',
           description:
-            'Actual state is not fresh (INGEST_BEHIND) while heartbeats wait longer than this to be read or saved, or arrive so much slower than the agents send them that they fall this far behind within actual_ttl; a wait counts only past 1s too (shorter ones may be the daemon\'s own pauses). 0 switches the check off (as the originals had none).',
+            "Actual state is not fresh (INGEST_BEHIND) while heartbeats wait longer than this to be read or saved, or arrive so much slower than the agents send them that they fall this far behind within actual_ttl; a wait counts only past 1s too (shorter ones may be the daemon's own pauses). 0 switches the check off (as the originals had none).",
         }),
         collapse: Type.Object(
           {
@@ -66,9 +68,14 @@ export const ConfigSchema = Type.Object(
               minimum: 0,
               maximum: 1,
               default: 0.55,
-              description: 'Actual state is not fresh (ACTUAL_COLLAPSE) when more than this share of the agents go silent within window; 1 switches the guard off.',
+              description:
+                'Actual state is not fresh (ACTUAL_COLLAPSE) when more than this share of the agents go silent within window; 1 switches the guard off.',
             }),
-            min_agents: Type.Integer({ minimum: 0, default: 50, description: 'Only foundations with more agents than this are guarded; smaller ones act on every lost agent as the originals did.' }),
+            min_agents: Type.Integer({
+              minimum: 0,
+              default: 50,
+              description: 'Only foundations with more agents than this are guarded; smaller ones act on every lost agent as the originals did.',
+            }),
             silent_after: Duration({ default: '2hb', description: 'An agent not heard for longer than this counts as silent.' }),
             window: Duration({ default: '3hb', description: 'Silences that begin within this span of each other count together.' }),
           },
@@ -101,7 +108,11 @@ export const ConfigSchema = Type.Object(
         password: Type.Optional(Type.String({ description: 'NATS password.' })),
         token: Type.Optional(Type.String({ description: 'NATS token, instead of user and password.' })),
         name: Type.String({ default: 'hmgate', description: 'Connection name shown by the NATS server.' }),
-        connect_timeout: Duration({ default: '2s', hb: false, description: 'How long start-up waits for the first connection before going on and retrying in the background.' }),
+        connect_timeout: Duration({
+          default: '2s',
+          hb: false,
+          description: 'How long start-up waits for the first connection before going on and retrying in the background.',
+        }),
         monitor_url: Type.Optional(Type.String({ description: "The NATS server's monitoring endpoint (http://127.0.0.1:8222), for diagnostics." })),
       },
       { additionalProperties: false, default: {} },
@@ -111,7 +122,8 @@ export const ConfigSchema = Type.Object(
         ttl: Duration({
           default: '10s',
           hb: false,
-          description: "With a shared store (etcd): the leader's lease; a leader that vanishes without resigning is replaced within it (HM9000's locks lived 10 s).",
+          description:
+            "With a shared store (etcd): the leader's lease; a leader that vanishes without resigning is replaced within it (HM9000's locks lived 10 s).",
         }),
         resign_after: Duration({
           default: '2hb',
@@ -129,11 +141,19 @@ export const ConfigSchema = Type.Object(
           default: 'live',
           description: 'shadow runs everything but sends nothing, logging and counting what it would have sent.',
         }),
-        message_limit: Type.Integer({ minimum: 0, default: 60, description: 'Most starts sent per cycle; stops are not limited (HM9000 sender_message_limit).' }),
+        message_limit: Type.Integer({
+          minimum: 0,
+          default: 60,
+          description: 'Most starts sent per cycle; stops are not limited (HM9000 sender_message_limit).',
+        }),
         queue: Type.Object(
           {
             interval: Duration({ default: '1s', hb: false, description: "How often queued starts of event policies are sent (the Ruby HM's request_queue)." }),
-            batch_size: Type.Integer({ minimum: 1, default: 40, description: 'Most queued starts sent per interval, highest priority first (queue_batch_size).' }),
+            batch_size: Type.Integer({
+              minimum: 1,
+              default: 40,
+              description: 'Most queued starts sent per interval, highest priority first (queue_batch_size).',
+            }),
             dedupe: Type.Unsafe<'payload' | 'op-version-indices'>({
               type: 'string',
               enum: ['payload', 'op-version-indices'],
@@ -142,14 +162,19 @@ export const ConfigSchema = Type.Object(
                 'A start is not queued while an equal one is: payload = the whole request but last_updated (running and flapping included); op-version-indices = app, op, version and indices only (the older Ruby HM).',
             }),
           },
-          { additionalProperties: false, default: {}, description: 'The priority queue of starts decided by event policies (Ruby HM); stops and delayed restarts are sent at once.' },
+          {
+            additionalProperties: false,
+            default: {},
+            description: 'The priority queue of starts decided by event policies (Ruby HM); stops and delayed restarts are sent at once.',
+          },
         ),
         shadow: Type.Object(
           {
             window: Duration({
               default: '10s',
               hb: false,
-              description: "In shadow mode: how long a request waits for its equal from the other health manager before it counts as one-sided (the older Ruby HM's max_shadowing_delay).",
+              description:
+                "In shadow mode: how long a request waits for its equal from the other health manager before it counts as one-sided (the older Ruby HM's max_shadowing_delay).",
             }),
             subjects: Type.Optional(
               Type.Array(Type.String({ minLength: 1 }), {
@@ -157,7 +182,11 @@ export const ConfigSchema = Type.Object(
               }),
             ),
           },
-          { additionalProperties: false, default: {}, description: 'Shadow mode compares what hmgate would send with what the running health manager sends (GET /v1/shadow).' },
+          {
+            additionalProperties: false,
+            default: {},
+            description: 'Shadow mode compares what hmgate would send with what the running health manager sends (GET /v1/shadow).',
+          },
         ),
       },
       { additionalProperties: false, default: {} },
@@ -166,8 +195,7 @@ export const ConfigSchema = Type.Object(
       type: 'string',
       enum: ['real', 'manual'],
       default: 'real',
-      description:
-        'manual: time stands still and moves only when asked over NATS (healthmanager.advance_time {"seconds":N}), for black-box scenario tests.',
+      description: 'manual: time stands still and moves only when asked over NATS (healthmanager.advance_time {"seconds":N}), for black-box scenario tests.',
     }),
     cc_partition: Type.Optional(
       Type.String({

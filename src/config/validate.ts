@@ -30,7 +30,12 @@ export function makeValidator(opts: ValidatorOptions) {
     type: ['string', 'number'],
     modifying: true,
     errors: true,
-    validate: function check(mode: unknown, data: unknown, _schema: unknown, cxt?: { parentData: Record<string | number, unknown>; parentDataProperty: string | number }) {
+    validate: function check(
+      mode: unknown,
+      data: unknown,
+      _schema: unknown,
+      cxt?: { parentData: Record<string | number, unknown>; parentDataProperty: string | number },
+    ) {
       try {
         const ms = parseDuration(data, mode === 'no-hb' ? undefined : opts.heartbeatMs);
         if (opts.convertDurations && cxt) cxt.parentData[cxt.parentDataProperty] = ms;

@@ -53,15 +53,22 @@ export async function checkBulkApi(ctx: DoctorContext, stage: ResolvedStage, nc:
 
   let authorization: string;
   if (o.credentials === 'nats') {
-    if (!nc) return { result: fail('cc', makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: path, subject: o.credentials_subject, error: 'NATS is not reachable' })) };
+    if (!nc)
+      return { result: fail('cc', makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: path, subject: o.credentials_subject, error: 'NATS is not reachable' })) };
     try {
       const reply = await nc.request(o.credentials_subject, new Uint8Array(), { timeout: Math.min(o.credentials_timeout, ctx.timeoutMs) });
       const creds = parseCredentials(reply.data);
-      if (!creds.ok) return { result: fail('cc', makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: path, subject: o.credentials_subject, error: creds.reason })) };
+      if (!creds.ok)
+        return { result: fail('cc', makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: path, subject: o.credentials_subject, error: creds.reason })) };
       authorization = basicAuth(creds.user, creds.password);
     } catch (err) {
       const code = (err as { code?: unknown }).code;
-      const why = code === '503' ? 'nobody answers that subject' : code === 'TIMEOUT' ? `no reply within ${Math.min(o.credentials_timeout, ctx.timeoutMs)}ms` : errorText(err);
+      const why =
+        code === '503'
+          ? 'nobody answers that subject'
+          : code === 'TIMEOUT'
+            ? `no reply within ${Math.min(o.credentials_timeout, ctx.timeoutMs)}ms`
+            : errorText(err);
       return { result: fail('cc', makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: path, subject: o.credentials_subject, error: why })) };
     }
   } else {
@@ -85,7 +92,9 @@ export async function checkBulkApi(ctx: DoctorContext, stage: ResolvedStage, nc:
     }
     if (answer.status === 401 || answer.status === 403) return { result: fail('cc', makeProblem('CC_UNAUTHORIZED', { ...where, status: answer.status })) };
     if (answer.status !== 200) {
-      return { result: fail('cc', makeProblem('CC_BAD_ANSWER', { ...where, error: `answered ${answer.status} to GET /bulk/apps${ccErrorDetail(answer.body)}` })) };
+      return {
+        result: fail('cc', makeProblem('CC_BAD_ANSWER', { ...where, error: `answered ${answer.status} to GET /bulk/apps${ccErrorDetail(answer.body)}` })),
+      };
     }
     const page = parseBulkPage(answer.body);
     if (!page.ok) return { result: fail('cc', makeProblem('CC_BAD_ANSWER', { ...where, error: `sent ${page.reason}` })) };
@@ -99,7 +108,14 @@ export async function checkBulkApi(ctx: DoctorContext, stage: ResolvedStage, nc:
 }
 
 /** Every desired app's guid, page by page; undefined when the walk does not complete. */
-async function walkDesired(agent: Agent, url: URL, basePath: string, batchSize: number, authorization: string, timeoutMs: number): Promise<DesiredSample | undefined> {
+async function walkDesired(
+  agent: Agent,
+  url: URL,
+  basePath: string,
+  batchSize: number,
+  authorization: string,
+  timeoutMs: number,
+): Promise<DesiredSample | undefined> {
   const guids = new Set<string>();
   let apps = 0;
   let token = FIRST_TOKEN;

@@ -32,7 +32,14 @@ function why(err: unknown, timeoutMs: number): string {
   return code ? `${code}: ${errorText(err)}` : errorText(err);
 }
 
-async function call(agent: Agent, endpoint: string, path: string, timeoutMs: number, body?: unknown, token?: string): Promise<{ status: number; json: Record<string, unknown> }> {
+async function call(
+  agent: Agent,
+  endpoint: string,
+  path: string,
+  timeoutMs: number,
+  body?: unknown,
+  token?: string,
+): Promise<{ status: number; json: Record<string, unknown> }> {
   const url = new URL(path, endpoint.replace(/\/*$/, '/'));
   const res = await agent.request({
     origin: url.origin,
@@ -43,7 +50,7 @@ async function call(agent: Agent, endpoint: string, path: string, timeoutMs: num
     signal: AbortSignal.timeout(timeoutMs),
   });
   const text = await res.body.text();
-  let json: Record<string, unknown> = {};
+  let json: Record<string, unknown>;
   try {
     json = JSON.parse(text) as Record<string, unknown>;
   } catch {
@@ -75,7 +82,12 @@ export async function checkEtcd(ctx: DoctorContext, options: Record<string, unkn
       bodyTimeout: t,
     });
   } catch (err) {
-    return failPlain('etcd', `etcd at ${shown}`, `cannot read a TLS file of the store: ${errorText(err)}`, 'check `store.ca_file`, `store.cert_file` and `store.key_file`');
+    return failPlain(
+      'etcd',
+      `etcd at ${shown}`,
+      `cannot read a TLS file of the store: ${errorText(err)}`,
+      'check `store.ca_file`, `store.cert_file` and `store.key_file`',
+    );
   }
   try {
     let endpoint: string | undefined;
@@ -92,14 +104,20 @@ export async function checkEtcd(ctx: DoctorContext, options: Record<string, unkn
     }
     if (!endpoint || !health) return fail('etcd', makeProblem('ETCD_UNREACHABLE', { endpoints: shown, error: firstError }));
     if (health.json.health !== 'true' && health.json.health !== true) {
-      const detail = typeof health.json.reason === 'string' && health.json.reason ? health.json.reason : `GET /health answered ${health.status} ${JSON.stringify(health.json).slice(0, 120)}`;
+      const detail =
+        typeof health.json.reason === 'string' && health.json.reason
+          ? health.json.reason
+          : `GET /health answered ${health.status} ${JSON.stringify(health.json).slice(0, 120)}`;
       return fail('etcd', makeProblem('ETCD_UNHEALTHY', { endpoint: maskUrl(endpoint), detail }));
     }
     let token: string | undefined;
     if (o.username) {
       const auth = await call(agent, endpoint, 'v3/auth/authenticate', t, { name: o.username, password: o.password ?? '' });
       if (auth.status !== 200 || typeof auth.json.token !== 'string') {
-        return fail('etcd', makeProblem('ETCD_WRITE_REFUSED', { endpoint: maskUrl(endpoint), prefix, error: `user ${o.username} could not log in: ${gatewayError(auth.json)}` }));
+        return fail(
+          'etcd',
+          makeProblem('ETCD_WRITE_REFUSED', { endpoint: maskUrl(endpoint), prefix, error: `user ${o.username} could not log in: ${gatewayError(auth.json)}` }),
+        );
       }
       token = auth.json.token;
     }
@@ -107,7 +125,11 @@ export async function checkEtcd(ctx: DoctorContext, options: Record<string, unkn
     const put = await call(agent, endpoint, 'v3/kv/put', t, { key, value: b64('hmgate doctor test write') }, token);
     if (put.status !== 200) return fail('etcd', makeProblem('ETCD_WRITE_REFUSED', { endpoint: maskUrl(endpoint), prefix, error: gatewayError(put.json) }));
     const del = await call(agent, endpoint, 'v3/kv/deleterange', t, { key }, token);
-    if (del.status !== 200) return fail('etcd', makeProblem('ETCD_WRITE_REFUSED', { endpoint: maskUrl(endpoint), prefix, error: `the test key could not be deleted: ${gatewayError(del.json)}` }));
+    if (del.status !== 200)
+      return fail(
+        'etcd',
+        makeProblem('ETCD_WRITE_REFUSED', { endpoint: maskUrl(endpoint), prefix, error: `the test key could not be deleted: ${gatewayError(del.json)}` }),
+      );
     return pass('etcd', `etcd at ${shown}`, `healthy; a test key was written and deleted under ${prefix}`);
   } catch (err) {
     return fail('etcd', makeProblem('ETCD_UNREACHABLE', { endpoints: shown, error: why(err, t) }));

@@ -17,7 +17,10 @@ export function checkFoundation(desired: DesiredSample | undefined, heartbeats: 
   let common = 0;
   for (const guid of desired.guids) if (heartbeats.apps.has(guid)) common++;
   if (common === 0) {
-    return fail('foundation', makeProblem('WRONG_FOUNDATION', { desiredApps: desired.guids.size, heartbeatingApps: heartbeats.apps.size, stage: desiredStage }));
+    return fail(
+      'foundation',
+      makeProblem('WRONG_FOUNDATION', { desiredApps: desired.guids.size, heartbeatingApps: heartbeats.apps.size, stage: desiredStage }),
+    );
   }
   return pass('foundation', what, `${common} of the ${desired.guids.size} desired app(s) heartbeating`);
 }

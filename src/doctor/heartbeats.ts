@@ -84,9 +84,16 @@ export function checkHeartbeats(stage: ResolvedStage, sample: HeartbeatSample | 
   if (!sample) return skip('heartbeats', what, 'NATS is not reachable');
   if (sample.heartbeats === 0) {
     if (stage.options.http_listener !== undefined) {
-      return skip('heartbeats', what, `none on NATS within ${humanMs(3 * heartbeatMs)}; heartbeats over HTTPS (http_listener) cannot be heard from here: see /v1/status of the daemon`);
+      return skip(
+        'heartbeats',
+        what,
+        `none on NATS within ${humanMs(3 * heartbeatMs)}; heartbeats over HTTPS (http_listener) cannot be heard from here: see /v1/status of the daemon`,
+      );
     }
-    return fail('heartbeats', makeProblem('NO_HEARTBEATS', { stage: stagePath(stage), subject, window: `3 heartbeat intervals (${humanMs(3 * heartbeatMs)})` }));
+    return fail(
+      'heartbeats',
+      makeProblem('NO_HEARTBEATS', { stage: stagePath(stage), subject, window: `3 heartbeat intervals (${humanMs(3 * heartbeatMs)})` }),
+    );
   }
   return pass('heartbeats', what, `${sample.agents.size} agent(s) heartbeating ${sample.instances} instance(s) of ${sample.apps.size} app(s)`);
 }

@@ -33,11 +33,13 @@ export function transportProblem(err: unknown, where: CcWhere, host: string, tim
   if ((err as { timedOut?: boolean }).timedOut || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
     return makeProblem('CC_TIMEOUT', { ...where, error: `no answer within ${timeoutMs}ms`, timeoutKey });
   }
-  if (code === 'UND_ERR_CONNECT_TIMEOUT') return makeProblem('CC_TIMEOUT', { ...where, error: `timed out connecting to ${host} after ${timeoutMs}ms`, timeoutKey });
+  if (code === 'UND_ERR_CONNECT_TIMEOUT')
+    return makeProblem('CC_TIMEOUT', { ...where, error: `timed out connecting to ${host} after ${timeoutMs}ms`, timeoutKey });
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return makeProblem('CC_TLS_NAME_MISMATCH', { ...where, error: `${code}: ${host}` });
   if (code !== undefined && TLS_TRUST_CODES.has(code)) return makeProblem('CC_TLS_UNTRUSTED', { ...where, error: code });
   if (code === 'ECONNREFUSED') return makeProblem('CC_UNREACHABLE', { ...where, error: `connection refused by ${host} (ECONNREFUSED)` });
-  if (code !== undefined && DNS_CODES.has(code)) return makeProblem('CC_UNREACHABLE', { ...where, error: `cannot resolve ${host.replace(/:\d+$/, '')} (DNS ${code})` });
+  if (code !== undefined && DNS_CODES.has(code))
+    return makeProblem('CC_UNREACHABLE', { ...where, error: `cannot resolve ${host.replace(/:\d+$/, '')} (DNS ${code})` });
   if (code !== undefined && UNREACHABLE_CODES.has(code)) return makeProblem('CC_UNREACHABLE', { ...where, error: `cannot reach ${host} (${code})` });
   if (code === 'EPROTO' || code?.startsWith('ERR_SSL_')) {
     return makeProblem('CC_UNREACHABLE', { ...where, error: `TLS handshake with ${host} failed (${code}): is it https:// where the CC does not speak TLS?` });

@@ -41,7 +41,9 @@ export async function runDoctor(loaded: LoadedConfig, opts: { timeoutMs?: number
     const etcd = store?.plugin.name === 'etcd' ? checkEtcd(ctx, store.options) : undefined;
     const cc = desiredStages.map((s) => checkBulkApi(ctx, s, nats.nc, heartbeatStages.length > 0));
     const samples = heartbeatStages.map((s) =>
-      nats.nc ? sampleHeartbeats(nats.nc, String(s.options.subject ?? 'dea.heartbeat'), heartbeatsWindow(loaded.heartbeatMs), loaded.heartbeatMs) : Promise.resolve(undefined),
+      nats.nc
+        ? sampleHeartbeats(nats.nc, String(s.options.subject ?? 'dea.heartbeat'), heartbeatsWindow(loaded.heartbeatMs), loaded.heartbeatMs)
+        : Promise.resolve(undefined),
     );
     const startStop = sinks.map((s) => checkStartStop(ctx, s));
 

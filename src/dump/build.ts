@@ -119,7 +119,9 @@ export function dumpApp(view: AppView, starts: readonly PendingStart[], stops: r
   return {
     guid: view.guid,
     version: view.version,
-    desired: d ? { instances: d.instances, state: d.state, package_state: d.packageState, ...(d.updatedAt !== undefined ? { updated_at: d.updatedAt } : {}) } : null,
+    desired: d
+      ? { instances: d.instances, state: d.state, package_state: d.packageState, ...(d.updatedAt !== undefined ? { updated_at: d.updatedAt } : {}) }
+      : null,
     instances: view.instances.map((i) => ({
       instance: i.instance,
       index: i.index,
@@ -128,7 +130,9 @@ export function dumpApp(view: AppView, starts: readonly PendingStart[], stops: r
       state_timestamp: i.stateTimestamp,
       ...(i.ccPartition !== undefined ? { cc_partition: i.ccPartition } : {}),
     })),
-    crash_counts: [...view.crashCounts.values()].sort((a, b) => a.index - b.index).map((c) => ({ index: c.index, count: c.count, created_at: iso(c.createdAt) })),
+    crash_counts: [...view.crashCounts.values()]
+      .sort((a, b) => a.index - b.index)
+      .map((c) => ({ index: c.index, count: c.count, created_at: iso(c.createdAt) })),
     pending_starts: starts.map((m) => ({ ...pendingBase(m, now), index: m.index, priority: m.priority, skip_verification: m.skipVerification })),
     pending_stops: stops.map((m) => ({ ...pendingBase(m, now), instance: m.instance })),
   };

@@ -57,11 +57,46 @@ async function fixture() {
   );
   await store.putCrashCounts([{ app: 'app-a', version: 'v1', index: 1, count: 2, createdAt: now - 5000 }], 60_000);
   await store.putPendingStarts([
-    { messageId: 's1', sendOn: now + 30_000, sentOn: 0, keepAlive: 30_000, app: 'app-a', version: 'v1', index: 1, priority: 0.5, skipVerification: false, reason: 'CRASHED' },
-    { messageId: 's2', sendOn: now - 10_000, sentOn: now - 5_000, keepAlive: 30_000, app: 'app-b', version: 'v2', index: 0, priority: 1, skipVerification: true, reason: 'EVACUATING' },
-    { messageId: 's3', sendOn: now, sentOn: 0, keepAlive: 0, app: 'app-gone', version: 'v1', index: 0, priority: 1, skipVerification: false, reason: 'MISSING' },
+    {
+      messageId: 's1',
+      sendOn: now + 30_000,
+      sentOn: 0,
+      keepAlive: 30_000,
+      app: 'app-a',
+      version: 'v1',
+      index: 1,
+      priority: 0.5,
+      skipVerification: false,
+      reason: 'CRASHED',
+    },
+    {
+      messageId: 's2',
+      sendOn: now - 10_000,
+      sentOn: now - 5_000,
+      keepAlive: 30_000,
+      app: 'app-b',
+      version: 'v2',
+      index: 0,
+      priority: 1,
+      skipVerification: true,
+      reason: 'EVACUATING',
+    },
+    {
+      messageId: 's3',
+      sendOn: now,
+      sentOn: 0,
+      keepAlive: 0,
+      app: 'app-gone',
+      version: 'v1',
+      index: 0,
+      priority: 1,
+      skipVerification: false,
+      reason: 'MISSING',
+    },
   ]);
-  await store.putPendingStops([{ messageId: 'p1', sendOn: now + 60_000, sentOn: 0, keepAlive: 30_000, app: 'app-old', version: 'v0', instance: 'io0', reason: 'EXTRA' }]);
+  await store.putPendingStops([
+    { messageId: 'p1', sendOn: now + 60_000, sentOn: 0, keepAlive: 30_000, app: 'app-old', version: 'v0', instance: 'io0', reason: 'EXTRA' },
+  ]);
   await store.bumpFreshness('desired', 120_000);
   return { clock, store, now };
 }

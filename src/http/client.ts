@@ -71,13 +71,13 @@ export async function loadCaFile(file: string, configDir: string, option: string
   try {
     pem = await readFile(path, 'utf8');
   } catch (err) {
-    throw new Error(`${option}: cannot read ${path}: ${errorText(err)}`);
+    throw new Error(`${option}: cannot read ${path}: ${errorText(err)}`, { cause: err });
   }
   if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error(`${option}: ${path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`);
   try {
     tls.createSecureContext({ ca: pem });
   } catch (err) {
-    throw new Error(`${option}: ${path} cannot be used as CA certificates: ${errorText(err)}`);
+    throw new Error(`${option}: ${path} cannot be used as CA certificates: ${errorText(err)}`, { cause: err });
   }
   return pem;
 }

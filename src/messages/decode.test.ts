@@ -17,7 +17,17 @@ function bounds(decode: (s: string) => { ok: boolean; reason?: string }, make: (
 describe('message bounds', () => {
   it('droplet.exited: app guid, version, instance, reason, description and partition', () => {
     const decode = makeDecoder(DropletExitedMessage);
-    const exit = { cc_partition: 'default', droplet: 'app', version: 'v1', instance: 'i-1', index: 1, reason: 'CRASHED', exit_status: 2, exit_description: 'oom', crash_timestamp: 3 };
+    const exit = {
+      cc_partition: 'default',
+      droplet: 'app',
+      version: 'v1',
+      instance: 'i-1',
+      index: 1,
+      reason: 'CRASHED',
+      exit_status: 2,
+      exit_description: 'oom',
+      crash_timestamp: 3,
+    };
     for (const [field, max] of [
       ['droplet', L.guid],
       ['version', L.guid],
@@ -38,16 +48,31 @@ describe('message bounds', () => {
 
   it('dea.advertise: id, app guids and their number, stacks, zone', () => {
     const decode = makeDecoder(DeaAdvertiseMessage);
-    const ad = { id: 'dea-1', stacks: ['lucid64'], available_memory: 1024, available_disk: 2048, app_id_to_count: { app: 1 }, placement_properties: { zone: 'z1' } };
+    const ad = {
+      id: 'dea-1',
+      stacks: ['lucid64'],
+      available_memory: 1024,
+      available_disk: 2048,
+      app_id_to_count: { app: 1 },
+      placement_properties: { zone: 'z1' },
+    };
     bounds(decode, (n) => ({ ...ad, id: 'x'.repeat(n) }), L.agentId, 'too_long', 'id');
     bounds(decode, (n) => ({ ...ad, app_id_to_count: { ['x'.repeat(n)]: 1 } }), L.guid, 'too_long', 'an app guid');
-    bounds(decode, (n) => ({ ...ad, app_id_to_count: Object.fromEntries(Array.from({ length: n }, (_, i) => [`app-${i}`, 1])) }), L.instancesPerAgent, 'too_many', 'apps');
+    bounds(
+      decode,
+      (n) => ({ ...ad, app_id_to_count: Object.fromEntries(Array.from({ length: n }, (_, i) => [`app-${i}`, 1])) }),
+      L.instancesPerAgent,
+      'too_many',
+      'apps',
+    );
     bounds(decode, (n) => ({ ...ad, stacks: ['x'.repeat(n)] }), L.stack, 'too_long', 'a stack');
     bounds(decode, (n) => ({ ...ad, stacks: Array.from({ length: n }, () => 's') }), L.stacks, 'too_many', 'stacks');
     bounds(decode, (n) => ({ ...ad, placement_properties: { zone: 'x'.repeat(n) } }), L.zone, 'too_long', 'zone');
     // Only id and app_id_to_count are required; fields it does not read may be anything.
     expect(reasonOf(decode('{"id":"dea-1","app_id_to_count":{},"prod":false,"extra":{"deep":[1]}}'))).toBe('ok');
-    expect(decode(JSON.stringify({ ...ad, app_id_to_count: { ['x'.repeat(L.guid + 1)]: 1 } }))).toMatchObject({ detail: '/app_id_to_count (a key) must NOT have more than 128 characters' });
+    expect(decode(JSON.stringify({ ...ad, app_id_to_count: { ['x'.repeat(L.guid + 1)]: 1 } }))).toMatchObject({
+      detail: '/app_id_to_count (a key) must NOT have more than 128 characters',
+    });
   });
 
   it('every message schema is listed for schemas/messages', () => {

@@ -58,7 +58,11 @@ describe('fast heartbeat decoder', () => {
 
   it('takes the fast path for a DEA heartbeat and agrees with the generic decoder', () => {
     const fast = makeHeartbeatDecoder();
-    const bytes = beat('dea-1', Array.from({ length: 100 }, (_, i) => droplet(i)), { prod: false });
+    const bytes = beat(
+      'dea-1',
+      Array.from({ length: 100 }, (_, i) => droplet(i)),
+      { prod: false },
+    );
     agree(bytes, fast);
     expect(fast.stats).toEqual({ fast: 1, generic: 0 });
   });
@@ -101,12 +105,31 @@ describe('fast heartbeat decoder', () => {
       new Uint8Array([...encoder.encode('{"dea":"d'), 0xff, ...encoder.encode('","droplets":[]}')]),
     ];
     const withField = (k: string, raw: string) => {
-      const parts = Object.entries(ok).filter(([f]) => f !== k).map(([f, v]) => `${JSON.stringify(f)}:${JSON.stringify(v)}`);
+      const parts = Object.entries(ok)
+        .filter(([f]) => f !== k)
+        .map(([f, v]) => `${JSON.stringify(f)}:${JSON.stringify(v)}`);
       parts.push(`${JSON.stringify(k)}:${raw}`);
       return `{"dea":"d","droplets":[{${parts.join(',')}}]}`;
     };
-    for (const raw of ['0', '7', '007', '-1', '-0', '1.0', '1.5', '1e2', '1E+2', '123456789012345', '1234567890123456789', '"1"', 'null', 'true', '[]']) cases.push(withField('index', raw));
-    for (const raw of ['0', '-0', '-0.0', '1700000000.3', '1700000000.25', '0.1', '1e3', '1.5e-7', '1e400', '-1e400', '123456789012345678901234', '0.1234567890123456789', '12345678901234.5', '"1"', 'null']) {
+    for (const raw of ['0', '7', '007', '-1', '-0', '1.0', '1.5', '1e2', '1E+2', '123456789012345', '1234567890123456789', '"1"', 'null', 'true', '[]'])
+      cases.push(withField('index', raw));
+    for (const raw of [
+      '0',
+      '-0',
+      '-0.0',
+      '1700000000.3',
+      '1700000000.25',
+      '0.1',
+      '1e3',
+      '1.5e-7',
+      '1e400',
+      '-1e400',
+      '123456789012345678901234',
+      '0.1234567890123456789',
+      '12345678901234.5',
+      '"1"',
+      'null',
+    ]) {
       cases.push(withField('state_timestamp', raw));
     }
     for (const k of ['droplet', 'instance']) for (const raw of ['""', '7', 'null', '"a\\"b"', '"ü"']) cases.push(withField(k, raw));
@@ -146,7 +169,8 @@ describe('fast heartbeat decoder', () => {
     check(beat('d'.repeat(L.agentId), base), 'ok', `dea of ${L.agentId} characters`);
     check(beat('d'.repeat(L.agentId + 1), base), 'too_long', `dea of ${L.agentId + 1} characters`);
     check(beat('d'.repeat(900_000), base), 'too_long', 'dea of 900 000 characters');
-    const many = (n: number) => Array.from({ length: n }, (_, i) => ({ droplet: 'a', version: 'v', instance: `i-${i}`, index: i, state: 'RUNNING', state_timestamp: 1 }));
+    const many = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({ droplet: 'a', version: 'v', instance: `i-${i}`, index: i, state: 'RUNNING', state_timestamp: 1 }));
     check(beat('dea-2', many(L.instancesPerAgent)), 'ok', `${L.instancesPerAgent} entries`);
     check(beat('dea-2', many(L.instancesPerAgent + 1)), 'too_many', `${L.instancesPerAgent + 1} entries`);
     // Past a bound in characters, not bytes: 128 two-byte characters are 128 (the generic decoder's judgement).
@@ -157,10 +181,19 @@ describe('fast heartbeat decoder', () => {
   it(`agrees with the generic decoder on generated input`, () => {
     // Strings either side of each bound too.
     const nearBounds = [MESSAGE_LIMITS.state, MESSAGE_LIMITS.cc_partition, MESSAGE_LIMITS.guid].flatMap((n) => ['x'.repeat(n), 'x'.repeat(n + 1)]);
-    const str = fc.oneof(fc.constantFrom('a', 'v1', 'RUNNING', 'default', ''), fc.string({ maxLength: 8 }), fc.string({ unit: 'binary', maxLength: 4 }), fc.constantFrom(...nearBounds));
+    const str = fc.oneof(
+      fc.constantFrom('a', 'v1', 'RUNNING', 'default', ''),
+      fc.string({ maxLength: 8 }),
+      fc.string({ unit: 'binary', maxLength: 4 }),
+      fc.constantFrom(...nearBounds),
+    );
     const num = fc.oneof(fc.integer(), fc.double(), fc.constantFrom(-0, 0.5, 1700000000.3, 1e21, 1e-7, 2 ** 53 + 1));
     const value = fc.oneof(str, num, fc.boolean(), fc.constant(null), fc.array(fc.integer(), { maxLength: 2 }));
-    const dropletArb = fc.dictionary(fc.oneof(fc.constantFrom(...FIELDS), fc.string({ maxLength: 4 })), fc.oneof({ weight: 3, arbitrary: fc.oneof(str, num) }, value), { maxKeys: 9 });
+    const dropletArb = fc.dictionary(
+      fc.oneof(fc.constantFrom(...FIELDS), fc.string({ maxLength: 4 })),
+      fc.oneof({ weight: 3, arbitrary: fc.oneof(str, num) }, value),
+      { maxKeys: 9 },
+    );
     const validish = fc.record({
       droplet: fc.oneof(fc.constantFrom('app-a', 'app-b'), str),
       version: str,
@@ -169,10 +202,13 @@ describe('fast heartbeat decoder', () => {
       state: str,
       state_timestamp: num,
     });
-    const message = fc.record({
-      dea: fc.oneof({ weight: 5, arbitrary: fc.constantFrom('dea-0', 'dea-1') }, { weight: 1, arbitrary: value }),
-      droplets: fc.oneof({ weight: 5, arbitrary: fc.array(fc.oneof(validish, dropletArb), { maxLength: 5 }) }, { weight: 1, arbitrary: value }),
-    }, { requiredKeys: [] });
+    const message = fc.record(
+      {
+        dea: fc.oneof({ weight: 5, arbitrary: fc.constantFrom('dea-0', 'dea-1') }, { weight: 1, arbitrary: value }),
+        droplets: fc.oneof({ weight: 5, arbitrary: fc.array(fc.oneof(validish, dropletArb), { maxLength: 5 }) }, { weight: 1, arbitrary: value }),
+      },
+      { requiredKeys: [] },
+    );
     // One decoder across runs, so reuse between messages of the same agent is exercised too.
     const fast = makeHeartbeatDecoder({ agentsPerGeneration: 2 });
     fc.assert(
@@ -214,7 +250,9 @@ describe('fast heartbeat decoder', () => {
     const added = [...removed.slice(0, 10), droplet(99), ...removed.slice(10)];
     const fifth = fast(beat('dea-7', added));
     if (!fifth.ok) throw new Error('not decoded');
-    fifth.value.droplets.forEach((d, i) => (i === 10 ? expect(d.instance).toBe(droplet(99).instance) : expect(d).toBe(fourth.value.droplets[i < 10 ? i : i - 1])));
+    fifth.value.droplets.forEach((d, i) =>
+      i === 10 ? expect(d.instance).toBe(droplet(99).instance) : expect(d).toBe(fourth.value.droplets[i < 10 ? i : i - 1]),
+    );
 
     // Another order: the same values, read again.
     const reversed = fast(beat('dea-7', [...added].reverse()));
@@ -239,7 +277,11 @@ describe('fast heartbeat decoder', () => {
       fc.record({ kind: fc.constant('add' as const), at: fc.nat(), i: fc.nat(1000) }),
       fc.record({ kind: fc.constant('ts' as const), at: fc.nat(), ts: fc.oneof(fc.double({ noNaN: true }), fc.integer()) }),
       fc.record({ kind: fc.constant('index' as const), at: fc.nat(), index: fc.oneof(fc.nat(30), fc.constant(-1)) }),
-      fc.record({ kind: fc.constant('tail' as const), extra: fc.oneof(fc.constant(undefined), fc.jsonValue({ maxDepth: 1 })), dea: fc.constantFrom('dea-1', 'dea-2', '') }),
+      fc.record({
+        kind: fc.constant('tail' as const),
+        extra: fc.oneof(fc.constant(undefined), fc.jsonValue({ maxDepth: 1 })),
+        dea: fc.constantFrom('dea-1', 'dea-2', ''),
+      }),
       fc.record({ kind: fc.constant('order' as const), deaFirst: fc.boolean(), spaces: fc.boolean() }),
     );
     fc.assert(
@@ -249,7 +291,9 @@ describe('fast heartbeat decoder', () => {
         let tail: { dea: string; extra?: unknown } = { dea: 'dea-1' };
         let order = { deaFirst: false, spaces: false };
         const send = () => {
-          const body = order.deaFirst ? { dea: tail.dea, droplets: list, ...(tail.extra === undefined ? {} : { extra: tail.extra }) } : { droplets: list, dea: tail.dea, ...(tail.extra === undefined ? {} : { extra: tail.extra }) };
+          const body = order.deaFirst
+            ? { dea: tail.dea, droplets: list, ...(tail.extra === undefined ? {} : { extra: tail.extra }) }
+            : { droplets: list, dea: tail.dea, ...(tail.extra === undefined ? {} : { extra: tail.extra }) };
           agree(encoder.encode(JSON.stringify(body, null, order.spaces ? 1 : undefined)), fast);
         };
         send();

@@ -105,7 +105,9 @@ const PUNT = new Punt();
 type Latin1 = Buffer & { latin1Slice?: (s: number, e: number) => string };
 /** Node's own latin1Slice where it has one (every supported version): no argument checks. */
 const latin1: (buf: Buffer, s: number, e: number) => string =
-  typeof (Buffer.prototype as Latin1).latin1Slice === 'function' ? (buf, s, e) => (buf as Latin1).latin1Slice!(s, e) : (buf, s, e) => buf.toString('latin1', s, e);
+  typeof (Buffer.prototype as Latin1).latin1Slice === 'function'
+    ? (buf, s, e) => (buf as Latin1).latin1Slice!(s, e)
+    : (buf, s, e) => buf.toString('latin1', s, e);
 
 /** Bytes of a name, for comparisons without charCodeAt (several times slower per character). */
 const bytesOf = (name: string): Uint8Array => Uint8Array.from(name, (c) => c.charCodeAt(0));
@@ -502,7 +504,16 @@ class HeartbeatParser {
       const backing = r !== undefined && r.dea === dea && r.backing.length >= n ? r.backing : this.slab.take(n + (n >> 5));
       buf.copy(backing, 0, 0, n);
       const bytes = backing.subarray(0, n);
-      remember = { dea, bytes, backing, droplets: list, starts: Int32Array.from(this.starts), ends: Int32Array.from(this.ends), arrayStart: this.arrayStart, deaInTail: this.deaInTail };
+      remember = {
+        dea,
+        bytes,
+        backing,
+        droplets: list,
+        starts: Int32Array.from(this.starts),
+        ends: Int32Array.from(this.ends),
+        arrayStart: this.arrayStart,
+        deaInTail: this.deaInTail,
+      };
     }
     return { dea, droplets: list, remember };
   }
@@ -536,7 +547,7 @@ class HeartbeatParser {
    * or TAIL when the rest of the message is the remembered message's rest.
    */
   private dropletsFrom(p: number, out: HeartbeatDroplet[]): number {
-    const { b, buf, n } = this;
+    const { b, n } = this;
     const r = this.r;
     const count = r === undefined ? 0 : r.droplets.length;
     this.starts = [];
@@ -619,7 +630,16 @@ class HeartbeatParser {
     const { b, buf, n } = this;
     // The fields: byte ranges of the strings and the numbers; `same` has a bit for every field
     // equal to the lined-up remembered droplet's, so its strings are reused.
-    let ds = 0, de = 0, vs = 0, ve = 0, is = 0, ie = 0, ss = 0, se = 0, cs = 0, ce = 0;
+    let ds = 0,
+      de = 0,
+      vs = 0,
+      ve = 0,
+      is = 0,
+      ie = 0,
+      ss = 0,
+      se = 0,
+      cs = 0,
+      ce = 0;
     let index = 0;
     let ts = 0;
     let seen = 0;
@@ -653,15 +673,37 @@ class HeartbeatParser {
         // A string field (a wrong type or an escape is the generic decoder's to judge).
         if (p >= n || b[p] !== QUOTE) throw PUNT;
         const s = p + 1;
-        const known = cand === undefined ? undefined : field === F_DROPLET ? cand.droplet : field === F_VERSION ? cand.version : field === F_INSTANCE ? cand.instance : field === F_STATE ? cand.state : cand.cc_partition;
+        const known =
+          cand === undefined
+            ? undefined
+            : field === F_DROPLET
+              ? cand.droplet
+              : field === F_VERSION
+                ? cand.version
+                : field === F_INSTANCE
+                  ? cand.instance
+                  : field === F_STATE
+                    ? cand.state
+                    : cand.cc_partition;
         const e = stringEnd(b, s, n, known);
         p = e + 1;
         same = stringMatched ? same | field : same & ~field;
-        if (field === F_DROPLET) (ds = s), (de = e);
-        else if (field === F_VERSION) (vs = s), (ve = e);
-        else if (field === F_INSTANCE) (is = s), (ie = e);
-        else if (field === F_STATE) (ss = s), (se = e);
-        else (cs = s), (ce = e);
+        if (field === F_DROPLET) {
+          ds = s;
+          de = e;
+        } else if (field === F_VERSION) {
+          vs = s;
+          ve = e;
+        } else if (field === F_INSTANCE) {
+          is = s;
+          ie = e;
+        } else if (field === F_STATE) {
+          ss = s;
+          se = e;
+        } else {
+          cs = s;
+          ce = e;
+        }
       }
       seen |= field;
       p = ws(b, p, n);

@@ -10,8 +10,10 @@ import { crash, desired, GRACE, hb, HB, hm9000Policies, pendingStart, pendingSto
 
 const NOW = 1_000_000;
 const run = (parts: Parameters<typeof snapshot>[1], o?: Parameters<typeof hm9000Policies>[0]) => analyze(snapshot(NOW, parts), NOW, hm9000Policies(o));
-const starts = (r: ReturnType<typeof analyze>) => r.starts.map((s) => ({ index: s.index, reason: s.reason, delay: s.sendOn - NOW, keepAlive: s.keepAlive, priority: s.priority, skip: s.skipVerification }));
-const stops = (r: ReturnType<typeof analyze>) => r.stops.map((s) => ({ instance: s.instance, reason: s.reason, delay: s.sendOn - NOW, keepAlive: s.keepAlive }));
+const starts = (r: ReturnType<typeof analyze>) =>
+  r.starts.map((s) => ({ index: s.index, reason: s.reason, delay: s.sendOn - NOW, keepAlive: s.keepAlive, priority: s.priority, skip: s.skipVerification }));
+const stops = (r: ReturnType<typeof analyze>) =>
+  r.stops.map((s) => ({ instance: s.instance, reason: s.reason, delay: s.sendOn - NOW, keepAlive: s.keepAlive }));
 
 describe('§8.5 decision table (desired index i < N, staged app, nothing pending)', () => {
   it('nothing at i → start MISSING after grace, keep_alive 0, priority p', () => {
@@ -180,7 +182,12 @@ describe('§17 traps', () => {
   });
 
   it('10: the crash count increments only when the start is actually enqueued', () => {
-    const r = run({ desired: [desired('a', 1)], instances: [hb('a', 0, 'CRASHED')], crashes: [crash('a', 0, 2)], starts: [pendingStart('a', 0, { reason: 'CRASHED', sentOn: NOW - 1 })] });
+    const r = run({
+      desired: [desired('a', 1)],
+      instances: [hb('a', 0, 'CRASHED')],
+      crashes: [crash('a', 0, 2)],
+      starts: [pendingStart('a', 0, { reason: 'CRASHED', sentOn: NOW - 1 })],
+    });
     expect(r.starts).toEqual([]);
     expect(r.crashCounts).toEqual([]);
   });

@@ -17,7 +17,14 @@ import {
 import { buildAppViews } from './app-view.js';
 import { appKey, type CrashCount, type DesiredApp, type InstanceHeartbeat, type StoreSnapshot } from './store.js';
 
-const desired = (guid: string, version: string, extra: Partial<DesiredApp> = {}): DesiredApp => ({ guid, version, instances: 2, state: 'STARTED', packageState: 'STAGED', ...extra });
+const desired = (guid: string, version: string, extra: Partial<DesiredApp> = {}): DesiredApp => ({
+  guid,
+  version,
+  instances: 2,
+  state: 'STARTED',
+  packageState: 'STAGED',
+  ...extra,
+});
 const hb = (app: string, version: string, instance: string, index: number, extra: Partial<InstanceHeartbeat> = {}): InstanceHeartbeat => ({
   app,
   version,
@@ -133,13 +140,15 @@ describe('App JSON (HM9000 §2.5 b, B format)', () => {
   });
 
   it('an app that is not desired (an old version) has the zero desired object', () => {
-    const app = buildAppViews(snapshot({ desired: [desired('app-1', 'v2')], instances: [hb('app-1', 'v1', 'i-9', 4, { stateTimestamp: 12 })] })).get('app-1,v1')!;
+    const app = buildAppViews(snapshot({ desired: [desired('app-1', 'v2')], instances: [hb('app-1', 'v1', 'i-9', 4, { stateTimestamp: 12 })] })).get(
+      'app-1,v1',
+    )!;
     expect(appJson(app)).toBe(
       `{"droplet":"app-1","version":"v1","desired":${ZERO_DESIRED},"instance_heartbeats":[{"droplet":"app-1","version":"v1","instance":"i-9","index":4,"state":"RUNNING","state_timestamp":12,"dea_guid":"dea-1"}],"crash_counts":[]}`,
     );
   });
 
-  it('writes a real agent timestamp as HM9000 built with today\'s Go does, or as Go before 1.8 when asked', () => {
+  it("writes a real agent timestamp as HM9000 built with today's Go does, or as Go before 1.8 when asked", () => {
     const app = buildAppViews(snapshot({ instances: [hb('a', 'v', 'i', 0, { stateTimestamp: 1452700000.5 })] })).get('a,v')!;
     expect(appJson(app)).toContain('"state_timestamp":1452700000.5,');
     expect(appJson(app, { floatFormat: 'g' })).toContain('"state_timestamp":1.4527000005e+09,');
@@ -209,26 +218,54 @@ describe('bulk and single answers', () => {
   });
 
   it('two versions of one guid collapse; the later request wins', () => {
-    expect(bulkAppStateBody(lookup(), [{ droplet: 'a-app', version: 'v1' }, { droplet: 'a-app', version: 'v2' }])).toBe(`{"a-app":${one('a-app', 'v2')}}`);
-    expect(bulkAppStateBody(lookup(), [{ droplet: 'a-app', version: 'v2' }, { droplet: 'a-app', version: 'v1' }])).toBe(`{"a-app":${one('a-app', 'v1')}}`);
+    expect(
+      bulkAppStateBody(lookup(), [
+        { droplet: 'a-app', version: 'v1' },
+        { droplet: 'a-app', version: 'v2' },
+      ]),
+    ).toBe(`{"a-app":${one('a-app', 'v2')}}`);
+    expect(
+      bulkAppStateBody(lookup(), [
+        { droplet: 'a-app', version: 'v2' },
+        { droplet: 'a-app', version: 'v1' },
+      ]),
+    ).toBe(`{"a-app":${one('a-app', 'v1')}}`);
     // a version that does not exist does not displace one that does
-    expect(bulkAppStateBody(lookup(), [{ droplet: 'a-app', version: 'v2' }, { droplet: 'a-app', version: 'v3' }])).toBe(`{"a-app":${one('a-app', 'v2')}}`);
+    expect(
+      bulkAppStateBody(lookup(), [
+        { droplet: 'a-app', version: 'v2' },
+        { droplet: 'a-app', version: 'v3' },
+      ]),
+    ).toBe(`{"a-app":${one('a-app', 'v2')}}`);
   });
 
   it('is {} when nothing is found or nothing is asked', () => {
     expect(bulkAppStateBody(lookup(), [])).toBe('{}');
-    expect(bulkAppStateBody(lookup(), [{ droplet: 'unknown', version: 'v1' }, { droplet: '', version: '' }])).toBe('{}');
+    expect(
+      bulkAppStateBody(lookup(), [
+        { droplet: 'unknown', version: 'v1' },
+        { droplet: '', version: '' },
+      ]),
+    ).toBe('{}');
   });
 
   it('sorts guids by their UTF-8 bytes, as Go sorts map keys', () => {
     const s = snapshot({ desired: ['\uff5a', '😀', 'Z', 'a'].map((g) => desired(g, 'v', { instances: 0 })) });
-    const body = bulkAppStateBody(appViewLookup(s), ['a', '\uff5a', 'Z', '😀'].map((droplet) => ({ droplet, version: 'v' })));
+    const body = bulkAppStateBody(
+      appViewLookup(s),
+      ['a', '\uff5a', 'Z', '😀'].map((droplet) => ({ droplet, version: 'v' })),
+    );
     expect(Object.keys(JSON.parse(body))).toEqual(['Z', 'a', '\uff5a', '😀']);
   });
 
   it('is {} when a value cannot be written (Go refuses NaN and infinities)', () => {
     const s = snapshot({ instances: [hb('x', 'v', 'i', 0, { stateTimestamp: Infinity })], desired: [desired('y', 'v')] });
-    expect(bulkAppStateBody(appViewLookup(s), [{ droplet: 'y', version: 'v' }, { droplet: 'x', version: 'v' }])).toBe('{}');
+    expect(
+      bulkAppStateBody(appViewLookup(s), [
+        { droplet: 'y', version: 'v' },
+        { droplet: 'x', version: 'v' },
+      ]),
+    ).toBe('{}');
     expect(singleAppStateBody(appViewLookup(s), { droplet: 'x', version: 'v' })).toBe('{}');
   });
 
@@ -249,7 +286,13 @@ describe('request parsing (Go json.Unmarshal semantics)', () => {
     ['null', []],
     [' [ {"droplet":"a","version":"v"} ] \n', [{ droplet: 'a', version: 'v' }]],
     ['[{"droplet":"a"}]', [{ droplet: 'a', version: '' }]],
-    ['[null, {}]', [{ droplet: '', version: '' }, { droplet: '', version: '' }]],
+    [
+      '[null, {}]',
+      [
+        { droplet: '', version: '' },
+        { droplet: '', version: '' },
+      ],
+    ],
     ['[{"droplet":null,"version":"v","extra":[1,{"x":2}]}]', [{ droplet: '', version: 'v' }]],
     ['[{"DROPLET":"a","Version":"v"}]', [{ droplet: 'a', version: 'v' }]],
     ['[{"ver\u017fion":"v"}]', [{ droplet: '', version: 'v' }]],
@@ -293,12 +336,18 @@ describe('request parsing (Go json.Unmarshal semantics)', () => {
 
   it('never throws on any input', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string(), fc.jsonValue().map((v) => JSON.stringify(v))), (text) => {
-        const bulk = parseBulkAppStateRequest(text);
-        const single = parseAppStateRequest(text);
-        expect(typeof bulk.ok).toBe('boolean');
-        expect(typeof single.ok).toBe('boolean');
-      }),
+      fc.property(
+        fc.oneof(
+          fc.string(),
+          fc.jsonValue().map((v) => JSON.stringify(v)),
+        ),
+        (text) => {
+          const bulk = parseBulkAppStateRequest(text);
+          const single = parseAppStateRequest(text);
+          expect(typeof bulk.ok).toBe('boolean');
+          expect(typeof single.ok).toBe('boolean');
+        },
+      ),
       { numRuns: 2000 },
     );
   });

@@ -222,7 +222,10 @@ export function decodeRequestBody(data: Uint8Array | string): string {
 /** Go's field-name match: exact, or case-insensitive with ſ (U+017F) ≈ s and K (U+212A) ≈ k. */
 function fieldOf(key: string): keyof AppStateRequest | undefined {
   if (key === 'droplet' || key === 'version') return key;
-  const folded = key.replace(/\u017f/g, 's').replace(/\u212a/g, 'k').replace(/[A-Z]/g, (c) => c.toLowerCase());
+  const folded = key
+    .replace(/\u017f/g, 's')
+    .replace(/\u212a/g, 'k')
+    .replace(/[A-Z]/g, (c) => c.toLowerCase());
   return folded === 'droplet' || folded === 'version' ? folded : undefined;
 }
 

@@ -14,7 +14,13 @@ const hb = (app: string, version: string, index: number, state: string): Instanc
   stateTimestamp: 0,
   agent: 'dea-1',
 });
-const want = (guid: string, version: string, instances: number, packageState = 'STAGED'): DesiredApp => ({ guid, version, instances, state: 'STARTED', packageState });
+const want = (guid: string, version: string, instances: number, packageState = 'STAGED'): DesiredApp => ({
+  guid,
+  version,
+  instances,
+  state: 'STARTED',
+  packageState,
+});
 
 function apps(parts: { desired?: DesiredApp[]; instances?: InstanceHeartbeat[]; crashes?: CrashCount[] }) {
   const group = <T extends { app: string; version: string }>(list: T[]) => {
@@ -55,7 +61,13 @@ describe('computeAppMetrics (HM9000 §15.1)', () => {
     const m = computeAppMetrics(
       apps({
         desired: [want('all', 'v', 3), want('zero', 'v', 0), want('gap', 'v', 2)],
-        instances: [hb('all', 'v', 0, 'CRASHED'), hb('all', 'v', 1, 'EVACUATING'), hb('all', 'v', 2, 'STARTING'), hb('gap', 'v', 0, 'RUNNING'), hb('gap', 'v', 2, 'RUNNING')],
+        instances: [
+          hb('all', 'v', 0, 'CRASHED'),
+          hb('all', 'v', 1, 'EVACUATING'),
+          hb('all', 'v', 2, 'STARTING'),
+          hb('gap', 'v', 0, 'RUNNING'),
+          hb('gap', 'v', 2, 'RUNNING'),
+        ],
       }),
     );
     expect(m.NumberOfAppsWithAllInstancesReporting).toBe(2); // `all` and `zero` (no index desired)

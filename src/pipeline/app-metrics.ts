@@ -8,9 +8,12 @@ import { isStartingOrRunning, type AppView } from './app-view.js';
 import type { AppKey } from './store.js';
 
 export const APP_METRIC_HELP = {
-  NumberOfAppsWithAllInstancesReporting: 'Desired apps, not pending staging, whose every desired index has at least one instance heartbeat in any state (-1: not fresh or the analysis failed)',
-  NumberOfAppsWithMissingInstances: 'Desired apps, not pending staging, with at least one desired index that has no instance heartbeat (-1: not fresh or the analysis failed)',
-  NumberOfUndesiredRunningApps: 'Apps not desired (stopped, failed, old versions, unknown) with at least one STARTING or RUNNING instance (-1: not fresh or the analysis failed)',
+  NumberOfAppsWithAllInstancesReporting:
+    'Desired apps, not pending staging, whose every desired index has at least one instance heartbeat in any state (-1: not fresh or the analysis failed)',
+  NumberOfAppsWithMissingInstances:
+    'Desired apps, not pending staging, with at least one desired index that has no instance heartbeat (-1: not fresh or the analysis failed)',
+  NumberOfUndesiredRunningApps:
+    'Apps not desired (stopped, failed, old versions, unknown) with at least one STARTING or RUNNING instance (-1: not fresh or the analysis failed)',
   NumberOfRunningInstances: 'STARTING or RUNNING instances of every app (-1: not fresh or the analysis failed)',
   NumberOfMissingIndices: 'Desired indices without any instance heartbeat, over desired apps not pending staging (-1: not fresh or the analysis failed)',
   NumberOfCrashedInstances: 'CRASHED instance heartbeats of every app (-1: not fresh or the analysis failed)',

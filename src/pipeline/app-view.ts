@@ -98,7 +98,15 @@ export function buildAppView(snapshot: StoreSnapshot, key: AppKey): AppView | un
   let crashCounts: ReadonlyMap<number, CrashCount> = NO_CRASH_COUNTS;
   if (counts !== undefined && counts.length > 0) crashCounts = new Map(counts.map((c) => [c.index, c]));
   // The summary slot is there from the start, so every view has the same shape.
-  const view: Summarised = { key, guid: desired?.guid ?? key.slice(0, comma), version: desired?.version ?? key.slice(comma + 1), desired, instances, crashCounts, [SUMMARY]: undefined };
+  const view: Summarised = {
+    key,
+    guid: desired?.guid ?? key.slice(0, comma),
+    version: desired?.version ?? key.slice(comma + 1),
+    desired,
+    instances,
+    crashCounts,
+    [SUMMARY]: undefined,
+  };
   return view;
 }
 
@@ -136,7 +144,11 @@ export function isConverged(snapshot: StoreSnapshot, key: AppKey): boolean {
  * among `keys` when given (an incremental pass over the apps whose inputs changed); with `skip`,
  * without the apps it says to pass by.
  */
-export function buildAppViews(snapshot: StoreSnapshot, keys?: Iterable<AppKey>, skip?: (snapshot: StoreSnapshot, key: AppKey) => boolean): Map<AppKey, AppView> {
+export function buildAppViews(
+  snapshot: StoreSnapshot,
+  keys?: Iterable<AppKey>,
+  skip?: (snapshot: StoreSnapshot, key: AppKey) => boolean,
+): Map<AppKey, AppView> {
   const apps = new Map<AppKey, AppView>();
   const add = (key: AppKey) => {
     if (apps.has(key) || skip?.(snapshot, key)) return;

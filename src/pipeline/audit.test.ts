@@ -4,7 +4,18 @@ import { DecisionAudit, type DecisionInput } from './audit.js';
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 
 function decision(i: number, o: Partial<DecisionInput> = {}): DecisionInput {
-  return { at: T0 + i * 1000, action: 'start', outcome: 'enqueued', reason: 'MISSING', app: `app-${i % 3}`, version: 'v1', index: i, message_id: `m-${i}`, facts: { n: i }, ...o };
+  return {
+    at: T0 + i * 1000,
+    action: 'start',
+    outcome: 'enqueued',
+    reason: 'MISSING',
+    app: `app-${i % 3}`,
+    version: 'v1',
+    index: i,
+    message_id: `m-${i}`,
+    facts: { n: i },
+    ...o,
+  };
 }
 
 describe('DecisionAudit', () => {
@@ -55,7 +66,17 @@ describe('DecisionAudit', () => {
 });
 
 describe('DecisionAudit persistence helpers', () => {
-  const input = (at: number, id: string, outcome: 'enqueued' | 'sent' = 'enqueued') => ({ at, action: 'start' as const, outcome, reason: 'MISSING', app: 'a', version: 'v1', index: 1, message_id: id, facts: {} });
+  const input = (at: number, id: string, outcome: 'enqueued' | 'sent' = 'enqueued') => ({
+    at,
+    action: 'start' as const,
+    outcome,
+    reason: 'MISSING',
+    app: 'a',
+    version: 'v1',
+    index: 1,
+    message_id: id,
+    facts: {},
+  });
 
   it('after(seq) gives the records to persist next', () => {
     const a = new DecisionAudit(10);

@@ -102,7 +102,7 @@ describe('VirtualClock', () => {
     const clock = new VirtualClock();
     const fired: string[] = [];
     const a = clock.setTimeout(() => fired.push('a'), 10);
-    let c: Timer | undefined;
+    let c: Timer | undefined = undefined;
     clock.setTimeout(() => {
       fired.push('b');
       clock.clearTimeout(c);

@@ -59,10 +59,13 @@ export class RealClock implements Clock {
     if (remaining > MAX_NODE_DELAY_MS) {
       timer.handle = globalThis.setTimeout(() => this.arm(timer, fn), MAX_NODE_DELAY_MS);
     } else {
-      timer.handle = globalThis.setTimeout(() => {
-        timer.handle = undefined;
-        fn();
-      }, Math.max(0, remaining));
+      timer.handle = globalThis.setTimeout(
+        () => {
+          timer.handle = undefined;
+          fn();
+        },
+        Math.max(0, remaining),
+      );
     }
   }
 }

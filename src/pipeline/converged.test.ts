@@ -23,7 +23,10 @@ const grace = { grace_period: GRACE };
 /** The shipped plugins, as the engine creates them (each says quietWhenConverged). */
 const shipped: NamedPolicy[] = [
   { id: 'missing', stage: missingPlugin.create({ ...grace, evacuating_counts_as_present: false }, ctx) as PolicyStage },
-  { id: 'crashes', stage: crashesPlugin.create({ ...grace, crashes_before_backoff: 3, starting_backoff: 3 * HB, maximum_backoff: 96 * HB }, ctx) as PolicyStage },
+  {
+    id: 'crashes',
+    stage: crashesPlugin.create({ ...grace, crashes_before_backoff: 3, starting_backoff: 3 * HB, maximum_backoff: 96 * HB }, ctx) as PolicyStage,
+  },
   { id: 'evacuation', stage: evacuationPlugin.create(grace, ctx) as PolicyStage },
   { id: 'extras', stage: extrasPlugin.create(grace, ctx) as PolicyStage },
   { id: 'duplicates', stage: duplicatesPlugin.create({ ...grace, first_stop_after: 4 }, ctx) as PolicyStage },
@@ -77,7 +80,12 @@ describe('converged apps', () => {
     expect(shipped.every((p) => p.stage.quietWhenConverged === true)).toBe(true);
     fc.assert(
       fc.property(foundation, (apps) => {
-        const parts = { desired: [] as ReturnType<typeof desired>[], instances: [] as InstanceHeartbeat[], crashes: [] as ReturnType<typeof crash>[], starts: [] as ReturnType<typeof pendingStart>[] };
+        const parts = {
+          desired: [] as ReturnType<typeof desired>[],
+          instances: [] as InstanceHeartbeat[],
+          crashes: [] as ReturnType<typeof crash>[],
+          starts: [] as ReturnType<typeof pendingStart>[],
+        };
         apps.forEach((a, k) => {
           const guid = `app-${k}`;
           if (a.isDesired) parts.desired.push(desired(guid, a.n, { packageState: a.staged ? 'STAGED' : 'PENDING' }));

@@ -78,9 +78,17 @@ describe('§9.2 verification', () => {
     expect(verifyStart(pendingStart('x', 0, { skipVerification: true }), views({}))).toMatchObject({ send: true });
     expect(verifyStart(pendingStart('x', 0), views({}))).toEqual({ send: false, why: 'app is no longer desired' });
     expect(verifyStart(pendingStart('a', 0), views({ instances: [hb('a', 0, 'CRASHED')] }))).toEqual({ send: false, why: 'app is no longer desired' });
-    expect(verifyStart(pendingStart('a', 1), views({ desired: [desired('a', 1)] }))).toEqual({ send: false, why: 'instance index is beyond the desired # of instances' });
-    expect(verifyStart(pendingStart('a', 0), views({ desired: [desired('a', 1)], instances: [hb('a', 0, 'STARTING')] }))).toEqual({ send: false, why: 'instance is already running' });
-    expect(verifyStart(pendingStart('a', 0), views({ desired: [desired('a', 1)], instances: [hb('a', 0, 'CRASHED'), hb('a', 0, 'EVACUATING')] }))).toMatchObject({ send: true });
+    expect(verifyStart(pendingStart('a', 1), views({ desired: [desired('a', 1)] }))).toEqual({
+      send: false,
+      why: 'instance index is beyond the desired # of instances',
+    });
+    expect(verifyStart(pendingStart('a', 0), views({ desired: [desired('a', 1)], instances: [hb('a', 0, 'STARTING')] }))).toEqual({
+      send: false,
+      why: 'instance is already running',
+    });
+    expect(
+      verifyStart(pendingStart('a', 0), views({ desired: [desired('a', 1)], instances: [hb('a', 0, 'CRASHED'), hb('a', 0, 'EVACUATING')] })),
+    ).toMatchObject({ send: true });
     // staging state is not checked
     expect(verifyStart(pendingStart('a', 0), views({ desired: [desired('a', 1, { packageState: 'PENDING' })] }))).toMatchObject({ send: true });
   });
@@ -90,7 +98,10 @@ describe('§9.2 verification', () => {
     expect(verifyStop(pendingStop(i0), views({}))).toEqual({ send: false, why: 'instance is no longer running' });
     expect(verifyStop(pendingStop(i0), views({ instances: [i0] }))).toMatchObject({ send: true, order: { isDuplicate: false, index: 0 } });
     const i3 = hb('a', 3, 'RUNNING');
-    expect(verifyStop(pendingStop(i3), views({ desired: [desired('a', 2)], instances: [i3] }))).toMatchObject({ send: true, order: { isDuplicate: false, index: 3 } });
+    expect(verifyStop(pendingStop(i3), views({ desired: [desired('a', 2)], instances: [i3] }))).toMatchObject({
+      send: true,
+      order: { isDuplicate: false, index: 3 },
+    });
     const ev = hb('a', 0, 'EVACUATING');
     expect(verifyStop(pendingStop(ev), views({ desired: [desired('a', 1)], instances: [ev] }))).toMatchObject({ send: true, order: { isDuplicate: true } });
     const d2 = hb('a', 0, 'STARTING');
@@ -105,7 +116,10 @@ describe('§9.2 verification', () => {
     const other = hb('a', 1, 'RUNNING', { version: 'v0' });
     const gone = hb('a', 2, 'RUNNING', { version: 'v0', instance: 'gone' });
     const v = verifyStop(pendingStop(gone), views({ instances: [other] }));
-    expect(v).toEqual({ send: true, order: { action: 'stop', messageId: 'stop-gone', app: 'a', version: 'v0', instance: 'gone', index: 0, isDuplicate: false, reason: 'EXTRA' } });
+    expect(v).toEqual({
+      send: true,
+      order: { action: 'stop', messageId: 'stop-gone', app: 'a', version: 'v0', instance: 'gone', index: 0, isDuplicate: false, reason: 'EXTRA' },
+    });
     expect(verifyStop(pendingStop(gone), views({}))).toMatchObject({ send: false });
   });
 });
@@ -113,13 +127,21 @@ describe('§9.2 verification', () => {
 describe('§9.3 the message limit (limit 20, 40 apps)', () => {
   it('sends exactly 20 starts, the 20 left all have priority ≤ 0.5, deletes every invalid and expired start, sends all 40 stops', async () => {
     const now = s(1000);
-    const parts = { desired: [] as ReturnType<typeof desired>[], instances: [] as ReturnType<typeof hb>[], starts: [] as ReturnType<typeof pendingStart>[], stops: [] as ReturnType<typeof pendingStop>[] };
+    const parts = {
+      desired: [] as ReturnType<typeof desired>[],
+      instances: [] as ReturnType<typeof hb>[],
+      starts: [] as ReturnType<typeof pendingStart>[],
+      stops: [] as ReturnType<typeof pendingStop>[],
+    };
     for (let i = 1; i <= 40; i++) {
       const guid = `app-${i}`;
       parts.desired.push(desired(guid, 1));
       parts.starts.push(pendingStart(guid, 0, { sendOn: now - 1000, priority: i / 40, messageId: `valid-${i}` }));
       parts.starts.push({ ...pendingStart(guid, 1, { sendOn: now - 1000, messageId: `invalid-${i}` }), version: 'v1' });
-      parts.starts.push({ ...pendingStart(guid, 0, { sendOn: now - 60_000, sentOn: now - 40_000, keepAlive: 30_000, messageId: `expired-${i}` }), version: 'v9' });
+      parts.starts.push({
+        ...pendingStart(guid, 0, { sendOn: now - 60_000, sentOn: now - 40_000, keepAlive: 30_000, messageId: `expired-${i}` }),
+        version: 'v9',
+      });
       const extra = hb(guid, 3, 'RUNNING');
       parts.instances.push(extra);
       parts.stops.push(pendingStop(extra, { sendOn: now - 1000 }));

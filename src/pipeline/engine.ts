@@ -28,7 +28,16 @@ import { analyze } from './analyzer.js';
 import { dispatch, isTimeToSend, type DispatchResult } from './dispatcher.js';
 import { ChangedApps } from './changed-apps.js';
 import { DecisionAudit, type DecisionInput, type DecisionRecord } from './audit.js';
-import { deriveProblems, ProblemTracker, startStopSubjects, type ListenerFacts, type ProblemEntry, type ProblemFacts, type StageFacts, type StateFacts } from './problems.js';
+import {
+  deriveProblems,
+  ProblemTracker,
+  startStopSubjects,
+  type ListenerFacts,
+  type ProblemEntry,
+  type ProblemFacts,
+  type StageFacts,
+  type StateFacts,
+} from './problems.js';
 import { subscribersOf } from './nats-monitor.js';
 import { stageSummary } from './stage-summary.js';
 import { buildDump, type DumpDoc, type DumpFreshness } from '../dump/build.js';
@@ -170,7 +179,11 @@ export class Engine {
     collectDefaultMetrics({ register: this.metrics });
     this.cycles = new Counter({ name: 'hmgate_cycles_total', help: 'Analyze → dispatch cycles run', registers: [this.metrics] });
     this.cycleFailures = new Counter({ name: 'hmgate_cycle_failures_total', help: 'Cycles that ended in an error', registers: [this.metrics] });
-    this.stale = new Counter({ name: 'hmgate_cycles_not_fresh_total', help: 'Cycles that sent nothing because state was not fresh', registers: [this.metrics] });
+    this.stale = new Counter({
+      name: 'hmgate_cycles_not_fresh_total',
+      help: 'Cycles that sent nothing because state was not fresh',
+      registers: [this.metrics],
+    });
     this.sentOrders = new Counter({
       name: 'hmgate_orders_sent_total',
       help: 'Starts and stops sent (mode="shadow": would have been sent), by reason',
@@ -205,19 +218,21 @@ export class Engine {
       },
     };
     const bus = config.bus;
-    this.bus = opts.bus ?? new NatsBus(
-      {
-        servers: bus.servers,
-        user: bus.user,
-        password: bus.password,
-        token: bus.token,
-        name: bus.name,
-        connectTimeoutMs: bus.connect_timeout,
-        // Half a heartbeat (1–5 s): a dead connection is found well within leader.resign_after.
-        pingIntervalMs: Math.min(5_000, Math.max(1_000, loaded.heartbeatMs / 2)),
-      },
-      this.loggers.component('bus'),
-    );
+    this.bus =
+      opts.bus ??
+      new NatsBus(
+        {
+          servers: bus.servers,
+          user: bus.user,
+          password: bus.password,
+          token: bus.token,
+          name: bus.name,
+          connectTimeoutMs: bus.connect_timeout,
+          // Half a heartbeat (1–5 s): a dead connection is found well within leader.resign_after.
+          pingIntervalMs: Math.min(5_000, Math.max(1_000, loaded.heartbeatMs / 2)),
+        },
+        this.loggers.component('bus'),
+      );
   }
 
   /** The state store, once started (for tools and tests that look inside a running engine). */
@@ -310,7 +325,13 @@ export class Engine {
             beforeMetrics: () => this.refreshAppMetrics(),
             appState: { snapshot: () => this.store!.snapshot(), fresh: () => this.bothFresh(), logger: this.loggers.component('api') },
             confirmLoss: () => this.confirmLoss(),
-            inspect: { dump: () => this.dump(), snapshot: () => this.store!.snapshot(), now: () => this.clock.now(), audit: this.audit, records: { peek: (guid) => this.eventHub.droplets.peek(guid) } },
+            inspect: {
+              dump: () => this.dump(),
+              snapshot: () => this.store!.snapshot(),
+              now: () => this.clock.now(),
+              audit: this.audit,
+              records: { peek: (guid) => this.eventHub.droplets.peek(guid) },
+            },
             shadow: () => this.shadowComparer,
             ...this.varzSource(),
             logger: this.loggers.component('api'),
@@ -329,12 +350,18 @@ export class Engine {
       await this.stopStages();
       throw err;
     }
-    this.scheduler = new CycleScheduler(this.clock, this.loaded.config.analyze_interval, () => this.cycle(), this.loggers.component('engine'), (ms, ok) => {
-      this.cycles.inc();
-      this.lastCycleFailed = !ok;
-      if (!ok) this.cycleFailures.inc();
-      this.cycleDuration.observe(ms / 1000);
-    });
+    this.scheduler = new CycleScheduler(
+      this.clock,
+      this.loaded.config.analyze_interval,
+      () => this.cycle(),
+      this.loggers.component('engine'),
+      (ms, ok) => {
+        this.cycles.inc();
+        this.lastCycleFailed = !ok;
+        if (!ok) this.cycleFailures.inc();
+        this.cycleDuration.observe(ms / 1000);
+      },
+    );
     this.scheduler.start();
     this.startShadowing();
     this.runner?.start();
@@ -354,7 +381,10 @@ export class Engine {
     const subjects = config.dispatch.shadow.subjects ?? [...new Set(this.sinks.flatMap(({ stage }) => stage.publishSubjects?.() ?? []))];
     const text = new TextDecoder();
     for (const subject of subjects) this.shadowUnsubscribes.push(this.bus.subscribe(subject, (msg) => comparer.addTheirs(msg.subject, text.decode(msg.data))));
-    this.logger.info({ subjects, window_ms: comparer.windowMs }, `shadow mode: comparing with the requests on ${subjects.join(', ') || '(no subject: set dispatch.shadow.subjects)'}`);
+    this.logger.info(
+      { subjects, window_ms: comparer.windowMs },
+      `shadow mode: comparing with the requests on ${subjects.join(', ') || '(no subject: set dispatch.shadow.subjects)'}`,
+    );
   }
 
   /** In shadow mode, what a sink would have put on the wire joins the comparison. */
@@ -390,7 +420,8 @@ export class Engine {
       onDecided: (order, delivery, facts) => {
         this.audit.record(requestRecord(order, this.clock.now(), 'enqueued', { ...facts, delivery }));
         // The Ruby HM's varz queue_length was the queue's size at the last insert.
-        if (delivery === 'queued') for (const r of this.running) (r.stage as { setQueueLength?: (n: number) => void }).setQueueLength?.(this.runner!.queue.size);
+        if (delivery === 'queued')
+          for (const r of this.running) (r.stage as { setQueueLength?: (n: number) => void }).setQueueLength?.(this.runner!.queue.size);
       },
       onSuppressed: (order, why, detail) => {
         this.suppressedOrders.inc({ action: order.request.op.toLowerCase(), why });
@@ -412,7 +443,9 @@ export class Engine {
         for (const r of this.running) {
           const source = r.stage as { refreshDesired?: () => void | Promise<void> };
           if (r.section === 'sources' && typeof source.refreshDesired === 'function') {
-            void Promise.resolve(source.refreshDesired()).catch((err: unknown) => this.logger.warn({ stage: r.id, error: errorText(err) }, `desired refresh failed: ${errorText(err)}`));
+            void Promise.resolve(source.refreshDesired()).catch((err: unknown) =>
+              this.logger.warn({ stage: r.id, error: errorText(err) }, `desired refresh failed: ${errorText(err)}`),
+            );
           }
         }
       },
@@ -481,7 +514,12 @@ export class Engine {
     const logger = this.loggers.component('leader');
     if (typeof elect === 'function') {
       this.leadership = elect.call(store, { id: daemonId(), ttlSeconds: Math.max(1, Math.ceil(this.loaded.config.leader.ttl / 1000)), logger });
-      this.fitness = new LeaderFitness({ leadership: this.leadership, checks: this.fitnessChecks(), resignAfterMs: this.loaded.config.leader.resign_after, logger });
+      this.fitness = new LeaderFitness({
+        leadership: this.leadership,
+        checks: this.fitnessChecks(),
+        resignAfterMs: this.loaded.config.leader.resign_after,
+        logger,
+      });
       // Before campaigning: NATS is not connected yet, so this daemon starts out of the election.
       this.fitness.evaluate();
     }
@@ -624,7 +662,10 @@ export class Engine {
     for (const m of snapshot.starts.values()) if (isTimeToSend(m, now) && !this.heldBackAudited.has(`start:${startKey(m)}`)) due.push(m);
     for (const m of snapshot.stops.values()) if (isTimeToSend(m, now) && !this.heldBackAudited.has(`stop:${stopKey(m)}`)) due.push(m);
     if (due.length === 0) return;
-    const views = buildAppViews(snapshot, due.map((m) => appKey(m.app, m.version)));
+    const views = buildAppViews(
+      snapshot,
+      due.map((m) => appKey(m.app, m.version)),
+    );
     const detail = `${this.lastGateError ?? 'state is not fresh'}: nothing is sent`;
     for (const m of due) {
       this.heldBackAudited.add('index' in m ? `start:${startKey(m)}` : `stop:${stopKey(m)}`);
@@ -632,7 +673,13 @@ export class Engine {
     }
   }
 
-  private heldBackRecord(m: PendingStart | PendingStop, now: number, view: AppView | undefined, why: NonNullable<DecisionInput['why']>, detail: string): DecisionInput {
+  private heldBackRecord(
+    m: PendingStart | PendingStop,
+    now: number,
+    view: AppView | undefined,
+    why: NonNullable<DecisionInput['why']>,
+    detail: string,
+  ): DecisionInput {
     const start = 'index' in m ? m : undefined;
     const stop = 'instance' in m ? m : undefined;
     const index = start ? start.index : view?.instances.find((i) => i.instance === stop!.instance)?.index;
@@ -687,7 +734,13 @@ export class Engine {
 
     const dispatched = await store.snapshot();
     this.sendErrors.clear();
-    const result = await dispatch(dispatched, now, (order) => this.send(order), { messageLimit: config.dispatch.message_limit, shadow: config.dispatch.mode === 'shadow' }, this.logger);
+    const result = await dispatch(
+      dispatched,
+      now,
+      (order) => this.send(order),
+      { messageLimit: config.dispatch.message_limit, shadow: config.dispatch.mode === 'shadow' },
+      this.logger,
+    );
     for (const order of result.sent) {
       this.sentOrders.inc({ action: order.action, reason: order.reason, mode: config.dispatch.mode });
       if (config.dispatch.mode === 'shadow') this.shadowOurs(order);
@@ -743,7 +796,9 @@ export class Engine {
     }
     for (const s of result.suppressed) {
       const error = s.why === 'send_failed' ? this.sendErrors.get(s.message.messageId) : undefined;
-      this.audit.record(this.heldBackRecord(s.message, now, views.get(appKey(s.message.app, s.message.version)), s.why, error ? `${s.detail}: ${error}` : s.detail));
+      this.audit.record(
+        this.heldBackRecord(s.message, now, views.get(appKey(s.message.app, s.message.version)), s.why, error ? `${s.detail}: ${error}` : s.detail),
+      );
     }
     this.sendErrors.clear();
   }
@@ -751,14 +806,22 @@ export class Engine {
   private async bothFresh(): Promise<boolean> {
     const s = await this.store!.snapshot();
     const now = this.clock.now();
-    return isActualFresh(s.freshness.actual, now, this.loaded.config.freshness.actual_ttl) && !this.freshness.actualHeld() && isDesiredFresh(s.freshness.desired, now);
+    return (
+      isActualFresh(s.freshness.actual, now, this.loaded.config.freshness.actual_ttl) &&
+      !this.freshness.actualHeld() &&
+      isDesiredFresh(s.freshness.desired, now)
+    );
   }
 
   /** Re-evaluates the freshness guards (ingest lag, mass disappearance); logs each change once. */
   private checkGuards(): void {
     for (const { hold, held } of this.freshness.evaluateGuards()) {
       if (held) this.logger.warn({ guard: hold.code }, `actual state is not fresh: ${hold.reason}`);
-      else this.logger.info({ guard: hold.code, lasted_ms: this.clock.now() - hold.since }, `${hold.code === 'INGEST_BEHIND' ? 'ingest caught up' : 'the silent agents are back'}: ${hold.code} cleared`);
+      else
+        this.logger.info(
+          { guard: hold.code, lasted_ms: this.clock.now() - hold.since },
+          `${hold.code === 'INGEST_BEHIND' ? 'ingest caught up' : 'the silent agents are back'}: ${hold.code} cleared`,
+        );
       // Starts queued by event policies rest on the state the guard distrusts: decided again after it.
       const dropped = this.runner?.discardQueued(`${hold.code} ${held ? 'began' : 'ended'}: decided on a state not to be trusted, not sent`) ?? 0;
       if (dropped > 0) this.logger.info({ guard: hold.code, dropped }, `${dropped} queued start(s) dropped: the policies decide again on the current state`);
@@ -776,7 +839,12 @@ export class Engine {
     }
     this.checkGuards();
     const confirmed = this.freshness.confirmLoss();
-    this.logger.warn({ agents: confirmed }, confirmed > 0 ? `an operator confirmed the loss of ${confirmed} silent agent(s): their instances count as missing now` : 'an operator confirmed a loss, but no collapse holds');
+    this.logger.warn(
+      { agents: confirmed },
+      confirmed > 0
+        ? `an operator confirmed the loss of ${confirmed} silent agent(s): their instances count as missing now`
+        : 'an operator confirmed a loss, but no collapse holds',
+    );
     return { ok: true, confirmed };
   }
 
@@ -1022,7 +1090,14 @@ function appFacts(view: AppView | undefined, index: number | undefined): Record<
 }
 
 /** An audit record of a request decided by an event policy. */
-function requestRecord(order: RequestOrder, at: number, outcome: 'enqueued' | 'suppressed' | 'sent', facts: Record<string, unknown>, why?: DecisionInput['why'], detail?: string): DecisionInput {
+function requestRecord(
+  order: RequestOrder,
+  at: number,
+  outcome: 'enqueued' | 'suppressed' | 'sent',
+  facts: Record<string, unknown>,
+  why?: DecisionInput['why'],
+  detail?: string,
+): DecisionInput {
   const r = order.request;
   const instance = r.instances?.[0]?.instance;
   return {

@@ -70,7 +70,12 @@ describe('EventRunner', () => {
       policy(['heartbeat'], ({ droplet }) => (seen.push(`second:${droplet!.desiredUpdateRequired}`), [])),
     ]);
     r.start();
-    r.emit({ kind: 'heartbeat', app: 'a1', agent: 'dea', beat: { app: 'a1', version: 'v', instance: 'i', index: 0, state: 'RUNNING', stateTimestamp: 1, agent: 'dea' } });
+    r.emit({
+      kind: 'heartbeat',
+      app: 'a1',
+      agent: 'dea',
+      beat: { app: 'a1', version: 'v', instance: 'i', index: 0, state: 'RUNNING', stateTimestamp: 1, agent: 'dea' },
+    });
     expect(seen).toEqual(['first:a1', 'second:true']);
     expect([...r.droplets.values()].map((d) => d.id)).toEqual(['a1']);
   });
@@ -78,9 +83,20 @@ describe('EventRunner', () => {
   it('applies desired apps to the records before policies see them', () => {
     const { r, clock } = runner([policy(['desired'], () => [])]);
     clock.advance(5_000);
-    r.emit({ kind: 'desired', app: { guid: 'a1', version: 'v2', instances: 3, state: 'STARTED', packageState: 'STAGED', updatedAt: '2013-07-31 22:00:00 +0000' } });
+    r.emit({
+      kind: 'desired',
+      app: { guid: 'a1', version: 'v2', instances: 3, state: 'STARTED', packageState: 'STAGED', updatedAt: '2013-07-31 22:00:00 +0000' },
+    });
     const d = r.droplets.peek('a1')!;
-    expect(d).toMatchObject({ numInstances: 3, liveVersion: 'v2', state: 'STARTED', packageState: 'STAGED', lastUpdated: 1375308000, desiredUpdateRequired: false, desiredUpdateMs: 5_000 });
+    expect(d).toMatchObject({
+      numInstances: 3,
+      liveVersion: 'v2',
+      state: 'STARTED',
+      packageState: 'STAGED',
+      lastUpdated: 1375308000,
+      desiredUpdateRequired: false,
+      desiredUpdateMs: 5_000,
+    });
     expect(d.resetTimestampMs).toBe(5_000); // set at creation, not by the update
   });
 
@@ -90,7 +106,8 @@ describe('EventRunner', () => {
         policy(['exit'], ({ droplet, event }) => {
           const d = droplet!;
           const index = (event as { index: number }).index;
-          if (index === 99) return [{ kind: 'request', request: stopRequest(d, [{ instance: 'x', version: 'v' }]), delivery: 'now', reason: 'EXTRA', log: 'extra' }];
+          if (index === 99)
+            return [{ kind: 'request', request: stopRequest(d, [{ instance: 'x', version: 'v' }]), delivery: 'now', reason: 'EXTRA', log: 'extra' }];
           return [{ kind: 'request', request: startRequest(d, index), delivery: { queue: index === 0 ? 1 : 1000 }, reason: 'CRASHED', log: 'crashed' }];
         }),
       ],
@@ -104,7 +121,9 @@ describe('EventRunner', () => {
     exit(2);
     exit(99);
     await clock.advanceAsync(0);
-    expect(sent.map((s) => [s.at, s.order.request.op, s.order.request.indices ?? s.order.request.instances])).toEqual([[0, 'STOP', [{ instance: 'x', version: 'v' }]]]);
+    expect(sent.map((s) => [s.at, s.order.request.op, s.order.request.indices ?? s.order.request.instances])).toEqual([
+      [0, 'STOP', [{ instance: 'x', version: 'v' }]],
+    ]);
     await clock.advanceAsync(1_000);
     expect(sent.slice(1).map((s) => [s.at, s.order.request.indices![0], s.order.priority])).toEqual([
       [1_000, 1, 1000],
@@ -119,7 +138,17 @@ describe('EventRunner', () => {
     let mayAct = true;
     const suppressed: [number | undefined, string, string][] = [];
     const { r, clock, sent } = runner(
-      [policy(['exit'], ({ droplet, event }) => [{ kind: 'request', request: startRequest(droplet!, (event as { index: number }).index), delivery: { queue: 1000 }, reason: 'MISSING', log: 'missing' }])],
+      [
+        policy(['exit'], ({ droplet, event }) => [
+          {
+            kind: 'request',
+            request: startRequest(droplet!, (event as { index: number }).index),
+            delivery: { queue: 1000 },
+            reason: 'MISSING',
+            log: 'missing',
+          },
+        ]),
+      ],
       { mayAct: () => mayAct, onSuppressed: (order, why, detail) => void suppressed.push([order.request.indices?.[0], why, detail]) },
     );
     r.start();

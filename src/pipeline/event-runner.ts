@@ -149,17 +149,20 @@ export class EventRunner {
     if (this.periodicTimer) this.o.clock.clearTimeout(this.periodicTimer);
     if (!this.running || this.periodicTasks.length === 0) return;
     const next = Math.min(...this.periodicTasks.map((t) => t.due));
-    this.periodicTimer = this.o.clock.setTimeout(() => {
-      this.periodicTimer = undefined;
-      if (!this.running) return;
-      const due = Math.min(...this.periodicTasks.map((t) => t.due));
-      for (const t of this.periodicTasks) {
-        if (t.due > due) continue;
-        t.due += t.ms;
-        this.guard('periodic task', t.task);
-      }
-      this.armPeriodic();
-    }, Math.max(0, next - this.o.clock.now()));
+    this.periodicTimer = this.o.clock.setTimeout(
+      () => {
+        this.periodicTimer = undefined;
+        if (!this.running) return;
+        const due = Math.min(...this.periodicTasks.map((t) => t.due));
+        for (const t of this.periodicTasks) {
+          if (t.due > due) continue;
+          t.due += t.ms;
+          this.guard('periodic task', t.task);
+        }
+        this.armPeriodic();
+      },
+      Math.max(0, next - this.o.clock.now()),
+    );
   }
 
   private guard(what: string, fn: () => void): void {
@@ -197,7 +200,10 @@ export class EventRunner {
         decisions = p.stage.handle({ event, droplet, now, env } as Parameters<EventPolicyStage['handle']>[0]);
       } catch (err) {
         this.stats.policyErrors++;
-        this.o.logger.error({ policy: p.id, event: event.kind, app: droplet?.id, error: errorText(err) }, `policy "${p.id}" failed on ${event.kind}: ${errorText(err)}`);
+        this.o.logger.error(
+          { policy: p.id, event: event.kind, app: droplet?.id, error: errorText(err) },
+          `policy "${p.id}" failed on ${event.kind}: ${errorText(err)}`,
+        );
         continue;
       }
       for (const d of decisions) {
@@ -238,9 +244,13 @@ export class EventRunner {
 
   private request(request: DropletRequest, reason: string, log: string, facts: Record<string, unknown>, delivery: { queue: number } | 'now'): void {
     const order: RequestOrder = { action: 'request', messageId: newMessageId(), app: request.droplet, reason, request };
-    const what = request.op === 'START' ? `indices ${JSON.stringify(request.indices)}` : `instances ${JSON.stringify((request.instances ?? []).map((i) => i.instance))}`;
+    const what =
+      request.op === 'START' ? `indices ${JSON.stringify(request.indices)}` : `instances ${JSON.stringify((request.instances ?? []).map((i) => i.instance))}`;
     if (delivery === 'now') {
-      this.o.logger.info({ decision: request.op.toLowerCase(), reason, app: request.droplet, version: request.version, ...facts, message_id: order.messageId }, `${request.op} ${what} now: ${log}`);
+      this.o.logger.info(
+        { decision: request.op.toLowerCase(), reason, app: request.droplet, version: request.version, ...facts, message_id: order.messageId },
+        `${request.op} ${what} now: ${log}`,
+      );
       this.o.onDecided?.(order, 'now', facts);
       this.deliver(order);
       return;
@@ -253,7 +263,16 @@ export class EventRunner {
     }
     this.stats.queued++;
     this.o.logger.info(
-      { decision: 'start', reason, app: request.droplet, version: request.version, priority: delivery.queue, ...facts, message_id: order.messageId, queue_length: this.queue.size },
+      {
+        decision: 'start',
+        reason,
+        app: request.droplet,
+        version: request.version,
+        priority: delivery.queue,
+        ...facts,
+        message_id: order.messageId,
+        queue_length: this.queue.size,
+      },
       `Queued ${request.op} ${what}: ${log}`,
     );
     this.o.onDecided?.(order, 'queued', facts);

@@ -30,14 +30,22 @@ describe('freshness (HM9000 §5)', () => {
   it('verdicts carry the reason a source reported, with when it began', () => {
     let now = s(1000);
     const board = new FreshnessBoard(() => now, s(30), s(120));
-    expect(board.verdict('desired', undefined, now, s(30))).toEqual({ fresh: false, since: null, reason: 'no complete desired-state fetch yet or within its TTL' });
+    expect(board.verdict('desired', undefined, now, s(30))).toEqual({
+      fresh: false,
+      since: null,
+      reason: 'no complete desired-state fetch yet or within its TTL',
+    });
     expect(board.setReason('desired', 'CC bulk API answered 401')).toBe(true);
     now = s(1010);
     expect(board.setReason('desired', 'CC bulk API answered 401')).toBe(false);
     expect(board.setReason('desired', 'CC bulk API answered 500')).toBe(true);
     expect(board.verdict('desired', undefined, now, s(30))).toEqual({ fresh: false, since: s(1000), reason: 'CC bulk API answered 500' });
     // while the marker still holds, the reason is shown beside fresh: true
-    expect(board.verdict('desired', { timestamp: s(1005), expiresAt: s(1125) }, now, s(30))).toEqual({ fresh: true, since: s(1005), reason: 'CC bulk API answered 500' });
+    expect(board.verdict('desired', { timestamp: s(1005), expiresAt: s(1125) }, now, s(30))).toEqual({
+      fresh: true,
+      since: s(1005),
+      reason: 'CC bulk API answered 500',
+    });
     expect(board.setReason('desired', null)).toBe(true);
     expect(board.verdict('desired', { timestamp: s(1005), expiresAt: s(1125) }, now, s(30))).toEqual({ fresh: true, since: s(1005), reason: null });
     expect(board.reason('desired')).toBeUndefined();

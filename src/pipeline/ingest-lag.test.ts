@@ -17,7 +17,7 @@ function arrivals(m: IngestLagMeter, gap: number, until: number): void {
 }
 
 describe('IngestLagMeter', () => {
-  it('heartbeats arriving at the agents\' pace are not behind; slower by a third or more is', () => {
+  it("heartbeats arriving at the agents' pace are not behind; slower by a third or more is", () => {
     const onPace = new IngestLagMeter(opts);
     arrivals(onPace, HB, 120_000);
     expect(onPace.evaluate(120_000)).toBeNull();
@@ -44,7 +44,7 @@ describe('IngestLagMeter', () => {
     expect(stale.evaluate(200_000)).toBeNull(); // nothing heard for two windows: no rate to judge
   });
 
-  it('a source\'s own lag counts when it passes the bound; the worst one is named', () => {
+  it("a source's own lag counts when it passes the bound; the worst one is named", () => {
     const m = new IngestLagMeter(opts);
     let saveLag = 4_000;
     const off = m.register('sources.heartbeats', () => ({ lagMs: saveLag, cause: 'unsaved' }));

@@ -13,7 +13,8 @@ const counters = new WeakMap<Registry, Counter<'subject' | 'reason'>>();
 export function droppedMessagesCounter(registry: Registry): Counter<'subject' | 'reason'> {
   let c = counters.get(registry);
   if (!c) {
-    c = (registry.getSingleMetric('hmgate_dropped_messages_total') as Counter<'subject' | 'reason'> | undefined) ??
+    c =
+      (registry.getSingleMetric('hmgate_dropped_messages_total') as Counter<'subject' | 'reason'> | undefined) ??
       new Counter({
         name: 'hmgate_dropped_messages_total',
         help: 'Inbound messages dropped as bad input, by subject and reason',

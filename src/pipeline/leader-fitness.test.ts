@@ -83,7 +83,10 @@ describe('LeaderFitness', () => {
     advance(300);
     nats.set(null);
     advance(100);
-    expect(leadership.told).toEqual([[false, 'not connected to NATS (connecting)'], [true, null]]);
+    expect(leadership.told).toEqual([
+      [false, 'not connected to NATS (connecting)'],
+      [true, null],
+    ]);
     expect(lines).toEqual([]);
   });
 

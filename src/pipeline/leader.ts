@@ -169,7 +169,11 @@ export class LeaderElection implements Leadership {
       const campaign = this.campaign;
       this.dropCampaign();
       this.setLeading(false, why ?? 'not eligible');
-      campaign?.resign().catch((err: unknown) => this.opts.logger.warn({ error: message(err) }, `resigning the leader election failed (the lease will expire): ${message(err)}`));
+      campaign
+        ?.resign()
+        .catch((err: unknown) =>
+          this.opts.logger.warn({ error: message(err) }, `resigning the leader election failed (the lease will expire): ${message(err)}`),
+        );
     } else if (this.running && !this.campaign && !this.retryTimer) {
       this.retryDelay = RETRY_MIN_MS;
       this.startCampaign();
@@ -204,7 +208,11 @@ export class LeaderElection implements Leadership {
     this.observing = false;
     const observer = this.observer;
     this.observer = undefined;
-    if (observer) await within(observer.cancel().catch(() => undefined), RESIGN_WAIT_MS);
+    if (observer)
+      await within(
+        observer.cancel().catch(() => undefined),
+        RESIGN_WAIT_MS,
+      );
     this.current = null;
   }
 
@@ -308,7 +316,10 @@ export class LeaderElection implements Leadership {
     if (this.leading === leading) return;
     this.leading = leading;
     if (leading) this.lastRetryWhy = undefined;
-    this.opts.logger.info({ election: this.opts.name, id: this.opts.id, leader: leading, reason: why }, leading ? `${this.opts.id} leads ${this.opts.name}` : `${this.opts.id} no longer leads ${this.opts.name}: ${why}`);
+    this.opts.logger.info(
+      { election: this.opts.name, id: this.opts.id, leader: leading, reason: why },
+      leading ? `${this.opts.id} leads ${this.opts.name}` : `${this.opts.id} no longer leads ${this.opts.name}: ${why}`,
+    );
     for (const listener of [...this.listeners]) {
       try {
         listener(leading);

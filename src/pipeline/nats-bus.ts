@@ -70,7 +70,10 @@ export class NatsBus implements Bus, Stage {
     const result = await Promise.race([this.firstConnect, timedOut]);
     clearTimeout(timer);
     if (result === 'timeout') {
-      this.logger.warn({ servers: this.where, error: this.lastError }, `NATS not reachable at ${this.where} (${this.lastError ?? 'no answer'}); retrying in the background`);
+      this.logger.warn(
+        { servers: this.where, error: this.lastError },
+        `NATS not reachable at ${this.where} (${this.lastError ?? 'no answer'}); retrying in the background`,
+      );
     }
   }
 
@@ -192,7 +195,8 @@ export class NatsBus implements Bus, Stage {
 function describeNatsError(err: unknown): string {
   const e = err as { code?: string; message?: string };
   const text = errorText(err);
-  if (e?.code === 'AUTHORIZATION_VIOLATION' || /authorization/i.test(text)) return 'authorization refused (check bus.user / bus.password / bus.token, or the credentials in bus.servers)';
+  if (e?.code === 'AUTHORIZATION_VIOLATION' || /authorization/i.test(text))
+    return 'authorization refused (check bus.user / bus.password / bus.token, or the credentials in bus.servers)';
   if (e?.code === 'ECONNREFUSED' || /ECONNREFUSED|CONNECTION_REFUSED/i.test(text)) return 'connection refused';
   return maskUrl(text);
 }

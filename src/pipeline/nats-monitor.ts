@@ -48,7 +48,11 @@ export async function subscribersOf(monitorUrl: string, subjects: readonly strin
   const counts = new Map<string, number>();
   try {
     for (const subject of subjects) {
-      const doc = (await getJson(`${base}/subsz?subs=1&limit=1&test=${encodeURIComponent(subject)}`, timeoutMs)) as { num_subscriptions?: unknown; total?: unknown; subscriptions_list?: unknown[] };
+      const doc = (await getJson(`${base}/subsz?subs=1&limit=1&test=${encodeURIComponent(subject)}`, timeoutMs)) as {
+        num_subscriptions?: unknown;
+        total?: unknown;
+        subscriptions_list?: unknown[];
+      };
       if (typeof doc.num_subscriptions !== 'number') throw new Error('not a NATS /subsz answer');
       counts.set(subject, typeof doc.total === 'number' ? doc.total : (doc.subscriptions_list?.length ?? 0));
     }
@@ -60,7 +64,10 @@ export async function subscribersOf(monitorUrl: string, subjects: readonly strin
       for (const s of subjects) counts.set(s, 0);
       let offset = 0;
       for (;;) {
-        const doc = (await getJson(`${base}/connz?subs=1&offset=${offset}&limit=1024`, timeoutMs)) as { total?: number; connections?: { subscriptions_list?: string[] }[] };
+        const doc = (await getJson(`${base}/connz?subs=1&offset=${offset}&limit=1024`, timeoutMs)) as {
+          total?: number;
+          connections?: { subscriptions_list?: string[] }[];
+        };
         if (!Array.isArray(doc.connections)) throw first;
         for (const c of doc.connections) {
           for (const pattern of c.subscriptions_list ?? []) for (const s of subjects) if (subjectMatches(pattern, s)) counts.set(s, counts.get(s)! + 1);

@@ -7,12 +7,18 @@ const secretFree = (problems: { message: string }[], ...secrets: string[]) => {
 
 describe('credentials in bus.servers URLs', () => {
   it('takes user:password out of the URL, percent-decoded', () => {
-    expect(parseServer('nats://hm%2Buser:p%40ss%2Fw%3Ard%25@127.0.0.1:4222')).toEqual({ server: 'nats://127.0.0.1:4222', credentials: { kind: 'user', user: 'hm+user', pass: 'p@ss/w:rd%' } });
+    expect(parseServer('nats://hm%2Buser:p%40ss%2Fw%3Ard%25@127.0.0.1:4222')).toEqual({
+      server: 'nats://127.0.0.1:4222',
+      credentials: { kind: 'user', user: 'hm+user', pass: 'p@ss/w:rd%' },
+    });
     expect(parseServer('tls://u:@[::1]:4222')).toEqual({ server: 'tls://[::1]:4222', credentials: { kind: 'user', user: 'u', pass: '' } });
   });
 
   it('reads a user without a password as a token, as NATS clients do', () => {
-    expect(parseServer('nats://s3cret%21@nats.example.com:4222')).toEqual({ server: 'nats://nats.example.com:4222', credentials: { kind: 'token', token: 's3cret!' } });
+    expect(parseServer('nats://s3cret%21@nats.example.com:4222')).toEqual({
+      server: 'nats://nats.example.com:4222',
+      credentials: { kind: 'token', token: 's3cret!' },
+    });
   });
 
   it('leaves a URL without credentials alone', () => {
@@ -27,7 +33,10 @@ describe('credentials in bus.servers URLs', () => {
     const { problems } = natsConnectSettings(['nats://hm:pa/ss-s3cret@h:4222', 'nats://hm:%zz-s3cret@h:4222', 'nats://hm:p@ss/s3cret@h:4222'], {});
     expect(problems).toEqual([
       { pointer: '/bus/servers/0', message: 'bus.servers[0] (nats://hm:***@h:4222): a / ? or # in its credentials must be percent-encoded (%2F %3F %23)' },
-      { pointer: '/bus/servers/1', message: 'bus.servers[1] (nats://hm:***@h:4222): its credentials have a bad percent-encoding (a % not followed by two hex digits)' },
+      {
+        pointer: '/bus/servers/1',
+        message: 'bus.servers[1] (nats://hm:***@h:4222): its credentials have a bad percent-encoding (a % not followed by two hex digits)',
+      },
       { pointer: '/bus/servers/2', message: 'bus.servers[2] (nats://hm:***@h:4222): a / ? or # in its credentials must be percent-encoded (%2F %3F %23)' },
     ]);
     secretFree(problems, 's3cret', 'pa/ss');

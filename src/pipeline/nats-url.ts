@@ -60,12 +60,14 @@ export function parseServer(url: string): ParsedServer {
   const colon = userinfo.indexOf(':');
   if (colon < 0) {
     const token = decode(userinfo);
-    if (token === undefined) return { server, credentials: { kind: 'none' }, problem: 'its credentials have a bad percent-encoding (a % not followed by two hex digits)' };
+    if (token === undefined)
+      return { server, credentials: { kind: 'none' }, problem: 'its credentials have a bad percent-encoding (a % not followed by two hex digits)' };
     return { server, credentials: { kind: 'token', token } };
   }
   const user = decode(userinfo.slice(0, colon));
   const pass = decode(userinfo.slice(colon + 1));
-  if (user === undefined || pass === undefined) return { server, credentials: { kind: 'none' }, problem: 'its credentials have a bad percent-encoding (a % not followed by two hex digits)' };
+  if (user === undefined || pass === undefined)
+    return { server, credentials: { kind: 'none' }, problem: 'its credentials have a bad percent-encoding (a % not followed by two hex digits)' };
   return { server, credentials: { kind: 'user', user, pass } };
 }
 
@@ -79,7 +81,10 @@ function same(a: UrlCredentials, b: UrlCredentials): boolean {
  * The servers and credentials to connect with, and every way the config contradicts itself
  * (reported by validate at the offending key; none of the messages carries a secret).
  */
-export function natsConnectSettings(servers: readonly string[], explicit: { user?: string; password?: string; token?: string }): { settings: NatsConnectSettings; problems: NatsSettingsProblem[] } {
+export function natsConnectSettings(
+  servers: readonly string[],
+  explicit: { user?: string; password?: string; token?: string },
+): { settings: NatsConnectSettings; problems: NatsSettingsProblem[] } {
   const problems: NatsSettingsProblem[] = [];
   const parsed = servers.map(parseServer);
   parsed.forEach((p, i) => {
@@ -99,13 +104,22 @@ export function natsConnectSettings(servers: readonly string[], explicit: { user
       problems.push({ pointer: `/bus/servers/${i}`, message });
     });
     if (fromUrls.kind === 'user') {
-      if (explicit.token !== undefined) problems.push({ pointer: '/bus/token', message: `bus.token is set but ${first} carries user:password: use one or the other` });
-      if (explicit.user !== undefined && explicit.user !== fromUrls.user) problems.push({ pointer: '/bus/user', message: `bus.user differs from the user in ${first}: remove one, or make them the same` });
-      if (explicit.password !== undefined && explicit.password !== fromUrls.pass) problems.push({ pointer: '/bus/password', message: `bus.password differs from the password in ${first}: remove one, or make them the same` });
+      if (explicit.token !== undefined)
+        problems.push({ pointer: '/bus/token', message: `bus.token is set but ${first} carries user:password: use one or the other` });
+      if (explicit.user !== undefined && explicit.user !== fromUrls.user)
+        problems.push({ pointer: '/bus/user', message: `bus.user differs from the user in ${first}: remove one, or make them the same` });
+      if (explicit.password !== undefined && explicit.password !== fromUrls.pass)
+        problems.push({ pointer: '/bus/password', message: `bus.password differs from the password in ${first}: remove one, or make them the same` });
     } else if (fromUrls.kind === 'token') {
-      if (explicit.user !== undefined) problems.push({ pointer: '/bus/user', message: `bus.user is set but ${first} carries a token (a user without a password): use one or the other` });
-      if (explicit.password !== undefined) problems.push({ pointer: '/bus/password', message: `bus.password is set but ${first} carries a token (a user without a password): use one or the other` });
-      if (explicit.token !== undefined && explicit.token !== fromUrls.token) problems.push({ pointer: '/bus/token', message: `bus.token differs from the token in ${first}: remove one, or make them the same` });
+      if (explicit.user !== undefined)
+        problems.push({ pointer: '/bus/user', message: `bus.user is set but ${first} carries a token (a user without a password): use one or the other` });
+      if (explicit.password !== undefined)
+        problems.push({
+          pointer: '/bus/password',
+          message: `bus.password is set but ${first} carries a token (a user without a password): use one or the other`,
+        });
+      if (explicit.token !== undefined && explicit.token !== fromUrls.token)
+        problems.push({ pointer: '/bus/token', message: `bus.token differs from the token in ${first}: remove one, or make them the same` });
     }
   }
 

@@ -40,7 +40,9 @@ describe('plugin loader', () => {
 
   it('names what it tried for an unknown plugin', async () => {
     await expect(loadPlugin('no-such-plugin', dir)).rejects.toThrow(PluginLoadError);
-    await expect(loadPlugin('no-such-plugin', dir)).rejects.toThrow(/unknown plugin "no-such-plugin": not a built-in \(.*memory.*\), not a path \(start it with \.\/\), and no installed package by that name/);
+    await expect(loadPlugin('no-such-plugin', dir)).rejects.toThrow(
+      /unknown plugin "no-such-plugin": not a built-in \(.*memory.*\), not a path \(start it with \.\/\), and no installed package by that name/,
+    );
     await expect(loadPlugin('./missing.js', dir)).rejects.toThrow(`plugin "./missing.js": no file at ${join(dir, 'missing.js')}`);
   });
 

@@ -129,7 +129,10 @@ export const PROBLEM_CATALOGUE = {
       p.theirs === null
         ? `agents report instances without a cc_partition but this daemon is on ${JSON.stringify(p.mine)} (${code(`${p.stage}.cc_partition`)}): their heartbeats, exits and updates are ignored`
         : `agents report cc_partition ${JSON.stringify(p.theirs)} but this daemon is on ${JSON.stringify(p.mine)} (${code(`${p.stage}.cc_partition`)}): their heartbeats, exits and updates are ignored`,
-    fix: p.theirs === null ? `remove ${code(`${p.stage}.cc_partition`)}, or have the agents send cc_partition` : `set ${code(`${p.stage}.cc_partition: ${p.theirs}`)}`,
+    fix:
+      p.theirs === null
+        ? `remove ${code(`${p.stage}.cc_partition`)}, or have the agents send cc_partition`
+        : `set ${code(`${p.stage}.cc_partition: ${p.theirs}`)}`,
   }),
   NO_START_STOP_LISTENER: (p: { stage: string; missing: string[]; monitorUrl: string }): ProblemText => ({
     what: `start/stop orders on ${p.missing.join(', ')}`,

@@ -12,7 +12,10 @@ function stage(id: string, section: string, plugin: string, options: Record<stri
   return { id, section, plugin, options, healthy: true, last_error: null, ...health };
 }
 
-function facts(stages: { store?: Partial<StageFacts>; heartbeats?: Partial<StageFacts>; desired?: Partial<StageFacts> } = {}, over: Partial<ProblemFacts> = {}): ProblemFacts {
+function facts(
+  stages: { store?: Partial<StageFacts>; heartbeats?: Partial<StageFacts>; desired?: Partial<StageFacts> } = {},
+  over: Partial<ProblemFacts> = {},
+): ProblemFacts {
   return {
     uptimeMs: 60_000,
     heartbeatMs: 1000,
@@ -48,10 +51,19 @@ describe('problems while the store fails', () => {
     expect(problems[0]!.fix).toContain('`store.endpoints`');
   });
 
-  it('the store healthy but a desired-state write failing: the write is named as the store\'s, with what was not saved', () => {
-    const problems = deriveProblems(facts({ desired: { healthy: false, last_error: `Failed to sync desired state to the store: ${UNREACHABLE.replace('reading the state', 'replacing the desired state')}` } }));
+  it("the store healthy but a desired-state write failing: the write is named as the store's, with what was not saved", () => {
+    const problems = deriveProblems(
+      facts({
+        desired: {
+          healthy: false,
+          last_error: `Failed to sync desired state to the store: ${UNREACHABLE.replace('reading the state', 'replacing the desired state')}`,
+        },
+      }),
+    );
     expect(problems.map((p) => p.code)).toEqual(['ETCD_UNREACHABLE']);
-    expect(problems[0]!.message).toBe(`etcd at ${ETCD}: not reachable (desired state not saved: etcd at ${ETCD} is unreachable while replacing the desired state: 14 UNAVAILABLE: No connection established)`);
+    expect(problems[0]!.message).toBe(
+      `etcd at ${ETCD}: not reachable (desired state not saved: etcd at ${ETCD} is unreachable while replacing the desired state: 14 UNAVAILABLE: No connection established)`,
+    );
   });
 
   it('heartbeats not saved: no NO_HEARTBEATS beside the store problem', () => {
@@ -61,13 +73,18 @@ describe('problems while the store fails', () => {
 
   it('a record too large for etcd: ETCD_REQUEST_TOO_LARGE naming the agent and both limits, not ETCD_UNREACHABLE', () => {
     const error = `saving heartbeats to the store failed: agent "dea-7" is too large for etcd at ${ETCD}: its record is 2500000 bytes, more than one etcd request may carry (1572864 bytes, max_request_bytes / etcd's --max-request-bytes): its heartbeats are not saved`;
-    const problems = deriveProblems(facts({ heartbeats: { healthy: false, last_error: error } }, { state: { desiredApps: 1, liveInstances: 3, heartbeatingApps: 1, desiredHeartbeating: true } }));
+    const problems = deriveProblems(
+      facts(
+        { heartbeats: { healthy: false, last_error: error } },
+        { state: { desiredApps: 1, liveInstances: 3, heartbeatingApps: 1, desiredHeartbeating: true } },
+      ),
+    );
     expect(problems.map((p) => p.code)).toEqual(['ETCD_REQUEST_TOO_LARGE']);
     expect(problems[0]!.message).toContain('agent "dea-7" is too large');
     expect(problems[0]!.fix).toContain('`store.max_request_bytes`');
   });
 
-  it('with the store fine, no heartbeats at all is still NO_HEARTBEATS, and a CC failure still the CC\'s', () => {
+  it("with the store fine, no heartbeats at all is still NO_HEARTBEATS, and a CC failure still the CC's", () => {
     expect(codes(facts())).toEqual(['NO_HEARTBEATS']);
     const f = facts({ desired: { healthy: false, last_error: 'CC bulk API at https://cc.example.com answered 500 on page 1 (CF-ServerError)' } });
     expect(codes(f)).toEqual(['CC_BAD_ANSWER', 'NO_HEARTBEATS']);

@@ -52,10 +52,19 @@ describe('deriveProblems', () => {
   });
 
   it.each([
-    ['connection refused by https://cc.example.com (ECONNREFUSED): check sources.desired.url — it must be the Cloud Controller\'s domain or IP', 'CC_UNREACHABLE'],
-    ['cannot resolve the host of https://cc.example.com (DNS ENOTFOUND): check sources.desired.url — it must be the Cloud Controller\'s domain or IP', 'CC_UNREACHABLE'],
+    [
+      "connection refused by https://cc.example.com (ECONNREFUSED): check sources.desired.url — it must be the Cloud Controller's domain or IP",
+      'CC_UNREACHABLE',
+    ],
+    [
+      "cannot resolve the host of https://cc.example.com (DNS ENOTFOUND): check sources.desired.url — it must be the Cloud Controller's domain or IP",
+      'CC_UNREACHABLE',
+    ],
     ['CC bulk API at https://cc.example.com answered 401: check sources.desired.user / password', 'CC_UNAUTHORIZED'],
-    ['the CC certificate for cc.example.com is not trusted (DEPTH_ZERO_SELF_SIGNED_CERT): set sources.desired.ca_file, or skip_cert_verify: true', 'CC_TLS_UNTRUSTED'],
+    [
+      'the CC certificate for cc.example.com is not trusted (DEPTH_ZERO_SELF_SIGNED_CERT): set sources.desired.ca_file, or skip_cert_verify: true',
+      'CC_TLS_UNTRUSTED',
+    ],
     ['timed out: the CC bulk API at https://cc.example.com did not answer within 500ms (sources.desired.network_timeout)', 'CC_TIMEOUT'],
     ['CC bulk API at https://cc.example.com answered 500 on page 1 (CF-ServerError: An unknown error occurred.)', 'CC_BAD_ANSWER'],
   ])('names the bulk API failure %s', (reason, code) => {
@@ -76,7 +85,20 @@ describe('deriveProblems', () => {
 
   it('names a CC that answers 404 to real starts and stops as not configured for this health manager', () => {
     const f = facts({
-      stages: [stage('bus', 'bus', 'nats'), stage('cc', 'sinks', 'notifier', { protocol: 'hm9000-http', cc_url: 'https://cc.internal:9023' }, { healthy: false, last_error: 'start MISSING for app/0 not sent: CC answered 404 for POST https://cc.internal:9023/internal/dea/hm9000/start/app: is the Cloud Controller configured to use this health manager? (it also answers 404 for an app it does not know)' })],
+      stages: [
+        stage('bus', 'bus', 'nats'),
+        stage(
+          'cc',
+          'sinks',
+          'notifier',
+          { protocol: 'hm9000-http', cc_url: 'https://cc.internal:9023' },
+          {
+            healthy: false,
+            last_error:
+              'start MISSING for app/0 not sent: CC answered 404 for POST https://cc.internal:9023/internal/dea/hm9000/start/app: is the Cloud Controller configured to use this health manager? (it also answers 404 for an app it does not know)',
+          },
+        ),
+      ],
     });
     const [p] = deriveProblems(f);
     expect(p!.code).toBe('CC_NOT_CONFIGURED_FOR_HM');
@@ -94,7 +116,9 @@ describe('deriveProblems', () => {
 
   it('names a cc_partition mismatch with both values and the key to set, only while no instance is kept', () => {
     const notice = 'agent dea-1 heartbeats instances of cc_partition "ng", this stage keeps only "default": set sources.heartbeats.cc_partition: ng';
-    let f = withStage(facts({ state: { desiredApps: 1, liveInstances: 0, heartbeatingApps: 0, desiredHeartbeating: false, agents: 1 } }), 'heartbeats', { last_error: notice });
+    let f = withStage(facts({ state: { desiredApps: 1, liveInstances: 0, heartbeatingApps: 0, desiredHeartbeating: false, agents: 1 } }), 'heartbeats', {
+      last_error: notice,
+    });
     f = { ...f, stages: f.stages.map((s) => (s.id === 'heartbeats' ? { ...s, options: { ...s.options, cc_partition: 'default' } } : s)) };
     const [p] = deriveProblems(f);
     expect(p!.code).toBe('CC_PARTITION_MISMATCH');
@@ -105,11 +129,17 @@ describe('deriveProblems', () => {
   });
 
   it('names nobody listening to start/stop and an unreachable monitoring endpoint', () => {
-    const missing = deriveProblems(facts({ monitorUrl: 'http://127.0.0.1:8222', listeners: [{ stage: 'cloud_controller', missing: ['hm9000.start', 'hm9000.stop'] }] }));
+    const missing = deriveProblems(
+      facts({ monitorUrl: 'http://127.0.0.1:8222', listeners: [{ stage: 'cloud_controller', missing: ['hm9000.start', 'hm9000.stop'] }] }),
+    );
     expect(missing.map((p) => p.code)).toEqual(['NO_START_STOP_LISTENER']);
-    expect(missing[0]!.message).toBe('start/stop orders on hm9000.start, hm9000.stop: nobody subscribes to hm9000.start or hm9000.stop on NATS (asked http://127.0.0.1:8222)');
+    expect(missing[0]!.message).toBe(
+      'start/stop orders on hm9000.start, hm9000.stop: nobody subscribes to hm9000.start or hm9000.stop on NATS (asked http://127.0.0.1:8222)',
+    );
     expect(missing[0]!.fix).toContain('is the Cloud Controller configured to use this health manager (e.g. `hm9000_noop: false`)?');
-    expect(codes(facts({ monitorUrl: 'http://127.0.0.1:1', listeners: [{ stage: 'cloud_controller', error: 'connection refused' }] }))).toEqual(['NATS_MONITOR_UNREACHABLE']);
+    expect(codes(facts({ monitorUrl: 'http://127.0.0.1:1', listeners: [{ stage: 'cloud_controller', error: 'connection refused' }] }))).toEqual([
+      'NATS_MONITOR_UNREACHABLE',
+    ]);
   });
 
   it('names the wrong foundation when no desired app heartbeats at all', () => {
@@ -119,10 +149,17 @@ describe('deriveProblems', () => {
   });
 
   it('names an etcd store that fails, and the state it cannot read', () => {
-    const f = facts({ stages: [stage('store', 'store', 'etcd', { endpoints: ['http://127.0.0.1:2379'] }, { healthy: false, last_error: 'etcd: connection refused' }), stage('bus', 'bus', 'nats')] });
+    const f = facts({
+      stages: [
+        stage('store', 'store', 'etcd', { endpoints: ['http://127.0.0.1:2379'] }, { healthy: false, last_error: 'etcd: connection refused' }),
+        stage('bus', 'bus', 'nats'),
+      ],
+    });
     expect(codes(f)).toEqual(['ETCD_UNREACHABLE']);
     expect(deriveProblems(f)[0]!.message).toBe('etcd at http://127.0.0.1:2379: not reachable (etcd: connection refused)');
-    expect(codes({ ...f, stages: [stage('store', 'store', 'etcd'), stage('bus', 'bus', 'nats')], state: { error: 'etcd request timed out' } })).toEqual(['ETCD_UNREACHABLE']);
+    expect(codes({ ...f, stages: [stage('store', 'store', 'etcd'), stage('bus', 'bus', 'nats')], state: { error: 'etcd request timed out' } })).toEqual([
+      'ETCD_UNREACHABLE',
+    ]);
   });
 
   it('names stale state only after the warm-up, with the reasons', () => {
@@ -137,19 +174,42 @@ describe('deriveProblems', () => {
   });
 
   it('names any other unhealthy stage, and lists problems in catalogue order', () => {
-    const f = withStage(withStage(facts({ state: { desiredApps: 3, liveInstances: 5, heartbeatingApps: 2, desiredHeartbeating: false } }), 'bus', { healthy: false, last_error: 'connection refused' }), 'desired', { healthy: false, last_error: 'timed out: x' });
+    const f = withStage(
+      withStage(facts({ state: { desiredApps: 3, liveInstances: 5, heartbeatingApps: 2, desiredHeartbeating: false } }), 'bus', {
+        healthy: false,
+        last_error: 'connection refused',
+      }),
+      'desired',
+      { healthy: false, last_error: 'timed out: x' },
+    );
     const extra = { ...f, stages: [...f.stages, stage('custom', 'sources', 'my-source', {}, { healthy: false, last_error: 'it broke' })] };
     expect(codes(extra)).toEqual(['NATS_UNREACHABLE', 'CC_TIMEOUT', 'WRONG_FOUNDATION', 'STAGE_UNHEALTHY']);
   });
 
   it('cuts the advice from a stage reason', () => {
-    expect(withoutAdvice('connection refused by http://x:1 (ECONNREFUSED): check sources.desired.url — it must be')).toBe('connection refused by http://x:1 (ECONNREFUSED)');
+    expect(withoutAdvice('connection refused by http://x:1 (ECONNREFUSED): check sources.desired.url — it must be')).toBe(
+      'connection refused by http://x:1 (ECONNREFUSED)',
+    );
     expect(withoutAdvice('answered 500 on page 1')).toBe('answered 500 on page 1');
   });
 
   it('has a template for every code, each with a fix', () => {
     for (const code of PROBLEM_CODES) expect(typeof PROBLEM_CATALOGUE[code]).toBe('function');
-    expect(PROBLEM_CODES).toEqual(expect.arrayContaining(['NATS_UNREACHABLE', 'CC_UNREACHABLE', 'CC_UNAUTHORIZED', 'CC_TLS_UNTRUSTED', 'CC_TIMEOUT', 'NO_HEARTBEATS', 'CC_PARTITION_MISMATCH', 'NO_START_STOP_LISTENER', 'WRONG_FOUNDATION', 'ETCD_UNREACHABLE', 'NOT_FRESH']));
+    expect(PROBLEM_CODES).toEqual(
+      expect.arrayContaining([
+        'NATS_UNREACHABLE',
+        'CC_UNREACHABLE',
+        'CC_UNAUTHORIZED',
+        'CC_TLS_UNTRUSTED',
+        'CC_TIMEOUT',
+        'NO_HEARTBEATS',
+        'CC_PARTITION_MISMATCH',
+        'NO_START_STOP_LISTENER',
+        'WRONG_FOUNDATION',
+        'ETCD_UNREACHABLE',
+        'NOT_FRESH',
+      ]),
+    );
   });
 });
 
@@ -161,7 +221,13 @@ describe('ProblemTracker', () => {
     const t = new ProblemTracker(logger, () => now);
     return { t, lines, tick: (ms: number) => (now += ms) };
   }
-  const noHb = (window = '600ms') => deriveProblems(facts({ state: { desiredApps: 1, liveInstances: 0, heartbeatingApps: 0, desiredHeartbeating: false, agents: 0 }, heartbeatMs: window === '600ms' ? 200 : 1000 }));
+  const noHb = (window = '600ms') =>
+    deriveProblems(
+      facts({
+        state: { desiredApps: 1, liveInstances: 0, heartbeatingApps: 0, desiredHeartbeating: false, agents: 0 },
+        heartbeatMs: window === '600ms' ? 200 : 1000,
+      }),
+    );
 
   it('logs a problem once when it appears (warn) and once when it clears (info), however often it is evaluated', () => {
     const { t, lines, tick } = tracker();
@@ -171,12 +237,18 @@ describe('ProblemTracker', () => {
       tick(1000);
     }
     expect(lines.filter((l) => l.problem === 'NO_HEARTBEATS')).toEqual([
-      expect.objectContaining({ level: 40, problem: 'NO_HEARTBEATS', msg: expect.stringMatching(/^heartbeats on dea\.heartbeat: none within .*; fix: no agents, wrong NATS or wrong subject/) }),
+      expect.objectContaining({
+        level: 40,
+        problem: 'NO_HEARTBEATS',
+        msg: expect.stringMatching(/^heartbeats on dea\.heartbeat: none within .*; fix: no agents, wrong NATS or wrong subject/),
+      }),
     ]);
     expect(t.list()).toEqual([{ code: 'NO_HEARTBEATS', message: expect.any(String), fix: expect.any(String), since: '2026-01-01T00:00:00.000Z' }]);
     for (let i = 0; i < 3; i++) t.update([]);
     const cleared = lines.filter((l) => l.level === 30);
-    expect(cleared).toEqual([expect.objectContaining({ problem: 'NO_HEARTBEATS', lasted_ms: 5000, msg: expect.stringMatching(/^cleared: heartbeats on dea\.heartbeat/) })]);
+    expect(cleared).toEqual([
+      expect.objectContaining({ problem: 'NO_HEARTBEATS', lasted_ms: 5000, msg: expect.stringMatching(/^cleared: heartbeats on dea\.heartbeat/) }),
+    ]);
     expect(t.list()).toEqual([]);
   });
 
@@ -189,21 +261,36 @@ describe('ProblemTracker', () => {
     expect(t.list()[0]!.since).toBe('2026-01-01T00:00:00.000Z');
     expect(t.list()[0]!.message).toContain('3.1s');
     const two = deriveProblems(
-      facts({ stages: [stage('a', 'sources', 'x', {}, { healthy: false, last_error: 'boom' }), stage('b', 'sources', 'y', {}, { healthy: false, last_error: 'bang' })] }),
+      facts({
+        stages: [
+          stage('a', 'sources', 'x', {}, { healthy: false, last_error: 'boom' }),
+          stage('b', 'sources', 'y', {}, { healthy: false, last_error: 'bang' }),
+        ],
+      }),
     );
     t.update(two);
     expect(t.list().map((p) => p.code)).toEqual(['STAGE_UNHEALTHY', 'STAGE_UNHEALTHY']);
-    expect(lines.filter((l) => l.level === 40).map((l) => `${l.problem}:${l.key}`)).toEqual(['NO_HEARTBEATS:heartbeats', 'STAGE_UNHEALTHY:a', 'STAGE_UNHEALTHY:b']);
+    expect(lines.filter((l) => l.level === 40).map((l) => `${l.problem}:${l.key}`)).toEqual([
+      'NO_HEARTBEATS:heartbeats',
+      'STAGE_UNHEALTHY:a',
+      'STAGE_UNHEALTHY:b',
+    ]);
   });
 });
 
 describe('CC_CREDENTIALS_UNAVAILABLE', () => {
   it('on the Ruby HM credentials subject names the partition and the key that fixes a CC v2', () => {
-    const ruby = PROBLEM_CATALOGUE.CC_CREDENTIALS_UNAVAILABLE({ stage: 'sources.desired', subject: 'cloudcontroller.bulk.credentials.default', error: 'no answer within 5s' });
+    const ruby = PROBLEM_CATALOGUE.CC_CREDENTIALS_UNAVAILABLE({
+      stage: 'sources.desired',
+      subject: 'cloudcontroller.bulk.credentials.default',
+      error: 'no answer within 5s',
+    });
     expect(ruby.fix).toBe(
       'is the Cloud Controller connected to this NATS, and on cc_partition "default"? A CC v2 answers on cloudcontroller.bulk.credentials.ng: set `cc_partition: ng`; or set `sources.desired.credentials: static` with `user` / `password`',
     );
-    expect(PROBLEM_CATALOGUE.CC_CREDENTIALS_UNAVAILABLE({ stage: 'sources.desired', subject: 'cloudcontroller.bulk.credentials.ng', error: 'x' }).fix).not.toMatch(/A CC v2/);
+    expect(
+      PROBLEM_CATALOGUE.CC_CREDENTIALS_UNAVAILABLE({ stage: 'sources.desired', subject: 'cloudcontroller.bulk.credentials.ng', error: 'x' }).fix,
+    ).not.toMatch(/A CC v2/);
     expect(PROBLEM_CATALOGUE.CC_CREDENTIALS_UNAVAILABLE({ stage: 'sources.desired', subject: 'cc.creds', error: 'x' }).fix).toBe(
       'is the Cloud Controller connected to this NATS? Otherwise set `sources.desired.credentials: static` with `user` / `password`',
     );

@@ -72,7 +72,9 @@ export function stagesOf<T extends { plugin: string }>(stages: readonly T[], plu
 }
 
 /** The NATS start/stop subjects of every notifier stage that publishes on NATS (per its protocol). */
-export function startStopSubjects(stages: readonly { id: string; plugin: string; options: Record<string, unknown> }[]): { stage: string; subjects: string[] }[] {
+export function startStopSubjects(
+  stages: readonly { id: string; plugin: string; options: Record<string, unknown> }[],
+): { stage: string; subjects: string[] }[] {
   return stagesOf(stages, 'notifier')
     .filter((s) => (s.options.protocol ?? 'hm9000') !== 'hm9000-http')
     .map((s) => {
@@ -120,7 +122,8 @@ export function ccProblem(reason: string, where: CcWhere, timeoutKey: string, ke
     return makeProblem('CC_TLS_UNTRUSTED', { ...where, error: codeMatch?.[1] ?? why }, key);
   }
   if (/timed out|no answer within|did not answer within/.test(reason)) return makeProblem('CC_TIMEOUT', { ...where, error: why, timeoutKey }, key);
-  if (/connection refused|cannot resolve|cannot reach|ECONNREFUSED|ENOTFOUND|TLS handshake/.test(reason)) return makeProblem('CC_UNREACHABLE', { ...where, error: why }, key);
+  if (/connection refused|cannot resolve|cannot reach|ECONNREFUSED|ENOTFOUND|TLS handshake/.test(reason))
+    return makeProblem('CC_UNREACHABLE', { ...where, error: why }, key);
   if (/Failed to request auth info/.test(reason)) return makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: where.stage, subject: '', error: why }, key);
   return makeProblem('CC_BAD_ANSWER', { ...where, error: why }, key);
 }
@@ -171,13 +174,16 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
   // A stage's write to the store that failed is the store's problem, not the CC's nor the agents'.
   const storeWriteProblem = (stage: StageFacts, what: string, error: string): Problem => {
     const why = `${what}: ${withoutAdvice(error.replace(/^.*?\bto the store\b[^:]*:\s*/i, ''))}`;
-    if (etcd && /too large|max-request-bytes|max_request_bytes/i.test(error)) return makeProblem('ETCD_REQUEST_TOO_LARGE', { endpoints: list(etcdEndpoints(store!.options)), error: why });
+    if (etcd && /too large|max-request-bytes|max_request_bytes/i.test(error))
+      return makeProblem('ETCD_REQUEST_TOO_LARGE', { endpoints: list(etcdEndpoints(store!.options)), error: why });
     if (etcd && /unreachable|not started|not been read/i.test(error)) return storeError(stage, why);
     return makeProblem('STAGE_UNHEALTHY', { stage: stage.id, plugin: stage.plugin, error: why }, stage.id);
   };
   // While the store fails, what it holds says nothing about the agents: no NO_HEARTBEATS then.
   const storeFailing =
-    (store !== undefined && !store.healthy) || 'error' in f.state || f.stages.some((s) => !s.healthy && s.last_error !== null && STORE_WRITE.test(s.last_error));
+    (store !== undefined && !store.healthy) ||
+    'error' in f.state ||
+    f.stages.some((s) => !s.healthy && s.last_error !== null && STORE_WRITE.test(s.last_error));
 
   for (const s of f.stages) {
     if (s.section === 'bus' || s.section === 'store') continue;
@@ -187,7 +193,11 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
       } else if (!s.healthy && s.last_error) {
         const where: CcWhere = { label: 'CC bulk API', url: maskUrl(String(s.options.url ?? '')), stage: `sources.${s.id}`, urlKey: 'url' };
         const p = ccProblem(s.last_error, where, 'network_timeout', s.id);
-        out.push(p.code === 'CC_CREDENTIALS_UNAVAILABLE' ? makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: where.stage, subject: String(s.options.credentials_subject ?? ''), error: p.why }, s.id) : p);
+        out.push(
+          p.code === 'CC_CREDENTIALS_UNAVAILABLE'
+            ? makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: where.stage, subject: String(s.options.credentials_subject ?? ''), error: p.why }, s.id)
+            : p,
+        );
       }
     } else if (s.plugin === 'heartbeat') {
       if (!s.healthy && s.last_error) {
@@ -231,12 +241,19 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
 
   for (const l of f.listeners) {
     if ('error' in l) out.push(makeProblem('NATS_MONITOR_UNREACHABLE', { url: f.monitorUrl ?? '', error: l.error }));
-    else if (l.missing.length > 0) out.push(makeProblem('NO_START_STOP_LISTENER', { stage: `sinks.${l.stage}`, missing: l.missing, monitorUrl: f.monitorUrl ?? '' }, l.stage));
+    else if (l.missing.length > 0)
+      out.push(makeProblem('NO_START_STOP_LISTENER', { stage: `sinks.${l.stage}`, missing: l.missing, monitorUrl: f.monitorUrl ?? '' }, l.stage));
   }
 
   if (!('error' in f.state) && f.state.desiredApps > 0 && f.state.liveInstances > 0 && !f.state.desiredHeartbeating) {
     const desired = stagesOf(f.stages, 'bulk-api')[0];
-    out.push(makeProblem('WRONG_FOUNDATION', { desiredApps: f.state.desiredApps, heartbeatingApps: f.state.heartbeatingApps, stage: `sources.${desired?.id ?? 'desired'}` }));
+    out.push(
+      makeProblem('WRONG_FOUNDATION', {
+        desiredApps: f.state.desiredApps,
+        heartbeatingApps: f.state.heartbeatingApps,
+        stage: `sources.${desired?.id ?? 'desired'}`,
+      }),
+    );
   }
 
   for (const h of f.holds ?? []) {

@@ -14,10 +14,15 @@ describe('CycleScheduler', () => {
     const clock = new VirtualClock(1_000_000);
     const starts: number[] = [];
     const { logger } = recordingLogger();
-    const s = new CycleScheduler(clock, 10_000, async () => {
-      starts.push(clock.now());
-      await clock.sleep(3_000); // a run that takes 3 s of clock time
-    }, logger);
+    const s = new CycleScheduler(
+      clock,
+      10_000,
+      async () => {
+        starts.push(clock.now());
+        await clock.sleep(3_000); // a run that takes 3 s of clock time
+      },
+      logger,
+    );
     s.start();
     await clock.advanceAsync(35_000);
     expect(starts).toEqual([1_000_000, 1_010_000, 1_020_000, 1_030_000]);
@@ -33,13 +38,18 @@ describe('CycleScheduler', () => {
     let active = 0;
     let maxActive = 0;
     const { logger, lines } = recordingLogger();
-    const s = new CycleScheduler(clock, 1_000, async () => {
-      starts.push(clock.now());
-      active++;
-      maxActive = Math.max(maxActive, active);
-      await clock.sleep(starts.length === 1 ? 2_500 : 100);
-      active--;
-    }, logger);
+    const s = new CycleScheduler(
+      clock,
+      1_000,
+      async () => {
+        starts.push(clock.now());
+        active++;
+        maxActive = Math.max(maxActive, active);
+        await clock.sleep(starts.length === 1 ? 2_500 : 100);
+        active--;
+      },
+      logger,
+    );
     s.start();
     await clock.advanceAsync(4_000);
     expect(maxActive).toBe(1);
@@ -79,11 +89,16 @@ describe('CycleScheduler', () => {
     let finished = 0;
     let runs = 0;
     const { logger } = recordingLogger();
-    const s = new CycleScheduler(clock, 1_000, async () => {
-      runs++;
-      await clock.sleep(500);
-      finished++;
-    }, logger);
+    const s = new CycleScheduler(
+      clock,
+      1_000,
+      async () => {
+        runs++;
+        await clock.sleep(500);
+        finished++;
+      },
+      logger,
+    );
     s.start();
     await clock.advanceAsync(0);
     const stopped = s.stop();

@@ -110,7 +110,13 @@ export class ShadowComparer {
     log({ shadow: e.outcome, subject: e.subject, body: e.body, ...(e.lag_ms !== undefined ? { lag_ms: e.lag_ms } : {}) }, `shadow: ${who} ${e.subject}`);
   }
 
-  summary(): { window_ms: number; counts: Record<ShadowOutcome, number>; waiting: { ours: number; theirs: number }; unreadable: number; recent: ShadowEntry[] } {
+  summary(): {
+    window_ms: number;
+    counts: Record<ShadowOutcome, number>;
+    waiting: { ours: number; theirs: number };
+    unreadable: number;
+    recent: ShadowEntry[];
+  } {
     this.expire();
     return {
       window_ms: this.windowMs,

@@ -51,8 +51,14 @@ function describe(s: SummaryInput): string {
       return parts.join(', ');
     }
     case 'bulk-api': {
-      const parts = [`bulk-api from ${maskUrl(/^https?:\/\//i.test(String(o.url)) ? String(o.url) : `http://${String(o.url)}`)}/bulk/apps`, `${String(o.batch_size)} apps a page`, `every ${d(o.poll_interval)}`, `timeout ${d(o.timeout)}`];
-      if (o.credentials === 'nats') parts.push(`credentials from ${String(o.credentials_subject ?? `cloudcontroller.bulk.credentials.${String(o.cc_partition ?? 'default')}`)}`);
+      const parts = [
+        `bulk-api from ${maskUrl(/^https?:\/\//i.test(String(o.url)) ? String(o.url) : `http://${String(o.url)}`)}/bulk/apps`,
+        `${String(o.batch_size)} apps a page`,
+        `every ${d(o.poll_interval)}`,
+        `timeout ${d(o.timeout)}`,
+      ];
+      if (o.credentials === 'nats')
+        parts.push(`credentials from ${String(o.credentials_subject ?? `cloudcontroller.bulk.credentials.${String(o.cc_partition ?? 'default')}`)}`);
       if (o.skip_cert_verify === true) parts.push('certificate NOT verified');
       else if (o.ca_file !== undefined) parts.push(`CA ${String(o.ca_file)}`);
       return parts.join(', ');
@@ -92,7 +98,11 @@ function describe(s: SummaryInput): string {
       if (protocol === 'hm9000-http') return `notifier POSTs starts and stops to ${maskUrl(String(o.cc_url))}/internal/dea/hm9000/…, timeout ${d(o.timeout)}`;
       // Subject defaults depend on the protocol (plugins/notifier subjectsFor).
       const fallback =
-        protocol === 'health' ? ['health.start', 'health.stop'] : protocol === 'cc-partition' ? Array(2).fill(`cloudcontrollers.hm.requests.${String(o.cc_partition ?? 'default')}`) : ['hm9000.start', 'hm9000.stop'];
+        protocol === 'health'
+          ? ['health.start', 'health.stop']
+          : protocol === 'cc-partition'
+            ? Array(2).fill(`cloudcontrollers.hm.requests.${String(o.cc_partition ?? 'default')}`)
+            : ['hm9000.start', 'hm9000.stop'];
       const what = protocol === 'hm9000' ? 'starts' : `${protocol} requests: starts`;
       return `notifier publishes ${what} on ${String(o.start_subject ?? fallback[0])} and stops on ${String(o.stop_subject ?? fallback[1])} (NATS)`;
     }

@@ -66,7 +66,7 @@ export class DeadlineHeap<T extends object> {
   push(target: T, due: number): void {
     const h = this.heap;
     h.push({ ...target, due, seq: this.seq++ });
-    for (let i = h.length - 1; i > 0; ) {
+    for (let i = h.length - 1; i > 0;) {
       const up = (i - 1) >> 1;
       if (!earlier(h[i]!, h[up]!)) break;
       [h[i], h[up]] = [h[up]!, h[i]!];
@@ -80,7 +80,7 @@ export class DeadlineHeap<T extends object> {
     const last = h.pop();
     if (top === undefined || last === undefined || top === last) return top;
     h[0] = last;
-    for (let i = 0; ; ) {
+    for (let i = 0; ;) {
       const l = 2 * i + 1;
       const r = l + 1;
       let m = i;

@@ -107,7 +107,10 @@ export async function runSimulate(loaded: LoadedConfig, a: SimulateArgs, write: 
   const t0 = performance.now();
   const { result, summary } = await simulateFoundation(loaded, o);
   if (a.timeline) write(`${formatTimeline(result.timeline)}\n`);
-  const list = (m: Record<string, number>) => Object.entries(m).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  const list = (m: Record<string, number>) =>
+    Object.entries(m)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ') || 'none';
   write(
     [
       `simulated ${o.agents} agents × ${o.instancesPerAgent} instances for ${o.durationMs / 1000}s of virtual time in ${(performance.now() - t0).toFixed(0)} ms`,

@@ -36,7 +36,10 @@ describe('LiveFoundation', () => {
 
     // A crash, a start in its place, a vanished instance: each shows in the agent's next heartbeat.
     expect(f.crash(6, at + 11_000)).toBe(true);
-    expect(report(f, 2, at + 12_000).find((d) => d.droplet === appGuid(3) && d.index === 0)).toMatchObject({ state: 'CRASHED', state_timestamp: (at + 11_000) / 1000 });
+    expect(report(f, 2, at + 12_000).find((d) => d.droplet === appGuid(3) && d.index === 0)).toMatchObject({
+      state: 'CRASHED',
+      state_timestamp: (at + 11_000) / 1000,
+    });
     expect(f.start(appGuid(3), appVersion(3), 0, at + 13_000)).toBe(true);
     const started = report(f, 2, at + 14_000).find((d) => d.droplet === appGuid(3) && d.index === 0)!;
     expect(started).toMatchObject({ state: 'STARTING', state_timestamp: (at + 13_000) / 1000 });

@@ -26,7 +26,9 @@ export const agentGuid = (d: number): string => `${hex(d, 8)}-dea0-4dea-adea-${h
 
 /** A DEA-style 32-hex instance id; a restarted one ends in `t<epoch ms>` instead. */
 export function instanceGuid(g: number, generation: number, createdMs = 0): string {
-  return generation === 0 || createdMs === 0 ? `${hex(g, 8)}${hex(generation, 8)}c2c24c2c${hex(g, 8)}` : `${hex(g, 8)}${hex(generation, 8)}t${Math.round(createdMs)}`;
+  return generation === 0 || createdMs === 0
+    ? `${hex(g, 8)}${hex(generation, 8)}c2c24c2c${hex(g, 8)}`
+    : `${hex(g, 8)}${hex(generation, 8)}t${Math.round(createdMs)}`;
 }
 
 /** What a watcher looks for in stored keys and values: a restarted instance and its build time. */
@@ -92,7 +94,10 @@ export class LiveFoundation {
   /** Restarts applied so far. */
   restarts = 0;
 
-  constructor(readonly o: FoundationOptions, now: number) {
+  constructor(
+    readonly o: FoundationOptions,
+    now: number,
+  ) {
     this.instances = o.agents * o.instancesPerAgent;
     this.apps = Math.ceil(this.instances / o.instancesPerApp);
     this.generation = new Uint32Array(this.instances);
@@ -218,6 +223,14 @@ export class LiveFoundation {
 
   /** The bulk API's entry of app a. */
   desiredApp(a: number): { id: string; version: string; instances: number; state: string; package_state: string; memory: number; updated_at: string } {
-    return { id: appGuid(a), version: appVersion(a), instances: this.appInstances(a), state: 'STARTED', package_state: 'STAGED', memory: 256, updated_at: '2026-01-01T00:00:00Z' };
+    return {
+      id: appGuid(a),
+      version: appVersion(a),
+      instances: this.appInstances(a),
+      state: 'STARTED',
+      package_state: 'STAGED',
+      memory: 256,
+      updated_at: '2026-01-01T00:00:00Z',
+    };
   }
 }

@@ -118,7 +118,9 @@ describe('hmgate simulate --live', () => {
     const file = await writeConfig(nats.url, await freePort(), await freePort());
     const beats = await SubjectRecorder.start(nats.url, ['dea.heartbeat']);
     cleanups.push(() => beats.stop());
-    const r = await runCli(['simulate', '--live', '-c', file, '--agents', '3', '--instances', '4', '--per-app', '2', '--duration', '3s', '--churn', '0.5'], { timeoutMs: 60_000 });
+    const r = await runCli(['simulate', '--live', '-c', file, '--agents', '3', '--instances', '4', '--per-app', '2', '--duration', '3s', '--churn', '0.5'], {
+      timeoutMs: 60_000,
+    });
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^bulk API: http:\/\/127\.0\.0\.1:\d+ \(user bulk_api\)$/m);
@@ -137,7 +139,9 @@ describe('hmgate simulate --live', () => {
     const nats = await startNatsServer();
     cleanups.push(() => nats.stop());
     const file = await writeConfig(nats.url, await freePort(), await freePort());
-    const child = spawn(process.execPath, [cliPath, 'simulate', '--live', '-c', file, '--agents', '2', '--instances', '2', '--duration', '10m'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cliPath, 'simulate', '--live', '-c', file, '--agents', '2', '--instances', '2', '--duration', '10m'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const unregister = registerExitCleanup(() => child.kill('SIGKILL'));
     cleanups.push(async () => {
       child.kill('SIGKILL');

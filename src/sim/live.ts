@@ -130,12 +130,19 @@ export class LiveSimulator {
     readonly o: LiveOptions,
     private readonly say: (line: string) => void = () => undefined,
   ) {
-    for (const [name, v] of [['agents', o.agents], ['instances', o.instancesPerAgent], ['per-app', o.instancesPerApp]] as const) {
+    for (const [name, v] of [
+      ['agents', o.agents],
+      ['instances', o.instancesPerAgent],
+      ['per-app', o.instancesPerApp],
+    ] as const) {
       if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} must be a whole number > 0, not ${v}`);
     }
     if (!(o.churn >= 0 && o.churn <= 1)) throw new Error(`--churn must be between 0 and 1, not ${o.churn}`);
     if (!(o.heartbeatMs > 0)) throw new Error(`the heartbeat interval must be > 0, not ${o.heartbeatMs}`);
-    this.foundation = new LiveFoundation({ agents: o.agents, instancesPerAgent: o.instancesPerAgent, instancesPerApp: o.instancesPerApp, churn: o.churn, seed: o.seed }, Date.now());
+    this.foundation = new LiveFoundation(
+      { agents: o.agents, instancesPerAgent: o.instancesPerAgent, instancesPerApp: o.instancesPerApp, churn: o.churn, seed: o.seed },
+      Date.now(),
+    );
     this.done = new Promise((r) => (this.finished = r));
   }
 
@@ -151,7 +158,7 @@ export class LiveSimulator {
     try {
       await this.cc.start();
     } catch (err) {
-      throw new Error(`the simulated Cloud Controller cannot listen on ${this.o.cc.host}:${this.o.cc.port}: ${(err as Error).message}`);
+      throw new Error(`the simulated Cloud Controller cannot listen on ${this.o.cc.host}:${this.o.cc.port}: ${(err as Error).message}`, { cause: err });
     }
     this.url = this.cc.url;
     try {
@@ -165,10 +172,13 @@ export class LiveSimulator {
       });
     } catch (err) {
       await this.cc.stop();
-      throw new Error(`cannot connect to NATS at ${this.o.nats.servers.map(maskUrl).join(', ')}: ${maskUrl((err as Error).message)}`);
+      throw new Error(`cannot connect to NATS at ${this.o.nats.servers.map(maskUrl).join(', ')}: ${maskUrl((err as Error).message)}`, { cause: err });
     }
     if (this.o.obey || this.o.onOrder) {
-      for (const [subject, action] of [[this.o.startSubject, 'start'], [this.o.stopSubject, 'stop']] as const) {
+      for (const [subject, action] of [
+        [this.o.startSubject, 'start'],
+        [this.o.stopSubject, 'stop'],
+      ] as const) {
         this.subs.push(
           this.nc.subscribe(subject, {
             callback: (err, m) => {
@@ -268,9 +278,7 @@ export class LiveSimulator {
     if (!this.o.obey) return;
     const f = this.foundation;
     const ok =
-      action === 'start'
-        ? f.start(String(body.droplet), String(body.version), Number(body.instance_index), Date.now())
-        : f.stop(String(body.instance_guid));
+      action === 'start' ? f.start(String(body.droplet), String(body.version), Number(body.instance_index), Date.now()) : f.stop(String(body.instance_guid));
     (action === 'start' ? this.starts : this.stops)[ok ? 'obeyed' : 'ignored']++;
   }
 
@@ -334,7 +342,9 @@ export class LiveSimulator {
     const f = this.foundation;
     if (k > 0) {
       const p = this.period;
-      this.say(`period ${k - 1}: ${p.heartbeats} heartbeats (${(p.bytes / 1048576).toFixed(1)} MiB), ${f.restarts - p.restartsAt} restarts, publish lag max ${Math.round(p.lagMax)} ms`);
+      this.say(
+        `period ${k - 1}: ${p.heartbeats} heartbeats (${(p.bytes / 1048576).toFixed(1)} MiB), ${f.restarts - p.restartsAt} restarts, publish lag max ${Math.round(p.lagMax)} ms`,
+      );
       if (this.o.churn > 0) f.planChurn();
     }
     this.period = { n: k, heartbeats: 0, bytes: 0, lagMax: 0, restartsAt: f.restarts };
@@ -344,7 +354,17 @@ export class LiveSimulator {
 /** The live simulator's options from a loaded config and the command-line values. */
 export function liveOptionsFromConfig(
   loaded: LoadedConfig,
-  a: { agents: number; instancesPerAgent: number; instancesPerApp: number; churn: number; seed: number; durationMs?: number; obey: boolean; removeAtMs?: number; ccPort?: number },
+  a: {
+    agents: number;
+    instancesPerAgent: number;
+    instancesPerApp: number;
+    churn: number;
+    seed: number;
+    durationMs?: number;
+    obey: boolean;
+    removeAtMs?: number;
+    ccPort?: number;
+  },
 ): LiveOptions {
   const { config } = loaded;
   const stage = (plugin: string) => loaded.stages.find((s) => s.plugin.name === plugin)?.options as Record<string, unknown> | undefined;
@@ -377,7 +397,12 @@ export function liveOptionsFromConfig(
     startSubject: str(notifier?.start_subject, 'hm9000.start'),
     stopSubject: str(notifier?.stop_subject, 'hm9000.stop'),
     credentialsSubject: bulk?.credentials === 'nats' ? str(bulk.credentials_subject, 'cloudcontroller.bulk.credentials.default') : undefined,
-    cc: { host: '127.0.0.1', port: port ?? 0, user: str(bulk?.user, 'bulk_api'), password: typeof bulk?.password === 'string' ? bulk.password : 'bulk-password' },
+    cc: {
+      host: '127.0.0.1',
+      port: port ?? 0,
+      user: str(bulk?.user, 'bulk_api'),
+      password: typeof bulk?.password === 'string' ? bulk.password : 'bulk-password',
+    },
   };
 }
 

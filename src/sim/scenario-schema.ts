@@ -24,7 +24,7 @@ const SimApp = Type.Object(
     instances: Type.Integer({ minimum: 0 }),
     state: Type.String({ default: 'STARTED' }),
     package_state: Type.String({ default: 'STAGED' }),
-    updated_at: Type.Optional(Type.String({ description: "CC's updated_at, e.g. \"2013-07-31 22:00:00 +0000\" (the Ruby HM's last_updated)." })),
+    updated_at: Type.Optional(Type.String({ description: 'CC\'s updated_at, e.g. "2013-07-31 22:00:00 +0000" (the Ruby HM\'s last_updated).' })),
   },
   { additionalProperties: false },
 );
@@ -34,7 +34,12 @@ const Event = Type.Object(
     at: Duration({ description: 'Virtual time since the start of the scenario.' }),
     agent: Type.Optional(Type.String({ description: 'The agent the run/set/remove/silence/resume items act on.' })),
     run: Type.Optional(SimInstance),
-    set: Type.Optional(Type.Object({ app: Type.String(), version: Type.String({ default: 'v1' }), index: Type.Integer(), state: Type.String() }, { additionalProperties: false })),
+    set: Type.Optional(
+      Type.Object(
+        { app: Type.String(), version: Type.String({ default: 'v1' }), index: Type.Integer(), state: Type.String() },
+        { additionalProperties: false },
+      ),
+    ),
     remove: Type.Optional(Type.Object({ app: Type.String(), version: Type.String({ default: 'v1' }), index: Type.Integer() }, { additionalProperties: false })),
     silence: Type.Optional(Type.Boolean({ description: 'true: the agent stops heartbeating; false: it resumes.' })),
     exited: Type.Optional(
@@ -87,7 +92,8 @@ export const ScenarioSchema = Type.Object(
     overrides: Type.Optional(Type.Record(Type.String(), Type.Unknown(), { description: 'Merged over the config (maps merge, lists replace).' })),
     obey: Type.Optional(
       Type.String({
-        description: 'Agents obey the orders: a stop removes the instance, a start replaces a crashed instance at the index and runs it RUNNING on this agent (`*`: round-robin over the live agents).',
+        description:
+          'Agents obey the orders: a stop removes the instance, a start replaces a crashed instance at the index and runs it RUNNING on this agent (`*`: round-robin over the live agents).',
       }),
     ),
     desired: Type.Array(SimApp, { default: [] }),

@@ -27,7 +27,17 @@ describe('scenario runner', () => {
       const f = join(tmp, 'wrong.yaml');
       await writeFile(
         f,
-        ['name: wrong time', 'config: hm9000', 'desired: [{ app: a, instances: 2 }]', 'agents: { dea-1: [{ app: a, index: 0 }] }', 'run_for: 80s', 'expect:', '  - start: { app: a, index: 1, at: 60s }', '  - stops: 1', ''].join('\n'),
+        [
+          'name: wrong time',
+          'config: hm9000',
+          'desired: [{ app: a, instances: 2 }]',
+          'agents: { dea-1: [{ app: a, index: 0 }] }',
+          'run_for: 80s',
+          'expect:',
+          '  - start: { app: a, index: 1, at: 60s }',
+          '  - stops: 1',
+          '',
+        ].join('\n'),
       );
       const r = await runScenario(f);
       expect(r.passed).toBe(false);

@@ -102,13 +102,18 @@ function simulatedStages(loaded: LoadedConfig, record: (o: Order) => void, cc: S
 
 function desiredApps(apps: ScenarioApp[]): DesiredApp[] {
   // What the bulk-api source keeps: STARTED and STAGED or PENDING.
-  return apps
-    .filter((a) => a.state === 'STARTED' && (a.package_state === 'STAGED' || a.package_state === 'PENDING'))
-    .map(toDesired);
+  return apps.filter((a) => a.state === 'STARTED' && (a.package_state === 'STAGED' || a.package_state === 'PENDING')).map(toDesired);
 }
 
 function toDesired(a: ScenarioApp): DesiredApp {
-  return { guid: a.app, version: a.version, instances: a.instances, state: a.state, packageState: a.package_state, ...(a.updated_at ? { updatedAt: a.updated_at } : {}) };
+  return {
+    guid: a.app,
+    version: a.version,
+    instances: a.instances,
+    state: a.state,
+    packageState: a.package_state,
+    ...(a.updated_at ? { updatedAt: a.updated_at } : {}),
+  };
 }
 
 /** Runs a scenario built in code (the simulator) against a loaded config. */
@@ -118,14 +123,18 @@ export function runScenarioObject(scenario: Scenario, loaded: LoadedConfig, name
 
 export async function runScenario(file: string): Promise<ScenarioResult> {
   const source = await readSourceFile(file);
-  if (!isPlainObject(source.value)) throw new ConfigError([{ pos: { file, line: 1, col: 1 }, message: 'a scenario must be a map (name, config, desired, agents, events, expect)' }]);
+  if (!isPlainObject(source.value))
+    throw new ConfigError([{ pos: { file, line: 1, col: 1 }, message: 'a scenario must be a map (name, config, desired, agents, events, expect)' }]);
   const { loaded, cleanup } = await loadScenarioConfig(file, source.value);
   try {
     const scenario = structuredClone(source.value) as Scenario;
     const problems = makeValidator({ heartbeatMs: loaded.heartbeatMs, convertDurations: true }).validate(ScenarioSchema, scenario);
     if (problems.length > 0) {
       throw new ConfigError(
-        problems.map<ConfigProblem>((p) => ({ pos: (p.atKey ? source.locations.get(p.pointer)?.key : undefined) ?? source.locations.get(p.pointer)?.value ?? { file, line: 1, col: 1 }, message: p.message })),
+        problems.map<ConfigProblem>((p) => ({
+          pos: (p.atKey ? source.locations.get(p.pointer)?.key : undefined) ?? source.locations.get(p.pointer)?.value ?? { file, line: 1, col: 1 },
+          message: p.message,
+        })),
       );
     }
     return await simulate(file, scenario, loaded);
@@ -153,7 +162,10 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
     cc,
   );
   const random = scenario.random ?? 0.5;
-  const engine = new Engine({ ...loaded, stages }, { clock, bus, random: () => random, loggers: createLoggerFactory({ foundation: 'scenario', level: 'silent' }) });
+  const engine = new Engine(
+    { ...loaded, stages },
+    { clock, bus, random: () => random, loggers: createLoggerFactory({ foundation: 'scenario', level: 'silent' }) },
+  );
   const hb = loaded.heartbeatMs;
 
   // Simulated agents: instance guid → instance, per agent.
@@ -225,11 +237,17 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
     // The restarted instance replaces a crashed one at that index; `*` places round-robin.
     const run = (o: { app: string; version: string; index: number }) => {
       for (const a of agents.values()) {
-        for (const [guid, i] of a.instances) if (i.app === o.app && i.version === o.version && i.index === o.index && i.state === 'CRASHED') a.instances.delete(guid);
+        for (const [guid, i] of a.instances)
+          if (i.app === o.app && i.version === o.version && i.index === o.index && i.state === 'CRASHED') a.instances.delete(guid);
       }
       const live = [...agents.entries()].filter(([, a]) => !a.silent).map(([id]) => id);
-      const target = placeOn === '*' ? live[next++ % Math.max(1, live.length)] ?? 'dea-new' : placeOn;
-      agent(target).instances.set(`${target}-${o.app}-${o.version}-${o.index}-${clock.now()}`, { app: o.app, version: o.version, index: o.index, state: 'RUNNING' });
+      const target = placeOn === '*' ? (live[next++ % Math.max(1, live.length)] ?? 'dea-new') : placeOn;
+      agent(target).instances.set(`${target}-${o.app}-${o.version}-${o.index}-${clock.now()}`, {
+        app: o.app,
+        version: o.version,
+        index: o.index,
+        state: 'RUNNING',
+      });
     };
   }
 
@@ -240,9 +258,20 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
       if (e.exited) {
         const x = e.exited;
         let instance = x.instance;
-        for (const a of agents.values()) for (const [guid, i] of a.instances) if (!instance && i.app === x.app && i.version === x.version && i.index === x.index) instance = guid;
+        for (const a of agents.values())
+          for (const [guid, i] of a.instances) if (!instance && i.app === x.app && i.version === x.version && i.index === x.index) instance = guid;
         const crash = x.reason === 'CRASHED' ? { crash_timestamp: Math.floor(clock.now() / 1000) } : {};
-        bus.publish('droplet.exited', JSON.stringify({ droplet: x.app, version: x.version, instance: instance ?? `exited-${x.app}-${x.index}`, index: x.index, reason: x.reason, ...crash }));
+        bus.publish(
+          'droplet.exited',
+          JSON.stringify({
+            droplet: x.app,
+            version: x.version,
+            instance: instance ?? `exited-${x.app}-${x.index}`,
+            index: x.index,
+            reason: x.reason,
+            ...crash,
+          }),
+        );
       }
       if (e.updated) bus.publish('droplet.updated', JSON.stringify({ droplet: e.updated }));
       if (e.agent) {
@@ -273,7 +302,8 @@ async function simulate(file: string, scenario: Scenario, loaded: LoadedConfig):
 function describeOrder(o: Order): string {
   if (o.action === 'request') {
     const r = o.request;
-    const what = r.op === 'START' ? `indices ${JSON.stringify(r.indices)}${r.flapping ? ' flapping' : ''}` : `instances ${r.instances!.map((i) => i.instance).join(',')}`;
+    const what =
+      r.op === 'START' ? `indices ${JSON.stringify(r.indices)}${r.flapping ? ' flapping' : ''}` : `instances ${r.instances!.map((i) => i.instance).join(',')}`;
     return `${r.op.toLowerCase()} ${o.app}/${r.version} ${what} (${o.reason})`;
   }
   return o.action === 'start'
@@ -304,7 +334,11 @@ function check(expectations: ScenarioExpectation[], timeline: TimedOrder[]): str
           if (want.reason !== undefined && o.reason !== want.reason) return false;
           if (want.flapping !== undefined && (r.flapping ?? false) !== want.flapping) return false;
           if ('instance' in want && want.instance !== undefined && !(r.instances ?? []).some((i) => i.instance === want.instance)) return false;
-          return (want.at === undefined || t.at === want.at) && (want.after === undefined || t.at >= want.after) && (want.before === undefined || t.at <= want.before);
+          return (
+            (want.at === undefined || t.at === want.at) &&
+            (want.after === undefined || t.at >= want.after) &&
+            (want.before === undefined || t.at <= want.before)
+          );
         }
         if (o.action !== want.action || o.app !== want.app) return false;
         if (want.version !== undefined && o.version !== want.version) return false;
@@ -319,13 +353,21 @@ function check(expectations: ScenarioExpectation[], timeline: TimedOrder[]): str
       });
       if (hit) used.add(hit);
       else {
-        const when = want.at !== undefined ? ` at ${fmt(want.at)}` : `${want.after !== undefined ? ` after ${fmt(want.after)}` : ''}${want.before !== undefined ? ` before ${fmt(want.before)}` : ''}`;
-        failures.push(`expected a ${want.action} of ${want.app}${want.index !== undefined ? ` index ${want.index}` : ''}${want.reason ? ` (${want.reason})` : ''}${when}: none matched`);
+        const when =
+          want.at !== undefined
+            ? ` at ${fmt(want.at)}`
+            : `${want.after !== undefined ? ` after ${fmt(want.after)}` : ''}${want.before !== undefined ? ` before ${fmt(want.before)}` : ''}`;
+        failures.push(
+          `expected a ${want.action} of ${want.app}${want.index !== undefined ? ` index ${want.index}` : ''}${want.reason ? ` (${want.reason})` : ''}${when}: none matched`,
+        );
       }
     }
     if (e.no_message_until !== undefined) {
       const early = timeline.filter((t) => t.at < e.no_message_until!);
-      if (early.length) failures.push(`expected no message before ${fmt(e.no_message_until)}, got ${early.length} (first: ${describeOrder(early[0]!.order)} at ${fmt(early[0]!.at)})`);
+      if (early.length)
+        failures.push(
+          `expected no message before ${fmt(e.no_message_until)}, got ${early.length} (first: ${describeOrder(early[0]!.order)} at ${fmt(early[0]!.at)})`,
+        );
     }
     if (e.starts !== undefined) {
       const n = timeline.filter((t) => t.order.action === 'start' || (t.order.action === 'request' && t.order.request.op === 'START')).length;
@@ -338,4 +380,3 @@ function check(expectations: ScenarioExpectation[], timeline: TimedOrder[]): str
   }
   return failures;
 }
-

@@ -28,7 +28,6 @@ export interface SimulationOptions {
   seed: number;
 }
 
-
 export function buildSimulation(o: SimulationOptions): Scenario {
   const total = o.agents * o.instancesPerAgent;
   const apps = Math.ceil(total / o.instancesPerApp);
@@ -50,11 +49,16 @@ export function buildSimulation(o: SimulationOptions): Scenario {
     const i = Math.floor(rnd() * total);
     const agentId = `dea-${i % o.agents}`;
     const inst = agents[agentId]![Math.floor(i / o.agents)]!;
-    events.push({ at: Math.floor(rnd() * o.durationMs * 0.5), agent: agentId, set: { app: inst.app, version: inst.version, index: inst.index, state: 'CRASHED' } });
+    events.push({
+      at: Math.floor(rnd() * o.durationMs * 0.5),
+      agent: agentId,
+      set: { app: inst.app, version: inst.version, index: inst.index, state: 'CRASHED' },
+    });
   }
   if (o.agentDiesAt !== undefined) events.push({ at: o.agentDiesAt, agent: 'dea-0', silence: true });
   if (o.evacuateAt !== undefined && o.agents > 1) {
-    for (const inst of agents['dea-1'] ?? []) events.push({ at: o.evacuateAt, agent: 'dea-1', set: { app: inst.app, version: inst.version, index: inst.index, state: 'EVACUATING' } });
+    for (const inst of agents['dea-1'] ?? [])
+      events.push({ at: o.evacuateAt, agent: 'dea-1', set: { app: inst.app, version: inst.version, index: inst.index, state: 'EVACUATING' } });
   }
   if (o.versionChangeAt !== undefined) events.push({ at: o.versionChangeAt, desired: desired.map((d, a) => (a === 0 ? { ...d, version: 'v2' } : d)) });
   if (o.ccOutage) events.push({ at: o.ccOutage[0], cc: 'down' }, { at: o.ccOutage[1], cc: 'up' });

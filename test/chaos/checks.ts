@@ -12,7 +12,7 @@ export async function until(c: Cluster, cond: () => boolean | Promise<boolean>, 
   try {
     await waitFor(cond, { what, timeoutMs, intervalMs: 50 });
   } catch (err) {
-    throw new Error(`${(err as Error).message}\n${c.story()}`);
+    throw new Error(`${(err as Error).message}\n${c.story()}`, { cause: err });
   }
 }
 
@@ -25,8 +25,7 @@ export const allStarted = (c: Cluster) => () => c.recorder.startsFor().every((v)
  */
 export function expectClean(c: Cluster): void {
   const r = c.recorder;
-  const none = (verdict: Verdict, name: string) =>
-    expect(r.with(verdict).length, `${name}:\n${r.format(r.with(verdict), c.t0)}\n\n${c.story()}`).toBe(0);
+  const none = (verdict: Verdict, name: string) => expect(r.with(verdict).length, `${name}:\n${r.format(r.with(verdict), c.t0)}\n\n${c.story()}`).toBe(0);
   none('wrong_stop', 'wrong stops');
   none('wrong_start', 'wrong starts');
   none('stale_start', 'starts while stale');
@@ -34,7 +33,10 @@ export function expectClean(c: Cluster): void {
   const per = r.startsFor();
   expect(per.length, 'the test made no instance vanish').toBeGreaterThan(0);
   const off = per.filter((v) => v.starts !== 1);
-  expect(off, `instances made to vanish that did not get exactly one start:\n${off.map((v) => `  instance ${v.instance}: ${v.starts} starts`).join('\n')}\n\n${c.story()}`).toEqual([]);
+  expect(
+    off,
+    `instances made to vanish that did not get exactly one start:\n${off.map((v) => `  instance ${v.instance}: ${v.starts} starts`).join('\n')}\n\n${c.story()}`,
+  ).toEqual([]);
   expect(r.with('start').length, `correct starts judged\n${c.story()}`).toBeGreaterThanOrEqual(per.length);
 }
 

@@ -33,8 +33,26 @@ export interface ChaosSize {
 }
 
 const SIZES: Record<ChaosSize['name'], ChaosSize> = {
-  ci: { name: 'ci', hbMs: 500, leaseS: 2, agents: 6, instancesPerAgent: 4, instancesPerApp: 3, vanish: 1, collapse: 'freshness: { collapse: { min_agents: 4 } }' },
-  large: { name: 'large', hbMs: 1000, leaseS: 3, agents: 60, instancesPerAgent: 20, instancesPerApp: 4, vanish: 3, collapse: 'freshness: { collapse: { min_agents: 50 } }' },
+  ci: {
+    name: 'ci',
+    hbMs: 500,
+    leaseS: 2,
+    agents: 6,
+    instancesPerAgent: 4,
+    instancesPerApp: 3,
+    vanish: 1,
+    collapse: 'freshness: { collapse: { min_agents: 4 } }',
+  },
+  large: {
+    name: 'large',
+    hbMs: 1000,
+    leaseS: 3,
+    agents: 60,
+    instancesPerAgent: 20,
+    instancesPerApp: 4,
+    vanish: 3,
+    collapse: 'freshness: { collapse: { min_agents: 50 } }',
+  },
 };
 
 export const SIZE: ChaosSize = SIZES[process.env.HMGATE_CHAOS_SIZE === 'large' ? 'large' : 'ci'];
@@ -400,7 +418,10 @@ function perVanished(n: number[]): string {
   if (n.length === 0) return '–';
   const counts = new Map<number, number>();
   for (const x of n) counts.set(x, (counts.get(x) ?? 0) + 1);
-  return [...counts].sort((a, b) => a[0] - b[0]).map(([starts, k]) => `${starts} (×${k})`).join(', ');
+  return [...counts]
+    .sort((a, b) => a[0] - b[0])
+    .map(([starts, k]) => `${starts} (×${k})`)
+    .join(', ');
 }
 
 const TABLE_HEAD = [

@@ -10,14 +10,24 @@ import { OrderRecorder } from './recorder.js';
 function setup(silent: number[] = []) {
   let now = 1_000;
   const f = new LiveFoundation({ agents: 2, instancesPerAgent: 3, instancesPerApp: 3, churn: 0, seed: 1 }, now);
-  const r = new OrderRecorder(f, (d) => silent.includes(d), true, () => now);
+  const r = new OrderRecorder(
+    f,
+    (d) => silent.includes(d),
+    true,
+    () => now,
+  );
   // The order is heard, judged, then carried out, as the live simulator does.
   const hear = (action: 'start' | 'stop', body: Record<string, unknown>) => {
     r.observe(action, body);
     if (action === 'start') f.start(String(body.droplet), String(body.version), Number(body.instance_index), now);
     else f.stop(String(body.instance_guid));
   };
-  const start = (g: number, id: string) => ({ droplet: appGuid(Math.floor(g / 3)), version: appVersion(Math.floor(g / 3)), instance_index: g % 3, message_id: id });
+  const start = (g: number, id: string) => ({
+    droplet: appGuid(Math.floor(g / 3)),
+    version: appVersion(Math.floor(g / 3)),
+    instance_index: g % 3,
+    message_id: id,
+  });
   return { f, r, hear, start, tick: (ms: number) => (now += ms) };
 }
 
@@ -79,7 +89,12 @@ describe('OrderRecorder', () => {
   it('a start the foundation did not carry out may be sent again (a resend, not a duplicate)', () => {
     let now = 0;
     const f = new LiveFoundation({ agents: 2, instancesPerAgent: 3, instancesPerApp: 3, churn: 0, seed: 1 }, now);
-    const r = new OrderRecorder(f, () => false, false, () => now);
+    const r = new OrderRecorder(
+      f,
+      () => false,
+      false,
+      () => now,
+    );
     r.vanish(3);
     r.observe('start', { droplet: appGuid(1), version: appVersion(1), instance_index: 0, message_id: 'a' });
     now += 5_000;

@@ -111,7 +111,8 @@ export class OrderRecorder {
     const a = appOf(String(body.droplet));
     const index = Number(body.instance_index);
     if (a < 0) return { verdict: 'wrong_start', instance: -1, why: 'the CC desires no such app' };
-    if (String(body.version) !== appVersion(a)) return { verdict: 'wrong_start', instance: -1, why: `version ${String(body.version)} is not the desired ${appVersion(a)}` };
+    if (String(body.version) !== appVersion(a))
+      return { verdict: 'wrong_start', instance: -1, why: `version ${String(body.version)} is not the desired ${appVersion(a)}` };
     if (!Number.isInteger(index) || index < 0 || index >= this.f.appInstances(a)) {
       return { verdict: 'wrong_start', instance: -1, why: `index ${String(body.instance_index)} is not desired (${this.f.appInstances(a)} instances)` };
     }
@@ -141,10 +142,17 @@ export class OrderRecorder {
     if (id !== '') this.messageIds.stop.add(id);
     if (this.stoppedGuids.has(guid)) return { verdict: 'duplicate', instance: -1, why: `instance ${guid} was already stopped` };
     this.stoppedGuids.add(guid);
-    const g = Number.isInteger(Number(body.instance_index)) && appOf(String(body.droplet)) >= 0 ? appOf(String(body.droplet)) * this.f.o.instancesPerApp + Number(body.instance_index) : -1;
+    const g =
+      Number.isInteger(Number(body.instance_index)) && appOf(String(body.droplet)) >= 0
+        ? appOf(String(body.droplet)) * this.f.o.instancesPerApp + Number(body.instance_index)
+        : -1;
     const runs = g >= 0 && this.f.currentGuid(g) === guid;
     if (runs && this.obeying) this.needs.set(g, { since: this.clock(), onPurpose: false, starts: 0 });
-    return { verdict: 'wrong_stop', instance: g, why: runs ? `stops a desired, needed instance running on ${this.where(g)}` : 'names an instance that does not run' };
+    return {
+      verdict: 'wrong_stop',
+      instance: g,
+      why: runs ? `stops a desired, needed instance running on ${this.where(g)}` : 'names an instance that does not run',
+    };
   }
 
   /** Orders with one of the given verdicts. */
@@ -168,7 +176,10 @@ export class OrderRecorder {
     return orders
       .map((o) => {
         const b = o.body;
-        const what = o.action === 'start' ? `start ${String(b.droplet)} index ${String(b.instance_index)}` : `stop ${String(b.droplet)} index ${String(b.instance_index)} instance ${String(b.instance_guid)}`;
+        const what =
+          o.action === 'start'
+            ? `start ${String(b.droplet)} index ${String(b.instance_index)}`
+            : `stop ${String(b.droplet)} index ${String(b.instance_index)} instance ${String(b.instance_guid)}`;
         return `  +${((o.at - t0) / 1000).toFixed(2)}s ${what} (message ${String(b.message_id)}) -> ${o.verdict}: ${o.why}`;
       })
       .join('\n');

@@ -9,7 +9,10 @@ import { join } from 'node:path';
 
 const out = mkdtempSync(join(tmpdir(), 'hmgate-chaos-'));
 const env = { ...process.env, HMGATE_CHAOS_SIZE: process.env.HMGATE_CHAOS_SIZE ?? 'large', HMGATE_CHAOS_OUT: out };
-const run = spawnSync(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', 'test/chaos', '--maxWorkers=1', ...process.argv.slice(2)], { stdio: 'inherit', env });
+const run = spawnSync(process.execPath, ['node_modules/vitest/vitest.mjs', 'run', 'test/chaos', '--maxWorkers=1', ...process.argv.slice(2)], {
+  stdio: 'inherit',
+  env,
+});
 
 const files = readdirSync(out).filter((f) => f.endsWith('.json'));
 if (files.length === 0) {

@@ -123,10 +123,11 @@ interface ProblemEntry {
  * be listed with the same `since`, and the log must hold exactly one warn line for it.
  */
 async function expectProblem(d: HmgateDaemon, port: number, code: string): Promise<ProblemEntry> {
-  const found = await waitFor(
-    async () => ((await status(port)).problems as ProblemEntry[]).find((p) => p.code === code),
-    { what: `${code} in /v1/status (log: ${d.stdout.slice(-2000)})`, timeoutMs: 15_000, intervalMs: 100 },
-  );
+  const found = await waitFor(async () => ((await status(port)).problems as ProblemEntry[]).find((p) => p.code === code), {
+    what: `${code} in /v1/status (log: ${d.stdout.slice(-2000)})`,
+    timeoutMs: 15_000,
+    intervalMs: 100,
+  });
   expect(found.since).toMatch(/^\d{4}-\d\d-\d\dT/);
   await sleep(6 * HB);
   const again = ((await status(port)).problems as ProblemEntry[]).find((p) => p.code === code);
@@ -141,7 +142,11 @@ async function expectProblem(d: HmgateDaemon, port: number, code: string): Promi
 
 /** Once `code` is gone from /v1/status, the log says so exactly once (info). */
 async function expectCleared(d: HmgateDaemon, port: number, code: string): Promise<void> {
-  await waitFor(async () => !((await status(port)).problems as ProblemEntry[]).some((p) => p.code === code), { what: `${code} to clear`, timeoutMs: 15_000, intervalMs: 100 });
+  await waitFor(async () => !((await status(port)).problems as ProblemEntry[]).some((p) => p.code === code), {
+    what: `${code} to clear`,
+    timeoutMs: 15_000,
+    intervalMs: 100,
+  });
   await sleep(4 * HB);
   const cleared = d.logs().filter((l) => l.problem === code && l.level === 'info');
   expect(cleared).toHaveLength(1);
@@ -174,12 +179,18 @@ describe('hmgate doctor, /v1/status problems and the log', () => {
     expect(listener.messages).toEqual([]); // the doctor never publishes on start/stop
 
     const d = daemon(f);
-    await waitFor(async () => {
-      const s = await status(port);
-      return s.actual.fresh && s.desired.fresh && s.problems.length === 0;
-    }, { what: 'fresh with no problems', timeoutMs: 15_000, intervalMs: 100 });
+    await waitFor(
+      async () => {
+        const s = await status(port);
+        return s.actual.fresh && s.desired.fresh && s.problems.length === 0;
+      },
+      { what: 'fresh with no problems', timeoutMs: 15_000, intervalMs: 100 },
+    );
     // progress: one readable start-up line per stage
-    const summaries = d.logs().filter((l) => l.component === 'engine' && typeof l.stage === 'string').map((l) => l.msg);
+    const summaries = d
+      .logs()
+      .filter((l) => l.component === 'engine' && typeof l.stage === 'string')
+      .map((l) => l.msg);
     expect(summaries).toContain('heartbeats: heartbeat on dea.heartbeat (and dea.advertise), sync 50ms, presence TTL 600ms');
     expect(summaries).toContain(`desired: bulk-api from ${cc.url}/bulk/apps, 500 apps a page, every 1.2s, timeout 12s`);
     expect(summaries).toContain('cloud_controller: notifier publishes starts on hm9000.start and stops on hm9000.stop (NATS)');
@@ -365,7 +376,14 @@ describe('hmgate doctor, /v1/status problems and the log', () => {
   it('hm9000-http: the internal API path answers (and what a 404 would mean), refuses the credentials, or is not there', async () => {
     const n = await nats();
     const cc = await fakeCC();
-    const sinks = (url: string, password = 'bulk-password') => ['  cloud_controller:', '    protocol: hm9000-http', `    cc_url: "${url}"`, '    user: bulk_api', `    password: ${password}`, '    timeout: 500ms'];
+    const sinks = (url: string, password = 'bulk-password') => [
+      '  cloud_controller:',
+      '    protocol: hm9000-http',
+      `    cc_url: "${url}"`,
+      '    user: bulk_api',
+      `    password: ${password}`,
+      '    timeout: 500ms',
+    ];
     const ok = await doctor(await writeConfig({ natsUrl: n.url, ccUrl: cc.url, apiPort: await freePort(), sinks: sinks(cc.url) }));
     expect(line(ok.lines, 'ok: CC internal API')).toBe(
       `ok: CC internal API at ${cc.url}: reachable (HTTP 404 to GET /internal/dea/hm9000/); a 404 to a real start or stop would mean the CC is not configured for this health manager: is the Cloud Controller configured to use this health manager (e.g. \`hm9000_noop: false\`)?`,
@@ -387,7 +405,12 @@ describe('hmgate doctor, /v1/status problems and the log', () => {
 
   it('desired apps none of which heartbeat: the wrong foundation', async () => {
     const n = await nats();
-    const cc = await fakeCC({ apps: [{ guid: 'app-a', version: 'v1' }, { guid: 'app-b', version: 'v1' }] });
+    const cc = await fakeCC({
+      apps: [
+        { guid: 'app-a', version: 'v1' },
+        { guid: 'app-b', version: 'v1' },
+      ],
+    });
     const agents = await agentsOn(n);
     agents.agent('dea-1').run('other-x', 0);
     agents.agent('dea-2').run('other-y', 0);
@@ -418,7 +441,12 @@ describe('hmgate doctor, /v1/status problems and the log', () => {
       const cc = await fakeCC();
       (await agentsOn(n)).agent('dea-1').run('app-a', 0);
       const port = await freePort();
-      const f = await writeConfig({ natsUrl: n.url, ccUrl: cc.url, apiPort: port, extra: ['store:', '  plugin: etcd', `  endpoints: ["${etcd.endpoint}"]`, '  prefix: /doctor-test', '  dial_timeout: 1s'] });
+      const f = await writeConfig({
+        natsUrl: n.url,
+        ccUrl: cc.url,
+        apiPort: port,
+        extra: ['store:', '  plugin: etcd', `  endpoints: ["${etcd.endpoint}"]`, '  prefix: /doctor-test', '  dial_timeout: 1s'],
+      });
       const ok = await doctor(f);
       expect(line(ok.lines, 'ok: etcd')).toBe(`ok: etcd at ${etcd.endpoint}: healthy; a test key was written and deleted under /doctor-test`);
       expect(ok.lines.indexOf(line(ok.lines, 'ok: etcd')!)).toBe(2); // right after NATS

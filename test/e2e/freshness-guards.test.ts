@@ -82,7 +82,9 @@ describe('freshness guards end to end (heartbeat 200 ms)', () => {
     await waitFor(async () => (await codes()).includes('INGEST_BEHIND'), { what: 'INGEST_BEHIND', timeoutMs: 10_000 });
     const s = await engine!.status();
     expect(s.actual.fresh).toBe(false);
-    expect(s.actual.reason).toMatch(/^ingest is [\d.]+s behind \(more than freshness\.max_ingest_lag, 0\.2s\): heartbeats arrive every 0\.3s on average per agent, not every 0\.2s/);
+    expect(s.actual.reason).toMatch(
+      /^ingest is [\d.]+s behind \(more than freshness\.max_ingest_lag, 0\.2s\): heartbeats arrive every 0\.3s on average per agent, not every 0\.2s/,
+    );
     const problem = s.problems.find((p) => p.code === 'INGEST_BEHIND')!;
     expect(problem.fix).toMatch(/freshness\.max_ingest_lag/);
     for (let i = 0; i < 5; i++) {
@@ -107,10 +109,13 @@ describe('freshness guards end to end (heartbeat 200 ms)', () => {
     for (let i = 0; i < 12; i++) agents.agent(`dea-${i}`).run('app-c', i);
     agents.obey('dea-new');
     const api = await startHmgate(['freshness: { collapse: { min_agents: 10 } }']);
-    await waitFor(async () => {
-      const s = await engine!.status();
-      return s.actual.fresh && s.desired.fresh;
-    }, { what: 'fresh state', timeoutMs: 10_000 });
+    await waitFor(
+      async () => {
+        const s = await engine!.status();
+        return s.actual.fresh && s.desired.fresh;
+      },
+      { what: 'fresh state', timeoutMs: 10_000 },
+    );
     for (let i = 0; i < 7; i++) agents.agent(`dea-${i}`).silent = true;
     await waitFor(async () => (await codes()).includes('ACTUAL_COLLAPSE'), { what: 'ACTUAL_COLLAPSE', timeoutMs: 10_000 });
     const s = await engine!.status();
@@ -138,7 +143,10 @@ describe('freshness guards end to end (heartbeat 200 ms)', () => {
     expect(await again.json()).toEqual({ confirmed: 0 });
     await waitFor(() => recorder.on('hm9000.start').length >= 7, { what: 'seven starts', timeoutMs: 10_000 });
     await sleep(4 * GRACE);
-    const started = recorder.on('hm9000.start').map((m) => m.body.instance_index as number).sort((a, b) => a - b);
+    const started = recorder
+      .on('hm9000.start')
+      .map((m) => m.body.instance_index as number)
+      .sort((a, b) => a - b);
     expect(started).toEqual([0, 1, 2, 3, 4, 5, 6]);
     expect(recorder.on('hm9000.stop')).toEqual([]);
     expect(await codes()).not.toContain('ACTUAL_COLLAPSE');
@@ -150,10 +158,13 @@ describe('freshness guards end to end (heartbeat 200 ms)', () => {
     for (let i = 0; i < 12; i++) agents.agent(`dea-${i}`).run('app-d', i);
     agents.obey('dea-new');
     await startHmgate(['freshness: { collapse: { min_agents: 10 } }']);
-    await waitFor(async () => {
-      const s = await engine!.status();
-      return s.actual.fresh && s.desired.fresh;
-    }, { what: 'fresh state', timeoutMs: 10_000 });
+    await waitFor(
+      async () => {
+        const s = await engine!.status();
+        return s.actual.fresh && s.desired.fresh;
+      },
+      { what: 'fresh state', timeoutMs: 10_000 },
+    );
     for (let i = 0; i < 8; i++) agents.agent(`dea-${i}`).silent = true;
     await waitFor(async () => (await codes()).includes('ACTUAL_COLLAPSE'), { what: 'ACTUAL_COLLAPSE', timeoutMs: 10_000 });
     await sleep(4 * GRACE);

@@ -73,7 +73,14 @@ async function startHmgate(extra: string[] = []): Promise<{ freshAt: () => numbe
   return { freshAt: () => freshAt };
 }
 
-const app = (guid: string, instances: number, version = 'v1', o: Record<string, unknown> = {}) => ({ guid, version, instances, state: 'STARTED', package_state: 'STAGED', ...o });
+const app = (guid: string, instances: number, version = 'v1', o: Record<string, unknown> = {}) => ({
+  guid,
+  version,
+  instances,
+  state: 'STARTED',
+  package_state: 'STAGED',
+  ...o,
+});
 const starts = (guid: string) => recorder.on('hm9000.start').filter((m) => m.body.droplet === guid);
 const stops = (guid: string) => recorder.on('hm9000.stop').filter((m) => m.body.droplet === guid);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -94,7 +101,9 @@ describe('hm9000 preset end to end (heartbeat 200 ms)', () => {
     await sleep(4 * GRACE);
     expect(starts('app-a')).toHaveLength(1);
     const [start] = starts('app-a');
-    expect(start!.raw).toMatch(/^\{"message_id":"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[4-7][0-9a-f]{3}-[0-9a-f]{12}","droplet":"app-a","version":"v1","instance_index":1\}$/);
+    expect(start!.raw).toMatch(
+      /^\{"message_id":"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[4-7][0-9a-f]{3}-[0-9a-f]{12}","droplet":"app-a","version":"v1","instance_index":1\}$/,
+    );
     expect(start!.at - freshAt()!).toBeGreaterThanOrEqual(GRACE - 2 * HB); // enqueued at most a cycle before fresh was seen
     expect(starts('app-b')).toEqual([]);
     expect(recorder.on('hm9000.stop')).toEqual([]);
@@ -132,12 +141,21 @@ describe('hm9000 preset end to end (heartbeat 200 ms)', () => {
     const old = agents.agent('dea-1').run('app-e', 0, { version: 'v1' });
     agents.obey('dea-2');
     await startHmgate();
-    await waitFor(() => stops('app-d').length >= 1 && stops('app-e').length >= 1 && starts('app-e').length >= 1, { what: 'the stops and the start', timeoutMs: 10_000 });
+    await waitFor(() => stops('app-d').length >= 1 && stops('app-e').length >= 1 && starts('app-e').length >= 1, {
+      what: 'the stops and the start',
+      timeoutMs: 10_000,
+    });
     await sleep(3 * GRACE);
     expect(stops('app-d').map((m) => m.raw)).toEqual([
-      expect.stringMatching(new RegExp(`^\\{"message_id":"[0-9a-f-]{36}","droplet":"app-d","version":"v1","instance_guid":"${extra.instance}","instance_index":1,"is_duplicate":false\\}$`)),
+      expect.stringMatching(
+        new RegExp(
+          `^\\{"message_id":"[0-9a-f-]{36}","droplet":"app-d","version":"v1","instance_guid":"${extra.instance}","instance_index":1,"is_duplicate":false\\}$`,
+        ),
+      ),
     ]);
-    expect(stops('app-e').map((m) => m.body)).toEqual([expect.objectContaining({ version: 'v1', instance_guid: old.instance, instance_index: 0, is_duplicate: false })]);
+    expect(stops('app-e').map((m) => m.body)).toEqual([
+      expect.objectContaining({ version: 'v1', instance_guid: old.instance, instance_index: 0, is_duplicate: false }),
+    ]);
     expect(starts('app-e').map((m) => m.body)).toEqual([expect.objectContaining({ version: 'v2', instance_index: 0 })]);
     // the old version is stopped at once; the new one's MISSING start waits for the grace period
     expect(starts('app-e')[0]!.at).toBeGreaterThan(stops('app-e')[0]!.at);

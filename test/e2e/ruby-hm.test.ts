@@ -72,7 +72,11 @@ async function startHmgate(preset: 'ruby-hm' | 'ruby-hm-partitioned', extra: str
   const loaded = await loadConfig(file, { env: {} });
   // E2E_LOG=FILE keeps the daemon's debug log of a run, for looking into a failure.
   const logFile = process.env.E2E_LOG;
-  const loggers = createLoggerFactory({ foundation: 'e2e-ruby', level: logFile ? 'debug' : 'silent', ...(logFile ? { destination: { write: (s: string) => appendFileSync(logFile, s) } } : {}) });
+  const loggers = createLoggerFactory({
+    foundation: 'e2e-ruby',
+    level: logFile ? 'debug' : 'silent',
+    ...(logFile ? { destination: { write: (s: string) => appendFileSync(logFile, s) } } : {}),
+  });
   engine = new Engine(loaded, { loggers });
   const t0 = Date.now();
   await engine.start();
@@ -123,7 +127,10 @@ describe('ruby-hm preset end to end (scaled timings)', () => {
       agents.exited(inst, 'CRASHED', 1_700_000_000 + n);
       agents.agent('dea-1').remove(inst.instance);
       // the restart (if any) runs a new instance; crash it once it has heartbeated
-      await waitFor(() => [...agents.agent('dea-1').instances.values()].find((i) => i.app === 'app-b'), { what: `restart after crash ${n}`, timeoutMs: 15_000 });
+      await waitFor(() => [...agents.agent('dea-1').instances.values()].find((i) => i.app === 'app-b'), {
+        what: `restart after crash ${n}`,
+        timeoutMs: 15_000,
+      });
       inst = [...agents.agent('dea-1').instances.values()].find((i) => i.app === 'app-b')!;
       await sleep(1_500);
     };
@@ -154,10 +161,17 @@ describe('ruby-hm preset end to end (scaled timings)', () => {
     await startHmgate('ruby-hm');
     await waitFor(() => on('health.stop', 'app-d').length >= 1, { what: "the stopped app's stop", timeoutMs: 10_000 });
     await sleep(5_000);
-    expect(on('health.stop', 'app-d').map((m) => m.raw)).toEqual([`{"droplet":"app-d","last_updated":${LAST_UPDATED},"instances":{"d0":"app-d-v"},"running":{},"version":"app-d-v"}`]);
+    expect(on('health.stop', 'app-d').map((m) => m.raw)).toEqual([
+      `{"droplet":"app-d","last_updated":${LAST_UPDATED},"instances":{"d0":"app-d-v"},"running":{},"version":"app-d-v"}`,
+    ]);
     const replies = await agents.requestMany(
       'healthmanager.health',
-      { droplets: [{ droplet: 'app-c', version: 'app-c-v' }, { droplet: 'no-such-app', version: 'v' }] },
+      {
+        droplets: [
+          { droplet: 'app-c', version: 'app-c-v' },
+          { droplet: 'no-such-app', version: 'v' },
+        ],
+      },
       500,
     );
     expect(replies).toEqual([{ droplet: 'app-c', version: 'app-c-v', healthy: 2 }]);
@@ -201,7 +215,10 @@ describe('ruby-hm-partitioned end to end', () => {
     await sleep(8_000);
     expect(recorder.on('health.start')).toEqual([]);
     for (let i = 0; i < 7; i++) agents.agent(`dea-${i}`).silent = false;
-    await waitFor(async () => !(await engine!.status()).problems.some((p) => p.code === 'ACTUAL_COLLAPSE'), { what: 'the guard to release', timeoutMs: 15_000 });
+    await waitFor(async () => !(await engine!.status()).problems.some((p) => p.code === 'ACTUAL_COLLAPSE'), {
+      what: 'the guard to release',
+      timeoutMs: 15_000,
+    });
     // What the policies queued while it held is dropped, not sent now that the agents are back.
     await sleep(5_000);
     expect(recorder.on('health.start')).toEqual([]);

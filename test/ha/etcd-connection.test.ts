@@ -62,12 +62,33 @@ function elect(store: EtcdStore, id: string, lines: Line[]): Leadership {
 /** Puts a pending start through `writer` and waits until `reader` has it from its watch. */
 async function seenThroughWatch(writer: EtcdStore, reader: EtcdStore): Promise<void> {
   const index = ++n;
-  await writer.putPendingStarts([{ app: 'probe', version: 'v1', index, messageId: `probe-${index}`, sendOn: 0, sentOn: 0, keepAlive: 0, priority: 1, skipVerification: false, reason: 'MISSING' }]);
+  await writer.putPendingStarts([
+    {
+      app: 'probe',
+      version: 'v1',
+      index,
+      messageId: `probe-${index}`,
+      sendOn: 0,
+      sentOn: 0,
+      keepAlive: 0,
+      priority: 1,
+      skipVerification: false,
+      reason: 'MISSING',
+    },
+  ]);
   await waitFor(async () => (await reader.getPendingStarts()).has(`probe-v1-${index}`), { what: `pending start ${index} seen through the watch` });
 }
 
 function instance(agent: string, i: number): InstanceHeartbeat {
-  return { app: `app-${i % 50}`, version: 'v1', instance: `${agent}-instance-${i}-${'x'.repeat(40)}`, index: i, state: 'RUNNING', stateTimestamp: 1_700_000_000 + i, agent };
+  return {
+    app: `app-${i % 50}`,
+    version: 'v1',
+    instance: `${agent}-instance-${i}-${'x'.repeat(40)}`,
+    index: i,
+    state: 'RUNNING',
+    stateTimestamp: 1_700_000_000 + i,
+    agent,
+  };
 }
 
 const broke = (lines: Line[]) => lines.filter((l) => /watch .* broke/.test(l.msg));
@@ -136,9 +157,15 @@ it('a record larger than etcd accepts is refused by the store, named and counted
   const huge = Array.from({ length: 18_000 }, (_, i) => instance('agent-huge', i));
   const small = [instance('agent-small', 1)];
 
-  await expect(a.saveHeartbeats([{ agent: 'agent-small', instances: small }, { agent: 'agent-huge', instances: huge }], 30_000)).rejects.toThrow(
-    /agent "agent-huge" is too large for etcd at .*: its record is \d+ bytes, more than one etcd request may carry/,
-  );
+  await expect(
+    a.saveHeartbeats(
+      [
+        { agent: 'agent-small', instances: small },
+        { agent: 'agent-huge', instances: huge },
+      ],
+      30_000,
+    ),
+  ).rejects.toThrow(/agent "agent-huge" is too large for etcd at .*: its record is \d+ bytes, more than one etcd request may carry/);
   await waitFor(async () => (await b.getAgents()).has('agent-small'), { what: 'the small agent saved' });
   expect((await b.getAgents()).has('agent-huge')).toBe(false);
   expect(a.stats.refusedRecords).toBe(1);

@@ -64,7 +64,10 @@ it('starts with etcd unreachable: API up, ETCD_UNREACHABLE with its fix and no c
   const d = daemon;
   const api = `http://127.0.0.1:${apiPort}`;
   const status = async (): Promise<Status> => {
-    const res = await fetch(`${api}/v1/status`, { headers: { Authorization: `Basic ${Buffer.from('magnet:pw').toString('base64')}` }, signal: AbortSignal.timeout(3_000) });
+    const res = await fetch(`${api}/v1/status`, {
+      headers: { Authorization: `Basic ${Buffer.from('magnet:pw').toString('base64')}` },
+      signal: AbortSignal.timeout(3_000),
+    });
     if (!res.ok) throw new Error(`status ${res.status}`);
     return (await res.json()) as Status;
   };

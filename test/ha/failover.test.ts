@@ -79,11 +79,19 @@ it('leader killed with SIGKILL: the standby leads within the lease + 1 hb, and e
   // Kill the leader once it has enqueued the MISSING starts, before they are due (after the grace period).
   const auth = { Authorization: `Basic ${Buffer.from('magnet:pw').toString('base64')}` };
   const decisionsOf = async (port: number) =>
-    ((await (await fetch(`http://127.0.0.1:${port}/v1/decisions?limit=100`, { headers: auth })).json()) as { decisions: { outcome: string; index?: number; message_id: string }[] }).decisions;
+    (
+      (await (await fetch(`http://127.0.0.1:${port}/v1/decisions?limit=100`, { headers: auth })).json()) as {
+        decisions: { outcome: string; index?: number; message_id: string }[];
+      }
+    ).decisions;
   // (enqueued in its audit, and written to etcd: a decision the leader dies before writing is
   // simply decided again by the next leader)
   const pendingOf = async (port: number) =>
-    ((await (await fetch(`http://127.0.0.1:${port}/v1/apps/app-ha`, { headers: auth })).json()) as { versions?: { pending_starts: { message_id: string }[] }[] }).versions?.flatMap((v) => v.pending_starts.map((p) => p.message_id)) ?? [];
+    (
+      (await (await fetch(`http://127.0.0.1:${port}/v1/apps/app-ha`, { headers: auth })).json()) as {
+        versions?: { pending_starts: { message_id: string }[] }[];
+      }
+    ).versions?.flatMap((v) => v.pending_starts.map((p) => p.message_id)) ?? [];
   const audited = async () => {
     const client = new Etcd3({ hosts: etcd.endpoint });
     try {
@@ -92,12 +100,15 @@ it('leader killed with SIGKILL: the standby leads within the lease + 1 hb, and e
       client.close();
     }
   };
-  const enqueued = await waitFor(async () => {
-    const e = (await decisionsOf(leader.port)).filter((d) => d.outcome === 'enqueued');
-    const stored = new Set(await pendingOf(standby.port));
-    const inAudit = new Set(await audited());
-    return e.length >= 2 && e.every((d) => stored.has(d.message_id) && inAudit.has(d.message_id)) ? e : undefined;
-  }, { what: 'the leader enqueues the starts and they are in etcd, with their decision records', timeoutMs: 15_000, intervalMs: 50 });
+  const enqueued = await waitFor(
+    async () => {
+      const e = (await decisionsOf(leader.port)).filter((d) => d.outcome === 'enqueued');
+      const stored = new Set(await pendingOf(standby.port));
+      const inAudit = new Set(await audited());
+      return e.length >= 2 && e.every((d) => stored.has(d.message_id) && inAudit.has(d.message_id)) ? e : undefined;
+    },
+    { what: 'the leader enqueues the starts and they are in etcd, with their decision records', timeoutMs: 15_000, intervalMs: 50 },
+  );
   expect(recorder.messages).toEqual([]);
   const killedAt = Date.now();
   leader.d.child.kill('SIGKILL');

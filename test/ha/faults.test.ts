@@ -83,10 +83,13 @@ async function foundation(): Promise<{ leader: Daemon; standby: Daemon; both: Da
   const b = await daemon('b');
   const leaderOf = async () => ((await a.status()).leader ? a : (await b.status()).leader ? b : null);
   const leader = await waitFor(leaderOf, { what: 'a leader', timeoutMs: 15_000 });
-  await waitFor(async () => {
-    const s = await leader.status();
-    return s.leader && s.actual.fresh && s.desired.fresh;
-  }, { what: 'leader fresh', timeoutMs: 15_000 });
+  await waitFor(
+    async () => {
+      const s = await leader.status();
+      return s.leader && s.actual.fresh && s.desired.fresh;
+    },
+    { what: 'leader fresh', timeoutMs: 15_000 },
+  );
   return { leader, standby: leader === a ? b : a, both: [a, b] };
 }
 
@@ -122,11 +125,14 @@ it('etcd unreachable for 3 hb: nothing is sent meanwhile, the status names etcd,
   etcd.pause();
   dea.remove(gone.instance);
   // The leader's status names etcd: its store stage's last error, and the reason actual state is not fresh.
-  const seen = await waitFor(async () => {
-    const s = await leader.status();
-    const store = s.stages.store;
-    return !store.healthy && /etcd/.test(String(store.last_error)) && s.actual.fresh === false && /etcd/.test(String(s.actual.reason)) ? s : null;
-  }, { what: 'the leader status naming etcd', timeoutMs: 10_000, intervalMs: 100 });
+  const seen = await waitFor(
+    async () => {
+      const s = await leader.status();
+      const store = s.stages.store;
+      return !store.healthy && /etcd/.test(String(store.last_error)) && s.actual.fresh === false && /etcd/.test(String(s.actual.reason)) ? s : null;
+    },
+    { what: 'the leader status naming etcd', timeoutMs: 10_000, intervalMs: 100 },
+  );
   expect(seen.stages.store.last_error).toContain(etcd.endpoint.replace(/^http:\/\//, ''));
   const remaining = pausedAt + 3 * HB - Date.now();
   if (remaining > 0) await sleep(remaining);
@@ -184,11 +190,14 @@ it('nats-server restarted on the same port: the daemons reconnect, freshness is 
   // The daemons reconnect: their bus stage is healthy again and the leader is fresh again.
   // (fresh again after a loss was seen: a reconnect faster than the marker's TTL is still fresh
   // from before the restart for a moment)
-  await waitFor(async () => {
-    for (const d of both) if (!(await d.status()).stages.bus.healthy) return false;
-    const l = await currentLeader(both);
-    return l !== null && [...observed.values()].some((seen) => seen.includes(false)) && (await l.status()).actual.fresh;
-  }, { what: 'reconnected, and fresh again after freshness was lost', timeoutMs: 20_000, intervalMs: 100 });
+  await waitFor(
+    async () => {
+      for (const d of both) if (!(await d.status()).stages.bus.healthy) return false;
+      const l = await currentLeader(both);
+      return l !== null && [...observed.values()].some((seen) => seen.includes(false)) && (await l.status()).actual.fresh;
+    },
+    { what: 'reconnected, and fresh again after freshness was lost', timeoutMs: 20_000, intervalMs: 100 },
+  );
   const freshAgainAt = Date.now();
   // Let the missing/extras/duplicates grace periods pass on the regained state.
   await sleep(8 * HB);
@@ -220,11 +229,14 @@ it('CC bulk API down: desired state goes stale after its TTL and nothing is sent
 
   const failedAt = Date.now();
   cc.fail('500');
-  const stale = await waitFor(async () => {
-    const l = await currentLeader(both);
-    const s = l ? await l.status() : null;
-    return s && s.desired.fresh === false ? s : null;
-  }, { what: 'desired state stale', timeoutMs: DESIRED_TTL + 8 * HB, intervalMs: 100 });
+  const stale = await waitFor(
+    async () => {
+      const l = await currentLeader(both);
+      const s = l ? await l.status() : null;
+      return s && s.desired.fresh === false ? s : null;
+    },
+    { what: 'desired state stale', timeoutMs: DESIRED_TTL + 8 * HB, intervalMs: 100 },
+  );
   const staleAt = Date.now();
   // Not before its TTL: the last complete fetch keeps it fresh for desired_ttl.
   expect(staleAt - failedAt).toBeGreaterThanOrEqual(DESIRED_TTL - 6 * HB);

@@ -168,7 +168,10 @@ it('a daemon whose NATS credentials are refused never leads: when the leader res
   await waitFor(async () => (await a.status()).leader, { what: 'a leads', timeoutMs: 15_000 });
   // Started second, so its place in the election would come right after the leader's.
   const refused = await daemon('refused', { ...good, password: 'wrong-password' });
-  await waitFor(async () => /authorization/.test(String((await refused.status()).stages.bus.last_error)), { what: 'NATS refusing the credentials', timeoutMs: 10_000 });
+  await waitFor(async () => /authorization/.test(String((await refused.status()).stages.bus.last_error)), {
+    what: 'NATS refusing the credentials',
+    timeoutMs: 10_000,
+  });
   await sleep(RESIGN_AFTER + 500);
   const b = await daemon('b', good);
   await waitFor(async () => (await b.status()).stages.bus.healthy, { what: 'b connected to NATS', timeoutMs: 10_000 });
@@ -192,7 +195,7 @@ it('a daemon whose NATS credentials are refused never leads: when the leader res
   expect(rs.leader_id).toBe(b.id);
   expect(rs.candidate).toBe(false);
   expect(String(rs.not_candidate_because)).toMatch(/not connected to NATS \(authorization refused/);
-  expect((await b.status())).toMatchObject({ leader: true, leader_id: b.id, candidate: true, not_candidate_because: null });
+  expect(await b.status()).toMatchObject({ leader: true, leader_id: b.id, candidate: true, not_candidate_because: null });
   expect(messages(refused).some((m) => m.startsWith('this daemon leads'))).toBe(false);
   expect(messages(refused).filter((m) => m.startsWith('not a candidate for leadership: not connected to NATS'))).toHaveLength(1);
 }, 90_000);
@@ -213,10 +216,13 @@ it('a leader cut off from NATS but not from etcd resigns within resign_after, an
   // a reaches NATS only through a link the test can cut; the others reach it directly.
   const link = await TcpLink.open(nats.port);
   const a = await daemon('a', { url: `nats://127.0.0.1:${link.port}` });
-  await waitFor(async () => {
-    const s = await a.status();
-    return s.leader && s.actual.fresh && s.desired.fresh;
-  }, { what: 'a leads, fresh', timeoutMs: 20_000 });
+  await waitFor(
+    async () => {
+      const s = await a.status();
+      return s.leader && s.actual.fresh && s.desired.fresh;
+    },
+    { what: 'a leads, fresh', timeoutMs: 20_000 },
+  );
   const b = await daemon('b', { url: nats.url });
   const c = await daemon('c', { url: nats.url });
   for (const x of [b, c]) await waitFor(async () => (await x.status()).stages.bus.healthy, { what: `${x.name} connected to NATS`, timeoutMs: 10_000 });
@@ -228,10 +234,13 @@ it('a leader cut off from NATS but not from etcd resigns within resign_after, an
   dea.remove(vanishing.instance);
   await waitFor(async () => !(await a.status()).leader, { what: 'a resigns', timeoutMs: RESIGN_AFTER + LEASE_S * 1000 + 5_000, intervalMs: 50 });
   const resignMs = Date.now() - cutAt;
-  const next = await waitFor(async () => {
-    for (const x of [b, c]) if ((await x.status()).leader) return x;
-    return null;
-  }, { what: 'b or c leads', timeoutMs: LEASE_S * 1000 + HB + 5_000, intervalMs: 50 });
+  const next = await waitFor(
+    async () => {
+      for (const x of [b, c]) if ((await x.status()).leader) return x;
+      return null;
+    },
+    { what: 'b or c leads', timeoutMs: LEASE_S * 1000 + HB + 5_000, intervalMs: 50 },
+  );
   const takeoverMs = Date.now() - cutAt;
   console.log(`NATS cut off: a resigned after ${resignMs} ms, ${next.name} led after ${takeoverMs} ms`);
   // resign_after, plus a check interval, a status poll and slack; well below the lease.

@@ -21,7 +21,14 @@ export class SimAgent {
   constructor(readonly id: string) {}
 
   run(app: string, index: number, o: Partial<SimInstance> = {}): SimInstance {
-    const inst: SimInstance = { app, version: o.version ?? 'v1', instance: o.instance ?? `${this.id}-${app}-${index}-${this.instances.size}`, index, state: o.state ?? 'RUNNING', ccPartition: o.ccPartition };
+    const inst: SimInstance = {
+      app,
+      version: o.version ?? 'v1',
+      instance: o.instance ?? `${this.id}-${app}-${index}-${this.instances.size}`,
+      index,
+      state: o.state ?? 'RUNNING',
+      ccPartition: o.ccPartition,
+    };
     this.instances.set(inst.instance, inst);
     return inst;
   }
@@ -88,7 +95,11 @@ export class SimAgents {
    * cloudcontrollers.hm.requests.<partition> with op): a stop removes every listed instance, a
    * start runs each index (RUNNING, the request's version) on `placeOn` unless `ignore(app)`.
    */
-  obeyRequests(placeOn: string, subjects: { start: string; stop: string } = { start: 'health.start', stop: 'health.stop' }, ignore: (app: string) => boolean = () => false): void {
+  obeyRequests(
+    placeOn: string,
+    subjects: { start: string; stop: string } = { start: 'health.start', stop: 'health.stop' },
+    ignore: (app: string) => boolean = () => false,
+  ): void {
     const decode = (d: Uint8Array) => JSON.parse(new TextDecoder().decode(d)) as Record<string, unknown>;
     const handle = (body: Record<string, unknown>, op: 'START' | 'STOP') => {
       if (op === 'STOP') {
@@ -148,7 +159,17 @@ export class SimAgents {
   }
 
   exited(inst: SimInstance, reason: string, crashTimestamp = 1): void {
-    const body = { cc_partition: inst.ccPartition ?? 'default', droplet: inst.app, version: inst.version, instance: inst.instance, index: inst.index, reason, exit_status: 0, exit_description: '', crash_timestamp: crashTimestamp };
+    const body = {
+      cc_partition: inst.ccPartition ?? 'default',
+      droplet: inst.app,
+      version: inst.version,
+      instance: inst.instance,
+      index: inst.index,
+      reason,
+      exit_status: 0,
+      exit_description: '',
+      crash_timestamp: crashTimestamp,
+    };
     this.nc.publish('droplet.exited', new TextEncoder().encode(JSON.stringify(body)));
   }
 

@@ -42,13 +42,10 @@ export async function startCcFaultProxy(target: string): Promise<CcFaultProxy> {
       return;
     }
     counts.passed++;
-    const out = http.request(
-      { agent, host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
-      (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      },
-    );
+    const out = http.request({ agent, host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    });
     out.on('error', () => {
       if (!res.headersSent) res.writeHead(502).end();
       else res.destroy();

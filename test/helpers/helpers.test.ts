@@ -110,9 +110,7 @@ function rawRequest(
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }),
-        );
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
         res.on('error', reject);
       },
     );
@@ -180,9 +178,7 @@ describe('nats-server', { timeout: 30_000 }, () => {
   it('restarts on the same port and clients reconnect', async () => {
     const srv = await nats();
     const { port, pid } = srv;
-    const nc = track(
-      await connect({ servers: srv.url, reconnectTimeWait: 50, maxReconnectAttempts: -1, reconnectJitter: 0 }),
-    );
+    const nc = track(await connect({ servers: srv.url, reconnectTimeWait: 50, maxReconnectAttempts: -1, reconnectJitter: 0 }));
     const events: string[] = [];
     void (async () => {
       for await (const s of nc.status()) events.push(s.type);
@@ -206,9 +202,7 @@ describe('nats-server', { timeout: 30_000 }, () => {
 
   it('with user/password rejects a wrong password and accepts the right one', async () => {
     const srv = await nats({ user: 'hm', password: 's3cret' });
-    await expect(
-      connect({ servers: srv.url, user: 'hm', pass: 'wrong', reconnect: false }),
-    ).rejects.toMatchObject({ code: 'AUTHORIZATION_VIOLATION' });
+    await expect(connect({ servers: srv.url, user: 'hm', pass: 'wrong', reconnect: false })).rejects.toMatchObject({ code: 'AUTHORIZATION_VIOLATION' });
     await expect(connect({ servers: srv.url, reconnect: false })).rejects.toMatchObject({
       code: 'AUTHORIZATION_VIOLATION',
     });
@@ -246,10 +240,7 @@ describe('nats-server', { timeout: 30_000 }, () => {
     await writeFile(path.join(dir, 'package.json'), '{"type":"module"}');
     await writeFile(
       path.join(dir, 'main.js'),
-      "import { startNatsServer } from './nats-server.js';\n" +
-        'const h = await startNatsServer();\n' +
-        'console.log(h.pid);\n' +
-        'process.exit(0);\n',
+      "import { startNatsServer } from './nats-server.js';\n" + 'const h = await startNatsServer();\n' + 'console.log(h.pid);\n' + 'process.exit(0);\n',
     );
     const { stdout } = await execFileAsync(process.execPath, [path.join(dir, 'main.js')], { timeout: 20_000 });
     const pid = Number(stdout.trim());
@@ -485,9 +476,7 @@ describe('fake Cloud Controller', { timeout: 30_000 }, () => {
     const auth = `${cc.user}:${cc.password}`;
 
     await expect(rawRequest(cc.url, '/bulk/counts?model=user', { auth, tls: { ca: ca.cert } })).rejects.toThrow();
-    await expect(
-      rawRequest(cc.url, '/bulk/counts?model=user', { auth, tls: { ca: server.cert, ...client } }),
-    ).rejects.toThrow(/certificate/i);
+    await expect(rawRequest(cc.url, '/bulk/counts?model=user', { auth, tls: { ca: server.cert, ...client } })).rejects.toThrow(/certificate/i);
 
     const ok = await rawRequest(cc.url, '/bulk/counts?model=user', { auth, tls: { ca: ca.cert, ...client } });
     expect(ok.status).toBe(200);

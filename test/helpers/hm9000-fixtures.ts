@@ -4,7 +4,18 @@
  * heartbeat 10 s).
  */
 import type { NamedPolicy } from '../../src/pipeline/analyzer.js';
-import { appKey, crashKey, startKey, stopKey, type CrashCount, type DesiredApp, type InstanceHeartbeat, type PendingStart, type PendingStop, type StoreSnapshot } from '../../src/pipeline/store.js';
+import {
+  appKey,
+  crashKey,
+  startKey,
+  stopKey,
+  type CrashCount,
+  type DesiredApp,
+  type InstanceHeartbeat,
+  type PendingStart,
+  type PendingStop,
+  type StoreSnapshot,
+} from '../../src/pipeline/store.js';
 import { crashesRule } from '../../plugins/crashes/index.js';
 import { duplicatesRule } from '../../plugins/duplicates/index.js';
 import { evacuationRule } from '../../plugins/evacuation/index.js';
@@ -65,11 +76,33 @@ export function snapshot(
 }
 
 export function pendingStart(app: string, index: number, o: Partial<PendingStart> = {}): PendingStart {
-  return { messageId: `start-${app}-${index}`, sendOn: 0, sentOn: 0, keepAlive: 0, app, version: 'v1', index, priority: 1, skipVerification: false, reason: 'MISSING', ...o };
+  return {
+    messageId: `start-${app}-${index}`,
+    sendOn: 0,
+    sentOn: 0,
+    keepAlive: 0,
+    app,
+    version: 'v1',
+    index,
+    priority: 1,
+    skipVerification: false,
+    reason: 'MISSING',
+    ...o,
+  };
 }
 
 export function pendingStop(instance: InstanceHeartbeat, o: Partial<PendingStop> = {}): PendingStop {
-  return { messageId: `stop-${instance.instance}`, sendOn: 0, sentOn: 0, keepAlive: 0, app: instance.app, version: instance.version, instance: instance.instance, reason: 'EXTRA', ...o };
+  return {
+    messageId: `stop-${instance.instance}`,
+    sendOn: 0,
+    sentOn: 0,
+    keepAlive: 0,
+    app: instance.app,
+    version: instance.version,
+    instance: instance.instance,
+    reason: 'EXTRA',
+    ...o,
+  };
 }
 
 export { crashKey };

@@ -40,8 +40,7 @@ export interface NatsServerHandle {
 }
 
 const HOST = '127.0.0.1';
-const NATS_BIN = () =>
-  resolveBinary('nats-server', 'NATS_SERVER_BIN', ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server']);
+const NATS_BIN = () => resolveBinary('nats-server', 'NATS_SERVER_BIN', ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server']);
 
 interface Ports {
   port: number;

@@ -53,10 +53,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * thrown by `fn` count as "not yet"; the last one is quoted in the timeout
  * error. Uses real time: meant for integration tests.
  */
-export async function waitFor<T>(
-  fn: () => T | Promise<T>,
-  opts: WaitForOptions = {},
-): Promise<Exclude<T, false | null | undefined | 0 | ''>> {
+export async function waitFor<T>(fn: () => T | Promise<T>, opts: WaitForOptions = {}): Promise<Exclude<T, false | null | undefined | 0 | ''>> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const intervalMs = opts.intervalMs ?? 50;
   const what = opts.what ?? 'condition';
@@ -71,10 +68,7 @@ export async function waitFor<T>(
       lastError = err;
     }
     if (Date.now() >= deadline) {
-      const detail =
-        lastError === undefined
-          ? ''
-          : ` (last error: ${lastError instanceof Error ? lastError.message : String(lastError)})`;
+      const detail = lastError === undefined ? '' : ` (last error: ${lastError instanceof Error ? lastError.message : String(lastError)})`;
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${detail}`);
     }
     await sleep(Math.min(intervalMs, Math.max(0, deadline - Date.now())));
@@ -86,11 +80,7 @@ export async function waitFor<T>(
  * sends (or '' if `expectGreeting` is false and the connect succeeded), rejects
  * on error or after `timeoutMs`.
  */
-export function tcpProbe(
-  host: string,
-  port: number,
-  opts: { timeoutMs?: number; expectGreeting?: boolean } = {},
-): Promise<string> {
+export function tcpProbe(host: string, port: number, opts: { timeoutMs?: number; expectGreeting?: boolean } = {}): Promise<string> {
   const timeoutMs = opts.timeoutMs ?? 1000;
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host, port });
@@ -278,8 +268,7 @@ export class ManagedProcess {
         }
       });
     });
-    const dismissWatchdog =
-      this.child.pid !== undefined ? startWatchdog(this.child.pid, opts.orphanPaths ?? []) : () => undefined;
+    const dismissWatchdog = this.child.pid !== undefined ? startWatchdog(this.child.pid, opts.orphanPaths ?? []) : () => undefined;
     const unregister = registerExitCleanup(() => {
       if (!this.isRunning()) return;
       this.signal('SIGCONT');
@@ -371,11 +360,7 @@ export class ManagedProcess {
   }
 
   startupError(reason: string): StartupError {
-    return new StartupError(
-      `${this.label} ${reason}\ncommand: ${this.command} ${this.args.join(' ')}\n` +
-        `output:\n${this.out.trim() || '(none)'}`,
-      this.out,
-    );
+    return new StartupError(`${this.label} ${reason}\ncommand: ${this.command} ${this.args.join(' ')}\n` + `output:\n${this.out.trim() || '(none)'}`, this.out);
   }
 }
 

@@ -36,7 +36,9 @@ export function makeStageContext(opts: { id?: string; kind?: PluginKind; heartbe
   const heartbeatMs = opts.heartbeatMs ?? 10_000;
   const emitted: PolicyEvent[] = [];
   const droplets = new DropletRegistry();
-  const logger = pino({ level: 'debug', base: { foundation: 'test' } }, { write: (s: string) => void logs.push(JSON.parse(s)) }).child({ component: opts.id ?? 'stage' });
+  const logger = pino({ level: 'debug', base: { foundation: 'test' } }, { write: (s: string) => void logs.push(JSON.parse(s)) }).child({
+    component: opts.id ?? 'stage',
+  });
   const ctx: StageContext = {
     id: opts.id ?? 'stage',
     kind: opts.kind ?? 'source',

@@ -33,7 +33,7 @@ async function openssl(args: string[], cwd: string): Promise<void> {
     await execFileAsync(OPENSSL(), args, { cwd, timeout: 30_000 });
   } catch (err) {
     const e = err as Error & { stderr?: string };
-    throw new Error(`openssl ${args.join(' ')} failed: ${e.stderr?.trim() || e.message}`);
+    throw new Error(`openssl ${args.join(' ')} failed: ${e.stderr?.trim() || e.message}`, { cause: err });
   }
 }
 
@@ -56,20 +56,13 @@ function subjectAltNames(cn: string, extra: string[] = []): string {
 }
 
 function config(cn: string, extensions: string[]): string {
-  return [
-    '[req]',
-    'distinguished_name = dn',
-    'prompt = no',
-    'x509_extensions = ext',
-    '[dn]',
-    `CN = ${cn}`,
-    '[ext]',
-    ...extensions,
-    '',
-  ].join('\n');
+  return ['[req]', 'distinguished_name = dn', 'prompt = no', 'x509_extensions = ext', '[dn]', `CN = ${cn}`, '[ext]', ...extensions, ''].join('\n');
 }
 
-const serial = () => `0x${randomBytes(8).toString('hex').replace(/^[89a-f]/, '1')}`;
+const serial = () =>
+  `0x${randomBytes(8)
+    .toString('hex')
+    .replace(/^[89a-f]/, '1')}`;
 const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
 async function selfSigned(cn: string, extensions: string[], days: number): Promise<PemPair> {
@@ -107,15 +100,7 @@ export function makeSelfSignedCert(cn = '127.0.0.1', opts: CertOptions = {}): Pr
 
 /** A throw-away certificate authority (use `ca.cert` as `ca` / ca_file). */
 export function makeCA(cn = 'hmgate test CA', opts: Pick<CertOptions, 'days'> = {}): Promise<PemPair> {
-  return selfSigned(
-    cn,
-    [
-      'basicConstraints = critical, CA:TRUE',
-      'keyUsage = critical, keyCertSign, cRLSign',
-      'subjectKeyIdentifier = hash',
-    ],
-    opts.days ?? 7,
-  );
+  return selfSigned(cn, ['basicConstraints = critical, CA:TRUE', 'keyUsage = critical, keyCertSign, cRLSign', 'subjectKeyIdentifier = hash'], opts.days ?? 7);
 }
 
 /**
@@ -138,8 +123,24 @@ export function makeSignedCert(ca: PemPair, cn = '127.0.0.1', opts: CertOptions 
     await openssl(['req', '-new', ...EC, '-config', 'openssl.cnf', '-keyout', 'key.pem', '-out', 'req.csr'], dir);
     await openssl(
       [
-        'x509', '-req', '-in', 'req.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-set_serial', serial(),
-        '-days', String(opts.days ?? 7), '-extfile', 'openssl.cnf', '-extensions', 'ext', '-out', 'cert.pem',
+        'x509',
+        '-req',
+        '-in',
+        'req.csr',
+        '-CA',
+        'ca.pem',
+        '-CAkey',
+        'ca.key',
+        '-set_serial',
+        serial(),
+        '-days',
+        String(opts.days ?? 7),
+        '-extfile',
+        'openssl.cnf',
+        '-extensions',
+        'ext',
+        '-out',
+        'cert.pem',
       ],
       dir,
     );

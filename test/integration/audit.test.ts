@@ -46,7 +46,11 @@ async function start(extra: string[] = []) {
     ].join('\n'),
   );
   const clock = new VirtualClock(T0);
-  engine = new Engine(await loadConfig(file, { env: {} }), { clock, bus: new InProcessBus(), loggers: createLoggerFactory({ foundation: 'audit', level: 'silent' }) });
+  engine = new Engine(await loadConfig(file, { env: {} }), {
+    clock,
+    bus: new InProcessBus(),
+    loggers: createLoggerFactory({ foundation: 'audit', level: 'silent' }),
+  });
   await engine.start();
   const store = engine.stateStore!;
   const fresh = async () => {
@@ -77,21 +81,48 @@ describe('decision audit', () => {
       time: new Date(T0).toISOString(),
       facts: { index: 1, desired_instances: 3, running_indices: [0], crash_count: 0, delay_ms: 0 },
     });
-    expect(all[2]).toMatchObject({ outcome: 'sent', message_id: 'm-app-1-1', facts: { running_indices: [0], crash_count: 0, delay_ms: 0, priority: expect.any(Number) } });
+    expect(all[2]).toMatchObject({
+      outcome: 'sent',
+      message_id: 'm-app-1-1',
+      facts: { running_indices: [0], crash_count: 0, delay_ms: 0, priority: expect.any(Number) },
+    });
   });
 
   it('records what the message limit, verification and a failed send hold back', async () => {
     const { engine, clock, store } = await start(['freshness: { gate: false }', 'dispatch: { message_limit: 1 }']);
     await store.replaceDesired([app(3)]);
     await clock.advanceAsync(0);
-    expect(engine.audit.list({}).filter((d) => d.outcome === 'suppressed').map((d) => `${d.why}:${d.index}`)).toEqual(['message_limit:1', 'message_limit:2']);
+    expect(
+      engine.audit
+        .list({})
+        .filter((d) => d.outcome === 'suppressed')
+        .map((d) => `${d.why}:${d.index}`),
+    ).toEqual(['message_limit:1', 'message_limit:2']);
     expect(engine.audit.list().find((d) => d.why === 'message_limit')!.detail).toBe('1 starts already sent this run');
 
     // a pending start for an index that runs by the time it is due: dropped by verification
-    await store.putPendingStarts([{ messageId: 'v-1', sendOn: clock.now() + 5_000, sentOn: 0, keepAlive: 0, app: 'app-1', version: 'v1', index: 1, priority: 1, skipVerification: false, reason: 'MISSING' }]);
+    await store.putPendingStarts([
+      {
+        messageId: 'v-1',
+        sendOn: clock.now() + 5_000,
+        sentOn: 0,
+        keepAlive: 0,
+        app: 'app-1',
+        version: 'v1',
+        index: 1,
+        priority: 1,
+        skipVerification: false,
+        reason: 'MISSING',
+      },
+    ]);
     await store.saveHeartbeats([{ agent: 'dea-1', instances: [running(0), running(1), running(2)] }], 60_000);
     await clock.advanceAsync(10_000);
-    expect(engine.audit.list().find((d) => d.message_id === 'v-1')).toMatchObject({ outcome: 'suppressed', why: 'verification', detail: 'instance is already running', facts: { running_indices: [0, 1, 2] } });
+    expect(engine.audit.list().find((d) => d.message_id === 'v-1')).toMatchObject({
+      outcome: 'suppressed',
+      why: 'verification',
+      detail: 'instance is already running',
+      facts: { running_indices: [0, 1, 2] },
+    });
 
     control.fail = true;
     await store.saveHeartbeats([{ agent: 'dea-1', instances: [running(0)] }], 60_000);
@@ -112,11 +143,20 @@ describe('decision audit', () => {
   it('records a due message the freshness gate holds back, once per stale period', async () => {
     const { engine, clock, store, fresh } = await start();
     await store.replaceDesired([app(1)]);
-    await store.putPendingStarts([{ messageId: 'p-0', sendOn: T0, sentOn: 0, keepAlive: 0, app: 'app-1', version: 'v1', index: 0, priority: 1, skipVerification: false, reason: 'CRASHED' }]);
+    await store.putPendingStarts([
+      { messageId: 'p-0', sendOn: T0, sentOn: 0, keepAlive: 0, app: 'app-1', version: 'v1', index: 0, priority: 1, skipVerification: false, reason: 'CRASHED' },
+    ]);
     for (let i = 0; i < 4; i++) await clock.advanceAsync(10_000);
     const held = engine.audit.list();
     expect(held).toEqual([
-      expect.objectContaining({ outcome: 'suppressed', why: 'not_fresh', reason: 'CRASHED', message_id: 'p-0', detail: 'Actual and desired state are not fresh: nothing is sent', facts: expect.objectContaining({ crash_count: 0, running_indices: [] }) }),
+      expect.objectContaining({
+        outcome: 'suppressed',
+        why: 'not_fresh',
+        reason: 'CRASHED',
+        message_id: 'p-0',
+        detail: 'Actual and desired state are not fresh: nothing is sent',
+        facts: expect.objectContaining({ crash_count: 0, running_indices: [] }),
+      }),
     ]);
     // fresh (for a freshness window), then it goes out
     for (let i = 0; i < 4; i++) {

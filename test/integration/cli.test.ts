@@ -56,7 +56,11 @@ describe('hmgate validate / print-config', () => {
   });
 
   it('prints one FILE:LINE:COL line per problem and exits 1, with no stack trace', async () => {
-    const f = await writeConfig(['extends: hm9000', 'heartbeat_interval: 10s', 'analyze_interval: every now and then', 'api:', '  password: x', '  user: 42', 'colour: blue', ''].join('\n'));
+    const f = await writeConfig(
+      ['extends: hm9000', 'heartbeat_interval: 10s', 'analyze_interval: every now and then', 'api:', '  password: x', '  user: 42', 'colour: blue', ''].join(
+        '\n',
+      ),
+    );
     const r = await runCli(['validate', '-c', f]);
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
@@ -78,7 +82,9 @@ describe('hmgate validate / print-config', () => {
   it('says so when there is no config, and exits 2 on usage errors', async () => {
     const none = await runCli(['validate'], { cwd: dir });
     expect(none.code).toBe(1);
-    expect(none.stderr.trim()).toBe(`hmgate: no config file: give -c FILE, or put one of hmgate.config.yaml, hmgate.config.yml, .hmgaterc.yaml, .hmgaterc.yml, .hmgaterc in ${dir}`);
+    expect(none.stderr.trim()).toBe(
+      `hmgate: no config file: give -c FILE, or put one of hmgate.config.yaml, hmgate.config.yml, .hmgaterc.yaml, .hmgaterc.yml, .hmgaterc in ${dir}`,
+    );
     expect((await runCli(['frobnicate'])).code).toBe(2);
     expect((await runCli(['validate', '--no-such-flag'])).code).toBe(2);
     expect((await runCli(['validate', '-c'])).code).toBe(2);
@@ -86,13 +92,25 @@ describe('hmgate validate / print-config', () => {
 
   it('prints the merged config with defaults, secrets masked', async () => {
     const f = await writeConfig(
-      ['extends: hm9000', 'bus:', '  user: nats', '  password: ${NATS_PW}', 'api:', '  password: ${API_PW}', 'sources:', '  extra:', '    plugin: hmgate-plugin-fixture', '    marker_file: /tmp/m', ''].join('\n'),
+      [
+        'extends: hm9000',
+        'bus:',
+        '  user: nats',
+        '  password: ${NATS_PW}',
+        'api:',
+        '  password: ${API_PW}',
+        'sources:',
+        '  extra:',
+        '    plugin: hmgate-plugin-fixture',
+        '    marker_file: /tmp/m',
+        '',
+      ].join('\n'),
     );
     const r = await runCli(['print-config', '-c', f], { env: { NATS_PW: 'n4ts-s3cret', API_PW: 'api-s3cret' } });
     expect(r.code).toBe(0);
     expect(r.stdout).not.toContain('s3cret');
-    expect(r.stdout).toMatch(/bus:\n(?:.*\n)*?  user: nats\n  password: "\*\*\*"/);
-    expect(r.stdout).toMatch(/api:\n(?:.*\n)*?  password: "\*\*\*"/);
+    expect(r.stdout).toMatch(/bus:\n(?:.*\n)*? {2}user: nats\n {2}password: "\*\*\*"/);
+    expect(r.stdout).toMatch(/api:\n(?:.*\n)*? {2}password: "\*\*\*"/);
     expect(r.stdout).toContain('actual_ttl: 3hb'); // preset values, as written
     expect(r.stdout).toContain('every: 2hb'); // a plugin default
     expect(r.stdout).not.toContain('extends');
@@ -105,7 +123,16 @@ describe('hmgate test / simulate', () => {
     expect(ok.code).toBe(0);
     expect(ok.stdout).toMatch(/^13 passed, 0 failed$/m);
     const f = await writeConfig(
-      ['name: wrong', 'config: hm9000', 'desired: [{ app: a, instances: 2 }]', 'agents: { dea-1: [{ app: a, index: 0 }] }', 'run_for: 80s', 'expect:', '  - start: { app: a, index: 1, at: 60s }', ''].join('\n'),
+      [
+        'name: wrong',
+        'config: hm9000',
+        'desired: [{ app: a, instances: 2 }]',
+        'agents: { dea-1: [{ app: a, index: 0 }] }',
+        'run_for: 80s',
+        'expect:',
+        '  - start: { app: a, index: 1, at: 60s }',
+        '',
+      ].join('\n'),
       'wrong.yaml',
     );
     const bad = await runCli(['test', f]);
@@ -117,7 +144,19 @@ describe('hmgate test / simulate', () => {
   });
 
   it('simulates a foundation and prints a summary', async () => {
-    const r = await runCli(['simulate', '-c', join(root, 'config.example.yaml'), '--agents', '4', '--instances', '5', '--agent-dies-at', '2m', '--duration', '5m']);
+    const r = await runCli([
+      'simulate',
+      '-c',
+      join(root, 'config.example.yaml'),
+      '--agents',
+      '4',
+      '--instances',
+      '5',
+      '--agent-dies-at',
+      '2m',
+      '--duration',
+      '5m',
+    ]);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^simulated 4 agents × 5 instances for 300s of virtual time/m);
     expect(r.stdout).toMatch(/^starts: .*MISSING 5/m);
@@ -163,7 +202,15 @@ describe('hmgate run', () => {
     const n = await nats({ user: 'hm', password: 'right-pass' });
     const port = await freePort();
     const f = await writeConfig(
-      ['bus:', `  servers: ["nats://hm:\${NATS_PW}@127.0.0.1:${n.port}"]`, '  connect_timeout: 500ms', 'api:', `  listen: 127.0.0.1:${port}`, '  password: ${API_PW}', ''].join('\n'),
+      [
+        'bus:',
+        `  servers: ["nats://hm:\${NATS_PW}@127.0.0.1:${n.port}"]`,
+        '  connect_timeout: 500ms',
+        'api:',
+        `  listen: 127.0.0.1:${port}`,
+        '  password: ${API_PW}',
+        '',
+      ].join('\n'),
     );
     const d = daemon(f, { NATS_PW: 'wrong-s3cret', API_PW: 'api-s3cret' });
     await waitFor(() => d.logs().some((l) => /cannot connect to NATS/.test(String(l.msg))), { what: 'the NATS refusal in the log', timeoutMs: 15_000 });
@@ -180,12 +227,20 @@ describe('hmgate run', () => {
     const natsPort = await freePort();
     const port = await freePort();
     const f = await writeConfig(
-      ['bus:', `  servers: ["nats://127.0.0.1:${natsPort}"]`, '  connect_timeout: 300ms', 'api:', `  listen: 127.0.0.1:${port}`, '  password: pw', ''].join('\n'),
+      ['bus:', `  servers: ["nats://127.0.0.1:${natsPort}"]`, '  connect_timeout: 300ms', 'api:', `  listen: 127.0.0.1:${port}`, '  password: pw', ''].join(
+        '\n',
+      ),
     );
     const d = daemon(f);
     const down = await waitFor(async () => status(port, 'pw'), { what: 'status', timeoutMs: 15_000 });
     expect(down.stages.bus).toMatchObject({ healthy: false, last_error: 'connection refused' });
-    expect(d.logs().some((l) => l.level === 'warn' && /NATS not reachable at nats:\/\/127\.0\.0\.1:\d+ \(connection refused\); retrying in the background/.test(String(l.msg)))).toBe(true);
+    expect(
+      d
+        .logs()
+        .some(
+          (l) => l.level === 'warn' && /NATS not reachable at nats:\/\/127\.0\.0\.1:\d+ \(connection refused\); retrying in the background/.test(String(l.msg)),
+        ),
+    ).toBe(true);
     await nats({ port: natsPort });
     await waitFor(async () => (await status(port, 'pw')).stages.bus.healthy === true, { what: 'bus healthy', timeoutMs: 20_000 });
     expect((await d.stop()).code).toBe(0);
@@ -222,7 +277,10 @@ describe('hmgate run', () => {
     expect(s.stages.rec).toMatchObject({ kind: 'sink', plugin: './recorder-sink.js', healthy: true });
     expect(d.logs().some((l) => l.component === 'rec' && l.msg === 'recorder sink started')).toBe(true);
     expect((await d.stop()).code).toBe(0);
-    const events = (await readFile(marker, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const events = (await readFile(marker, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     // Sinks start before sources (whatever a source raises finds its consumers ready); stops reverse.
     expect(events).toEqual([
       { event: 'start', id: 'rec', label: 'mine', foundation: 'default' },
@@ -261,7 +319,10 @@ describe('hmgate run', () => {
     expect(r.code).toBe(1);
     expect(r.stderr.trim()).toBe(`hmgate: stage "rec" (${recorder}) failed to start: refusing to start as configured (fail_start: true)`);
     // The sink started before it is stopped; the source, which would start after, never starts.
-    const events = (await readFile(marker, 'utf8')).trim().split('\n').map((l) => JSON.parse(l));
+    const events = (await readFile(marker, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(events.map((e: { event: string; id: string }) => `${e.event}:${e.id}`)).toEqual(['start:first', 'stop:first']);
   });
 

@@ -23,7 +23,10 @@ afterEach(async () => {
 it('prints the keys of the etcd store, one line each; a memory store is refused with one line', async () => {
   const store = new EtcdStore({ endpoints: [etcd.endpoint], prefix: '/raw', timeoutMs: 5000 }, new RealClock());
   await store.start();
-  await store.saveHeartbeats([{ agent: 'dea-7', instances: [{ app: 'app-1', version: 'v1', instance: 'i-1', index: 0, state: 'RUNNING', stateTimestamp: 1, agent: 'dea-7' }] }], 30_000);
+  await store.saveHeartbeats(
+    [{ agent: 'dea-7', instances: [{ app: 'app-1', version: 'v1', instance: 'i-1', index: 0, state: 'RUNNING', stateTimestamp: 1, agent: 'dea-7' }] }],
+    30_000,
+  );
   await store.replaceDesired([{ guid: 'app-1', version: 'v1', instances: 1, state: 'STARTED', packageState: 'STAGED' }]);
   await store.stop();
   const file = join(dir, 'c.yaml');
@@ -38,5 +41,7 @@ it('prints the keys of the etcd store, one line each; a memory store is refused 
   await writeFile(mem, 'api: { password: x }\n');
   const refused = await runCli(['dump', '--raw', '-c', mem]);
   expect(refused.code).toBe(1);
-  expect(refused.stderr.trim()).toBe('hmgate: dump --raw reads a shared store; store "memory" keeps its state inside the daemon: use hmgate dump (it asks the running daemon)');
+  expect(refused.stderr.trim()).toBe(
+    'hmgate: dump --raw reads a shared store; store "memory" keeps its state inside the daemon: use hmgate dump (it asks the running daemon)',
+  );
 });

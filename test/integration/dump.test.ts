@@ -60,12 +60,15 @@ describe('hmgate dump', () => {
     const f = await config(port, nats.url, cc.url);
     const d = HmgateDaemon.start(f);
     cleanups.push(() => d.stop('SIGKILL'));
-    await waitFor(async () => {
-      const res = await fetch(`http://127.0.0.1:${port}/v1/dump`, { headers: auth });
-      if (res.status !== 200) return false;
-      const doc = (await res.json()) as { fresh: boolean; apps: { pending_starts: unknown[] }[] };
-      return doc.fresh && doc.apps[0]?.pending_starts.length === 1;
-    }, { what: 'a fresh dump with the pending start', timeoutMs: 15_000, intervalMs: 100 });
+    await waitFor(
+      async () => {
+        const res = await fetch(`http://127.0.0.1:${port}/v1/dump`, { headers: auth });
+        if (res.status !== 200) return false;
+        const doc = (await res.json()) as { fresh: boolean; apps: { pending_starts: unknown[] }[] };
+        return doc.fresh && doc.apps[0]?.pending_starts.length === 1;
+      },
+      { what: 'a fresh dump with the pending start', timeoutMs: 15_000, intervalMs: 100 },
+    );
 
     const text = await runCli(['dump', '-c', f]);
     expect(text.stderr).toBe('');
@@ -97,7 +100,14 @@ describe('hmgate dump', () => {
     // the decision behind that pending start, with its reason and facts
     const decisions = (await (await fetch(`http://127.0.0.1:${port}/v1/decisions?since=0`, { headers: auth })).json()) as { decisions: Record<string, any>[] };
     expect(decisions.decisions).toEqual([
-      expect.objectContaining({ outcome: 'enqueued', action: 'start', reason: 'MISSING', app: 'app-a', index: 1, facts: expect.objectContaining({ running_indices: [0], desired_instances: 2, delay_ms: 3_600_000 }) }),
+      expect.objectContaining({
+        outcome: 'enqueued',
+        action: 'start',
+        reason: 'MISSING',
+        app: 'app-a',
+        index: 1,
+        facts: expect.objectContaining({ running_indices: [0], desired_instances: 2, delay_ms: 3_600_000 }),
+      }),
     ]);
     const one = (await (await fetch(`http://127.0.0.1:${port}/v1/apps/app-a`, { headers: auth })).json()) as Record<string, any>;
     expect(one.versions[0].pending_starts[0].index).toBe(1);

@@ -25,7 +25,10 @@ afterEach(async () => {
 
 it('memory store: leads and is a candidate throughout; stopping logs no loss of leadership', async () => {
   const file = join(dir, 'hmgate.yaml');
-  await writeFile(file, ['foundation: solo', 'heartbeat_interval: 1s', `bus: { servers: ["${nats.url}"] }`, 'api: { password: pw, enabled: false }', ''].join('\n'));
+  await writeFile(
+    file,
+    ['foundation: solo', 'heartbeat_interval: 1s', `bus: { servers: ["${nats.url}"] }`, 'api: { password: pw, enabled: false }', ''].join('\n'),
+  );
   const lines: Record<string, unknown>[] = [];
   const loggers = createLoggerFactory({ foundation: 'solo', level: 'debug', destination: { write: (s: string) => void lines.push(JSON.parse(s)) } });
   const engine = new Engine(await loadConfig(file, { env: {} }), { loggers });

@@ -146,7 +146,9 @@ describe('hmgate validate: URL credentials that contradict each other or bus.*',
 
   it('a token in the URL beside bus.user', async () => {
     const { file, out } = await problems(['bus:', '  servers: ["nats://t0ken-s3cret@127.0.0.1:4222"]', '  user: hm']);
-    expect(out).toEqual([`${file}:3:9: bus.user is set but bus.servers[0] (nats://***@127.0.0.1:4222) carries a token (a user without a password): use one or the other`]);
+    expect(out).toEqual([
+      `${file}:3:9: bus.user is set but bus.servers[0] (nats://***@127.0.0.1:4222) carries a token (a user without a password): use one or the other`,
+    ]);
   });
 
   it('consistent credentials are valid', async () => {

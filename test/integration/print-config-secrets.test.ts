@@ -24,7 +24,19 @@ async function printConfig(name: string, lines: string[], env: Record<string, st
   return { f, ...(await runCli(['print-config', '-c', f], { env })) };
 }
 
-const SECRETS = ['bus-s3cret', 'b%40s-s3cret', 'b@s-s3cret', 'mon-s3cret', 'etcd-url-s3cret', 'etcd-s3cret', 'cc-url-s3cret', 'cc-s3cret', 'int-url-s3cret', 'int-s3cret', 'api-s3cret'];
+const SECRETS = [
+  'bus-s3cret',
+  'b%40s-s3cret',
+  'b@s-s3cret',
+  'mon-s3cret',
+  'etcd-url-s3cret',
+  'etcd-s3cret',
+  'cc-url-s3cret',
+  'cc-s3cret',
+  'int-url-s3cret',
+  'int-s3cret',
+  'api-s3cret',
+];
 
 describe('hmgate print-config', () => {
   it('masks the password of every URL and every password key (hm9000 preset, etcd store, HTTP sink)', async () => {
@@ -82,7 +94,12 @@ describe('hmgate print-config', () => {
   });
 
   it('a config it refuses is named at FILE:LINE:COL without quoting the secret', async () => {
-    const r = await printConfig('refused.yaml', ['bus:', '  servers: ["nats://hm:b@s/s3cret@10.0.0.1:4222", "http://hm:bus-s3cret@10.0.0.2:4222"]', 'api:', '  password: api-s3cret']);
+    const r = await printConfig('refused.yaml', [
+      'bus:',
+      '  servers: ["nats://hm:b@s/s3cret@10.0.0.1:4222", "http://hm:bus-s3cret@10.0.0.2:4222"]',
+      'api:',
+      '  password: api-s3cret',
+    ]);
     expect(r.code).toBe(1);
     expect(r.stdout).toBe('');
     const lines = r.stderr.trim().split('\n');

@@ -78,8 +78,15 @@ it('shadow mode sends nothing and pairs its requests with the running health man
   }, 3_000);
   try {
     const auth = { authorization: `Basic ${Buffer.from('thin:pw').toString('base64')}` };
-    const shadow = async () => (await (await fetch(`http://127.0.0.1:${port}/v1/shadow`, { headers: auth })).json()) as { counts: Record<string, number>; recent: { outcome: string; subject: string }[] };
-    await waitFor(async () => (await shadow()).counts.matched >= 1 && (await shadow()).counts.only_theirs >= 1, { what: 'a matched start and a stop only theirs', timeoutMs: 20_000 });
+    const shadow = async () =>
+      (await (await fetch(`http://127.0.0.1:${port}/v1/shadow`, { headers: auth })).json()) as {
+        counts: Record<string, number>;
+        recent: { outcome: string; subject: string }[];
+      };
+    await waitFor(async () => (await shadow()).counts.matched >= 1 && (await shadow()).counts.only_theirs >= 1, {
+      what: 'a matched start and a stop only theirs',
+      timeoutMs: 20_000,
+    });
     const s = await shadow();
     expect(s.recent.find((e) => e.outcome === 'matched')?.subject).toBe('health.start');
     expect(s.recent.find((e) => e.outcome === 'only_theirs')?.subject).toBe('health.stop');
@@ -88,7 +95,9 @@ it('shadow mode sends nothing and pairs its requests with the running health man
     expect(ours.messages.every((m) => m.raw === expected || m.subject === 'health.stop')).toBe(true);
     expect((await fetch(`http://127.0.0.1:${port}/v1/shadow`)).status).toBe(401);
     // The app's record (what the Ruby rules remember) is shown with the app.
-    const appDetail = (await (await fetch(`http://127.0.0.1:${port}/v1/apps/app-a`, { headers: auth })).json()) as { record?: { numInstances: number; versions: Record<string, Record<string, { guid: string | null; state: string }>> } };
+    const appDetail = (await (await fetch(`http://127.0.0.1:${port}/v1/apps/app-a`, { headers: auth })).json()) as {
+      record?: { numInstances: number; versions: Record<string, Record<string, { guid: string | null; state: string }>> };
+    };
     expect(appDetail.record?.numInstances).toBe(2);
     expect(appDetail.record?.versions.v?.['0']).toMatchObject({ guid: 'a0', state: 'RUNNING' });
   } finally {
@@ -101,7 +110,12 @@ it('with clock: manual, time moves only on healthmanager.advance_time, which is 
   await start(['clock: manual', 'api: { password: pw, enabled: false }']);
   const recorder = await SubjectRecorder.start(nats.url, ['health.start']);
   try {
-    const advance = async (seconds: number) => JSON.parse(new TextDecoder().decode((await nc.request('healthmanager.advance_time', new TextEncoder().encode(JSON.stringify({ seconds })), { timeout: 10_000 })).data));
+    const advance = async (seconds: number) =>
+      JSON.parse(
+        new TextDecoder().decode(
+          (await nc.request('healthmanager.advance_time', new TextEncoder().encode(JSON.stringify({ seconds })), { timeout: 10_000 })).data,
+        ),
+      );
     // Real time passes, virtual time does not: no analysis, no start.
     await new Promise((r) => setTimeout(r, 2_500));
     expect(recorder.messages).toEqual([]);

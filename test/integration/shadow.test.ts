@@ -52,12 +52,19 @@ it('shadow mode sends nothing to sinks, logs and counts what it would have sent,
   try {
     await engine.stateStore!.replaceDesired([{ guid: 'app-1', version: 'v1', instances: 2, state: 'STARTED', packageState: 'STAGED' }]);
     await clock.advanceAsync(0);
-    const events = existsSync(marker) ? (await readFile(marker, 'utf8')).trim().split('\n').map((l) => JSON.parse(l).event) : [];
+    const events = existsSync(marker)
+      ? (await readFile(marker, 'utf8'))
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l).event)
+      : [];
     expect(events).toEqual(['start']); // the sink started, and was sent nothing
     const wouldSend = lines.filter((l) => l.msg === 'shadow: would send start MISSING');
     expect(wouldSend.map((l) => (l.order as { index: number }).index)).toEqual([0, 1]);
     const metrics = await engine.metrics.getSingleMetric('hmgate_orders_sent_total')!.get();
-    expect(metrics.values).toEqual([expect.objectContaining({ value: 2, labels: expect.objectContaining({ action: 'start', reason: 'MISSING', mode: 'shadow' }) })]);
+    expect(metrics.values).toEqual([
+      expect.objectContaining({ value: 2, labels: expect.objectContaining({ action: 'start', reason: 'MISSING', mode: 'shadow' }) }),
+    ]);
     // the fixture's starts have keep_alive 0: deleted as if sent
     expect((await engine.stateStore!.getPendingStarts()).size).toBe(0);
   } finally {

@@ -133,10 +133,7 @@ describe('POST /bulk_app_state (HM9000 §2.5 b)', () => {
   });
 
   it('answers 200 {} when checking freshness or reading the store fails, never an error', async () => {
-    for (const overrides of [
-      { fresh: async () => Promise.reject(new Error('etcd down')) },
-      { snapshot: async () => Promise.reject(new Error('etcd down')) },
-    ]) {
+    for (const overrides of [{ fresh: async () => Promise.reject(new Error('etcd down')) }, { snapshot: async () => Promise.reject(new Error('etcd down')) }]) {
       const { res, text } = await post(req(['app-a', 'v2']), overrides);
       expect(res.status).toBe(200);
       expect(text).toBe('{}');

@@ -2,14 +2,7 @@ import { Hono } from 'hono';
 import type { MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
 import { errorText } from '../../log.js';
-import {
-  appViewLookup,
-  bulkAppStateBody,
-  decodeRequestBody,
-  EMPTY_APP_STATE,
-  parseBulkAppStateRequest,
-  type FloatFormat,
-} from '../../pipeline/app-json.js';
+import { appViewLookup, bulkAppStateBody, decodeRequestBody, EMPTY_APP_STATE, parseBulkAppStateRequest, type FloatFormat } from '../../pipeline/app-json.js';
 import type { StoreSnapshot } from '../../pipeline/store.js';
 
 export interface BulkAppStateDeps {

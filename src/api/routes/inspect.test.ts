@@ -20,11 +20,50 @@ async function setup() {
   const store = new MemoryStore(clock);
   const apps = Array.from({ length: 5 }, (_, i) => ({ guid: `app-${i}`, version: 'v1', instances: 1, state: 'STARTED', packageState: 'STAGED' }));
   await store.replaceDesired([...apps, { guid: 'app-1', version: 'v2', instances: 2, state: 'STARTED', packageState: 'STAGED' }]);
-  await store.saveHeartbeats([{ agent: 'dea-1', instances: [{ app: 'app-1', version: 'v1', instance: 'i-1', index: 0, state: 'RUNNING', stateTimestamp: 1, agent: 'dea-1' }] }], 30_000);
-  await store.putPendingStarts([{ messageId: 'm-1', sendOn: T0 + 30_000, sentOn: 0, keepAlive: 0, app: 'app-1', version: 'v2', index: 0, priority: 1, skipVerification: false, reason: 'MISSING' }]);
+  await store.saveHeartbeats(
+    [{ agent: 'dea-1', instances: [{ app: 'app-1', version: 'v1', instance: 'i-1', index: 0, state: 'RUNNING', stateTimestamp: 1, agent: 'dea-1' }] }],
+    30_000,
+  );
+  await store.putPendingStarts([
+    {
+      messageId: 'm-1',
+      sendOn: T0 + 30_000,
+      sentOn: 0,
+      keepAlive: 0,
+      app: 'app-1',
+      version: 'v2',
+      index: 0,
+      priority: 1,
+      skipVerification: false,
+      reason: 'MISSING',
+    },
+  ]);
   const audit = new DecisionAudit(100);
-  audit.record({ at: T0 - 2000, action: 'start', outcome: 'enqueued', reason: 'MISSING', detail: 'instance is missing', app: 'app-1', version: 'v2', index: 0, message_id: 'm-1', facts: { running_indices: [], delay_ms: 30_000 } });
-  audit.record({ at: T0 - 1000, action: 'stop', outcome: 'suppressed', why: 'verification', detail: 'instance is no longer running', reason: 'EXTRA', app: 'app-3', version: 'v1', instance: 'x', message_id: 'm-2', facts: {} });
+  audit.record({
+    at: T0 - 2000,
+    action: 'start',
+    outcome: 'enqueued',
+    reason: 'MISSING',
+    detail: 'instance is missing',
+    app: 'app-1',
+    version: 'v2',
+    index: 0,
+    message_id: 'm-1',
+    facts: { running_indices: [], delay_ms: 30_000 },
+  });
+  audit.record({
+    at: T0 - 1000,
+    action: 'stop',
+    outcome: 'suppressed',
+    why: 'verification',
+    detail: 'instance is no longer running',
+    reason: 'EXTRA',
+    app: 'app-3',
+    version: 'v1',
+    instance: 'x',
+    message_id: 'm-2',
+    facts: {},
+  });
   const fresh = { fresh: true, since: new Date(T0).toISOString(), reason: null };
   const api = buildApi({
     user: 'magnet',
@@ -64,7 +103,12 @@ describe('GET /v1/apps, /v1/apps/:guid, /v1/decisions, /v1/dump', () => {
     const page2 = await json(await api.request('/v1/apps?page=2&per_page=4', { headers: basic }));
     expect(page2).toMatchObject({ page: 2, per_page: 4, total: 6 });
     expect(page2.apps.map((a: any) => a.guid)).toEqual(['app-3', 'app-4']);
-    expect(all.apps[1]).toMatchObject({ desired: { instances: 1 }, instances: [{ instance: 'i-1', index: 0, state: 'RUNNING', agent: 'dea-1' }], crash_counts: [], pending_starts: [] });
+    expect(all.apps[1]).toMatchObject({
+      desired: { instances: 1 },
+      instances: [{ instance: 'i-1', index: 0, state: 'RUNNING', agent: 'dea-1' }],
+      crash_counts: [],
+      pending_starts: [],
+    });
     for (const bad of ['page=0', 'per_page=1001', 'page=x']) {
       const res = await api.request(`/v1/apps?${bad}`, { headers: basic });
       expect(res.status).toBe(400);
@@ -80,7 +124,9 @@ describe('GET /v1/apps, /v1/apps/:guid, /v1/decisions, /v1/dump', () => {
     expect(one.versions[1].pending_starts).toEqual([
       expect.objectContaining({ message_id: 'm-1', index: 0, reason: 'MISSING', send_in_ms: 30_000, delete_in_ms: null, sent_on: null }),
     ]);
-    expect(one.decisions).toEqual([expect.objectContaining({ outcome: 'enqueued', reason: 'MISSING', detail: 'instance is missing', facts: { running_indices: [], delay_ms: 30_000 } })]);
+    expect(one.decisions).toEqual([
+      expect.objectContaining({ outcome: 'enqueued', reason: 'MISSING', detail: 'instance is missing', facts: { running_indices: [], delay_ms: 30_000 } }),
+    ]);
     const missing = await api.request('/v1/apps/nope', { headers: basic });
     expect(missing.status).toBe(404);
     // an app known only from its decisions is still shown

@@ -76,7 +76,8 @@ export function inspectRoutes(auth: MiddlewareHandler, deps: InspectDeps): Hono 
     const views = [...buildAppViews(snapshot, keys).values()].sort((a, b) => (a.key < b.key ? -1 : 1));
     const decisions = deps.audit.list({ app: guid, limit: APP_DECISIONS });
     const record = deps.records?.peek(guid);
-    if (views.length === 0 && decisions.length === 0 && !record) return c.json({ error: `no app ${guid} is desired, heartbeating or in the recent decisions` }, 404);
+    if (views.length === 0 && decisions.length === 0 && !record)
+      return c.json({ error: `no app ${guid} is desired, heartbeating or in the recent decisions` }, 404);
     const now = deps.now();
     const { starts, stops } = pendingByApp(snapshot);
     const versions = views.map((v) => dumpApp(v, starts.get(v.key) ?? [], stops.get(v.key) ?? [], now));

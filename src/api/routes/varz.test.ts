@@ -10,14 +10,18 @@ function api(source: Parameters<typeof varzRoutes>[1]) {
 }
 
 describe('GET /varz', () => {
-  it('answers the source\'s hash as JSON, read at each request', async () => {
+  it("answers the source's hash as JSON, read at each request", async () => {
     let n = 0;
     const app = api(() => ({ type: 'HealthManager', heartbeat_msgs_received: ++n, total: { apps: 2 } }));
     const res = await app.request('/varz', { headers: basic('magnet', 'pw') });
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toMatch(/^application\/json/);
     expect(await res.text()).toBe('{"type":"HealthManager","heartbeat_msgs_received":1,"total":{"apps":2}}');
-    expect(await (await app.request('/varz', { headers: basic('magnet', 'pw') })).json()).toEqual({ type: 'HealthManager', heartbeat_msgs_received: 2, total: { apps: 2 } });
+    expect(await (await app.request('/varz', { headers: basic('magnet', 'pw') })).json()).toEqual({
+      type: 'HealthManager',
+      heartbeat_msgs_received: 2,
+      total: { apps: 2 },
+    });
   });
 
   it('takes an async source', async () => {
