@@ -16,11 +16,11 @@ import { duplicatesRule } from '../plugins/duplicates/index.js';
 import { evacuationRule } from '../plugins/evacuation/index.js';
 import { extrasRule } from '../plugins/extras/index.js';
 import { missingRule } from '../plugins/missing/index.js';
-import { analyze, type NamedPolicy } from '../src/pipeline/analyzer.js';
-import { ChangedApps } from '../src/pipeline/changed-apps.js';
-import { VirtualClock } from '../src/pipeline/clock.js';
-import { dispatch } from '../src/pipeline/dispatcher.js';
-import type { AgentHeartbeat, DesiredApp, InstanceHeartbeat } from '../src/pipeline/store.js';
+import { analyze, type NamedPolicy } from '../src/pipeline/cycle/analyzer.js';
+import { ChangedApps } from '../src/pipeline/cycle/changed-apps.js';
+import { VirtualClock } from '../src/sdk/clock.js';
+import { dispatch } from '../src/pipeline/cycle/dispatcher.js';
+import type { AgentHeartbeat, DesiredApp, InstanceHeartbeat } from '../src/sdk/store.js';
 
 const HB = 10_000;
 // Options objects built once, as the plugins' create() does.

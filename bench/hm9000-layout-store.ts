@@ -29,8 +29,8 @@ import { MemoryStore } from '../plugins/memory-store/memory-store.js';
 import { EtcdStore } from '../plugins/etcd-store/etcd-store.js';
 import { createEtcdClient, describeEndpoints } from '../plugins/etcd-store/client.js';
 import { Duration } from '../src/config/schema.js';
-import type { Clock } from '../src/pipeline/clock.js';
-import { definePlugin, type StageHealth } from '../src/pipeline/plugin.js';
+import type { Clock } from '../src/sdk/clock.js';
+import { definePlugin, type StageHealth } from '../src/sdk/plugin.js';
 import type {
   AgentHeartbeat,
   AgentRecord,
@@ -45,7 +45,7 @@ import type {
   Store,
   StoreChange,
   StoreSnapshot,
-} from '../src/pipeline/store.js';
+} from '../src/sdk/store.js';
 
 export const Hm9000LayoutOptionsSchema = Type.Object(
   {

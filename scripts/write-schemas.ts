@@ -10,7 +10,7 @@ import { ConfigSchema } from '../src/config/schema.js';
 import { MESSAGE_SCHEMAS } from '../src/messages/schemas.js';
 import { packageRoot, schemasDir } from '../src/paths.js';
 import { builtinPluginNames, loadPlugin } from '../src/pipeline/plugin-loader.js';
-import type { PluginDefinition } from '../src/pipeline/plugin.js';
+import type { PluginDefinition } from '../src/sdk/plugin.js';
 
 function write(file: string, schema: object, id: string, title: string): void {
   const out = { $schema: 'http://json-schema.org/draft-07/schema#', $id: id, title, ...JSON.parse(JSON.stringify(schema)) };

@@ -4,8 +4,8 @@
  * advanceAsync, so a store whose expiries involve async work is exercised the same way.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { VirtualClock } from '../src/pipeline/clock.js';
-import { isActualFresh, isDesiredFresh } from '../src/pipeline/freshness.js';
+import { VirtualClock } from '../src/sdk/clock.js';
+import { isActualFresh, isDesiredFresh } from '../src/pipeline/freshness/board.js';
 import {
   appKey,
   crashKey,
@@ -20,7 +20,7 @@ import {
   type Store,
   type StoreChange,
   type StoreSnapshot,
-} from '../src/pipeline/store.js';
+} from '../src/sdk/store.js';
 
 export type StoreFactory = (clock: VirtualClock) => Promise<{ store: Store; cleanup?: () => Promise<void> }>;
 

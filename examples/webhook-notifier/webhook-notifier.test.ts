@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
 import { packageRoot } from '../../src/paths.js';
-import type { SinkStage, StartOrder, StopOrder } from '../../src/pipeline/decisions.js';
+import type { SinkStage, StartOrder, StopOrder } from '../../src/sdk/orders.js';
 import { loadPlugin } from '../../src/pipeline/plugin-loader.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
 

@@ -15,11 +15,11 @@ import {
   parseAppStateRequest,
   parseBulkAppStateRequest,
   singleAppStateBody,
-} from '../../src/pipeline/app-json.js';
-import type { BusMessage } from '../../src/pipeline/bus.js';
-import { isActualFresh, isDesiredFresh } from '../../src/pipeline/freshness.js';
-import { DropReporter } from '../../src/pipeline/intake.js';
-import { definePlugin, type Stage, type StageContext, type StageHealth } from '../../src/pipeline/plugin.js';
+} from '../../src/messages/app-json.js';
+import type { BusMessage } from '../../src/sdk/bus.js';
+import { isActualFresh, isDesiredFresh } from '../../src/pipeline/freshness/board.js';
+import { DropReporter } from '../../src/sdk/dropped-input.js';
+import { definePlugin, type Stage, type StageContext, type StageHealth } from '../../src/sdk/plugin.js';
 
 export const AppStateOptions = Type.Object(
   {

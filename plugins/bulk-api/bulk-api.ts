@@ -18,12 +18,12 @@ import { Agent } from 'undici';
 import { maskUrl } from '../../src/config/mask.js';
 import { basicAuth, createHttpAgent, loadCaFile } from '../../src/http/client.js';
 import { errorText } from '../../src/log.js';
-import type { BusMessage } from '../../src/pipeline/bus.js';
-import type { Timer } from '../../src/pipeline/clock.js';
-import type { Stage, StageContext, StageHealth } from '../../src/pipeline/plugin.js';
-import type { PolicyEvent } from '../../src/pipeline/events.js';
-import { DropReporter } from '../../src/pipeline/intake.js';
-import { appKey, type AppKey, type DesiredApp } from '../../src/pipeline/store.js';
+import type { BusMessage } from '../../src/sdk/bus.js';
+import type { Timer } from '../../src/sdk/clock.js';
+import type { Stage, StageContext, StageHealth } from '../../src/sdk/plugin.js';
+import type { PolicyEvent } from '../../src/sdk/events.js';
+import { DropReporter } from '../../src/sdk/dropped-input.js';
+import { appKey, type AppKey, type DesiredApp } from '../../src/sdk/store.js';
 import type { BulkApiOptions } from './options.js';
 import {
   bulkAppsPath,

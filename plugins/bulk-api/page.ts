@@ -4,8 +4,8 @@
  * Nothing here does I/O or throws on bad input, so it can be fuzzed in-process.
  */
 import { DNS_CODES, errorCode, TLS_TRUST_CODES, UNREACHABLE_CODES } from '../../src/http/client.js';
-import { epochSeconds } from '../../src/pipeline/droplets.js';
-import type { DesiredApp } from '../../src/pipeline/store.js';
+import { epochSeconds } from '../../src/sdk/droplets.js';
+import type { DesiredApp } from '../../src/sdk/store.js';
 
 /** HM9000 starts every walk with the literal token `{}`. */
 export const FIRST_TOKEN = '{}';

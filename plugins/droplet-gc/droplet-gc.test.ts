@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
 import { loadPlugin } from '../../src/pipeline/plugin-loader.js';
-import { stageSummary } from '../../src/pipeline/stage-summary.js';
-import { createDroplet, type Droplet } from '../../src/pipeline/droplets.js';
-import type { AppEvent, EventDecision } from '../../src/pipeline/events.js';
+import { stageSummary } from '../../src/operator/stage-summary.js';
+import { createDroplet, type Droplet } from '../../src/sdk/droplets.js';
+import type { AppEvent, EventDecision } from '../../src/sdk/events.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
 import plugin from './index.js';
 
@@ -91,7 +91,7 @@ describe('droplet-gc', () => {
 
 describe('apps a completed walk did not see (older design)', () => {
   it('forgets every record whose app the walk did not report, and nothing on a walk that reports no list', async () => {
-    const { DropletRegistry } = await import('../../src/pipeline/droplets.js');
+    const { DropletRegistry } = await import('../../src/sdk/droplets.js');
     const { dropletGcRule: rule } = await import('./index.js');
     const { pino } = await import('pino');
     const records = new DropletRegistry();

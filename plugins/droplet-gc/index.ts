@@ -10,9 +10,9 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import { Duration } from '../../src/config/schema.js';
-import { olderThan, type Droplet, type DropletRegistry } from '../../src/pipeline/droplets.js';
-import type { EventDecision, EventInput, EventPolicyStage } from '../../src/pipeline/events.js';
-import { definePlugin } from '../../src/pipeline/plugin.js';
+import { olderThan, type Droplet, type DropletRegistry } from '../../src/sdk/droplets.js';
+import type { EventDecision, EventInput, EventPolicyStage } from '../../src/sdk/events.js';
+import { definePlugin } from '../../src/sdk/plugin.js';
 
 export const DropletGcOptions = Type.Object(
   {

@@ -4,9 +4,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
-import { DropletRegistry, getInstance, setDesiredState, type Droplet } from '../../src/pipeline/droplets.js';
-import type { AppEvent, EventDecision, EventEnv } from '../../src/pipeline/events.js';
-import { stageSummary } from '../../src/pipeline/stage-summary.js';
+import { DropletRegistry, getInstance, setDesiredState, type Droplet } from '../../src/sdk/droplets.js';
+import type { AppEvent, EventDecision, EventEnv } from '../../src/sdk/events.js';
+import { stageSummary } from '../../src/operator/stage-summary.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
 import plugin, { DEFAULT_DROPLET_RECORDS, DropletRecords, extraInstanceGuidToPrune, type DropletRecordsConfig } from './index.js';
 

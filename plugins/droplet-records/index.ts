@@ -16,10 +16,10 @@
  * the state it leaves (an exit marks the record DOWN first, then the crash is counted).
  */
 import { Type } from '@sinclair/typebox';
-import { getInstance, stopRequest, type Droplet, type ExtraInstance, type InstanceRecord } from '../../src/pipeline/droplets.js';
-import type { EventDecision, EventInput, EventPolicyStage, ExitEvent } from '../../src/pipeline/events.js';
-import { definePlugin, type StageContext } from '../../src/pipeline/plugin.js';
-import type { InstanceHeartbeat } from '../../src/pipeline/store.js';
+import { getInstance, stopRequest, type Droplet, type ExtraInstance, type InstanceRecord } from '../../src/sdk/droplets.js';
+import type { EventDecision, EventInput, EventPolicyStage, ExitEvent } from '../../src/sdk/events.js';
+import { definePlugin, type StageContext } from '../../src/sdk/plugin.js';
+import type { InstanceHeartbeat } from '../../src/sdk/store.js';
 
 export const DropletRecordsOptions = Type.Object(
   {

@@ -67,13 +67,13 @@
  * 10 000 leases; putting every heartbeat (HM9000's presence keys) would cost one put per agent per
  * heartbeat.
  */
-import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer } from '../../src/pipeline/store-kit.js';
+import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer } from '../../src/state/store-kit.js';
 import type { Etcd3, ICompare, IKeyValue, IRequestOp, ITxnResponse, IWatchResponse, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
-import type { Clock } from '../../src/pipeline/clock.js';
-import { keptInstances } from '../../src/pipeline/instances.js';
-import { LeaderElection } from '../../src/pipeline/leader.js';
-import type { StageHealth } from '../../src/pipeline/plugin.js';
+import type { Clock } from '../../src/sdk/clock.js';
+import { keptInstances } from '../../src/state/instance-sets.js';
+import { LeaderElection } from '../../src/pipeline/leadership/leader.js';
+import type { StageHealth } from '../../src/sdk/plugin.js';
 import {
   appKey,
   crashKey,
@@ -93,7 +93,7 @@ import {
   type Store,
   type StoreChange,
   type StoreSnapshot,
-} from '../../src/pipeline/store.js';
+} from '../../src/sdk/store.js';
 import { createEtcdClient, describeEndpoints, etcdError, EtcdStoreError, type EtcdConnection } from './client.js';
 import {
   applyDelta,

@@ -6,12 +6,12 @@
  * falls through after its stop and still gets the start — HM9000 B does exactly that.
  */
 import { Type } from '@sinclair/typebox';
-import { byIndex, crashCountAt, isIndexDesired, isStaged } from '../../src/pipeline/app-view.js';
+import { byIndex, crashCountAt, isIndexDesired, isStaged } from '../../src/sdk/app-view.js';
 import { Duration } from '../../src/config/schema.js';
-import type { PolicyInput, PolicyStage, Proposal } from '../../src/pipeline/decisions.js';
-import { newStart, newStop } from '../../src/pipeline/pending.js';
-import { definePlugin } from '../../src/pipeline/plugin.js';
-import type { InstanceHeartbeat } from '../../src/pipeline/store.js';
+import type { PolicyInput, PolicyStage, Proposal } from '../../src/sdk/orders.js';
+import { newStart, newStop } from '../../src/sdk/pending-messages.js';
+import { definePlugin } from '../../src/sdk/plugin.js';
+import type { InstanceHeartbeat } from '../../src/sdk/store.js';
 
 export const EVACUATION_PRIORITY = 2.0;
 

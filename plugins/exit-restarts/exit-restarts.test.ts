@@ -4,10 +4,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
-import { DropletRegistry, getInstance, setDesiredState, type Droplet } from '../../src/pipeline/droplets.js';
-import type { EventDecision, EventEnv, EventPolicyStage, ExitEvent } from '../../src/pipeline/events.js';
-import { dedupeKey, RequestQueue } from '../../src/pipeline/request-queue.js';
-import { stageSummary } from '../../src/pipeline/stage-summary.js';
+import { DropletRegistry, getInstance, setDesiredState, type Droplet } from '../../src/sdk/droplets.js';
+import type { EventDecision, EventEnv, EventPolicyStage, ExitEvent } from '../../src/sdk/events.js';
+import { dedupeKey, RequestQueue } from '../../src/pipeline/event-path/request-queue.js';
+import { stageSummary } from '../../src/operator/stage-summary.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
 import { DEFAULT_DROPLET_RECORDS, DropletRecords } from '../droplet-records/index.js';
 import { DEFAULT_FLAPPING, Flapping } from '../flapping/index.js';

@@ -12,13 +12,13 @@
  */
 import { Type } from '@sinclair/typebox';
 import type { Counter } from 'prom-client';
-import { suppressedOrdersCounter } from '../../src/pipeline/order-metrics.js';
-import { LogLimiter } from '../../src/pipeline/log-limiter.js';
+import { suppressedOrdersCounter } from '../../src/sdk/order-metrics.js';
+import { LogLimiter } from '../../src/sdk/log-limiter.js';
 import type { Logger } from 'pino';
 import { Duration } from '../../src/config/schema.js';
-import { hasRecentHeartbeat, peekInstance, shouldRun, startRequest, type Droplet } from '../../src/pipeline/droplets.js';
-import type { EventDecision, EventEnv, EventInput, EventPolicyStage, ExitEvent } from '../../src/pipeline/events.js';
-import { definePlugin, type StageContext } from '../../src/pipeline/plugin.js';
+import { hasRecentHeartbeat, peekInstance, shouldRun, startRequest, type Droplet } from '../../src/sdk/droplets.js';
+import type { EventDecision, EventEnv, EventInput, EventPolicyStage, ExitEvent } from '../../src/sdk/events.js';
+import { definePlugin, type StageContext } from '../../src/sdk/plugin.js';
 
 export const ExitRestartsOptions = Type.Object(
   {

@@ -9,9 +9,9 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import { Duration } from '../../src/config/schema.js';
-import { allInstances, isStartingOrRunning, olderThan, stopRequest, type Droplet } from '../../src/pipeline/droplets.js';
-import type { EventDecision, EventEnv, EventInput, EventPolicyStage } from '../../src/pipeline/events.js';
-import { definePlugin } from '../../src/pipeline/plugin.js';
+import { allInstances, isStartingOrRunning, olderThan, stopRequest, type Droplet } from '../../src/sdk/droplets.js';
+import type { EventDecision, EventEnv, EventInput, EventPolicyStage } from '../../src/sdk/events.js';
+import { definePlugin } from '../../src/sdk/plugin.js';
 
 export const ExtraAppOptions = Type.Object(
   {

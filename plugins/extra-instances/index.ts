@@ -25,9 +25,9 @@ import {
   type Droplet,
   type ExtraInstance,
   type InstanceRecord,
-} from '../../src/pipeline/droplets.js';
-import type { EventDecision, EventInput, EventPolicyStage } from '../../src/pipeline/events.js';
-import { definePlugin } from '../../src/pipeline/plugin.js';
+} from '../../src/sdk/droplets.js';
+import type { EventDecision, EventInput, EventPolicyStage } from '../../src/sdk/events.js';
+import { definePlugin } from '../../src/sdk/plugin.js';
 
 export const ExtraInstancesOptions = Type.Object(
   {

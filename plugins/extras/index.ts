@@ -4,11 +4,11 @@
  * gets an immediate EXTRA stop. Skipped for an app that got a new start in this pass.
  */
 import { Type } from '@sinclair/typebox';
-import { isIndexDesired, isStartingOrRunning } from '../../src/pipeline/app-view.js';
+import { isIndexDesired, isStartingOrRunning } from '../../src/sdk/app-view.js';
 import { Duration } from '../../src/config/schema.js';
-import type { PolicyInput, PolicyStage, Proposal } from '../../src/pipeline/decisions.js';
-import { newStop } from '../../src/pipeline/pending.js';
-import { definePlugin } from '../../src/pipeline/plugin.js';
+import type { PolicyInput, PolicyStage, Proposal } from '../../src/sdk/orders.js';
+import { newStop } from '../../src/sdk/pending-messages.js';
+import { definePlugin } from '../../src/sdk/plugin.js';
 
 export const ExtrasOptions = Type.Object(
   {

@@ -5,9 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
-import { DropletRegistry, getInstance, setDesiredState, type Droplet, type DropletRequest, type InstanceRecord } from '../../src/pipeline/droplets.js';
-import type { AppEvent, Delivery, EventDecision, EventPolicyStage } from '../../src/pipeline/events.js';
-import { stageSummary } from '../../src/pipeline/stage-summary.js';
+import { DropletRegistry, getInstance, setDesiredState, type Droplet, type DropletRequest, type InstanceRecord } from '../../src/sdk/droplets.js';
+import type { AppEvent, Delivery, EventDecision, EventPolicyStage } from '../../src/sdk/events.js';
+import { stageSummary } from '../../src/operator/stage-summary.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
 import { DEFAULT_DROPLET_RECORDS, DropletRecords, type DropletRecordsConfig } from '../droplet-records/index.js';
 import { exitRestart } from '../exit-restarts/index.js';

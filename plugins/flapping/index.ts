@@ -17,9 +17,9 @@
  */
 import { Type } from '@sinclair/typebox';
 import { Duration } from '../../src/config/schema.js';
-import { getInstance, peekInstance, startRequest, type Droplet, type InstanceRecord } from '../../src/pipeline/droplets.js';
-import type { EventDecision, EventEnv, EventInput, EventPolicyStage, ExitEvent } from '../../src/pipeline/events.js';
-import { definePlugin, type StageContext } from '../../src/pipeline/plugin.js';
+import { getInstance, peekInstance, startRequest, type Droplet, type InstanceRecord } from '../../src/sdk/droplets.js';
+import type { EventDecision, EventEnv, EventInput, EventPolicyStage, ExitEvent } from '../../src/sdk/events.js';
+import { definePlugin, type StageContext } from '../../src/sdk/plugin.js';
 
 export const FlappingOptions = Type.Object(
   {

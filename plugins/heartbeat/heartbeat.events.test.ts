@@ -5,8 +5,8 @@
  */
 import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import type { EventKind, PolicyEvent } from '../../src/pipeline/events.js';
-import { deriveProblems, ProblemTracker, type ProblemFacts } from '../../src/pipeline/problems.js';
+import type { EventKind, PolicyEvent } from '../../src/sdk/events.js';
+import { deriveProblems, ProblemTracker, type ProblemFacts } from '../../src/operator/problems.js';
 import { makeStageContext, type TestContext } from '../../test/helpers/stage-context.js';
 import heartbeatPlugin, { readEntries, type HeartbeatSource, type HeartbeatStageOptions } from './index.js';
 

@@ -12,11 +12,11 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createLoggerFactory } from '../../src/log.js';
 import { MAX_MESSAGE_BYTES } from '../../src/messages/decode.js';
 import { MESSAGE_LIMITS } from '../../src/messages/schemas.js';
-import type { Bus, BusMessage } from '../../src/pipeline/bus.js';
-import { VirtualClock } from '../../src/pipeline/clock.js';
-import { DropletRegistry } from '../../src/pipeline/droplets.js';
-import { FreshnessBoard } from '../../src/pipeline/freshness.js';
-import type { StageContext } from '../../src/pipeline/plugin.js';
+import type { Bus, BusMessage } from '../../src/sdk/bus.js';
+import { VirtualClock } from '../../src/sdk/clock.js';
+import { DropletRegistry } from '../../src/sdk/droplets.js';
+import { FreshnessBoard } from '../../src/pipeline/freshness/board.js';
+import type { StageContext } from '../../src/sdk/plugin.js';
 import { MemoryStore } from '../memory-store/memory-store.js';
 import heartbeatPlugin, { type HeartbeatSource, type HeartbeatStageOptions } from './index.js';
 

@@ -7,12 +7,12 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { Registry } from 'prom-client';
 import { makeValidator } from '../../src/config/validate.js';
 import { createLoggerFactory } from '../../src/log.js';
-import type { Bus, BusMessage } from '../../src/pipeline/bus.js';
-import { VirtualClock } from '../../src/pipeline/clock.js';
-import { DropletRegistry } from '../../src/pipeline/droplets.js';
-import { FreshnessBoard, isActualFresh } from '../../src/pipeline/freshness.js';
-import { isPluginDefinition, type StageContext } from '../../src/pipeline/plugin.js';
-import { appKey, type SaveHeartbeatsResult, type StoreSnapshot } from '../../src/pipeline/store.js';
+import type { Bus, BusMessage } from '../../src/sdk/bus.js';
+import { VirtualClock } from '../../src/sdk/clock.js';
+import { DropletRegistry } from '../../src/sdk/droplets.js';
+import { FreshnessBoard, isActualFresh } from '../../src/pipeline/freshness/board.js';
+import { isPluginDefinition, type StageContext } from '../../src/sdk/plugin.js';
+import { appKey, type SaveHeartbeatsResult, type StoreSnapshot } from '../../src/sdk/store.js';
 import { MemoryStore } from '../memory-store/memory-store.js';
 import heartbeatPlugin, { HeartbeatSource, roundStateTimestamp, type HeartbeatStageOptions } from './index.js';
 

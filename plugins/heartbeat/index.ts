@@ -5,7 +5,7 @@
  */
 import { Type } from '@sinclair/typebox';
 import { Duration } from '../../src/config/schema.js';
-import { definePlugin } from '../../src/pipeline/plugin.js';
+import { definePlugin } from '../../src/sdk/plugin.js';
 import { HeartbeatSource } from './heartbeat.js';
 
 export { HeartbeatSource, roundStateTimestamp, heartbeatMetrics, HTTPS_SUBJECT_LABEL, DropletUpdatedMessage, type HeartbeatStageOptions } from './heartbeat.js';

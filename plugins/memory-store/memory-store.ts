@@ -4,19 +4,9 @@
  * stays a consistent view while later writes go to fresh copies. (Records are not frozen: reading
  * frozen objects is many times slower, and the analyzer reads every instance.)
  */
-import type { Clock } from '../../src/pipeline/clock.js';
-import { keptInstances, sameInstanceSet } from '../../src/pipeline/instances.js';
-import {
-  checkArray,
-  checkFreshnessKind,
-  checkString,
-  checkTtl,
-  CowMap,
-  crashApp,
-  DeadlineHeap,
-  DeadlineTimer,
-  groupByApp,
-} from '../../src/pipeline/store-kit.js';
+import type { Clock } from '../../src/sdk/clock.js';
+import { keptInstances, sameInstanceSet } from '../../src/state/instance-sets.js';
+import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer, groupByApp } from '../../src/state/store-kit.js';
 import {
   appKey,
   crashKey,
@@ -36,7 +26,7 @@ import {
   type Store,
   type StoreChange,
   type StoreSnapshot,
-} from '../../src/pipeline/store.js';
+} from '../../src/sdk/store.js';
 
 export interface MemoryStoreOptions {
   /**

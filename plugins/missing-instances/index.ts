@@ -13,9 +13,9 @@
 import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import { Duration } from '../../src/config/schema.js';
-import { getInstance, graceOver, missingIndices, missingIndicesByIndex, startRequest, type Droplet } from '../../src/pipeline/droplets.js';
-import type { EventDecision, EventEnv, EventInput, EventPolicyStage } from '../../src/pipeline/events.js';
-import { definePlugin } from '../../src/pipeline/plugin.js';
+import { getInstance, graceOver, missingIndices, missingIndicesByIndex, startRequest, type Droplet } from '../../src/sdk/droplets.js';
+import type { EventDecision, EventEnv, EventInput, EventPolicyStage } from '../../src/sdk/events.js';
+import { definePlugin } from '../../src/sdk/plugin.js';
 
 export const MissingInstancesOptions = Type.Object(
   {

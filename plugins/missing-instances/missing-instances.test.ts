@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
 import { loadPlugin } from '../../src/pipeline/plugin-loader.js';
-import { stageSummary } from '../../src/pipeline/stage-summary.js';
-import { createDroplet, getInstance, setDesiredState, type Droplet } from '../../src/pipeline/droplets.js';
-import type { EventDecision, EventEnv } from '../../src/pipeline/events.js';
+import { stageSummary } from '../../src/operator/stage-summary.js';
+import { createDroplet, getInstance, setDesiredState, type Droplet } from '../../src/sdk/droplets.js';
+import type { EventDecision, EventEnv } from '../../src/sdk/events.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
 import plugin from './index.js';
 

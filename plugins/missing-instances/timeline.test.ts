@@ -5,9 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
-import { createDroplet, getInstance, setDesiredState, type Droplet } from '../../src/pipeline/droplets.js';
-import type { EventDecision, EventPolicyStage } from '../../src/pipeline/events.js';
-import type { PluginDefinition } from '../../src/pipeline/plugin.js';
+import { createDroplet, getInstance, setDesiredState, type Droplet } from '../../src/sdk/droplets.js';
+import type { EventDecision, EventPolicyStage } from '../../src/sdk/events.js';
+import type { PluginDefinition } from '../../src/sdk/plugin.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
 import dropletGc from '../droplet-gc/index.js';
 import extraApp from '../extra-app/index.js';

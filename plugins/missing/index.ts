@@ -4,11 +4,11 @@
  * once sent (so a still-missing index is proposed again in a later cycle).
  */
 import { Type } from '@sinclair/typebox';
-import { byIndex, desiredInstances, isStaged } from '../../src/pipeline/app-view.js';
+import { byIndex, desiredInstances, isStaged } from '../../src/sdk/app-view.js';
 import { Duration } from '../../src/config/schema.js';
-import type { PolicyInput, PolicyStage, Proposal } from '../../src/pipeline/decisions.js';
-import { newStart } from '../../src/pipeline/pending.js';
-import { definePlugin } from '../../src/pipeline/plugin.js';
+import type { PolicyInput, PolicyStage, Proposal } from '../../src/sdk/orders.js';
+import { newStart } from '../../src/sdk/pending-messages.js';
+import { definePlugin } from '../../src/sdk/plugin.js';
 
 export const MissingOptions = Type.Object(
   {

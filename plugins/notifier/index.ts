@@ -14,8 +14,8 @@
  */
 import { Counter, type Registry } from 'prom-client';
 import { errorText } from '../../src/log.js';
-import type { InstanceOrder, Order, RequestOrder, SinkStage } from '../../src/pipeline/decisions.js';
-import { definePlugin, type StageContext, type StageHealth } from '../../src/pipeline/plugin.js';
+import type { InstanceOrder, Order, RequestOrder, SinkStage } from '../../src/sdk/orders.js';
+import { definePlugin, type StageContext, type StageHealth } from '../../src/sdk/plugin.js';
 import { loadCaFile } from '../../src/http/client.js';
 import { CcClient } from './http.js';
 import { formatOrderMessage, formatRequestMessage } from './messages.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
-import { BusNotConnectedError } from '../../src/pipeline/bus.js';
-import type { StartOrder, StopOrder } from '../../src/pipeline/decisions.js';
+import { BusNotConnectedError } from '../../src/sdk/bus.js';
+import type { StartOrder, StopOrder } from '../../src/sdk/orders.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
 import plugin, { formatOrderMessage, formatStartMessage, formatStopMessage, Notifier, subjectsFor } from './index.js';
 

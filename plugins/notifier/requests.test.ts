@@ -5,9 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
-import { BusNotConnectedError } from '../../src/pipeline/bus.js';
-import type { RequestOrder, StartOrder } from '../../src/pipeline/decisions.js';
-import { createDroplet, getInstance, setDesiredState, startRequest, stopRequest, type DropletRequest } from '../../src/pipeline/droplets.js';
+import { BusNotConnectedError } from '../../src/sdk/bus.js';
+import type { RequestOrder, StartOrder } from '../../src/sdk/orders.js';
+import { createDroplet, getInstance, setDesiredState, startRequest, stopRequest, type DropletRequest } from '../../src/sdk/droplets.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
 import plugin, {
   formatHealthStart,

@@ -1,7 +1,7 @@
 /** VCAP component registration (ruby-hm §3.11): announce at start, answer discover, keep secrets out of logs. */
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
-import { BusNotConnectedError } from '../../src/pipeline/bus.js';
+import { BusNotConnectedError } from '../../src/sdk/bus.js';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
 import { ANNOUNCE_RETRY_MS } from './component.js';
 import plugin, { rubyTime, uptimeString, type Reporter } from './index.js';

@@ -5,8 +5,8 @@
  * basic-auth credentials, which the collector needs to read /varz; the credentials are never logged.
  */
 import { randomBytes } from 'node:crypto';
-import type { BusMessage } from '../../src/pipeline/bus.js';
-import type { StageContext } from '../../src/pipeline/plugin.js';
+import type { BusMessage } from '../../src/sdk/bus.js';
+import type { StageContext } from '../../src/sdk/plugin.js';
 
 export interface ComponentOptions {
   enabled: boolean;

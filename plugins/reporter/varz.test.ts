@@ -4,10 +4,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
-import type { RequestOrder } from '../../src/pipeline/decisions.js';
-import { getInstance, setDesiredState, type Droplet } from '../../src/pipeline/droplets.js';
-import type { PolicyEvent } from '../../src/pipeline/events.js';
-import type { DesiredApp } from '../../src/pipeline/store.js';
+import type { RequestOrder } from '../../src/sdk/orders.js';
+import { getInstance, setDesiredState, type Droplet } from '../../src/sdk/droplets.js';
+import type { PolicyEvent } from '../../src/sdk/events.js';
+import type { DesiredApp } from '../../src/sdk/store.js';
 import { makeStageContext, type TestContext } from '../../test/helpers/stage-context.js';
 import notifierPlugin from '../notifier/index.js';
 import plugin, { type Reporter } from './index.js';

@@ -15,7 +15,7 @@ import { inspectRoutes, type InspectDeps } from './routes/inspect.js';
 import { shadowRoutes } from './routes/shadow.js';
 import { varzRoutes, type VarzSource } from './routes/varz.js';
 import { confirmLossRoutes, type ConfirmLoss } from './routes/confirm-loss.js';
-import type { ShadowComparer } from '../pipeline/shadow.js';
+import type { ShadowComparer } from '../operator/shadow.js';
 
 export interface ApiDeps {
   user: string;

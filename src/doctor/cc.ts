@@ -9,7 +9,7 @@ import { maskUrl } from '../config/mask.js';
 import type { ResolvedStage } from '../config/load.js';
 import { basicAuth, createHttpAgent, loadCaFile } from '../http/client.js';
 import { errorText } from '../log.js';
-import { makeProblem, type CcWhere } from '../pipeline/problem-codes.js';
+import { makeProblem, type CcWhere } from '../operator/problem-codes.js';
 import { bulkAppsPath, bulkBaseUrl, credentialsSubject, FIRST_TOKEN, parseBulkPage, parseCredentials } from '../../plugins/bulk-api/index.js';
 import { ccErrorDetail, get, transportProblem } from './http.js';
 import { fail, failPlain, pass, stagePath, type CheckResult, type DoctorContext } from './result.js';

@@ -11,8 +11,8 @@ import { Agent } from 'undici';
 import { maskUrl } from '../config/mask.js';
 import { errorCode } from '../http/client.js';
 import { errorText } from '../log.js';
-import { makeProblem } from '../pipeline/problem-codes.js';
-import { etcdEndpoints } from '../pipeline/problems.js';
+import { makeProblem } from '../operator/problem-codes.js';
+import { etcdEndpoints } from '../operator/problems.js';
 import { fail, failPlain, pass, type CheckResult, type DoctorContext } from './result.js';
 
 interface EtcdOptions {

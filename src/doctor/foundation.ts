@@ -3,7 +3,7 @@
  * not one desired app is heartbeating, the CC URL and the NATS servers belong to two foundations —
  * and every desired instance would look missing.
  */
-import { makeProblem } from '../pipeline/problem-codes.js';
+import { makeProblem } from '../operator/problem-codes.js';
 import type { DesiredSample } from './cc.js';
 import type { HeartbeatSample } from './heartbeats.js';
 import { fail, pass, skip, type CheckResult } from './result.js';

@@ -5,8 +5,8 @@
  */
 import type { NatsConnection } from 'nats';
 import type { ResolvedStage } from '../config/load.js';
-import { makeProblem } from '../pipeline/problem-codes.js';
-import { humanMs } from '../pipeline/problems.js';
+import { makeProblem } from '../operator/problem-codes.js';
+import { humanMs } from '../operator/problems.js';
 import { fail, pass, skip, stagePath, type CheckResult } from './result.js';
 
 export interface HeartbeatSample {

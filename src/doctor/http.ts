@@ -6,7 +6,7 @@
 import { Agent } from 'undici';
 import { DNS_CODES, errorCode, TLS_TRUST_CODES, UNREACHABLE_CODES } from '../http/client.js';
 import { errorText } from '../log.js';
-import { makeProblem, type CcWhere, type Problem } from '../pipeline/problem-codes.js';
+import { makeProblem, type CcWhere, type Problem } from '../operator/problem-codes.js';
 
 export interface Answer {
   status: number;

@@ -2,8 +2,8 @@
 import { connect, type NatsConnection } from 'nats';
 import { maskUrl } from '../config/mask.js';
 import { errorText } from '../log.js';
-import { makeProblem } from '../pipeline/problem-codes.js';
-import { natsConnectSettings } from '../pipeline/nats-url.js';
+import { makeProblem } from '../operator/problem-codes.js';
+import { natsConnectSettings } from '../bus/nats-url.js';
 import { fail, pass, type CheckResult, type DoctorContext } from './result.js';
 
 export interface NatsCheck {

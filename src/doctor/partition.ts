@@ -4,7 +4,7 @@
  * missing — both values are named, and the key to set.
  */
 import type { ResolvedStage } from '../config/load.js';
-import { makeProblem } from '../pipeline/problem-codes.js';
+import { makeProblem } from '../operator/problem-codes.js';
 import type { HeartbeatSample } from './heartbeats.js';
 import { fail, pass, skip, stagePath, type CheckResult } from './result.js';
 

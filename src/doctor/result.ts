@@ -8,7 +8,7 @@
  * Failures carry the problem code of the catalogue shared with /v1/status (problem-codes.ts).
  */
 import type { LoadedConfig, ResolvedStage } from '../config/load.js';
-import type { Problem, ProblemCode } from '../pipeline/problem-codes.js';
+import type { Problem, ProblemCode } from '../operator/problem-codes.js';
 
 export interface CheckResult {
   /** The check: config, nats, etcd, cc, heartbeats, cc_partition, start_stop, foundation. */

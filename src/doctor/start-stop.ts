@@ -9,8 +9,8 @@ import { maskUrl } from '../config/mask.js';
 import type { ResolvedStage } from '../config/load.js';
 import { basicAuth, createHttpAgent, loadCaFile } from '../http/client.js';
 import { errorText } from '../log.js';
-import { subscribersOf } from '../pipeline/nats-monitor.js';
-import { makeProblem, NOT_CONFIGURED_FOR_HM, type CcWhere } from '../pipeline/problem-codes.js';
+import { subscribersOf } from '../bus/nats-monitor.js';
+import { makeProblem, NOT_CONFIGURED_FOR_HM, type CcWhere } from '../operator/problem-codes.js';
 import { get, transportProblem } from './http.js';
 import { fail, failPlain, pass, skip, stagePath, type CheckResult, type DoctorContext } from './result.js';
 

@@ -5,8 +5,8 @@
  * and `hmgate dump` renders it as HM9000 printed it (render.ts). The per-app entries are also what
  * `GET /v1/apps` answers.
  */
-import { buildAppViews, type AppView } from '../pipeline/app-view.js';
-import { appKey, type PendingStart, type PendingStop, type StoreSnapshot } from '../pipeline/store.js';
+import { buildAppViews, type AppView } from '../sdk/app-view.js';
+import { appKey, type PendingStart, type PendingStop, type StoreSnapshot } from '../sdk/store.js';
 
 export interface DumpFreshness {
   fresh: boolean;

@@ -7,10 +7,10 @@ import { dirname } from 'node:path';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import type { LoadedConfig } from '../config/load.js';
-import { RealClock } from '../pipeline/clock.js';
-import { FreshnessBoard } from '../pipeline/freshness.js';
-import type { StageContext } from '../pipeline/plugin.js';
-import type { Store } from '../pipeline/store.js';
+import { RealClock } from '../sdk/clock.js';
+import { FreshnessBoard } from '../pipeline/freshness/board.js';
+import type { StageContext } from '../sdk/plugin.js';
+import type { Store } from '../sdk/store.js';
 
 export class RawDumpUnavailableError extends Error {}
 

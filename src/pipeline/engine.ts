@@ -11,23 +11,23 @@ import type { StatusBody } from '../api/routes/status.js';
 import { listen, type RunningServer } from '../api/server.js';
 import type { LoadedConfig, ResolvedStage } from '../config/load.js';
 import { createLoggerFactory, errorText, type LoggerFactory } from '../log.js';
-import { RealClock, SteppedClock, VirtualClock, type Clock, type Timer } from './clock.js';
-import { AlwaysLeader, type Leadership } from './leader.js';
-import { LeaderFitness, type FitnessCheck } from './leader-fitness.js';
-import { suppressedOrdersCounter } from './order-metrics.js';
-import { FreshnessBoard, freshnessError, isActualFresh, isDesiredFresh } from './freshness.js';
-import { AppMetrics } from './app-metrics.js';
-import { buildAppViews, isStartingOrRunning, type AppView } from './app-view.js';
-import { NatsBus } from './nats-bus.js';
-import type { Stage, StageContext } from './plugin.js';
-import type { Bus } from './bus.js';
+import { RealClock, SteppedClock, VirtualClock, type Clock, type Timer } from '../sdk/clock.js';
+import { AlwaysLeader, type Leadership } from './leadership/leader.js';
+import { LeaderFitness, type FitnessCheck } from './leadership/leader-fitness.js';
+import { suppressedOrdersCounter } from '../sdk/order-metrics.js';
+import { FreshnessBoard, freshnessError, isActualFresh, isDesiredFresh } from './freshness/board.js';
+import { AppMetrics } from './cycle/app-metrics.js';
+import { buildAppViews, isStartingOrRunning, type AppView } from '../sdk/app-view.js';
+import { NatsBus } from '../bus/nats-bus.js';
+import type { Stage, StageContext } from '../sdk/plugin.js';
+import type { Bus } from '../sdk/bus.js';
 import { CycleScheduler } from './scheduler.js';
-import { appKey, startKey, stopKey, type PendingStart, type PendingStop, type Store, type StoreSnapshot } from './store.js';
-import type { Order, PolicyStage, SinkStage } from './decisions.js';
-import { analyze } from './analyzer.js';
-import { dispatch, isTimeToSend, type DispatchResult } from './dispatcher.js';
-import { ChangedApps } from './changed-apps.js';
-import { DecisionAudit, type DecisionInput, type DecisionRecord } from './audit.js';
+import { appKey, startKey, stopKey, type PendingStart, type PendingStop, type Store, type StoreSnapshot } from '../sdk/store.js';
+import type { Order, PolicyStage, SinkStage } from '../sdk/orders.js';
+import { analyze } from './cycle/analyzer.js';
+import { dispatch, isTimeToSend, type DispatchResult } from './cycle/dispatcher.js';
+import { ChangedApps } from './cycle/changed-apps.js';
+import { DecisionAudit, type DecisionInput, type DecisionRecord } from '../operator/audit.js';
 import {
   deriveProblems,
   ProblemTracker,
@@ -37,15 +37,15 @@ import {
   type ProblemFacts,
   type StageFacts,
   type StateFacts,
-} from './problems.js';
-import { subscribersOf } from './nats-monitor.js';
-import { stageSummary } from './stage-summary.js';
+} from '../operator/problems.js';
+import { subscribersOf } from '../bus/nats-monitor.js';
+import { stageSummary } from '../operator/stage-summary.js';
 import { buildDump, type DumpDoc, type DumpFreshness } from '../dump/build.js';
-import { EventRunner } from './event-runner.js';
-import { isEventPolicy, type EventHub, type EventPolicyStage } from './events.js';
-import { DropletRegistry } from './droplets.js';
-import type { RequestOrder } from './decisions.js';
-import { ShadowComparer } from './shadow.js';
+import { EventRunner } from './event-path/event-runner.js';
+import { isEventPolicy, type EventHub, type EventPolicyStage } from '../sdk/events.js';
+import { DropletRegistry } from '../sdk/droplets.js';
+import type { RequestOrder } from '../sdk/orders.js';
+import { ShadowComparer } from '../operator/shadow.js';
 import { hasVarz, type VarzSource } from '../api/routes/varz.js';
 
 export class StageStartError extends Error {

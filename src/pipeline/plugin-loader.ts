@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { packageRoot, pluginsDir } from '../paths.js';
-import { isPluginDefinition, type PluginDefinition } from './plugin.js';
+import { isPluginDefinition, type PluginDefinition } from '../sdk/plugin.js';
 
 export class PluginLoadError extends Error {}
 

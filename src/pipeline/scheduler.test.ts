@@ -1,6 +1,6 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { VirtualClock } from './clock.js';
+import { VirtualClock } from '../sdk/clock.js';
 import { CycleScheduler } from './scheduler.js';
 
 function recordingLogger() {

@@ -5,7 +5,7 @@
  */
 import type { Logger } from 'pino';
 import { errorText } from '../log.js';
-import type { Clock, Timer } from './clock.js';
+import type { Clock, Timer } from '../sdk/clock.js';
 
 export interface SchedulerStats {
   runs: number;

@@ -2,8 +2,8 @@
  * A message bus inside the process, with NATS subject matching (`*` one token, `>` the rest), for
  * simulations and scenario tests that run on a virtual clock, where no real server can keep time.
  */
-import type { Bus, BusMessage, SubscribeOptions } from '../pipeline/bus.js';
-import type { Stage } from '../pipeline/plugin.js';
+import type { Bus, BusMessage, SubscribeOptions } from '../sdk/bus.js';
+import type { Stage } from '../sdk/plugin.js';
 
 export function subjectMatches(pattern: string, subject: string): boolean {
   const p = pattern.split('.');

@@ -8,7 +8,7 @@
 import { connect, type NatsConnection, type Subscription } from 'nats';
 import type { LoadedConfig } from '../config/load.js';
 import { maskUrl } from '../config/mask.js';
-import { natsConnectSettings } from '../pipeline/nats-url.js';
+import { natsConnectSettings } from '../bus/nats-url.js';
 import { LiveCloudController, type LiveCcStats } from './live-cc.js';
 import { LiveFoundation } from './live-foundation.js';
 

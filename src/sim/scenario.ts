@@ -18,12 +18,12 @@ import { readSourceFile } from '../config/source.js';
 import { makeValidator } from '../config/validate.js';
 import { createLoggerFactory } from '../log.js';
 import { presetsDir } from '../paths.js';
-import { VirtualClock } from '../pipeline/clock.js';
-import type { Order, SinkStage } from '../pipeline/decisions.js';
+import { VirtualClock } from '../sdk/clock.js';
+import type { Order, SinkStage } from '../sdk/orders.js';
 import { Engine } from '../pipeline/engine.js';
-import { definePlugin, type Stage, type StageContext } from '../pipeline/plugin.js';
+import { definePlugin, type Stage, type StageContext } from '../sdk/plugin.js';
 import { loadPlugin } from '../pipeline/plugin-loader.js';
-import type { DesiredApp } from '../pipeline/store.js';
+import type { DesiredApp } from '../sdk/store.js';
 import { InProcessBus } from './in-process-bus.js';
 import { ScenarioSchema, type Scenario, type ScenarioApp, type ScenarioExpectation, type ScenarioInstance } from './scenario-schema.js';
 

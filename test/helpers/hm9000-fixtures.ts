@@ -3,7 +3,7 @@
  * assembled into a StoreSnapshot, and the HM9000 policy set with its default options (in ms,
  * heartbeat 10 s).
  */
-import type { NamedPolicy } from '../../src/pipeline/analyzer.js';
+import type { NamedPolicy } from '../../src/pipeline/cycle/analyzer.js';
 import {
   appKey,
   crashKey,
@@ -15,7 +15,7 @@ import {
   type PendingStart,
   type PendingStop,
   type StoreSnapshot,
-} from '../../src/pipeline/store.js';
+} from '../../src/sdk/store.js';
 import { crashesRule } from '../../plugins/crashes/index.js';
 import { duplicatesRule } from '../../plugins/duplicates/index.js';
 import { evacuationRule } from '../../plugins/evacuation/index.js';

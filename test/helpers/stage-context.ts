@@ -7,11 +7,11 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { MemoryStore } from '../../plugins/memory-store/memory-store.js';
 import { InProcessBus } from '../../src/sim/in-process-bus.js';
-import { VirtualClock } from '../../src/pipeline/clock.js';
-import { FreshnessBoard } from '../../src/pipeline/freshness.js';
-import type { PluginKind, StageContext } from '../../src/pipeline/plugin.js';
-import { DropletRegistry } from '../../src/pipeline/droplets.js';
-import type { PolicyEvent } from '../../src/pipeline/events.js';
+import { VirtualClock } from '../../src/sdk/clock.js';
+import { FreshnessBoard } from '../../src/pipeline/freshness/board.js';
+import type { PluginKind, StageContext } from '../../src/sdk/plugin.js';
+import { DropletRegistry } from '../../src/sdk/droplets.js';
+import type { PolicyEvent } from '../../src/sdk/events.js';
 
 export { InProcessBus };
 

@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { createLoggerFactory } from '../../src/log.js';
-import { VirtualClock } from '../../src/pipeline/clock.js';
+import { VirtualClock } from '../../src/sdk/clock.js';
 import { Engine } from '../../src/pipeline/engine.js';
 import { InProcessBus } from '../../src/sim/in-process-bus.js';
 import { control } from './fixtures/failing-sink.js';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { EtcdStore } from '../../plugins/etcd-store/index.js';
-import { RealClock } from '../../src/pipeline/clock.js';
+import { RealClock } from '../../src/sdk/clock.js';
 import { runCli } from '../helpers/hmgate-process.js';
 import { startEtcd, type EtcdHandle } from '../helpers/index.js';
 

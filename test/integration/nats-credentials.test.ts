@@ -13,7 +13,7 @@ import { ConfigError, formatProblem } from '../../src/config/errors.js';
 import { loadConfig } from '../../src/config/load.js';
 import { checkNats } from '../../src/doctor/nats.js';
 import { formatResult } from '../../src/doctor/result.js';
-import { NatsBus } from '../../src/pipeline/nats-bus.js';
+import { NatsBus } from '../../src/bus/nats-bus.js';
 import { startNatsServer, type NatsServerHandle } from '../helpers/index.js';
 
 // Characters that must be percent-encoded in a URL, so decoding is tested too.

@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import { describe, expect, it } from 'vitest';
-import { appKey, type CrashCount, type DesiredApp, type InstanceHeartbeat, type StoreSnapshot } from '../../pipeline/store.js';
+import { appKey, type CrashCount, type DesiredApp, type InstanceHeartbeat, type StoreSnapshot } from '../../sdk/store.js';
 import { requireBasicAuth } from '../auth.js';
 import { bulkAppStateRoutes, type BulkAppStateDeps } from './bulk-app-state.js';
 

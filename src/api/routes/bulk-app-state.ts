@@ -2,8 +2,8 @@ import { Hono } from 'hono';
 import type { MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
 import { errorText } from '../../log.js';
-import { appViewLookup, bulkAppStateBody, decodeRequestBody, EMPTY_APP_STATE, parseBulkAppStateRequest, type FloatFormat } from '../../pipeline/app-json.js';
-import type { StoreSnapshot } from '../../pipeline/store.js';
+import { appViewLookup, bulkAppStateBody, decodeRequestBody, EMPTY_APP_STATE, parseBulkAppStateRequest, type FloatFormat } from '../../messages/app-json.js';
+import type { StoreSnapshot } from '../../sdk/store.js';
 
 export interface BulkAppStateDeps {
   snapshot(): Promise<StoreSnapshot>;

@@ -7,8 +7,8 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../../plugins/memory-store/memory-store.js';
 import { buildDump } from '../../dump/build.js';
-import { DecisionAudit } from '../../pipeline/audit.js';
-import { VirtualClock } from '../../pipeline/clock.js';
+import { DecisionAudit } from '../../operator/audit.js';
+import { VirtualClock } from '../../sdk/clock.js';
 import { buildApi } from '../app.js';
 import type { StatusBody } from './status.js';
 

@@ -9,12 +9,12 @@
  * - `GET /v1/decisions?since=&limit=&app=`: the decision audit.
  */
 import { Hono, type MiddlewareHandler } from 'hono';
-import { buildAppViews } from '../../pipeline/app-view.js';
-import type { DecisionAudit } from '../../pipeline/audit.js';
-import type { StoreSnapshot } from '../../pipeline/store.js';
+import { buildAppViews } from '../../sdk/app-view.js';
+import type { DecisionAudit } from '../../operator/audit.js';
+import type { StoreSnapshot } from '../../sdk/store.js';
 import { dumpApp, dumpApps, pendingByApp, type DumpDoc } from '../../dump/build.js';
-import { dropletJson } from '../../pipeline/droplet-json.js';
-import type { Droplet } from '../../pipeline/droplets.js';
+import { dropletJson } from '../../messages/droplet-json.js';
+import type { Droplet } from '../../sdk/droplets.js';
 
 export interface InspectDeps {
   dump(): Promise<DumpDoc>;

@@ -3,7 +3,7 @@
  * other health manager's — matched, only ours, only theirs — with the recent ones.
  */
 import { Hono, type MiddlewareHandler } from 'hono';
-import type { ShadowComparer } from '../../pipeline/shadow.js';
+import type { ShadowComparer } from '../../operator/shadow.js';
 
 export function shadowRoutes(auth: MiddlewareHandler, comparer: () => ShadowComparer | undefined): Hono {
   const app = new Hono();

@@ -1,6 +1,6 @@
 import { Hono } from 'hono';
 import type { MiddlewareHandler } from 'hono';
-import type { ProblemEntry } from '../../pipeline/problems.js';
+import type { ProblemEntry } from '../../operator/problems.js';
 
 export interface FreshnessStatus {
   fresh: boolean;

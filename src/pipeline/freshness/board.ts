@@ -4,7 +4,7 @@
  * fresh (the marker exists). Sources record here why a marker is missing, so the status API, the
  * logs and `doctor` can say it in words.
  */
-import type { FreshnessKind, FreshnessMarker } from './store.js';
+import type { FreshnessKind, FreshnessMarker } from '../../sdk/store.js';
 import { CollapseGuard, type CollapseOptions, type CollapseState } from './collapse-guard.js';
 import { IngestLagMeter, type IngestLag, type LagProbe } from './ingest-lag.js';
 

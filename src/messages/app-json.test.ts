@@ -14,8 +14,8 @@ import {
   singleAppStateBody,
   UnsupportedValueError,
 } from './app-json.js';
-import { buildAppViews } from './app-view.js';
-import { appKey, type CrashCount, type DesiredApp, type InstanceHeartbeat, type StoreSnapshot } from './store.js';
+import { buildAppViews } from '../sdk/app-view.js';
+import { appKey, type CrashCount, type DesiredApp, type InstanceHeartbeat, type StoreSnapshot } from '../sdk/store.js';
 
 const desired = (guid: string, version: string, extra: Partial<DesiredApp> = {}): DesiredApp => ({
   guid,

@@ -3,8 +3,8 @@
  * TTL deadlines driving one clock timer, the argument checks every Store method makes, and
  * grouping of instances per app.
  */
-import type { Clock, Timer } from './clock.js';
-import { appKey, type AppKey, type FreshnessKind, type InstanceHeartbeat } from './store.js';
+import type { Clock, Timer } from '../sdk/clock.js';
+import { appKey, type AppKey, type FreshnessKind, type InstanceHeartbeat } from '../sdk/store.js';
 
 /** A Map handed out by reference (view()) and cloned on the first write after that. */
 export class CowMap<K, V> {

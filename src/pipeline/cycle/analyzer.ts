@@ -5,10 +5,10 @@
  * incremented only for starts actually enqueued. Pure: it returns what to save.
  */
 import type { Logger } from 'pino';
-import { buildAppViews, isConverged, startPriority, type AppView } from './app-view.js';
-import { newMessageId } from './pending.js';
-import type { PolicyStage, Proposal } from './decisions.js';
-import { crashKey, startKey, stopKey, type AppKey, type CrashCount, type PendingStart, type PendingStop, type StoreSnapshot } from './store.js';
+import { buildAppViews, isConverged, startPriority, type AppView } from '../../sdk/app-view.js';
+import { newMessageId } from '../../sdk/pending-messages.js';
+import type { PolicyStage, Proposal } from '../../sdk/orders.js';
+import { crashKey, startKey, stopKey, type AppKey, type CrashCount, type PendingStart, type PendingStop, type StoreSnapshot } from '../../sdk/store.js';
 
 export interface AnalysisResult {
   apps: Map<AppKey, AppView>;

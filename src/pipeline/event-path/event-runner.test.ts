@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
-import { VirtualClock } from './clock.js';
+import { VirtualClock } from '../../sdk/clock.js';
 import { EventRunner, type EventRunnerOptions } from './event-runner.js';
-import { getInstance, startRequest, stopRequest } from './droplets.js';
-import type { EventDecision, EventInput, EventKind, EventPolicyStage } from './events.js';
-import type { RequestOrder } from './decisions.js';
+import { getInstance, startRequest, stopRequest } from '../../sdk/droplets.js';
+import type { EventDecision, EventInput, EventKind, EventPolicyStage } from '../../sdk/events.js';
+import type { RequestOrder } from '../../sdk/orders.js';
 import { dedupeKey, RequestQueue } from './request-queue.js';
 
 function policy(events: EventKind[], handle: (input: EventInput) => EventDecision[], everyMs?: number): EventPolicyStage {

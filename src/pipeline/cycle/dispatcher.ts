@@ -5,10 +5,10 @@
  * keep-alive only blocks re-scheduling until it expires. A failed send leaves its message untouched.
  */
 import type { Logger } from 'pino';
-import { buildAppViews, isIndexDesired, isStartingOrRunning, type AppView } from './app-view.js';
-import type { InstanceOrder, StartOrder, StopOrder } from './decisions.js';
-import { errorText } from '../log.js';
-import { startKey, stopKey, type AppKey, type PendingMessageBase, type PendingStart, type PendingStop, type StoreSnapshot } from './store.js';
+import { buildAppViews, isIndexDesired, isStartingOrRunning, type AppView } from '../../sdk/app-view.js';
+import type { InstanceOrder, StartOrder, StopOrder } from '../../sdk/orders.js';
+import { errorText } from '../../log.js';
+import { startKey, stopKey, type AppKey, type PendingMessageBase, type PendingStart, type PendingStop, type StoreSnapshot } from '../../sdk/store.js';
 
 export const isTimeToSend = (m: PendingMessageBase, now: number): boolean => m.sentOn === 0 && m.sendOn <= now;
 export const isExpired = (m: PendingMessageBase, now: number): boolean => m.sentOn !== 0 && m.sentOn + m.keepAlive <= now;

@@ -11,7 +11,7 @@ import { subjectsFor } from '../../plugins/notifier/options.js';
 import type { Logger } from 'pino';
 import { maskUrl } from '../config/mask.js';
 import { makeProblem, PROBLEM_CODES, type CcWhere, type Problem, type ProblemCode } from './problem-codes.js';
-import type { Hold } from './freshness.js';
+import type { Hold } from '../pipeline/freshness/board.js';
 
 export { makeProblem, type Problem, type ProblemCode } from './problem-codes.js';
 

@@ -5,8 +5,8 @@
  */
 import type { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createEtcdClient } from '../../plugins/etcd-store/client.js';
-import { startEtcd, waitFor, type EtcdHandle } from '../../test/helpers/index.js';
+import { createEtcdClient } from '../../../plugins/etcd-store/client.js';
+import { startEtcd, waitFor, type EtcdHandle } from '../../../test/helpers/index.js';
 import { AlwaysLeader, LeaderElection } from './leader.js';
 
 const TTL_SECONDS = 2;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FreshnessBoard, freshnessError, isActualFresh, isDesiredFresh } from './freshness.js';
+import { FreshnessBoard, freshnessError, isActualFresh, isDesiredFresh } from './board.js';
 
 const s = (n: number) => n * 1000;
 

@@ -4,9 +4,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { analyze } from './analyzer.js';
-import { buildAppViews } from './app-view.js';
-import { missingRule } from '../../plugins/missing/index.js';
-import { crash, desired, GRACE, hb, HB, hm9000Policies, pendingStart, pendingStop, snapshot } from '../../test/helpers/hm9000-fixtures.js';
+import { buildAppViews } from '../../sdk/app-view.js';
+import { missingRule } from '../../../plugins/missing/index.js';
+import { crash, desired, GRACE, hb, HB, hm9000Policies, pendingStart, pendingStop, snapshot } from '../../../test/helpers/hm9000-fixtures.js';
 
 const NOW = 1_000_000;
 const run = (parts: Parameters<typeof snapshot>[1], o?: Parameters<typeof hm9000Policies>[0]) => analyze(snapshot(NOW, parts), NOW, hm9000Policies(o));

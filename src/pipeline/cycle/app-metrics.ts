@@ -4,8 +4,8 @@
  * starts and stops sent, by reason. Exposed as Prometheus gauges and counters under HM9000's names.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { isStartingOrRunning, type AppView } from './app-view.js';
-import type { AppKey } from './store.js';
+import { isStartingOrRunning, type AppView } from '../../sdk/app-view.js';
+import type { AppKey } from '../../sdk/store.js';
 
 export const APP_METRIC_HELP = {
   NumberOfAppsWithAllInstancesReporting:

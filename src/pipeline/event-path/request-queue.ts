@@ -3,7 +3,7 @@
  * equal priorities, and an entry is not queued while one with the same key is (the first insert
  * wins, its priority is never raised). This is the priority set the Ruby HM drained in batches.
  */
-import type { DropletRequest } from './droplets.js';
+import type { DropletRequest } from '../../sdk/droplets.js';
 
 export type DedupeRule = 'payload' | 'op-version-indices';
 

@@ -10,7 +10,7 @@ import type { Registry } from 'prom-client';
 import type { Clock } from './clock.js';
 import type { Store } from './store.js';
 import type { Bus } from './bus.js';
-import type { FreshnessBoard } from './freshness.js';
+import type { FreshnessBoard } from '../pipeline/freshness/board.js';
 import type { EventHub } from './events.js';
 
 export type PluginKind = 'source' | 'store' | 'policy' | 'sink';

@@ -4,10 +4,10 @@
  */
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import type { Order } from './decisions.js';
+import type { Order } from '../../sdk/orders.js';
 import { dispatch, sortStarts, verifyStart, verifyStop } from './dispatcher.js';
-import { buildAppViews } from './app-view.js';
-import { desired, hb, pendingStart, pendingStop, snapshot } from '../../test/helpers/hm9000-fixtures.js';
+import { buildAppViews } from '../../sdk/app-view.js';
+import { desired, hb, pendingStart, pendingStop, snapshot } from '../../../test/helpers/hm9000-fixtures.js';
 
 const s = (n: number) => n * 1000;
 const quiet = pino({ level: 'silent' });

@@ -9,9 +9,9 @@ import { connect, type NatsConnection, type Subscription } from 'nats';
 import type { Logger } from 'pino';
 import { errorText } from '../log.js';
 import { maskUrl } from '../config/mask.js';
-import { BusNotConnectedError, type Bus, type BusMessage, type SubscribeOptions } from './bus.js';
+import { BusNotConnectedError, type Bus, type BusMessage, type SubscribeOptions } from '../sdk/bus.js';
 import { natsConnectSettings, type NatsConnectSettings } from './nats-url.js';
-import type { Stage, StageHealth } from './plugin.js';
+import type { Stage, StageHealth } from '../sdk/plugin.js';
 
 export interface NatsBusOptions {
   servers: string[];

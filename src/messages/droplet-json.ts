@@ -3,7 +3,7 @@
  * every field, Maps written as objects in their insertion order (instance indices included, which a
  * JS object would sort). A debug format, like the Ruby HM's dump of its droplet's fields.
  */
-import type { Droplet } from './droplets.js';
+import type { Droplet } from '../sdk/droplets.js';
 
 function text(value: unknown): string {
   if (value instanceof Map) {

@@ -15,8 +15,8 @@
  * is an empty request, a null element or field is left empty, field names match case-insensitively,
  * unknown fields are ignored, and a value of the wrong type fails the whole request.
  */
-import type { AppView } from './app-view.js';
-import { appKey, type AppKey, type CrashCount, type StoreSnapshot } from './store.js';
+import type { AppView } from '../sdk/app-view.js';
+import { appKey, type AppKey, type CrashCount, type StoreSnapshot } from '../sdk/store.js';
 
 /** Every failure answers this (HTTP 200 and NATS alike). */
 export const EMPTY_APP_STATE = '{}';

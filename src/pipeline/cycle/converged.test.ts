@@ -5,17 +5,17 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import crashesPlugin from '../../plugins/crashes/index.js';
-import duplicatesPlugin from '../../plugins/duplicates/index.js';
-import evacuationPlugin from '../../plugins/evacuation/index.js';
-import extrasPlugin from '../../plugins/extras/index.js';
-import missingPlugin from '../../plugins/missing/index.js';
-import { crash, desired, GRACE, hb, HB, hm9000Policies, pendingStart, snapshot } from '../../test/helpers/hm9000-fixtures.js';
+import crashesPlugin from '../../../plugins/crashes/index.js';
+import duplicatesPlugin from '../../../plugins/duplicates/index.js';
+import evacuationPlugin from '../../../plugins/evacuation/index.js';
+import extrasPlugin from '../../../plugins/extras/index.js';
+import missingPlugin from '../../../plugins/missing/index.js';
+import { crash, desired, GRACE, hb, HB, hm9000Policies, pendingStart, snapshot } from '../../../test/helpers/hm9000-fixtures.js';
 import { analyze, type NamedPolicy } from './analyzer.js';
-import { buildAppView, isConverged } from './app-view.js';
-import type { PolicyStage } from './decisions.js';
-import type { StageContext } from './plugin.js';
-import { appKey, type InstanceHeartbeat } from './store.js';
+import { buildAppView, isConverged } from '../../sdk/app-view.js';
+import type { PolicyStage } from '../../sdk/orders.js';
+import type { StageContext } from '../../sdk/plugin.js';
+import { appKey, type InstanceHeartbeat } from '../../sdk/store.js';
 
 const NOW = 1_000_000;
 const ctx = undefined as unknown as StageContext;

@@ -10,9 +10,9 @@
  * same moment, the drain goes first — as it did there.
  */
 import type { Logger } from 'pino';
-import { errorText } from '../log.js';
-import type { Clock, Timer } from './clock.js';
-import { DropletRegistry, setDesiredState, type Droplet, type DropletRequest } from './droplets.js';
+import { errorText } from '../../log.js';
+import type { Clock, Timer } from '../../sdk/clock.js';
+import { DropletRegistry, setDesiredState, type Droplet, type DropletRequest } from '../../sdk/droplets.js';
 import {
   isAppEvent,
   type AppEvent,
@@ -22,9 +22,9 @@ import {
   type EventKind,
   type EventPolicyStage,
   type PolicyEvent,
-} from './events.js';
-import type { RequestOrder } from './decisions.js';
-import { newMessageId } from './pending.js';
+} from '../../sdk/events.js';
+import type { RequestOrder } from '../../sdk/orders.js';
+import { newMessageId } from '../../sdk/pending-messages.js';
 import { dedupeKey, RequestQueue, type DedupeRule } from './request-queue.js';
 
 export interface EventRunnerOptions {
