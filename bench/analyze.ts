@@ -20,7 +20,7 @@ import { analyze, type NamedPolicy } from '../src/pipeline/cycle/analyzer.js';
 import { ChangedApps } from '../src/pipeline/cycle/changed-apps.js';
 import { VirtualClock } from '../src/sdk/clock.js';
 import { dispatch } from '../src/pipeline/cycle/dispatcher.js';
-import type { AgentHeartbeat, DesiredApp, InstanceHeartbeat } from '../src/sdk/store.js';
+import type { AgentHeartbeat, DesiredApp, InstanceHeartbeat } from '../src/sdk/state.js';
 
 const HB = 10_000;
 // Options objects built once, as the plugins' create() does.

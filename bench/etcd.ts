@@ -31,8 +31,8 @@
 import { Etcd3, type IRequestOp, type ITxnRequest } from 'etcd3';
 import { EtcdStore, recordPeriodMs } from '../plugins/etcd-store/etcd-store.js';
 import { RealClock } from '../src/sdk/clock.js';
-import { isActualFresh } from '../src/pipeline/freshness/board.js';
-import type { AgentHeartbeat, InstanceHeartbeat } from '../src/sdk/store.js';
+import { isActualFresh } from '../src/sdk/freshness.js';
+import type { AgentHeartbeat, InstanceHeartbeat } from '../src/sdk/state.js';
 import { startEtcd, type EtcdHandle } from '../test/helpers/etcd.js';
 
 const HB_MS = 10_000;

@@ -30,22 +30,22 @@ import { EtcdStore } from '../plugins/etcd-store/etcd-store.js';
 import { createEtcdClient, describeEndpoints } from '../plugins/etcd-store/client.js';
 import { Duration } from '../src/config/schema.js';
 import type { Clock } from '../src/sdk/clock.js';
-import { definePlugin, type StageHealth } from '../src/sdk/plugin.js';
+import { definePlugin } from '../src/sdk/plugin.js';
+import { type StageHealth } from '../src/sdk/stage.js';
 import type {
   AgentHeartbeat,
   AgentRecord,
-  AppKey,
   CrashCount,
   DesiredApp,
   FreshnessKind,
   FreshnessMarker,
   PendingStart,
   PendingStop,
-  SaveHeartbeatsResult,
-  Store,
   StoreChange,
   StoreSnapshot,
-} from '../src/sdk/store.js';
+} from '../src/sdk/state.js';
+import type { AppKey } from '../src/sdk/app-key.js';
+import type { SaveHeartbeatsResult, Store } from '../src/sdk/store.js';
 
 export const Hm9000LayoutOptionsSchema = Type.Object(
   {

@@ -5,9 +5,9 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VirtualClock } from '../src/sdk/clock.js';
-import { isActualFresh, isDesiredFresh } from '../src/pipeline/freshness/board.js';
+import { isActualFresh, isDesiredFresh } from '../src/sdk/freshness.js';
+import { appKey } from '../src/sdk/app-key.js';
 import {
-  appKey,
   crashKey,
   startKey,
   stopKey,
@@ -17,10 +17,10 @@ import {
   type InstanceHeartbeat,
   type PendingStart,
   type PendingStop,
-  type Store,
   type StoreChange,
   type StoreSnapshot,
-} from '../src/sdk/store.js';
+} from '../src/sdk/state.js';
+import { type Store } from '../src/sdk/store.js';
 
 export type StoreFactory = (clock: VirtualClock) => Promise<{ store: Store; cleanup?: () => Promise<void> }>;
 

@@ -6,20 +6,24 @@
  */
 import { Type } from '@sinclair/typebox';
 import { Counter, type Registry } from 'prom-client';
-import { errorText } from '../../src/log.js';
 import {
   appViewLookup,
   bulkAppStateBody,
+  type BusMessage,
   decodeRequestBody,
+  definePlugin,
+  DropReporter,
   EMPTY_APP_STATE,
+  errorText,
+  isActualFresh,
+  isDesiredFresh,
   parseAppStateRequest,
   parseBulkAppStateRequest,
   singleAppStateBody,
-} from '../../src/messages/app-json.js';
-import type { BusMessage } from '../../src/sdk/bus.js';
-import { isActualFresh, isDesiredFresh } from '../../src/pipeline/freshness/board.js';
-import { DropReporter } from '../../src/sdk/dropped-input.js';
-import { definePlugin, type Stage, type StageContext, type StageHealth } from '../../src/sdk/plugin.js';
+  type Stage,
+  type StageContext,
+  type StageHealth,
+} from '../../src/sdk/index.js';
 
 export const AppStateOptions = Type.Object(
   {

@@ -12,7 +12,7 @@ import type { StatusBody } from '../../src/api/routes/status.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createLoggerFactory } from '../../src/log.js';
 import { Engine } from '../../src/pipeline/engine.js';
-import { appKey } from '../../src/sdk/store.js';
+import { appKey } from '../../src/sdk/app-key.js';
 import {
   freePort,
   makeSelfSignedCert,

@@ -15,15 +15,23 @@
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { Agent } from 'undici';
-import { maskUrl } from '../../src/config/mask.js';
-import { basicAuth, createHttpAgent, loadCaFile } from '../../src/http/client.js';
-import { errorText } from '../../src/log.js';
-import type { BusMessage } from '../../src/sdk/bus.js';
-import type { Timer } from '../../src/sdk/clock.js';
-import type { Stage, StageContext, StageHealth } from '../../src/sdk/plugin.js';
-import type { PolicyEvent } from '../../src/sdk/events.js';
-import { DropReporter } from '../../src/sdk/dropped-input.js';
-import { appKey, type AppKey, type DesiredApp } from '../../src/sdk/store.js';
+import {
+  appKey,
+  type AppKey,
+  basicAuth,
+  type BusMessage,
+  createHttpAgent,
+  type DesiredApp,
+  DropReporter,
+  errorText,
+  loadCaFile,
+  maskUrl,
+  type PolicyEvent,
+  type Stage,
+  type StageContext,
+  type StageHealth,
+  type Timer,
+} from '../../src/sdk/index.js';
 import type { BulkApiOptions } from './options.js';
 import {
   bulkAppsPath,

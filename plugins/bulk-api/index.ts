@@ -3,7 +3,7 @@
  * `fetch_desired` (spec hm9000.md §2.6, §2.7, §7), or, with `walk: ruby`, as the Ruby Health
  * Manager's desired state (spec ruby-hm.md §3.7, §4, §11.7).
  */
-import { definePlugin } from '../../src/sdk/plugin.js';
+import { definePlugin } from '../../src/sdk/index.js';
 import { BulkApiSource } from './bulk-api.js';
 import { BulkApiOptionsSchema, credentialsSubject } from './options.js';
 

@@ -8,7 +8,7 @@
  * that may overlap); `user_counts` and `forget_unseen` complete its two designs.
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { Duration } from '../../src/config/schema.js';
+import { Duration } from '../../src/sdk/index.js';
 
 export const CREDENTIAL_MODES = ['static', 'nats'] as const;
 export type CredentialMode = (typeof CREDENTIAL_MODES)[number];

@@ -3,9 +3,7 @@
  * into kept apps and the next token, the NATS credentials reply, and transport errors in words.
  * Nothing here does I/O or throws on bad input, so it can be fuzzed in-process.
  */
-import { DNS_CODES, errorCode, TLS_TRUST_CODES, UNREACHABLE_CODES } from '../../src/http/client.js';
-import { epochSeconds } from '../../src/sdk/droplets.js';
-import type { DesiredApp } from '../../src/sdk/store.js';
+import { type DesiredApp, DNS_CODES, epochSeconds, errorCode, TLS_TRUST_CODES, UNREACHABLE_CODES } from '../../src/sdk/index.js';
 
 /** HM9000 starts every walk with the literal token `{}`. */
 export const FIRST_TOKEN = '{}';

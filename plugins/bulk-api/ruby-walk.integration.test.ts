@@ -11,7 +11,7 @@ import type { StatusBody } from '../../src/api/routes/status.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createLoggerFactory } from '../../src/log.js';
 import { Engine } from '../../src/pipeline/engine.js';
-import { appKey } from '../../src/sdk/store.js';
+import { appKey } from '../../src/sdk/app-key.js';
 import { freePort, startFakeCC, startNatsServer, waitFor, type FakeCCHandle, type NatsServerHandle } from '../../test/helpers/index.js';
 
 let nats: NatsServerHandle;

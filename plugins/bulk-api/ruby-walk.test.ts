@@ -13,7 +13,7 @@ import { DropletRegistry } from '../../src/sdk/droplets.js';
 import type { EventKind, PolicyEvent } from '../../src/sdk/events.js';
 import { FreshnessBoard } from '../../src/pipeline/freshness/board.js';
 import type { StageContext } from '../../src/sdk/plugin.js';
-import { appKey } from '../../src/sdk/store.js';
+import { appKey } from '../../src/sdk/app-key.js';
 import { startFakeCC, waitFor, type FakeApp, type FakeCCHandle } from '../../test/helpers/index.js';
 import { MemoryStore } from '../memory-store/memory-store.js';
 import { BulkApiSource, MAX_CONSECUTIVE_ERRORS } from './bulk-api.js';

@@ -5,11 +5,18 @@
  * when the start is actually enqueued, and forgotten only when its TTL (2 × max back-off) lapses.
  */
 import { Type } from '@sinclair/typebox';
-import { byIndex, crashCountAt, desiredInstances, isStaged } from '../../src/sdk/app-view.js';
-import { Duration } from '../../src/config/schema.js';
-import type { PolicyInput, PolicyStage, Proposal } from '../../src/sdk/orders.js';
-import { newStart } from '../../src/sdk/pending-messages.js';
-import { definePlugin } from '../../src/sdk/plugin.js';
+import {
+  byIndex,
+  crashCountAt,
+  definePlugin,
+  desiredInstances,
+  Duration,
+  isStaged,
+  newStart,
+  type PolicyInput,
+  type PolicyStage,
+  type Proposal,
+} from '../../src/sdk/index.js';
 import { computeCrashDelay } from './crash-delay.js';
 
 export const CrashesOptions = Type.Object(

@@ -9,10 +9,16 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from 'pino';
-import { Duration } from '../../src/config/schema.js';
-import { olderThan, type Droplet, type DropletRegistry } from '../../src/sdk/droplets.js';
-import type { EventDecision, EventInput, EventPolicyStage } from '../../src/sdk/events.js';
-import { definePlugin } from '../../src/sdk/plugin.js';
+import {
+  definePlugin,
+  type Droplet,
+  type DropletRegistry,
+  Duration,
+  type EventDecision,
+  type EventInput,
+  type EventPolicyStage,
+  olderThan,
+} from '../../src/sdk/index.js';
 
 export const DropletGcOptions = Type.Object(
   {

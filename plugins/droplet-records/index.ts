@@ -16,10 +16,20 @@
  * the state it leaves (an exit marks the record DOWN first, then the crash is counted).
  */
 import { Type } from '@sinclair/typebox';
-import { getInstance, stopRequest, type Droplet, type ExtraInstance, type InstanceRecord } from '../../src/sdk/droplets.js';
-import type { EventDecision, EventInput, EventPolicyStage, ExitEvent } from '../../src/sdk/events.js';
-import { definePlugin, type StageContext } from '../../src/sdk/plugin.js';
-import type { InstanceHeartbeat } from '../../src/sdk/store.js';
+import {
+  definePlugin,
+  type Droplet,
+  type EventDecision,
+  type EventInput,
+  type EventPolicyStage,
+  type ExitEvent,
+  type ExtraInstance,
+  getInstance,
+  type InstanceHeartbeat,
+  type InstanceRecord,
+  type StageContext,
+  stopRequest,
+} from '../../src/sdk/index.js';
 
 export const DropletRecordsOptions = Type.Object(
   {

@@ -5,11 +5,17 @@
  * Skipped for an app that got a new start in this pass.
  */
 import { Type } from '@sinclair/typebox';
-import { byIndex, desiredInstances, isStartingOrRunning } from '../../src/sdk/app-view.js';
-import { Duration } from '../../src/config/schema.js';
-import type { PolicyInput, PolicyStage, Proposal } from '../../src/sdk/orders.js';
-import { newStop } from '../../src/sdk/pending-messages.js';
-import { definePlugin } from '../../src/sdk/plugin.js';
+import {
+  byIndex,
+  definePlugin,
+  desiredInstances,
+  Duration,
+  isStartingOrRunning,
+  newStop,
+  type PolicyInput,
+  type PolicyStage,
+  type Proposal,
+} from '../../src/sdk/index.js';
 
 export const DuplicatesOptions = Type.Object(
   {

@@ -15,8 +15,7 @@ import {
   GRPCUnavailableError,
   type IOptions,
 } from 'etcd3';
-import { maskUrl } from '../../src/config/mask.js';
-import { formatDuration } from '../../src/config/duration.js';
+import { formatDuration, maskUrl } from '../../src/sdk/index.js';
 
 export interface EtcdConnection {
   endpoints: string[];

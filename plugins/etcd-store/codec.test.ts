@@ -1,6 +1,6 @@
 /** Agent deltas as written in etcd: the rows between a record and a heartbeat, and back. */
 import { describe, expect, it } from 'vitest';
-import type { InstanceHeartbeat } from '../../src/sdk/store.js';
+import type { InstanceHeartbeat } from '../../src/sdk/state.js';
 import { instance } from '../../test/store-contract.js';
 import { applyDelta, decodeAgentDelta, decodeDesiredChunk, diffInstances, encodeAgentDelta, encodeDesiredApp, joinDesiredChunk } from './codec.js';
 

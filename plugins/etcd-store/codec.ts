@@ -3,7 +3,7 @@
  * arrays (they are most of the bytes); the few crash counts, pending messages and freshness markers
  * are plain JSON objects, readable in `dump --raw`.
  */
-import type { CrashCount, DesiredApp, FreshnessMarker, InstanceHeartbeat, PendingStart, PendingStop } from '../../src/sdk/store.js';
+import type { CrashCount, DesiredApp, FreshnessMarker, InstanceHeartbeat, PendingStart, PendingStop } from '../../src/sdk/index.js';
 
 export class CodecError extends Error {}
 
@@ -345,4 +345,4 @@ export function decodeFreshness(what: string, text: string): FreshnessMarker {
   return Object.freeze({ timestamp: v.timestamp, expiresAt: v.expiresAt });
 }
 
-export { sameInstance, sameInstanceSet } from '../../src/state/instance-sets.js';
+export { sameInstance, sameInstanceSet } from '../../src/sdk/index.js';

@@ -9,7 +9,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { makeValidator } from '../../src/config/validate.js';
 import { VirtualClock } from '../../src/sdk/clock.js';
 import { isPluginDefinition, type StageContext } from '../../src/sdk/plugin.js';
-import { appKey, startKey, type AgentRecord, type InstanceHeartbeat, type StoreChange } from '../../src/sdk/store.js';
+import { appKey } from '../../src/sdk/app-key.js';
+import { startKey, type AgentRecord, type InstanceHeartbeat, type StoreChange } from '../../src/sdk/state.js';
 import { startEtcd, waitFor, type EtcdHandle } from '../../test/helpers/index.js';
 import { crashCount, describeStoreContract, desiredApp, heartbeat, instance, pendingStart } from '../../test/store-contract.js';
 import type { EtcdStoreOptions } from './etcd-store.js';

@@ -67,33 +67,40 @@
  * 10 000 leases; putting every heartbeat (HM9000's presence keys) would cost one put per agent per
  * heartbeat.
  */
-import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer } from '../../src/state/store-kit.js';
-import type { Etcd3, ICompare, IKeyValue, IRequestOp, ITxnResponse, IWatchResponse, Watcher } from 'etcd3';
-import type { Logger } from 'pino';
-import type { Clock } from '../../src/sdk/clock.js';
-import { keptInstances } from '../../src/state/instance-sets.js';
-import { LeaderElection } from '../../src/pipeline/leadership/leader.js';
-import type { StageHealth } from '../../src/sdk/plugin.js';
 import {
-  appKey,
-  crashKey,
-  startKey,
-  stopKey,
   type AgentHeartbeat,
   type AgentRecord,
+  appKey,
   type AppKey,
+  checkArray,
+  checkFreshnessKind,
+  checkString,
+  checkTtl,
+  type Clock,
+  CowMap,
+  crashApp,
   type CrashCount,
+  crashKey,
+  DeadlineHeap,
+  DeadlineTimer,
   type DesiredApp,
   type FreshnessKind,
   type FreshnessMarker,
   type InstanceHeartbeat,
+  keptInstances,
   type PendingStart,
   type PendingStop,
   type SaveHeartbeatsResult,
+  type StageHealth,
+  startKey,
+  stopKey,
   type Store,
   type StoreChange,
   type StoreSnapshot,
-} from '../../src/sdk/store.js';
+} from '../../src/sdk/index.js';
+import type { Etcd3, ICompare, IKeyValue, IRequestOp, ITxnResponse, IWatchResponse, Watcher } from 'etcd3';
+import type { Logger } from 'pino';
+import { LeaderElection } from './election.js';
 import { createEtcdClient, describeEndpoints, etcdError, EtcdStoreError, type EtcdConnection } from './client.js';
 import {
   applyDelta,

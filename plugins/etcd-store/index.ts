@@ -3,7 +3,7 @@
  * current by a watch. The layout and the lease design are described in etcd-store.ts.
  */
 import { Counter, type Registry } from 'prom-client';
-import { definePlugin } from '../../src/sdk/plugin.js';
+import { definePlugin } from '../../src/sdk/index.js';
 import { readTlsFiles } from './client.js';
 import { EtcdStore } from './etcd-store.js';
 import { EtcdStoreOptionsSchema } from './options.js';

@@ -1,6 +1,6 @@
 /** Options of the `etcd` store. Durations arrive in milliseconds; file paths are relative to the config file. */
 import { Type, type Static } from '@sinclair/typebox';
-import { Duration } from '../../src/config/schema.js';
+import { Duration } from '../../src/sdk/index.js';
 
 export const EtcdStoreOptionsSchema = Type.Object(
   {

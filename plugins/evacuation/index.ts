@@ -6,12 +6,20 @@
  * falls through after its stop and still gets the start — HM9000 B does exactly that.
  */
 import { Type } from '@sinclair/typebox';
-import { byIndex, crashCountAt, isIndexDesired, isStaged } from '../../src/sdk/app-view.js';
-import { Duration } from '../../src/config/schema.js';
-import type { PolicyInput, PolicyStage, Proposal } from '../../src/sdk/orders.js';
-import { newStart, newStop } from '../../src/sdk/pending-messages.js';
-import { definePlugin } from '../../src/sdk/plugin.js';
-import type { InstanceHeartbeat } from '../../src/sdk/store.js';
+import {
+  byIndex,
+  crashCountAt,
+  definePlugin,
+  Duration,
+  type InstanceHeartbeat,
+  isIndexDesired,
+  isStaged,
+  newStart,
+  newStop,
+  type PolicyInput,
+  type PolicyStage,
+  type Proposal,
+} from '../../src/sdk/index.js';
 
 export const EVACUATION_PRIORITY = 2.0;
 

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { makeStageContext } from '../../test/helpers/stage-context.js';
-import type { InstanceHeartbeat } from '../../src/sdk/store.js';
+import type { InstanceHeartbeat } from '../../src/sdk/state.js';
 import plugin, { EVACUATING_PRIORITY, Evacuator } from './index.js';
 
 const exited = (reason: string, extra: Record<string, unknown> = {}) =>

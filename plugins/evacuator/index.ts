@@ -11,16 +11,21 @@
  */
 import { Type } from '@sinclair/typebox';
 import { Counter, type Registry } from 'prom-client';
-import { suppressedOrdersCounter } from '../../src/sdk/order-metrics.js';
-import { Duration } from '../../src/config/schema.js';
-import { errorText } from '../../src/log.js';
-import { makeDecoder } from '../../src/messages/decode.js';
-import { DropletExitedMessage } from '../../src/messages/schemas.js';
-import { DropReporter } from '../../src/sdk/dropped-input.js';
-import { LogLimiter } from '../../src/sdk/log-limiter.js';
-import { newMessageId } from '../../src/sdk/pending-messages.js';
-import { definePlugin, type Stage, type StageContext, type StageHealth } from '../../src/sdk/plugin.js';
-import type { PendingStart } from '../../src/sdk/store.js';
+import {
+  definePlugin,
+  DropletExitedMessage,
+  DropReporter,
+  Duration,
+  errorText,
+  LogLimiter,
+  makeSchemaDecoder as makeDecoder,
+  newMessageId,
+  type PendingStart,
+  type Stage,
+  type StageContext,
+  type StageHealth,
+  suppressedOrdersCounter,
+} from '../../src/sdk/index.js';
 import { verifyEvacuationStart, type Refusal } from './verify.js';
 
 export const EVACUATING_PRIORITY = 2.0;

@@ -4,8 +4,7 @@
  * forged or stale exit started an app the Cloud Controller does not want, an index beyond its
  * count, or a second copy of an index that runs elsewhere. Pure: the caller reads the snapshot.
  */
-import { isDesiredFresh } from '../../src/pipeline/freshness/board.js';
-import { appKey, startKey, type StoreSnapshot } from '../../src/sdk/store.js';
+import { appKey, isDesiredFresh, startKey, type StoreSnapshot } from '../../src/sdk/index.js';
 
 export interface ExitedInstance {
   droplet: string;

@@ -12,13 +12,24 @@
  */
 import { Type } from '@sinclair/typebox';
 import type { Counter } from 'prom-client';
-import { suppressedOrdersCounter } from '../../src/sdk/order-metrics.js';
-import { LogLimiter } from '../../src/sdk/log-limiter.js';
+import {
+  definePlugin,
+  type Droplet,
+  Duration,
+  type EventDecision,
+  type EventEnv,
+  type EventInput,
+  type EventPolicyStage,
+  type ExitEvent,
+  hasRecentHeartbeat,
+  LogLimiter,
+  peekInstance,
+  shouldRun,
+  type StageContext,
+  startRequest,
+  suppressedOrdersCounter,
+} from '../../src/sdk/index.js';
 import type { Logger } from 'pino';
-import { Duration } from '../../src/config/schema.js';
-import { hasRecentHeartbeat, peekInstance, shouldRun, startRequest, type Droplet } from '../../src/sdk/droplets.js';
-import type { EventDecision, EventEnv, EventInput, EventPolicyStage, ExitEvent } from '../../src/sdk/events.js';
-import { definePlugin, type StageContext } from '../../src/sdk/plugin.js';
 
 export const ExitRestartsOptions = Type.Object(
   {

@@ -8,10 +8,19 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from 'pino';
-import { Duration } from '../../src/config/schema.js';
-import { allInstances, isStartingOrRunning, olderThan, stopRequest, type Droplet } from '../../src/sdk/droplets.js';
-import type { EventDecision, EventEnv, EventInput, EventPolicyStage } from '../../src/sdk/events.js';
-import { definePlugin } from '../../src/sdk/plugin.js';
+import {
+  allInstances,
+  definePlugin,
+  type Droplet,
+  Duration,
+  type EventDecision,
+  type EventEnv,
+  type EventInput,
+  type EventPolicyStage,
+  isRecordStartingOrRunning,
+  olderThan,
+  stopRequest,
+} from '../../src/sdk/index.js';
 
 export const ExtraAppOptions = Type.Object(
   {
@@ -48,7 +57,7 @@ export function extraAppRule(d: Droplet, now: number, env: EventEnv, o: ExtraApp
     // One entry per guid, as a map keyed by guid: a later record with the same guid keeps the
     // first one's place.
     const byGuid = new Map<string | null, { instance: string | null; version: string | null }>();
-    for (const inst of allInstances(d)) if (isStartingOrRunning(inst)) byGuid.set(inst.guid, { instance: inst.guid, version: inst.version });
+    for (const inst of allInstances(d)) if (isRecordStartingOrRunning(inst)) byGuid.set(inst.guid, { instance: inst.guid, version: inst.version });
     named.push(...byGuid.values());
   }
   return [

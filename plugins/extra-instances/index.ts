@@ -16,18 +16,20 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from 'pino';
-import { Duration } from '../../src/config/schema.js';
 import {
+  definePlugin,
+  type Droplet,
+  Duration,
+  type EventDecision,
+  type EventInput,
+  type EventPolicyStage,
+  type ExtraInstance,
   hasRecentHeartbeat,
-  isStartingOrRunning,
+  type InstanceRecord,
+  isRecordStartingOrRunning,
   olderThan,
   stopRequest,
-  type Droplet,
-  type ExtraInstance,
-  type InstanceRecord,
-} from '../../src/sdk/droplets.js';
-import type { EventDecision, EventInput, EventPolicyStage } from '../../src/sdk/events.js';
-import { definePlugin } from '../../src/sdk/plugin.js';
+} from '../../src/sdk/index.js';
 
 export const ExtraInstancesOptions = Type.Object(
   {
@@ -70,7 +72,7 @@ export function updateExtraInstances(d: Droplet, now: number, o: ExtraInstancesC
   let kept = 0;
   for (const [version, byIndex] of d.versions) {
     for (const [index, inst] of byIndex) {
-      if (isStartingOrRunning(inst) && silent(inst)) {
+      if (isRecordStartingOrRunning(inst) && silent(inst)) {
         inst.state = 'DOWN';
         inst.stateTimestamp = seconds(now);
       }
@@ -80,7 +82,7 @@ export function updateExtraInstances(d: Droplet, now: number, o: ExtraInstancesC
         kept++;
         continue;
       }
-      if (isStartingOrRunning(inst)) {
+      if (isRecordStartingOrRunning(inst)) {
         const entry = { instance: inst.guid, version, reason };
         if (o.slots === 'index') list.push(entry);
         else byGuid.set(inst.guid, entry);

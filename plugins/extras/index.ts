@@ -4,11 +4,16 @@
  * gets an immediate EXTRA stop. Skipped for an app that got a new start in this pass.
  */
 import { Type } from '@sinclair/typebox';
-import { isIndexDesired, isStartingOrRunning } from '../../src/sdk/app-view.js';
-import { Duration } from '../../src/config/schema.js';
-import type { PolicyInput, PolicyStage, Proposal } from '../../src/sdk/orders.js';
-import { newStop } from '../../src/sdk/pending-messages.js';
-import { definePlugin } from '../../src/sdk/plugin.js';
+import {
+  definePlugin,
+  Duration,
+  isIndexDesired,
+  isStartingOrRunning,
+  newStop,
+  type PolicyInput,
+  type PolicyStage,
+  type Proposal,
+} from '../../src/sdk/index.js';
 
 export const ExtrasOptions = Type.Object(
   {

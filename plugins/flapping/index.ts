@@ -16,10 +16,21 @@
  * come before this stage in the policies list.
  */
 import { Type } from '@sinclair/typebox';
-import { Duration } from '../../src/config/schema.js';
-import { getInstance, peekInstance, startRequest, type Droplet, type InstanceRecord } from '../../src/sdk/droplets.js';
-import type { EventDecision, EventEnv, EventInput, EventPolicyStage, ExitEvent } from '../../src/sdk/events.js';
-import { definePlugin, type StageContext } from '../../src/sdk/plugin.js';
+import {
+  definePlugin,
+  type Droplet,
+  Duration,
+  type EventDecision,
+  type EventEnv,
+  type EventInput,
+  type EventPolicyStage,
+  type ExitEvent,
+  getInstance,
+  type InstanceRecord,
+  peekInstance,
+  type StageContext,
+  startRequest,
+} from '../../src/sdk/index.js';
 
 export const FlappingOptions = Type.Object(
   {

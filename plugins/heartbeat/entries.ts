@@ -7,8 +7,7 @@
  * The schema's bounds hold here too: an envelope over them is refused whole, an entry over them is
  * a bad entry with the reason too_long.
  */
-import { MAX_MESSAGE_BYTES } from '../../src/messages/decode.js';
-import { MESSAGE_LIMITS, type HeartbeatMessage } from '../../src/messages/schemas.js';
+import { type HeartbeatMessage, MAX_MESSAGE_BYTES, MESSAGE_LIMITS } from '../../src/sdk/index.js';
 
 export type HeartbeatEntry = HeartbeatMessage['droplets'][number];
 

@@ -10,9 +10,12 @@ import { createLoggerFactory } from '../../src/log.js';
 import type { Bus, BusMessage } from '../../src/sdk/bus.js';
 import { VirtualClock } from '../../src/sdk/clock.js';
 import { DropletRegistry } from '../../src/sdk/droplets.js';
-import { FreshnessBoard, isActualFresh } from '../../src/pipeline/freshness/board.js';
+import { FreshnessBoard } from '../../src/pipeline/freshness/board.js';
+import { isActualFresh } from '../../src/sdk/freshness.js';
 import { isPluginDefinition, type StageContext } from '../../src/sdk/plugin.js';
-import { appKey, type SaveHeartbeatsResult, type StoreSnapshot } from '../../src/sdk/store.js';
+import { appKey } from '../../src/sdk/app-key.js';
+import { type SaveHeartbeatsResult } from '../../src/sdk/store.js';
+import { type StoreSnapshot } from '../../src/sdk/state.js';
 import { MemoryStore } from '../memory-store/memory-store.js';
 import heartbeatPlugin, { HeartbeatSource, roundStateTimestamp, type HeartbeatStageOptions } from './index.js';
 

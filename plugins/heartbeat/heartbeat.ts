@@ -20,17 +20,27 @@
  */
 import type { Logger } from 'pino';
 import { Counter, Histogram, type Registry } from 'prom-client';
-import { errorText } from '../../src/log.js';
-import { makeDecoder } from '../../src/messages/heartbeat-decode.js';
-import { makeDecoder as makeSchemaDecoder } from '../../src/messages/decode.js';
-import { DeaAdvertiseMessage, DropletExitedMessage, DropletUpdatedMessage, HeartbeatMessage } from '../../src/messages/schemas.js';
-import type { BusMessage } from '../../src/sdk/bus.js';
-import type { Clock, Timer } from '../../src/sdk/clock.js';
-import { DropReporter, droppedMessagesCounter } from '../../src/sdk/dropped-input.js';
-import { LogLimiter } from '../../src/sdk/log-limiter.js';
-import type { Stage, StageContext, StageHealth } from '../../src/sdk/plugin.js';
-import { HeardInstance } from '../../src/state/instance-sets.js';
-import type { AgentHeartbeat, InstanceHeartbeat } from '../../src/sdk/store.js';
+import {
+  type AgentHeartbeat,
+  type BusMessage,
+  type Clock,
+  DeaAdvertiseMessage,
+  DropletExitedMessage,
+  DropletUpdatedMessage,
+  droppedMessagesCounter,
+  DropReporter,
+  errorText,
+  HeardInstance,
+  HeartbeatMessage,
+  type InstanceHeartbeat,
+  LogLimiter,
+  makeMessageDecoder as makeDecoder,
+  makeSchemaDecoder,
+  type Stage,
+  type StageContext,
+  type StageHealth,
+  type Timer,
+} from '../../src/sdk/index.js';
 import { HEARTBEAT_PATH, HttpsHeartbeatListener, type BodyVerdict } from './https-listener.js';
 import { readEntries } from './entries.js';
 import { HeartbeatIngestLag } from './ingest-lag.js';

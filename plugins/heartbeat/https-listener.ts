@@ -9,8 +9,7 @@ import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { resolve } from 'node:path';
 import type { Logger } from 'pino';
-import { errorText } from '../../src/log.js';
-import { MAX_MESSAGE_BYTES } from '../../src/messages/decode.js';
+import { errorText, MAX_MESSAGE_BYTES } from '../../src/sdk/index.js';
 
 export const HEARTBEAT_PATH = '/dea/heartbeat';
 

@@ -4,8 +4,7 @@
  * presence TTL and the actual-freshness bump rules.
  */
 import { Type } from '@sinclair/typebox';
-import { Duration } from '../../src/config/schema.js';
-import { definePlugin } from '../../src/sdk/plugin.js';
+import { definePlugin, Duration } from '../../src/sdk/index.js';
 import { HeartbeatSource } from './heartbeat.js';
 
 export { HeartbeatSource, roundStateTimestamp, heartbeatMetrics, HTTPS_SUBJECT_LABEL, DropletUpdatedMessage, type HeartbeatStageOptions } from './heartbeat.js';

@@ -5,8 +5,7 @@
  * The engine's freshness guard reads it; a state this far behind is not fresh.
  */
 import { randomBytes } from 'node:crypto';
-import type { Bus } from '../../src/sdk/bus.js';
-import type { IngestLag } from '../../src/pipeline/freshness/ingest-lag.js';
+import type { Bus, IngestLag } from '../../src/sdk/index.js';
 
 export class HeartbeatIngestLag {
   /** When the oldest heartbeat of the batch waiting to be saved arrived. */

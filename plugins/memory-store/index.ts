@@ -1,6 +1,6 @@
 /** The `memory` store: all state in this process, lost on restart. For a single daemon. */
 import { Type } from '@sinclair/typebox';
-import { definePlugin } from '../../src/sdk/plugin.js';
+import { definePlugin } from '../../src/sdk/index.js';
 import { MemoryStore } from './memory-store.js';
 
 export { MemoryStore } from './memory-store.js';

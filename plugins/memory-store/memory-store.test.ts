@@ -2,7 +2,8 @@ import { describe, expect, it, vi } from 'vitest';
 import { Value } from '@sinclair/typebox/value';
 import { VirtualClock } from '../../src/sdk/clock.js';
 import { isPluginDefinition, type StageContext } from '../../src/sdk/plugin.js';
-import { appKey, type StoreChange } from '../../src/sdk/store.js';
+import { appKey } from '../../src/sdk/app-key.js';
+import { type StoreChange } from '../../src/sdk/state.js';
 import { crashCount, describeStoreContract, desiredApp, heartbeat, instance, pendingStart } from '../../test/store-contract.js';
 import memoryPlugin, { MemoryStore } from './index.js';
 

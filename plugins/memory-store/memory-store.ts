@@ -4,29 +4,38 @@
  * stays a consistent view while later writes go to fresh copies. (Records are not frozen: reading
  * frozen objects is many times slower, and the analyzer reads every instance.)
  */
-import type { Clock } from '../../src/sdk/clock.js';
-import { keptInstances, sameInstanceSet } from '../../src/state/instance-sets.js';
-import { checkArray, checkFreshnessKind, checkString, checkTtl, CowMap, crashApp, DeadlineHeap, DeadlineTimer, groupByApp } from '../../src/state/store-kit.js';
 import {
-  appKey,
-  crashKey,
-  startKey,
-  stopKey,
   type AgentHeartbeat,
   type AgentRecord,
+  appKey,
   type AppKey,
+  checkArray,
+  checkFreshnessKind,
+  checkString,
+  checkTtl,
+  type Clock,
+  CowMap,
+  crashApp,
   type CrashCount,
+  crashKey,
+  DeadlineHeap,
+  DeadlineTimer,
   type DesiredApp,
   type FreshnessKind,
   type FreshnessMarker,
+  groupByApp,
   type InstanceHeartbeat,
+  keptInstances,
   type PendingStart,
   type PendingStop,
+  sameInstanceSet,
   type SaveHeartbeatsResult,
+  startKey,
+  stopKey,
   type Store,
   type StoreChange,
   type StoreSnapshot,
-} from '../../src/sdk/store.js';
+} from '../../src/sdk/index.js';
 
 export interface MemoryStoreOptions {
   /**

@@ -12,10 +12,20 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from 'pino';
-import { Duration } from '../../src/config/schema.js';
-import { getInstance, graceOver, missingIndices, missingIndicesByIndex, startRequest, type Droplet } from '../../src/sdk/droplets.js';
-import type { EventDecision, EventEnv, EventInput, EventPolicyStage } from '../../src/sdk/events.js';
-import { definePlugin } from '../../src/sdk/plugin.js';
+import {
+  definePlugin,
+  type Droplet,
+  Duration,
+  type EventDecision,
+  type EventEnv,
+  type EventInput,
+  type EventPolicyStage,
+  getInstance,
+  graceOver,
+  missingIndices,
+  missingIndicesByIndex,
+  startRequest,
+} from '../../src/sdk/index.js';
 
 export const MissingInstancesOptions = Type.Object(
   {

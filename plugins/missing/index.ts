@@ -4,11 +4,17 @@
  * once sent (so a still-missing index is proposed again in a later cycle).
  */
 import { Type } from '@sinclair/typebox';
-import { byIndex, desiredInstances, isStaged } from '../../src/sdk/app-view.js';
-import { Duration } from '../../src/config/schema.js';
-import type { PolicyInput, PolicyStage, Proposal } from '../../src/sdk/orders.js';
-import { newStart } from '../../src/sdk/pending-messages.js';
-import { definePlugin } from '../../src/sdk/plugin.js';
+import {
+  byIndex,
+  definePlugin,
+  desiredInstances,
+  Duration,
+  isStaged,
+  newStart,
+  type PolicyInput,
+  type PolicyStage,
+  type Proposal,
+} from '../../src/sdk/index.js';
 
 export const MissingOptions = Type.Object(
   {

@@ -5,9 +5,7 @@
  * described in one sentence that says what to check. URLs in sentences are masked.
  */
 import type { Agent } from 'undici';
-import { basicAuth, createHttpAgent, DNS_CODES, errorCode, TLS_TRUST_CODES } from '../../src/http/client.js';
-import { maskUrl } from '../../src/config/mask.js';
-import { errorText } from '../../src/log.js';
+import { basicAuth, createHttpAgent, DNS_CODES, errorCode, errorText, maskUrl, TLS_TRUST_CODES } from '../../src/sdk/index.js';
 
 export type Action = 'start' | 'stop';
 

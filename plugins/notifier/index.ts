@@ -13,10 +13,17 @@
  * unhealthy from a failed send until the next successful one.
  */
 import { Counter, type Registry } from 'prom-client';
-import { errorText } from '../../src/log.js';
-import type { InstanceOrder, Order, RequestOrder, SinkStage } from '../../src/sdk/orders.js';
-import { definePlugin, type StageContext, type StageHealth } from '../../src/sdk/plugin.js';
-import { loadCaFile } from '../../src/http/client.js';
+import {
+  definePlugin,
+  errorText,
+  type InstanceOrder,
+  loadCaFile,
+  type Order,
+  type RequestOrder,
+  type SinkStage,
+  type StageContext,
+  type StageHealth,
+} from '../../src/sdk/index.js';
 import { CcClient } from './http.js';
 import { formatOrderMessage, formatRequestMessage } from './messages.js';
 import { checkOptions, NotifierOptionsSchema, REQUEST_PROTOCOLS, subjectsFor, type NotifierOptions, type Protocol } from './options.js';

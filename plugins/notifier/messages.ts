@@ -9,8 +9,7 @@
  *   protocols it spoke — `health` (health.start / health.stop) and `cc-partition`
  *   (cloudcontrollers.hm.requests.<partition>, with an `op`). Keys in the order its hashes had.
  */
-import type { DropletRequest } from '../../src/sdk/droplets.js';
-import type { InstanceOrder, StartOrder, StopOrder } from '../../src/sdk/orders.js';
+import type { DropletRequest, InstanceOrder, StartOrder, StopOrder } from '../../src/sdk/index.js';
 
 /** What a start message carries. */
 export type StartMessageFields = Pick<StartOrder, 'messageId' | 'app' | 'version' | 'index'>;

@@ -6,7 +6,7 @@
  * (subjectsFor).
  */
 import { Type, type Static } from '@sinclair/typebox';
-import { Duration } from '../../src/config/schema.js';
+import { Duration } from '../../src/sdk/index.js';
 
 export const PROTOCOLS = ['hm9000', 'hm9000-http', 'health', 'cc-partition'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];

@@ -5,8 +5,7 @@
  * basic-auth credentials, which the collector needs to read /varz; the credentials are never logged.
  */
 import { randomBytes } from 'node:crypto';
-import type { BusMessage } from '../../src/sdk/bus.js';
-import type { StageContext } from '../../src/sdk/plugin.js';
+import type { BusMessage, StageContext } from '../../src/sdk/index.js';
 
 export interface ComponentOptions {
   enabled: boolean;

@@ -14,17 +14,24 @@
 import { cpus } from 'node:os';
 import { Type, type Static } from '@sinclair/typebox';
 import { Counter, type Registry } from 'prom-client';
-import { errorText } from '../../src/log.js';
-import type { BusMessage } from '../../src/sdk/bus.js';
-import type { EventDecision, EventInput, EventKind, EventPolicyStage } from '../../src/sdk/events.js';
-import { DropReporter } from '../../src/sdk/dropped-input.js';
-import { definePlugin, type StageContext, type StageHealth } from '../../src/sdk/plugin.js';
+import {
+  type BusMessage,
+  definePlugin,
+  DropReporter,
+  errorText,
+  type EventDecision,
+  type EventInput,
+  type EventKind,
+  type EventPolicyStage,
+  type StageContext,
+  type StageHealth,
+} from '../../src/sdk/index.js';
 import { sentRequestTally } from '../notifier/index.js';
 import { checkComponent, Component, uptimeString } from './component.js';
 import { dropletAnswer, healthAnswer, statusAnswer, type Answer } from './replies.js';
 import { Varz, type ReceivedMessage } from './varz.js';
 
-export { dropletJson } from '../../src/messages/droplet-json.js';
+export { dropletJson } from '../../src/sdk/index.js';
 export { rubyTime, uptimeString } from './component.js';
 
 const Subject = (def: string, description: string) => Type.String({ minLength: 1, default: def, description });

@@ -5,8 +5,7 @@
  * reason instead of failing. An app hmgate has no record of gets no reply, and no record is created
  * for it; reading a known app's instances may create records, as every Ruby read path did.
  */
-import { getInstance, type DropletRegistry, type InstanceRecord } from '../../src/sdk/droplets.js';
-import { dropletJson } from '../../src/messages/droplet-json.js';
+import { dropletJson, type DropletRegistry, getInstance, type InstanceRecord } from '../../src/sdk/index.js';
 
 export interface Answer {
   /** Reply bodies, in order: one for status, one per known app for health and droplet. */

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
 import { getInstance, setDesiredState, type Droplet, type InstanceRecord } from '../../src/sdk/droplets.js';
-import type { DesiredApp } from '../../src/sdk/store.js';
+import type { DesiredApp } from '../../src/sdk/state.js';
 import { makeStageContext, type TestContext } from '../../test/helpers/stage-context.js';
 import plugin, { type Reporter } from './index.js';
 

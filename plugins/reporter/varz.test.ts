@@ -7,7 +7,7 @@ import { makeValidator } from '../../src/config/validate.js';
 import type { RequestOrder } from '../../src/sdk/orders.js';
 import { getInstance, setDesiredState, type Droplet } from '../../src/sdk/droplets.js';
 import type { PolicyEvent } from '../../src/sdk/events.js';
-import type { DesiredApp } from '../../src/sdk/store.js';
+import type { DesiredApp } from '../../src/sdk/state.js';
 import { makeStageContext, type TestContext } from '../../test/helpers/stage-context.js';
 import notifierPlugin from '../notifier/index.js';
 import plugin, { type Reporter } from './index.js';

@@ -12,9 +12,7 @@
  * moments (counters of received messages are live Prometheus counters).
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { DesiredApp } from '../../src/sdk/store.js';
-import { getInstance, type Droplet, type DropletRegistry } from '../../src/sdk/droplets.js';
-import { dropletJson } from '../../src/messages/droplet-json.js';
+import { type DesiredApp, type Droplet, dropletJson, type DropletRegistry, getInstance } from '../../src/sdk/index.js';
 
 /** The desired-state sums, reset when a bulk walk begins. */
 function defaultDesired() {

@@ -11,7 +11,7 @@ import { errorText } from '../log.js';
 import { maskUrl } from '../config/mask.js';
 import { BusNotConnectedError, type Bus, type BusMessage, type SubscribeOptions } from '../sdk/bus.js';
 import { natsConnectSettings, type NatsConnectSettings } from './nats-url.js';
-import type { Stage, StageHealth } from '../sdk/plugin.js';
+import type { Stage, StageHealth } from '../sdk/stage.js';
 
 export interface NatsBusOptions {
   servers: string[];

@@ -6,7 +6,8 @@
  * `GET /v1/apps` answers.
  */
 import { buildAppViews, type AppView } from '../sdk/app-view.js';
-import { appKey, type PendingStart, type PendingStop, type StoreSnapshot } from '../sdk/store.js';
+import { appKey } from '../sdk/app-key.js';
+import { type PendingStart, type PendingStop, type StoreSnapshot } from '../sdk/state.js';
 
 export interface DumpFreshness {
   fresh: boolean;

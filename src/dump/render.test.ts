@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../plugins/memory-store/memory-store.js';
 import { VirtualClock } from '../sdk/clock.js';
-import { freshnessError } from '../pipeline/freshness/board.js';
+import { freshnessError } from '../sdk/freshness.js';
 import { buildDump } from './build.js';
 import { goDuration, goFixed2, renderDump } from './render.js';
 

@@ -15,7 +15,8 @@ import {
   UnsupportedValueError,
 } from './app-json.js';
 import { buildAppViews } from '../sdk/app-view.js';
-import { appKey, type CrashCount, type DesiredApp, type InstanceHeartbeat, type StoreSnapshot } from '../sdk/store.js';
+import { appKey } from '../sdk/app-key.js';
+import { type CrashCount, type DesiredApp, type InstanceHeartbeat, type StoreSnapshot } from '../sdk/state.js';
 
 const desired = (guid: string, version: string, extra: Partial<DesiredApp> = {}): DesiredApp => ({
   guid,

@@ -16,7 +16,8 @@
  * unknown fields are ignored, and a value of the wrong type fails the whole request.
  */
 import type { AppView } from '../sdk/app-view.js';
-import { appKey, type AppKey, type CrashCount, type StoreSnapshot } from '../sdk/store.js';
+import { appKey, type AppKey } from '../sdk/app-key.js';
+import { type CrashCount, type StoreSnapshot } from '../sdk/state.js';
 
 /** Every failure answers this (HTTP 200 and NATS alike). */
 export const EMPTY_APP_STATE = '{}';

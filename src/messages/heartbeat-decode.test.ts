@@ -7,7 +7,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { makeDecoder as makeGenericDecoder, MAX_MESSAGE_BYTES } from './decode.js';
-import { makeDecoder, makeHeartbeatDecoder } from './heartbeat-decode.js';
+import { makeMessageDecoder as makeDecoder, makeHeartbeatDecoder } from './heartbeat-decode.js';
 import { DropletExitedMessage, HeartbeatMessage, MESSAGE_LIMITS } from './schemas.js';
 
 const encoder = new TextEncoder();

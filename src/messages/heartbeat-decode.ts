@@ -57,10 +57,10 @@ export interface HeartbeatDecoder extends Decoder<typeof HeartbeatMessage> {
 }
 
 /**
- * Drop-in for decode.ts's makeDecoder: heartbeats get the fast decoder, every other schema the
+ * The decoder of any inbound message: heartbeats get the fast decoder, every other schema the
  * generic one.
  */
-export function makeDecoder<S extends TSchema>(schema: S, maxBytes = MAX_MESSAGE_BYTES): Decoder<S> {
+export function makeMessageDecoder<S extends TSchema>(schema: S, maxBytes = MAX_MESSAGE_BYTES): Decoder<S> {
   if ((schema as TSchema) === HeartbeatMessage) return makeHeartbeatDecoder({ maxBytes }) as unknown as Decoder<S>;
   return makeGenericDecoder(schema, maxBytes);
 }

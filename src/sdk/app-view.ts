@@ -3,7 +3,8 @@
  * are separate apps — formed by the union of desired state and live heartbeats; crash counts are
  * attached only to apps that exist through one of those.
  */
-import type { AppKey, CrashCount, DesiredApp, InstanceHeartbeat, StoreSnapshot } from './store.js';
+import type { AppKey } from './app-key.js';
+import type { CrashCount, DesiredApp, InstanceHeartbeat, StoreSnapshot } from './state.js';
 
 export interface AppView {
   key: AppKey;

@@ -9,7 +9,7 @@
  * Times: `*At`/`*Timestamp` fields ending in Ms are clock milliseconds; DEA timestamps are the
  * agent's seconds, as reported.
  */
-import type { DesiredApp } from './store.js';
+import type { DesiredApp } from './state.js';
 
 export type RecordState = 'DOWN' | 'STARTING' | 'RUNNING' | 'CRASHED' | 'FLAPPING';
 
@@ -145,7 +145,7 @@ export function isAlive(inst: InstanceRecord, nowMs: number, dropletLostMs: numb
   return inst.state !== 'CRASHED' && hasRecentHeartbeat(inst, nowMs, dropletLostMs);
 }
 
-export function isStartingOrRunning(inst: InstanceRecord): boolean {
+export function isRecordStartingOrRunning(inst: InstanceRecord): boolean {
   return inst.state === 'STARTING' || inst.state === 'RUNNING';
 }
 

@@ -9,8 +9,8 @@
  * Sources raise events with `ctx.emit(event)`; only the leader handles them.
  */
 import type { Droplet, DropletRegistry, DropletRequest } from './droplets.js';
-import type { DesiredApp, InstanceHeartbeat } from './store.js';
-import type { Stage } from './plugin.js';
+import type { Stage } from './stage.js';
+import type { DesiredApp, InstanceHeartbeat } from './state.js';
 
 /** An instance exit (`droplet.exited`). */
 export interface ExitEvent {

@@ -1,52 +1,9 @@
 /**
- * What policies propose, what the dispatcher sends, and what sinks receive. Every proposal and
- * order carries its reason and the facts behind it, so it is logged once, audited and explained.
+ * What the dispatcher and the event path send, and what sinks receive. Every order carries its
+ * reason (and, in the audit, the facts behind it), so it is logged once, audited and explained.
  */
-import type { AppView } from './app-view.js';
 import type { DropletRequest } from './droplets.js';
-import type { Stage } from './plugin.js';
-import type { CrashCount, PendingStart, PendingStop } from './store.js';
-
-export type StartReason = 'MISSING' | 'CRASHED' | 'EVACUATING' | string;
-export type StopReason = 'EXTRA' | 'DUPLICATE' | 'EVACUATION_COMPLETE' | string;
-
-/** What a policy rule reads: one app, the time, and HM9000's start priority for the app. */
-export interface PolicyInput {
-  app: AppView;
-  now: number;
-  /** (N − desired indices with a STARTING/RUNNING instance) / N, computed once per app. */
-  priority: number;
-}
-
-/** A proposal's message may carry an empty messageId: the analyzer assigns one when it enqueues it. */
-export type Proposal =
-  | {
-      kind: 'start';
-      start: PendingStart;
-      /** Saved with count + 1 and this TTL, only if the start is actually enqueued (no pending start for its key). */
-      crashCount?: { count: CrashCount; ttlMs: number };
-      /** One sentence for the log, e.g. "instance is missing". */
-      log: string;
-      facts: Record<string, unknown>;
-    }
-  | { kind: 'stop'; stop: PendingStop; log: string; facts: Record<string, unknown> };
-
-/**
- * A policy stage: a pure rule from (app, now, its options) to proposals. Policies run per app in
- * the order the config lists them; a later proposal for the same message key replaces an earlier
- * one within the pass; a pending message already in the store is never overwritten.
- */
-export interface PolicyStage extends Stage {
-  evaluate(input: PolicyInput): Proposal[];
-  /** 'no-new-start': skip this rule for an app when the pass enqueued a new start for it (HM9000 step 4). */
-  readonly gate?: 'no-new-start';
-  /**
-   * true: the rule proposes nothing for a converged app — a desired one whose every desired index
-   * has exactly one instance, RUNNING, and that has no other instance. When every policy says so
-   * the analyzer passes such apps by without building their view (most apps, most of the time).
-   */
-  readonly quietWhenConverged?: boolean;
-}
+import type { Stage } from './stage.js';
 
 export interface StartOrder {
   action: 'start';
@@ -54,7 +11,7 @@ export interface StartOrder {
   app: string;
   version: string;
   index: number;
-  reason: StartReason;
+  reason: string;
   priority: number;
 }
 
@@ -67,7 +24,7 @@ export interface StopOrder {
   index: number;
   /** true: stop unconditionally (a duplicate or an evacuating instance). */
   isDuplicate: boolean;
-  reason: StopReason;
+  reason: string;
 }
 
 /** A request decided by an event policy (the Ruby HM's start/stop), rendered by the notifier's protocol. */

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { AppView } from './app-view.js';
-import type { InstanceHeartbeat, PendingStart, PendingStop } from './store.js';
+import type { InstanceHeartbeat, PendingStart, PendingStop } from './state.js';
 
 /**
  * A message id as HM9000 made them (nu7hatch/gouuid's NewV4): random, version 4, with the variant

@@ -1,33 +1,28 @@
 /**
- * The plugin model. A plugin module's default export is a PluginDefinition: its name, kind, the
- * TypeBox schema of its options (one definition gives both the TypeScript type and the JSON Schema
- * that ajv validates and `npm run build` writes to schemas/), and a factory. Built-in plugins and
- * users' plugins are loaded the same way; the engine knows none by name.
+ * The plugin model. A plugin module's default export is a PluginDefinition: its name, kind and
+ * family, the TypeBox schema of its options (one definition gives both the TypeScript type and the
+ * JSON Schema that ajv validates and `npm run build` writes to schemas/), and a factory. Built-in
+ * plugins and users' plugins are loaded the same way; the engine knows none by name.
  */
 import type { Static, TSchema } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import type { Clock } from './clock.js';
-import type { Store } from './store.js';
 import type { Bus } from './bus.js';
-import type { FreshnessBoard } from '../pipeline/freshness/board.js';
+import type { Clock } from './clock.js';
 import type { EventHub } from './events.js';
+import type { FreshnessReports } from './freshness.js';
+import type { Stage } from './stage.js';
+import type { Store } from './store.js';
 
 export type PluginKind = 'source' | 'store' | 'policy' | 'sink';
 export const PLUGIN_KINDS: readonly PluginKind[] = ['store', 'source', 'policy', 'sink'];
 
-export interface StageHealth {
-  healthy: boolean;
-  last_error: string | null;
-}
-
-/** What every stage may implement; each lifecycle method is optional. */
-export interface Stage {
-  start?(): Promise<void> | void;
-  stop?(): Promise<void> | void;
-  /** Health shown in /v1/status; a stage without it is healthy once started. */
-  health?(): StageHealth;
-}
+/**
+ * Which health manager's behaviour a plugin reproduces: HM9000's analyze → dispatch cycle, the Ruby
+ * Health Manager's event path, or `common` (both presets use it, e.g. the stores).
+ */
+export type PluginFamily = 'hm9000' | 'ruby-hm' | 'common';
+export const PLUGIN_FAMILIES: readonly PluginFamily[] = ['hm9000', 'ruby-hm', 'common'];
 
 export interface StageContext {
   /** The stage id (the key under sources/policies/sinks, or "store"). */
@@ -47,7 +42,7 @@ export interface StageContext {
   /** The state store; for the store stage itself this is not available. */
   store: Store;
   /** Where sources report freshness reasons and what they last saw. */
-  freshness: FreshnessBoard;
+  freshness: FreshnessReports;
   /**
    * Whether this daemon leads (always, with one daemon). Only the leader writes what sources
    * receive and runs the cycle; standbys keep the store's cache warm and serve the API.
@@ -60,6 +55,8 @@ export interface StageContext {
 export interface PluginDefinition<S extends TSchema = TSchema, T extends Stage = Stage> {
   name: string;
   kind: PluginKind;
+  /** Which family it belongs to (plugins/README.md lists them so); a user's plugin may leave it out (common). */
+  family?: PluginFamily;
   description?: string;
   optionsSchema: S;
   create(options: Static<S>, ctx: StageContext): T | Promise<T>;
@@ -77,6 +74,7 @@ export function isPluginDefinition(value: unknown): value is PluginDefinition {
     typeof v.name === 'string' &&
     typeof v.kind === 'string' &&
     (PLUGIN_KINDS as readonly string[]).includes(v.kind) &&
+    (v.family === undefined || (PLUGIN_FAMILIES as readonly unknown[]).includes(v.family)) &&
     typeof v.optionsSchema === 'object' &&
     v.optionsSchema !== null &&
     typeof v.create === 'function'

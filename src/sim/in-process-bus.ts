@@ -3,7 +3,7 @@
  * simulations and scenario tests that run on a virtual clock, where no real server can keep time.
  */
 import type { Bus, BusMessage, SubscribeOptions } from '../sdk/bus.js';
-import type { Stage } from '../sdk/plugin.js';
+import type { Stage } from '../sdk/stage.js';
 
 export function subjectMatches(pattern: string, subject: string): boolean {
   const p = pattern.split('.');

@@ -21,9 +21,10 @@ import { presetsDir } from '../paths.js';
 import { VirtualClock } from '../sdk/clock.js';
 import type { Order, SinkStage } from '../sdk/orders.js';
 import { Engine } from '../pipeline/engine.js';
-import { definePlugin, type Stage, type StageContext } from '../sdk/plugin.js';
+import { definePlugin, type StageContext } from '../sdk/plugin.js';
+import { type Stage } from '../sdk/stage.js';
 import { loadPlugin } from '../pipeline/plugin-loader.js';
-import type { DesiredApp } from '../sdk/store.js';
+import type { DesiredApp } from '../sdk/state.js';
 import { InProcessBus } from './in-process-bus.js';
 import { ScenarioSchema, type Scenario, type ScenarioApp, type ScenarioExpectation, type ScenarioInstance } from './scenario-schema.js';
 

@@ -3,7 +3,7 @@
  * set changed. Field by field, with no allocation on the usual path (an agent reports its
  * instances in the same order every time): this runs for every agent on every heartbeat.
  */
-import type { InstanceHeartbeat, InstanceState } from '../sdk/store.js';
+import type { InstanceHeartbeat, InstanceState } from '../sdk/state.js';
 
 export function sameInstance(a: InstanceHeartbeat, b: InstanceHeartbeat): boolean {
   return (

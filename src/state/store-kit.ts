@@ -4,7 +4,8 @@
  * grouping of instances per app.
  */
 import type { Clock, Timer } from '../sdk/clock.js';
-import { appKey, type AppKey, type FreshnessKind, type InstanceHeartbeat } from '../sdk/store.js';
+import { appKey, type AppKey } from '../sdk/app-key.js';
+import { type FreshnessKind, type InstanceHeartbeat } from '../sdk/state.js';
 
 /** A Map handed out by reference (view()) and cloned on the first write after that. */
 export class CowMap<K, V> {

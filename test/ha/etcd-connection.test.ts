@@ -8,8 +8,8 @@ import type { Logger } from 'pino';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { EtcdStore } from '../../plugins/etcd-store/etcd-store.js';
 import { RealClock } from '../../src/sdk/clock.js';
-import type { Leadership } from '../../src/pipeline/leadership/leader.js';
-import type { InstanceHeartbeat } from '../../src/sdk/store.js';
+import type { Leadership } from '../../src/sdk/leadership.js';
+import type { InstanceHeartbeat } from '../../src/sdk/state.js';
 import { startEtcd, waitFor, type EtcdHandle } from '../helpers/index.js';
 import { TcpProxy } from './tcp-proxy.js';
 

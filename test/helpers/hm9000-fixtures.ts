@@ -4,8 +4,8 @@
  * heartbeat 10 s).
  */
 import type { NamedPolicy } from '../../src/pipeline/cycle/analyzer.js';
+import { appKey } from '../../src/sdk/app-key.js';
 import {
-  appKey,
   crashKey,
   startKey,
   stopKey,
@@ -15,7 +15,7 @@ import {
   type PendingStart,
   type PendingStop,
   type StoreSnapshot,
-} from '../../src/sdk/store.js';
+} from '../../src/sdk/state.js';
 import { crashesRule } from '../../plugins/crashes/index.js';
 import { duplicatesRule } from '../../plugins/duplicates/index.js';
 import { evacuationRule } from '../../plugins/evacuation/index.js';

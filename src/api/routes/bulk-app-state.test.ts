@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { describe, expect, it } from 'vitest';
-import { appKey, type CrashCount, type DesiredApp, type InstanceHeartbeat, type StoreSnapshot } from '../../sdk/store.js';
+import { appKey } from '../../sdk/app-key.js';
+import { type CrashCount, type DesiredApp, type InstanceHeartbeat, type StoreSnapshot } from '../../sdk/state.js';
 import { requireBasicAuth } from '../auth.js';
 import { bulkAppStateRoutes, type BulkAppStateDeps } from './bulk-app-state.js';
 

@@ -3,7 +3,7 @@ import type { MiddlewareHandler } from 'hono';
 import type { Logger } from 'pino';
 import { errorText } from '../../log.js';
 import { appViewLookup, bulkAppStateBody, decodeRequestBody, EMPTY_APP_STATE, parseBulkAppStateRequest, type FloatFormat } from '../../messages/app-json.js';
-import type { StoreSnapshot } from '../../sdk/store.js';
+import type { StoreSnapshot } from '../../sdk/state.js';
 
 export interface BulkAppStateDeps {
   snapshot(): Promise<StoreSnapshot>;

@@ -11,7 +11,7 @@
 import { Hono, type MiddlewareHandler } from 'hono';
 import { buildAppViews } from '../../sdk/app-view.js';
 import type { DecisionAudit } from '../../operator/audit.js';
-import type { StoreSnapshot } from '../../sdk/store.js';
+import type { StoreSnapshot } from '../../sdk/state.js';
 import { dumpApp, dumpApps, pendingByApp, type DumpDoc } from '../../dump/build.js';
 import { dropletJson } from '../../messages/droplet-json.js';
 import type { Droplet } from '../../sdk/droplets.js';

@@ -7,8 +7,9 @@
 import type { Logger } from 'pino';
 import { buildAppViews, isConverged, startPriority, type AppView } from '../../sdk/app-view.js';
 import { newMessageId } from '../../sdk/pending-messages.js';
-import type { PolicyStage, Proposal } from '../../sdk/orders.js';
-import { crashKey, startKey, stopKey, type AppKey, type CrashCount, type PendingStart, type PendingStop, type StoreSnapshot } from '../../sdk/store.js';
+import type { PolicyStage, Proposal } from '../../sdk/policy.js';
+import { crashKey, startKey, stopKey, type CrashCount, type PendingStart, type PendingStop, type StoreSnapshot } from '../../sdk/state.js';
+import { type AppKey } from '../../sdk/app-key.js';
 
 export interface AnalysisResult {
   apps: Map<AppKey, AppView>;

@@ -2,7 +2,8 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { APP_METRIC_NAMES, AppMetrics, computeAppMetrics } from './app-metrics.js';
 import { buildAppViews } from '../../sdk/app-view.js';
-import { appKey, type CrashCount, type DesiredApp, type InstanceHeartbeat, type StoreSnapshot } from '../../sdk/store.js';
+import { appKey } from '../../sdk/app-key.js';
+import { type CrashCount, type DesiredApp, type InstanceHeartbeat, type StoreSnapshot } from '../../sdk/state.js';
 
 let n = 0;
 const hb = (app: string, version: string, index: number, state: string): InstanceHeartbeat => ({

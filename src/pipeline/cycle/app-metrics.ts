@@ -5,7 +5,7 @@
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { isStartingOrRunning, type AppView } from '../../sdk/app-view.js';
-import type { AppKey } from '../../sdk/store.js';
+import type { AppKey } from '../../sdk/app-key.js';
 
 export const APP_METRIC_HELP = {
   NumberOfAppsWithAllInstancesReporting:

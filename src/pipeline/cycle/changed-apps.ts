@@ -5,7 +5,9 @@
  * Tracking changes from the store's onChange keeps a cycle proportional to what changed, not to
  * the size of the foundation.
  */
-import type { AppKey, DesiredApp, Store, StoreSnapshot } from '../../sdk/store.js';
+import type { AppKey } from '../../sdk/app-key.js';
+import type { DesiredApp, StoreSnapshot } from '../../sdk/state.js';
+import type { Store } from '../../sdk/store.js';
 
 function sameDesired(a: DesiredApp | undefined, b: DesiredApp | undefined): boolean {
   if (a === b) return true;

@@ -13,9 +13,10 @@ import missingPlugin from '../../../plugins/missing/index.js';
 import { crash, desired, GRACE, hb, HB, hm9000Policies, pendingStart, snapshot } from '../../../test/helpers/hm9000-fixtures.js';
 import { analyze, type NamedPolicy } from './analyzer.js';
 import { buildAppView, isConverged } from '../../sdk/app-view.js';
-import type { PolicyStage } from '../../sdk/orders.js';
+import type { PolicyStage } from '../../sdk/policy.js';
 import type { StageContext } from '../../sdk/plugin.js';
-import { appKey, type InstanceHeartbeat } from '../../sdk/store.js';
+import { appKey } from '../../sdk/app-key.js';
+import { type InstanceHeartbeat } from '../../sdk/state.js';
 
 const NOW = 1_000_000;
 const ctx = undefined as unknown as StageContext;

@@ -8,7 +8,8 @@ import type { Logger } from 'pino';
 import { buildAppViews, isIndexDesired, isStartingOrRunning, type AppView } from '../../sdk/app-view.js';
 import type { InstanceOrder, StartOrder, StopOrder } from '../../sdk/orders.js';
 import { errorText } from '../../log.js';
-import { startKey, stopKey, type AppKey, type PendingMessageBase, type PendingStart, type PendingStop, type StoreSnapshot } from '../../sdk/store.js';
+import { startKey, stopKey, type PendingMessageBase, type PendingStart, type PendingStop, type StoreSnapshot } from '../../sdk/state.js';
+import { type AppKey } from '../../sdk/app-key.js';
 
 export const isTimeToSend = (m: PendingMessageBase, now: number): boolean => m.sentOn === 0 && m.sendOn <= now;
 export const isExpired = (m: PendingMessageBase, now: number): boolean => m.sentOn !== 0 && m.sentOn + m.keepAlive <= now;

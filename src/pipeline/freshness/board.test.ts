@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { FreshnessBoard, freshnessError, isActualFresh, isDesiredFresh } from './board.js';
+import { FreshnessBoard } from './board.js';
+import { freshnessError, isActualFresh, isDesiredFresh } from '../../sdk/freshness.js';
 
 const s = (n: number) => n * 1000;
 

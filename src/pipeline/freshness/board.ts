@@ -1,35 +1,13 @@
 /**
- * Freshness, the main safety rule (HM9000 §5): nothing is sent unless the actual state is fresh
- * (the marker exists and its unbroken streak is at least `actualTtlMs` old) and the desired state is
- * fresh (the marker exists). Sources record here why a marker is missing, so the status API, the
- * logs and `doctor` can say it in words.
+ * The freshness board: the reasons sources report for a marker that is missing, with when each
+ * began, and the guards (ingest lag, agents lost together, a new leader's reset) that hold actual
+ * freshness back while the marker would call it fresh. Combined with the store's markers it gives
+ * the verdicts the gate, /v1/status, the logs and `doctor` show in words.
  */
-import type { FreshnessKind, FreshnessMarker } from '../../sdk/store.js';
+import { isActualFresh, isDesiredFresh, type FreshnessReports, type FreshnessVerdict, type IngestLag, type LagProbe } from '../../sdk/freshness.js';
+import type { FreshnessKind, FreshnessMarker } from '../../sdk/state.js';
 import { CollapseGuard, type CollapseOptions, type CollapseState } from './collapse-guard.js';
-import { IngestLagMeter, type IngestLag, type LagProbe } from './ingest-lag.js';
-
-export interface FreshnessVerdict {
-  fresh: boolean;
-  /** Start of the current fresh streak (marker timestamp) or of the current stale period. */
-  since: number | null;
-  reason: string | null;
-}
-
-export function isActualFresh(marker: FreshnessMarker | undefined, now: number, actualTtlMs: number): boolean {
-  return marker !== undefined && marker.expiresAt > now && now - marker.timestamp >= actualTtlMs;
-}
-
-export function isDesiredFresh(marker: FreshnessMarker | undefined, now: number): boolean {
-  return marker !== undefined && marker.expiresAt > now;
-}
-
-/** HM9000's combined error texts (§5.4), or null when both are fresh. */
-export function freshnessError(actualFresh: boolean, desiredFresh: boolean): string | null {
-  if (!actualFresh && !desiredFresh) return 'Actual and desired state are not fresh';
-  if (!desiredFresh) return 'Desired state is not fresh';
-  if (!actualFresh) return 'Actual state is not fresh';
-  return null;
-}
+import { IngestLagMeter } from './ingest-lag.js';
 
 /** The guards that hold actual freshness back while the marker would call it fresh. */
 export interface GuardOptions {
@@ -62,7 +40,7 @@ const seconds = (ms: number) => `${Number((ms / 1000).toFixed(1))}s`;
  * The reasons sources report, with when each began, and the guards that hold actual freshness
  * back. The engine combines them with the store's markers into the verdicts shown in /v1/status.
  */
-export class FreshnessBoard {
+export class FreshnessBoard implements FreshnessReports {
   private readonly reasons = new Map<FreshnessKind, { reason: string; since: number }>();
   private readonly collapse: CollapseGuard | undefined;
   private readonly ingest: IngestLagMeter | undefined;

@@ -11,6 +11,7 @@
  *
  * A state that far behind is not fresh: instances would look missing while they run.
  */
+import type { IngestLag, LagProbe } from '../../sdk/freshness.js';
 
 export interface IngestLagOptions {
   /** The agents' heartbeat interval. */
@@ -22,15 +23,6 @@ export interface IngestLagOptions {
   /** A gap longer than this is a silence, not a slow arrival (the collapse guard's business). */
   silentAfterMs: number;
 }
-
-export interface IngestLag {
-  lagMs: number;
-  /** What the lag was measured on, in words. */
-  cause: string;
-}
-
-/** A source's own measure of its lag, in ms, with what it measured; null when it has none. */
-export type LagProbe = () => IngestLag | null;
 
 /** Fewer gaps than this in a window say nothing about a rate. */
 const MIN_GAPS = 20;

@@ -3,7 +3,7 @@
  * leadership here is a stand-in that records what it is told, and time is moved by hand.
  */
 import { describe, expect, it } from 'vitest';
-import type { Candidacy, Leadership } from './leader.js';
+import type { Candidacy, Leadership } from '../../sdk/leadership.js';
 import { LeaderFitness, type FitnessCheck } from './leader-fitness.js';
 
 class FakeLeadership implements Leadership {

@@ -19,7 +19,7 @@
  * Only what is this daemon's own belongs here: a dependency every daemon shares (the CC) is no
  * reason to hand over, since the next leader would fare no better.
  */
-import type { LeaderLogger, Leadership } from './leader.js';
+import type { LeaderLogger, Leadership } from '../../sdk/leadership.js';
 
 export interface FitnessCheck {
   /** Why this daemon cannot do this part of the leader's work now; null while it can. */

@@ -5,9 +5,10 @@
  */
 import type { Etcd3 } from 'etcd3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createEtcdClient } from '../../../plugins/etcd-store/client.js';
-import { startEtcd, waitFor, type EtcdHandle } from '../../../test/helpers/index.js';
-import { AlwaysLeader, LeaderElection } from './leader.js';
+import { createEtcdClient } from './client.js';
+import { startEtcd, waitFor, type EtcdHandle } from '../../test/helpers/index.js';
+import { AlwaysLeader } from '../../src/pipeline/leadership/always-leader.js';
+import { LeaderElection } from './election.js';
 
 const TTL_SECONDS = 2;
 const quiet = { info() {}, warn() {}, debug() {} };

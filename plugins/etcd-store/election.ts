@@ -1,8 +1,6 @@
 /**
- * Which daemon leads: only the leader decides and sends; every daemon may keep listening and saving
- * state. On etcd this is etcd's election (etcd3's `election(name, ttl)`: campaign, resign, and
- * the election's keys observed for leaderId()), whose candidates hold a key on a lease of
- * `ttlSeconds`; with the memory store there is one daemon and it always leads (AlwaysLeader).
+ * The etcd store's leader election: etcd3's `election(name, ttl)` (campaign, resign, and the
+ * election's keys observed for leaderId()), whose candidates hold a key on a lease of `ttlSeconds`.
  *
  * etcd3's campaign only reports an error once its lease is lost for good (after 2 × ttl without a
  * keepalive answer), which is too late: by then another daemon may lead. So while elected, this
@@ -13,42 +11,7 @@
  * and, once etcd answers again, a new one starts.
  */
 import { Election, type Campaign, type Namespace, type Watcher } from 'etcd3';
-
-/** The part of a pino logger used here. */
-export interface LeaderLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  debug(obj: object, msg?: string): void;
-}
-
-export interface Leadership {
-  /** Begins campaigning in the background. */
-  start(): void;
-  /** Whether this daemon leads now. Re-read it right before acting. */
-  readonly isLeader: boolean;
-  /** The id of the current leader as last observed, null if none (or not known yet). */
-  leaderId(): string | null;
-  /** Called with true on winning and false on losing or resigning leadership. */
-  onChange(listener: (isLeader: boolean) => void): () => void;
-  /** Gives leadership up at once (SIGTERM): isLeader is false when this returns. */
-  resign(): Promise<void>;
-  /** Resigns and stops observing. */
-  stop(): Promise<void>;
-  /**
-   * Whether this daemon may lead (it can do the leader's work itself: see leader-fitness.ts).
-   * While not eligible it does not campaign, and a leader resigns at once; once eligible again it
-   * campaigns. Eligible until told otherwise.
-   */
-  setEligible(eligible: boolean, why?: string | null): void;
-  /** Whether this daemon leads or campaigns to; if not (and it runs), why. */
-  candidacy(): Candidacy;
-}
-
-export interface Candidacy {
-  candidate: boolean;
-  /** Why this daemon stays out of the election; null while it is a candidate. */
-  why: string | null;
-}
+import { addListener, type Candidacy, type LeaderLogger, type Leadership } from '../../src/sdk/index.js';
 
 export interface LeaderElectionOptions {
   /** The election's name; its keys are `election/<name>/<lease>` under the client's namespace. */
@@ -80,15 +43,6 @@ async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** Adds a listener (the same function may be added twice); returns what removes that one. */
-function subscribe<T>(set: Set<(v: T) => void>, listener: (v: T) => void): () => void {
-  const wrapped = (v: T): void => listener(v);
-  set.add(wrapped);
-  return () => {
-    set.delete(wrapped);
-  };
 }
 
 export class LeaderElection implements Leadership {
@@ -141,7 +95,7 @@ export class LeaderElection implements Leadership {
   }
 
   onChange(listener: (isLeader: boolean) => void): () => void {
-    return subscribe(this.listeners, listener);
+    return addListener(this.listeners, listener);
   }
 
   start(): void {
@@ -368,50 +322,5 @@ export class LeaderElection implements Leadership {
       this.observeTimer = unrefTimer(() => this.startObserving(), RETRY_MIN_MS * 4);
     });
     read();
-  }
-}
-
-/** The leadership of a daemon that is alone (memory store): it leads from start until it resigns. */
-export class AlwaysLeader implements Leadership {
-  private leading = true;
-  private readonly listeners = new Set<(isLeader: boolean) => void>();
-
-  constructor(private readonly id = 'self') {}
-
-  get isLeader(): boolean {
-    return this.leading;
-  }
-
-  leaderId(): string | null {
-    return this.leading ? this.id : null;
-  }
-
-  onChange(listener: (isLeader: boolean) => void): () => void {
-    return subscribe(this.listeners, listener);
-  }
-
-  start(): void {
-    this.set(true);
-  }
-
-  async resign(): Promise<void> {
-    this.set(false);
-  }
-
-  async stop(): Promise<void> {
-    this.set(false);
-  }
-
-  /** Alone, there is nobody to hand over to: it keeps leading whatever it can reach. */
-  setEligible(): void {}
-
-  candidacy(): Candidacy {
-    return this.leading ? { candidate: true, why: null } : { candidate: false, why: 'not running' };
-  }
-
-  private set(leading: boolean): void {
-    if (this.leading === leading) return;
-    this.leading = leading;
-    for (const listener of [...this.listeners]) listener(leading);
   }
 }
