@@ -9,6 +9,7 @@
  */
 import { subjectsFor } from '../../plugins/notifier/options.js';
 import type { Logger } from 'pino';
+import type { PluginDefinition } from '../sdk/plugin.js';
 import { maskUrl } from '../config/mask.js';
 import { makeProblem, PROBLEM_CODES, type CcWhere, type Problem, type ProblemCode } from './problem-codes.js';
 import type { Hold } from '../pipeline/freshness/board.js';
@@ -22,6 +23,8 @@ export interface StageFacts {
   section: string;
   /** The plugin's own name (heartbeat, bulk-api, notifier, etcd, …); the bus is "nats". */
   plugin: string;
+  /** The plugin, when the stage has one (the bus and the API have none). */
+  definition?: PluginDefinition;
   options: Record<string, unknown>;
   healthy: boolean;
   last_error: string | null;
@@ -73,7 +76,7 @@ export function stagesOf<T extends { plugin: string }>(stages: readonly T[], plu
 
 /** The NATS start/stop subjects of every notifier stage that publishes on NATS (per its protocol). */
 export function startStopSubjects(
-  stages: readonly { id: string; plugin: string; options: Record<string, unknown> }[],
+  stages: readonly { id: string; plugin: string; definition?: PluginDefinition; options: Record<string, unknown> }[],
 ): { stage: string; subjects: string[] }[] {
   return stagesOf(stages, 'notifier')
     .filter((s) => (s.options.protocol ?? 'hm9000') !== 'hm9000-http')

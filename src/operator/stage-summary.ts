@@ -4,6 +4,7 @@
  * described by name; any other plugin by its kind and its plain options (secrets left out).
  */
 import { isSecretKey, maskUrl } from '../config/mask.js';
+import type { PluginDefinition } from '../sdk/plugin.js';
 
 /** 250ms, 1s, 1.5s, 30s, 10m, 1h36m. */
 export function shortDuration(ms: number): string {
@@ -25,6 +26,8 @@ export interface SummaryInput {
   kind: string;
   /** The plugin's own name. */
   plugin: string;
+  /** The plugin, when the stage has one (the bus and the API have none). */
+  definition?: PluginDefinition;
   options: Record<string, unknown>;
 }
 

@@ -22,7 +22,7 @@ import { AppMetrics } from './cycle/app-metrics.js';
 import { buildAppViews, isStartingOrRunning, type AppView } from '../sdk/app-view.js';
 import { NatsBus } from '../bus/nats-bus.js';
 import type { Stage } from '../sdk/stage.js';
-import type { StageContext } from '../sdk/plugin.js';
+import type { PluginDefinition, StageContext } from '../sdk/plugin.js';
 import type { Bus } from '../sdk/bus.js';
 import { CycleScheduler } from './scheduler.js';
 import { appKey } from '../sdk/app-key.js';
@@ -74,6 +74,8 @@ interface Running {
   plugin: string;
   /** The plugin's own name (heartbeat, bulk-api, …), for summaries and problems. */
   pluginName: string;
+  /** The plugin, which describes its stages (summary, problems); none for the bus and the API. */
+  definition?: PluginDefinition;
   options: Record<string, unknown>;
   stage: Stage;
   started: boolean;
@@ -82,6 +84,7 @@ interface Running {
 interface StageInfo {
   section: string;
   pluginName: string;
+  definition?: PluginDefinition;
   options: Record<string, unknown>;
 }
 
@@ -283,7 +286,7 @@ export class Engine {
       entry.started = true;
       this.running.push(entry);
       // One readable line per stage: what it does, with its main options.
-      this.logger.info({ stage: id, kind, plugin }, stageSummary({ id, kind, plugin: info.pluginName, options: info.options }));
+      this.logger.info({ stage: id, kind, plugin }, stageSummary({ id, kind, plugin: info.pluginName, definition: info.definition, options: info.options }));
       return entry.stage;
     } catch (err) {
       throw new StageStartError(id, plugin, err);
@@ -586,7 +589,7 @@ export class Engine {
   }
 
   private info(s: ResolvedStage): StageInfo {
-    return { section: s.section, pluginName: s.plugin.name, options: s.options };
+    return { section: s.section, pluginName: s.plugin.name, definition: s.plugin, options: s.options };
   }
 
   /**
@@ -960,7 +963,7 @@ export class Engine {
     const now = this.clock.now();
     const stages: StageFacts[] = this.running.map((r) => {
       const h = r.stage.health?.() ?? { healthy: r.started, last_error: null };
-      return { id: r.id, section: r.section, plugin: r.pluginName, options: r.options, healthy: h.healthy, last_error: h.last_error };
+      return { id: r.id, section: r.section, plugin: r.pluginName, definition: r.definition, options: r.options, healthy: h.healthy, last_error: h.last_error };
     });
     let state: StateFacts;
     let markers: StoreSnapshot['freshness'] = {};
@@ -1019,7 +1022,7 @@ export class Engine {
    */
   private startListenerProbe(): void {
     const url = this.loaded.config.bus.monitor_url;
-    const targets = startStopSubjects(this.loaded.stages.map((s) => ({ id: s.id, plugin: s.plugin.name, options: s.options })));
+    const targets = startStopSubjects(this.loaded.stages.map((s) => ({ id: s.id, plugin: s.plugin.name, definition: s.plugin, options: s.options })));
     if (!url || this.opts.bus || targets.length === 0) return;
     const subjects = [...new Set(targets.flatMap((t) => t.subjects))];
     const interval = Math.min(30_000, Math.max(1_000, 3 * this.loaded.heartbeatMs));
