@@ -35,7 +35,8 @@ export function instance(agent: string, app: string, index: number, state = 'RUN
   return { app, version, instance: `${app}-${version}-${index}@${agent}`, index, state, stateTimestamp: 1_700_000_000, agent };
 }
 
-export function heartbeat(agent: string, instances: InstanceHeartbeat[]): AgentHeartbeat {
+/** A heartbeat whose instance list the test may still change (to check the store copied it). */
+export function heartbeat(agent: string, instances: InstanceHeartbeat[]): AgentHeartbeat & { instances: InstanceHeartbeat[] } {
   return { agent, instances };
 }
 
@@ -616,7 +617,7 @@ export function describeStoreContract(name: string, make: StoreFactory): void {
         expect(changes).toEqual([]);
       });
 
-      describe('HM9000 §5.1 example (ttl 30 000 ms)', () => {
+      describe('HM9000 freshness example, docs/hm9000.md#actual-freshness (ttl 30 000 ms)', () => {
         const ttl = 30_000;
         const fresh = async (c: VirtualClock, s: Store) => isActualFresh(await s.getFreshness('actual'), c.now(), ttl);
 

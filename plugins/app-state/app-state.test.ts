@@ -60,7 +60,7 @@ async function ask(bus: { request(s: string, d: string, t: number): Promise<{ da
   return new TextDecoder().decode(reply.data);
 }
 
-describe('app-state source (HM9000 §2.5 a)', () => {
+describe('app-state source (docs/hm9000.md#app-state-over-nats)', () => {
   it('app.state answers one app as its App JSON', async () => {
     const { bus } = await setup();
     expect(await ask(bus, 'app.state', '{"droplet":"app-1","version":"v1"}')).toBe(APP_1);

@@ -1,5 +1,6 @@
 /**
- * The `app-state` source: HM9000's app-state API over NATS request/reply (§2.5 a, HM9000 2013-10 …
+ * The `app-state` source: HM9000's app-state API over NATS request/reply
+ * (docs/hm9000.md#app-state-over-nats; HM9000 N `apiserver/apiserver.go`, HM9000 2013-10 …
  * 2014-10): `app.state` answers one app's App JSON, `app.state.bulk` the same object as the HTTP
  * /bulk_app_state. Subscribed in a queue group so several daemons can answer without a lock. Both
  * actual and desired state must be fresh; every failure answers `{}`. It writes nothing.
@@ -158,8 +159,10 @@ export class AppStateSource implements Stage {
 export default definePlugin({
   name: 'app-state',
   kind: 'source',
+  family: 'hm9000',
   description:
     "Answers HM9000's app-state requests over NATS (app.state: one app's JSON; app.state.bulk: apps keyed by guid) in a queue group; {} when state is not fresh or on any error.",
   optionsSchema: AppStateOptions,
   create: (options, ctx) => new AppStateSource(options, ctx),
+  summary: (o) => `app-state answers ${String(o.subject)} and ${String(o.bulk_subject)}${o.queue ? ` (queue ${String(o.queue)})` : ''}`,
 });

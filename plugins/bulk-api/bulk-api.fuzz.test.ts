@@ -71,7 +71,7 @@ const notInteger = fc.oneof(
   fc.double({ noNaN: true, noDefaultInfinity: true }).filter((d) => !Number.isInteger(d)),
 );
 
-/** A non-empty page with one thing wrong, as a body. Each case is invalid by the contract of §2.6. */
+/** A non-empty page with one thing wrong, as a body. Each case is invalid by the contract of docs/hm9000.md#desired-state. */
 const invalidBody: fc.Arbitrary<string> = fc.oneof(
   // The body is JSON but not an object.
   notObject.map((v) => JSON.stringify(v)),
@@ -128,7 +128,7 @@ const invalidBody: fc.Arbitrary<string> = fc.oneof(
   fc.tuple(validPage, fc.constantFrom('x', ',', '}', '{', ']', '"', 'null')).map(([p, tail]) => JSON.stringify(p) + tail),
 );
 
-/** What §2.6 keeps of a page: STARTED apps with a STAGED or PENDING package. */
+/** What the walk keeps of a page (docs/hm9000.md#desired-state): STARTED apps with a STAGED or PENDING package. */
 function expectedKept(page: Page): DesiredApp[] {
   return Object.values(page.results)
     .filter((e) => e.state === 'STARTED' && (e.package_state === 'STAGED' || e.package_state === 'PENDING'))
@@ -178,7 +178,7 @@ function expectConsistent(r: PageResult): void {
 }
 
 describe('parseBulkPage over generated bodies', () => {
-  it('valid pages: the kept apps of §2.6 and the next token {"id":N}', () => {
+  it('valid pages: the kept apps (docs/hm9000.md#desired-state) and the next token {"id":N}', () => {
     fc.assert(
       fc.property(validPage, (page) => {
         const r = parse(JSON.stringify(page));
@@ -186,7 +186,7 @@ describe('parseBulkPage over generated bodies', () => {
         check(r.ok, 'a valid page failed', r);
         if (!r.ok) return;
         check(r.results === n && r.done === (n === 0), 'wrong count', r);
-        check(JSON.stringify(r.kept) === JSON.stringify(n === 0 ? [] : expectedKept(page)), 'kept is not §2.6', r);
+        check(JSON.stringify(r.kept) === JSON.stringify(n === 0 ? [] : expectedKept(page)), 'kept is not what docs/hm9000.md#desired-state keeps', r);
         check(r.nextToken === (n === 0 ? null : `{"id":${String(page.bulk_token!.id)}}`), 'wrong next token', r);
       }),
       { numRuns: 3_000 },
@@ -280,6 +280,7 @@ describe('a walk over generated pages', () => {
         network_timeout: 10_000,
         skip_cert_verify: false,
         credentials: 'static',
+        cc_partition: 'default',
         credentials_subject: 'cloudcontroller.bulk.credentials.default',
         credentials_timeout: 5_000,
         walk: 'hm9000',

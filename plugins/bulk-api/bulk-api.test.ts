@@ -28,8 +28,11 @@ const T0 = 1_700_000_000_000;
 const HB = 10_000;
 const DESIRED_TTL = 12 * HB;
 
+/** What BulkApiSource takes: the validated options with the credentials subject resolved. */
+type SourceOptions = ConstructorParameters<typeof BulkApiSource>[0];
+
 /** The plugin's defaults at a 10 s heartbeat, in ms. */
-function options(over: Partial<BulkApiOptions> & { url: string }): BulkApiOptions {
+function options(over: Partial<BulkApiOptions> & { url: string }): SourceOptions {
   return {
     user: 'bulk_api',
     password: 'bulk-password',
@@ -39,6 +42,7 @@ function options(over: Partial<BulkApiOptions> & { url: string }): BulkApiOption
     network_timeout: 10_000,
     skip_cert_verify: false,
     credentials: 'static',
+    cc_partition: 'default',
     credentials_subject: 'cloudcontroller.bulk.credentials.default',
     credentials_timeout: 5_000,
     walk: 'hm9000',
@@ -200,7 +204,7 @@ describe('bulk-api plugin definition', () => {
   });
 });
 
-describe('the walk (HM9000 §2.6)', () => {
+describe('the walk (docs/hm9000.md#desired-state)', () => {
   it('pages with a raw JSON bulk_token, starting at {}, with batch_size and basic auth, until an empty page', async () => {
     const src = await source({ batch_size: 2 });
     await tick(src);
@@ -616,7 +620,7 @@ describe('the poll loop', () => {
   });
 });
 
-describe('credentials over NATS (HM9000 2013, §2.7)', () => {
+describe('credentials over NATS (HM9000 2013, docs/hm9000.md#bulk-credentials-over-nats)', () => {
   it('asks on the subject before each fetch and uses the reply as basic auth', async () => {
     bus.responder = async (subject) => reply(subject, '{"user":"bulk_api","password":"bulk-password"}');
     const src = await source({ credentials: 'nats', user: undefined, password: undefined, credentials_timeout: 1_234 });

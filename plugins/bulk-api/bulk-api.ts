@@ -1,5 +1,5 @@
 /**
- * The `bulk-api` source: HM9000's desired-state fetcher (§2.6, §7). On the stage's clock it walks
+ * The `bulk-api` source: HM9000's desired-state fetcher (docs/hm9000.md#desired-state). On the stage's clock it walks
  * the Cloud Controller's bulk API page by page, keeps the apps that should run, and only after the
  * final empty page replaces the desired state in the store and bumps desired freshness. Any failure
  * abandons the walk and touches nothing: the freshness marker simply expires, and the reason is
@@ -426,7 +426,7 @@ export class BulkApiSource implements Stage {
           { page: pages, results: page.results, kept: page.kept.length, desired_so_far: apps.size },
           `desired state page ${pages}: ${page.results} apps, ${page.kept.length} kept, ${apps.size} desired so far`,
         );
-        // The end of the walk is a 200 whose results are empty, not a null token (§2.6).
+        // The end of the walk is a 200 whose results are empty, not a null token (docs/hm9000.md#desired-state).
         if (page.done) break;
         if (page.nextToken === token) {
           throw new FetchFailure(`CC bulk API at ${this.url} sent bulk_token ${token} again on page ${pages}: the walk would never end`);
@@ -500,7 +500,10 @@ export class BulkApiSource implements Stage {
       : `CC bulk API at ${this.url} answered 401: check sources.${this.ctx.id}.user / password`;
   }
 
-  /** The Authorization header: static, or asked of the CC over NATS before each fetch (§2.7). */
+  /**
+   * The Authorization header: static, or asked of the CC over NATS before each fetch
+   * (docs/hm9000.md#bulk-credentials-over-nats).
+   */
   private async authorization(signal: AbortSignal): Promise<string> {
     if (this.opts.credentials !== 'nats') return basicAuth(this.opts.user ?? '', this.opts.password ?? '');
     const subject = this.opts.credentials_subject;

@@ -1,5 +1,5 @@
 /**
- * The pure part of the CC bulk API walk (HM9000 §2.6): the request path, one page's body turned
+ * The pure part of the CC bulk API walk (docs/hm9000.md#desired-state): the request path, one page's body turned
  * into kept apps and the next token, the NATS credentials reply, and transport errors in words.
  * Nothing here does I/O or throws on bad input, so it can be fuzzed in-process.
  */

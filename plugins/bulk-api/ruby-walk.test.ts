@@ -101,8 +101,11 @@ function context(): StageContext {
   };
 }
 
+/** What BulkApiSource takes: the validated options with the credentials subject resolved. */
+type SourceOptions = ConstructorParameters<typeof BulkApiSource>[0];
+
 /** The Ruby presets' options: credentials over NATS, user counts, a 60 s update period. */
-function options(over: Partial<BulkApiOptions> = {}): BulkApiOptions {
+function options(over: Partial<BulkApiOptions> = {}): SourceOptions {
   return {
     url: cc.url,
     batch_size: 2,
@@ -111,6 +114,7 @@ function options(over: Partial<BulkApiOptions> = {}): BulkApiOptions {
     network_timeout: 10_000,
     skip_cert_verify: false,
     credentials: 'nats',
+    cc_partition: 'default',
     credentials_subject: SUBJECT,
     credentials_timeout: 5_000,
     walk: 'ruby',

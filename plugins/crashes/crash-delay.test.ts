@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { computeCrashDelay } from './crash-delay.js';
 
-describe('computeCrashDelay (HM9000 §8.3)', () => {
+describe('computeCrashDelay (docs/hm9000.md#crash-back-off)', () => {
   it('defaults n=3, start=30, max=960: 0 0 0 30 60 120 240 480 960 960', () => {
     const delays = Array.from({ length: 12 }, (_, c) => computeCrashDelay(c, 3, 30, 960));
     expect(delays).toEqual([0, 0, 0, 30, 60, 120, 240, 480, 960, 960, 960, 960]);

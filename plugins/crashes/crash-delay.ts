@@ -1,5 +1,6 @@
 /**
- * HM9000's ComputeCrashDelay (§8.3): no delay for the first `n` crashes, then doubling from `start`
+ * HM9000's ComputeCrashDelay (docs/hm9000.md#crash-back-off; HM9000 `analyzer/crash_delay.go`): no
+ * delay for the first `n` crashes, then doubling from `start`
  * up to `max`. `c` is the count before this restart. effMax uses float log2 truncated toward zero,
  * so a max that is not a power-of-two multiple of start is reached one step early (max=950 → c=8).
  */

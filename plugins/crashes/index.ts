@@ -1,5 +1,6 @@
 /**
- * Crashed instances (HM9000 §8.2 rule 2): a staged app's desired index with a CRASHED and no
+ * Crashed instances (docs/hm9000.md#crashes; HM9000 `analyzer/app_analyzer.go`): a staged app's
+ * desired index with a CRASHED and no
  * STARTING/RUNNING instance is restarted after a back-off that grows with the index's crash count.
  * When nothing of the app runs anywhere only index 0 is restarted. The count is incremented only
  * when the start is actually enqueued, and forgotten only when its TTL (2 × max back-off) lapses.
@@ -9,6 +10,7 @@ import {
   byIndex,
   crashCountAt,
   definePlugin,
+  shortDuration,
   desiredInstances,
   Duration,
   isStaged,
@@ -66,7 +68,10 @@ export function crashesRule({ app, now, priority }: PolicyInput, o: CrashesConfi
 export default definePlugin({
   name: 'crashes',
   kind: 'policy',
+  family: 'hm9000',
   description: 'Restarts crashed instances with a growing back-off (HM9000 analyzer rule 2 and ComputeCrashDelay).',
   optionsSchema: CrashesOptions,
   create: (options): PolicyStage => ({ quietWhenConverged: true, evaluate: (input) => crashesRule(input, options) }),
+  summary: (o) =>
+    `crashes: restarts crashed instances, back-off after ${String(o.crashes_before_backoff)} crashes from ${shortDuration(Number(o.starting_backoff))} up to ${shortDuration(Number(o.maximum_backoff))}`,
 });

@@ -37,6 +37,7 @@ describe('droplet-gc', () => {
         id: 'gc',
         kind: 'policy',
         plugin: 'droplet-gc',
+        definition: plugin,
         options: { flapping_timeout: 500_000, droplet_gc: 300_000, droplet_gc_grace_period: 240_000 },
       }),
     ).toBe('gc: droplet-gc: drops crash records after 8m20s, forgets apps absent for 4m every 5m');

@@ -11,6 +11,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import {
   definePlugin,
+  shortDuration,
   type Droplet,
   type DropletRegistry,
   Duration,
@@ -89,6 +90,7 @@ export function dropletGcRule(input: EventInput, o: DropletGcConfig, logger: Log
 export default definePlugin({
   name: 'droplet-gc',
   kind: 'policy',
+  family: 'ruby-hm',
   description: 'Drops stale crash records after each analysis and forgets apps the bulk API no longer reports (Ruby HM prune_crashes / gc_droplets).',
   optionsSchema: DropletGcOptions,
   create: (options, ctx): EventPolicyStage => ({
@@ -96,4 +98,6 @@ export default definePlugin({
     everyMs: options.droplet_gc,
     handle: (input: EventInput) => dropletGcRule(input, options, ctx.logger, ctx.events.droplets),
   }),
+  summary: (o) =>
+    `droplet-gc: drops crash records after ${shortDuration(Number(o.flapping_timeout))}, forgets apps absent for ${shortDuration(Number(o.droplet_gc_grace_period))} every ${shortDuration(Number(o.droplet_gc))}`,
 });

@@ -1,6 +1,6 @@
 /**
- * droplet-records: the Ruby HM's instance records (spec ruby-hm §5.1 with all its examples, §3.3
- * step 4, §3.4, §11.4, §11.6), on a virtual clock.
+ * droplet-records: the Ruby HM's instance records (docs/ruby-hm.md#duplicate-guids with all its
+ * examples, #exits, #app-updates, #heartbeats-in-the-older-design, #the-older-design), on a virtual clock.
  */
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
@@ -42,7 +42,7 @@ function lastPrune(beats: string): string | null {
   return list.length === 0 ? null : list[0]!.join(',');
 }
 
-describe('§5.1 duplicate guids at one index (guid stream, the last 3 running beats)', () => {
+describe('duplicate guids at one index, docs/ruby-hm.md#duplicate-guids (guid stream, the last 3 running beats)', () => {
   it('α α β → none', () => expect(lastPrune('aab')).toBeNull());
   it('α α β β → stop α', () => expect(lastPrune('aabb')).toBe('a'));
   it('…β γ γ → stop β', () => expect(lastPrune('abcc')).toBe('b'));
@@ -127,7 +127,7 @@ describe('§5.1 duplicate guids at one index (guid stream, the last 3 running be
     expect(s.d.extraInstances).toEqual([]);
   });
 
-  it('while the app waits for its desired state the stop is only logged (§5.3)', () => {
+  it('while the app waits for its desired state the stop is only logged (docs/ruby-hm.md#heartbeats)', () => {
     const s = setup(DEFAULT_DROPLET_RECORDS, false);
     for (const g of 'aab') s.beat(g);
     expect(s.beat('b')).toEqual([]);
@@ -136,7 +136,7 @@ describe('§5.1 duplicate guids at one index (guid stream, the last 3 running be
   });
 });
 
-describe('§5.1 what a beat writes', () => {
+describe('what a beat writes (docs/ruby-hm.md#heartbeats)', () => {
   it('a running beat refreshes heartbeat time, guid, state and agent state time', () => {
     const s = setup();
     s.t.clock.advance(5_000);
@@ -170,7 +170,7 @@ describe('§5.1 what a beat writes', () => {
   });
 });
 
-describe('§11.4 the older design: instance mismatch, the list kept until analysis', () => {
+describe('the older design (docs/ruby-hm.md#heartbeats-in-the-older-design): instance mismatch, the list kept until analysis', () => {
   it('an intruding guid B is stopped on every beat, the list piling up: ["B"], ["B","B"], … and ["B"] after analysis', () => {
     const s = setup(OLDER);
     expect(s.beat('A')).toEqual([]);
@@ -223,7 +223,7 @@ describe('§11.4 the older design: instance mismatch, the list kept until analys
   });
 });
 
-describe('exit mark-down (§3.3 step 4, §11.6) and the grace reset', () => {
+describe('exit mark-down (docs/ruby-hm.md#exits, #the-older-design) and the grace reset', () => {
   it('guid match: out of the stream, DOWN, state time = HM seconds; heartbeat time kept', () => {
     const s = setup();
     s.beat('a');
@@ -280,7 +280,7 @@ describe('exit mark-down (§3.3 step 4, §11.6) and the grace reset', () => {
   });
 });
 
-describe('droplet.updated (§3.4 steps 2–3)', () => {
+describe('droplet.updated (docs/ruby-hm.md#app-updates)', () => {
   it('restarts the grace, marks the app update-required and asks for a desired-state refresh', () => {
     const s = setup();
     s.t.clock.advance(12_000);
@@ -309,7 +309,9 @@ describe('droplet-records options', () => {
     const t = makeStageContext({ id: 'records' });
     const stage = await plugin.create(validate({}).data as unknown as DropletRecordsConfig, t.ctx);
     expect([...(stage as DropletRecords).events]).toEqual(['heartbeat', 'exit', 'updated']);
-    expect(stageSummary({ id: 'records', kind: 'policy', plugin: 'droplet-records', options: OLDER as unknown as Record<string, unknown> })).toBe(
+    expect(
+      stageSummary({ id: 'records', kind: 'policy', plugin: 'droplet-records', definition: plugin, options: OLDER as unknown as Record<string, unknown> }),
+    ).toBe(
       'records: droplet-records: instance records from heartbeats and exits; duplicates by instance-mismatch, stop list kept-until-analysis, exit mark-down state-only',
     );
   });

@@ -1,7 +1,8 @@
 /**
- * The Ruby Health Manager's instance records (spec ruby-hm §2, §3.3 step 4, §3.4, §5.1, §11.4,
- * §11.6): what every heartbeat entry, exit and app update does to the app's record, and the
- * duplicate-guid stops the heartbeat path sends at once (§5.3).
+ * The Ruby Health Manager's instance records (docs/ruby-hm.md#instance-records, #heartbeats, #exits,
+ * #app-updates, #heartbeats-in-the-older-design, #the-older-design): what every heartbeat entry, exit
+ * and app update does to the app's record, and the duplicate-guid stops the heartbeat path sends at
+ * once (#duplicate-guids).
  *
  * Two designs, chosen by options:
  * - `duplicates: guid-stream` (the Ruby HM at its last commit): each running beat appends its guid
@@ -79,7 +80,7 @@ export const hmSeconds = (nowMs: number): number => Math.floor(nowMs / 1000);
 const isRunningState = (state: string): boolean => state === 'STARTING' || state === 'RUNNING';
 
 /**
- * `extra_instance_guid_to_prune` (§5.1): with three or more recent running beats, keeps the last
+ * `extra_instance_guid_to_prune` (docs/ruby-hm.md#duplicate-guids): with three or more recent running beats, keeps the last
  * three; if the first two of those differ, the first guid that is not the record's (the latest
  * running one) is to be stopped.
  */
@@ -106,7 +107,10 @@ function addExtra(d: Droplet, extra: ExtraInstance, o: DropletRecordsConfig): vo
   d.extraInstances.push(extra);
 }
 
-/** §5.1 (guid-stream) or §11.4 (instance-mismatch): one heartbeat entry applied to the app's record. */
+/**
+ * One heartbeat entry applied to the app's record: docs/ruby-hm.md#heartbeats (guid-stream) or
+ * #heartbeats-in-the-older-design (instance-mismatch).
+ */
 export function receiveHeartbeat(d: Droplet, beat: InstanceHeartbeat, nowMs: number, o: DropletRecordsConfig): void {
   if (o.heartbeat_stop_list === 'cleared-per-beat') d.extraInstances = [];
   const inst = getInstance(d, beat.index, beat.version);
@@ -138,8 +142,8 @@ function refresh(inst: InstanceRecord, beat: InstanceHeartbeat, nowMs: number): 
 }
 
 /**
- * §3.3 step 4 / §11.6: the exited instance's record (looked up, and created, with the message's
- * version) goes DOWN if its guid is the exited one; STOPPED and DEA_* exits restart the app's
+ * docs/ruby-hm.md#exits (step 3; #the-older-design for state-only): the exited instance's record
+ * (looked up, and created, with the message's version) goes DOWN if its guid is the exited one; STOPPED and DEA_* exits restart the app's
  * missing-check grace. Returns whether the record was marked down.
  */
 export function applyExit(d: Droplet, exit: ExitEvent, nowMs: number, o: DropletRecordsConfig): boolean {
@@ -157,7 +161,7 @@ export function applyExit(d: Droplet, exit: ExitEvent, nowMs: number, o: Droplet
   return marked;
 }
 
-/** §3.4 steps 2–3: the grace restarts and extras/missing wait for the next bulk appearance. */
+/** docs/ruby-hm.md#app-updates: the grace restarts and extras/missing wait for the next bulk appearance. */
 export function applyUpdated(d: Droplet, nowMs: number): void {
   d.resetTimestampMs = nowMs;
   d.desiredUpdateRequired = true;
@@ -169,7 +173,7 @@ function stopReason(list: readonly ExtraInstance[]): string {
 }
 
 /**
- * §5.3 `on_extra_instances` on the heartbeat path: nothing if the list is empty; held back (logged)
+ * `on_extra_instances` on the heartbeat path (docs/ruby-hm.md#heartbeats, step 6): nothing if the list is empty; held back (logged)
  * while the app waits for its desired state; otherwise one STOP carrying the whole list, at once.
  */
 export function extraInstancesStop(d: Droplet, ctx: Pick<StageContext, 'logger'> | undefined): EventDecision[] {
@@ -227,8 +231,11 @@ export class DropletRecords implements EventPolicyStage {
 export default definePlugin({
   name: 'droplet-records',
   kind: 'policy',
+  family: 'ruby-hm',
   description:
-    "Keeps the Ruby HM's per-app instance records from heartbeats, exits and app updates, and stops a second guid heartbeating at one index at once (Ruby HM §5.1, §11.4).",
+    "Keeps the Ruby HM's per-app instance records from heartbeats, exits and app updates, and stops a second guid heartbeating at one index at once (docs/ruby-hm.md#duplicate-guids).",
   optionsSchema: DropletRecordsOptions,
   create: (options, ctx): EventPolicyStage => new DropletRecords(options, ctx),
+  summary: (o) =>
+    `droplet-records: instance records from heartbeats and exits; duplicates by ${String(o.duplicates)}, stop list ${String(o.heartbeat_stop_list)}, exit mark-down ${String(o.exit_markdown)}`,
 });

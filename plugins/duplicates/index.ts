@@ -1,5 +1,6 @@
 /**
- * Duplicate instances (HM9000 §8.2 rule 4b): at a desired index with more than one STARTING/RUNNING
+ * Duplicate instances (docs/hm9000.md#duplicates; HM9000 `analyzer/app_analyzer.go`): at a desired
+ * index with more than one STARTING/RUNNING
  * instance, every one of them gets a DUPLICATE stop staggered at (4 + k) × grace; the dispatcher
  * sends a stop only while the index is still duplicated, so all but one go, one at a time.
  * Skipped for an app that got a new start in this pass.
@@ -8,6 +9,7 @@ import { Type } from '@sinclair/typebox';
 import {
   byIndex,
   definePlugin,
+  shortDuration,
   desiredInstances,
   Duration,
   isStartingOrRunning,
@@ -47,7 +49,9 @@ export function duplicatesRule({ app, now }: PolicyInput, o: { grace_period: num
 export default definePlugin({
   name: 'duplicates',
   kind: 'policy',
+  family: 'hm9000',
   description: 'Stops all but one instance running at the same index, one at a time (HM9000 analyzer rule 4b).',
   optionsSchema: DuplicatesOptions,
   create: (options): PolicyStage => ({ gate: 'no-new-start', quietWhenConverged: true, evaluate: (input) => duplicatesRule(input, options) }),
+  summary: (o) => `duplicates: stops duplicates one at a time from ${String(o.first_stop_after)} + k × ${shortDuration(Number(o.grace_period))}`,
 });

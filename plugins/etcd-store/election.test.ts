@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createEtcdClient } from './client.js';
 import { startEtcd, waitFor, type EtcdHandle } from '../../test/helpers/index.js';
 import { AlwaysLeader } from '../../src/pipeline/leadership/always-leader.js';
+import type { Leadership } from '../../src/sdk/leadership.js';
 import { LeaderElection } from './election.js';
 
 const TTL_SECONDS = 2;
@@ -160,7 +161,8 @@ describe('AlwaysLeader', () => {
   });
 
   it('keeps leading when told it is not eligible: alone, there is nobody to hand over to', () => {
-    const l = new AlwaysLeader('solo');
+    // Told through the Leadership interface, as the daemon tells it.
+    const l: Leadership = new AlwaysLeader('solo');
     l.start();
     l.setEligible(false, 'not connected to NATS');
     expect(l.isLeader).toBe(true);

@@ -101,15 +101,15 @@ describe('etcd store plugin definition', () => {
   it('creates an EtcdStore on the context clock, and names a missing certificate file', async () => {
     const clock = new VirtualClock(42);
     const ctx = { clock, logger: { error: vi.fn(), warn: vi.fn(), info: vi.fn(), debug: vi.fn() }, configDir: '/nonexistent-dir' } as unknown as StageContext;
-    const store = await etcdPlugin.create({ endpoints: [etcd.endpoint], prefix: freshPrefix(), dial_timeout: 2_000 }, ctx);
+    const store = await etcdPlugin.create({ endpoints: [etcd.endpoint], prefix: freshPrefix(), dial_timeout: 2_000, max_request_bytes: 1_572_864 }, ctx);
     expect(store).toBeInstanceOf(EtcdStore);
     opened.push(store);
     await store.start();
     await store.bumpFreshness('actual', 1_000);
     expect((await store.snapshot()).freshness.actual).toEqual({ timestamp: 42, expiresAt: 1_042 });
-    expect(() => etcdPlugin.create({ endpoints: [etcd.endpoint], prefix: '/x', dial_timeout: 2_000, ca_file: 'ca.pem' }, ctx)).toThrow(
-      /ca_file \/nonexistent-dir\/ca\.pem/,
-    );
+    expect(() =>
+      etcdPlugin.create({ endpoints: [etcd.endpoint], prefix: '/x', dial_timeout: 2_000, max_request_bytes: 1_572_864, ca_file: 'ca.pem' }, ctx),
+    ).toThrow(/ca_file \/nonexistent-dir\/ca\.pem/);
   });
 });
 

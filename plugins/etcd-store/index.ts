@@ -5,6 +5,8 @@
 import { Counter, type Registry } from 'prom-client';
 import { definePlugin } from '../../src/sdk/index.js';
 import { readTlsFiles } from './client.js';
+import { etcdStoreProblem, etcdSummary } from './describe.js';
+import { etcdDoctor } from './doctor.js';
 import { EtcdStore } from './etcd-store.js';
 import { EtcdStoreOptionsSchema } from './options.js';
 
@@ -15,6 +17,7 @@ export { EtcdStoreOptionsSchema, type EtcdStoreOptions } from './options.js';
 export default definePlugin({
   name: 'etcd',
   kind: 'store',
+  family: 'common',
   description:
     'Keeps the state store in etcd v3, shared by several daemons: one record per agent on shared leases with a small delta key for what changed since, the desired state in a few chunks replaced in one transaction, reads from a local cache kept by a watch.',
   optionsSchema: EtcdStoreOptionsSchema,
@@ -46,6 +49,9 @@ export default definePlugin({
     );
     return store;
   },
+  summary: etcdSummary,
+  storeProblem: etcdStoreProblem,
+  doctor: etcdDoctor,
 });
 
 /** A counter whose value is read from the store when scraped (one per registry). */

@@ -12,7 +12,11 @@
  *
  * Real time (Date.now) is used here on purpose: etcd runs leases on its own clock, whatever clock
  * the store computes record deadlines with.
+ *
+ * Below the pool: how long an agent's keys live and vouch for it, in multiples of its ttl (README.md
+ * explains the numbers).
  */
+import { chunkOf } from './keys.js';
 
 export interface PooledLease {
   /** The lease id, as etcd3 returns it (a decimal string). */
@@ -74,6 +78,19 @@ export class LeasePool {
     this.slots.clear();
   }
 
+  /** Runs `write` with a lease on which a key lives at least `lifeMs`; a lease etcd has lost is replaced once. */
+  async withLease<T>(lifeMs: number, write: (lease: string) => Promise<T>): Promise<{ value: T; lease: string }> {
+    for (let attempt = 1; ; attempt++) {
+      const { id } = await this.leaseFor(lifeMs);
+      try {
+        return { value: await write(id), lease: id };
+      } catch (err) {
+        if (attempt >= 2 || !isLeaseLost(err)) throw err;
+        this.forget(id);
+      }
+    }
+  }
+
   private async grantFor(life: number): Promise<PooledLease> {
     const bucket = LeasePool.bucketSeconds(life);
     const ttlSeconds = life + bucket;
@@ -85,4 +102,34 @@ export class LeasePool {
     this.slots.set(life, { lease, usableUntil: requestedAt + bucket * 1000 });
     return lease;
   }
+}
+
+/** Whether a request failed because etcd no longer knows a lease it names (revoked, or expired early). */
+export function isLeaseLost(err: unknown): boolean {
+  return /lease not found/i.test((err as Error).message);
+}
+
+// --- how long an agent's keys live ---
+
+/** An agent write vouches for its presence this many ttls beyond the saved deadline. */
+export const VOUCH_EXTRA_TTLS = 2;
+/** A record is written again once per this many ttls (its deltas folded in), each agent at its own phase. */
+const RECORD_PERIOD_TTLS = 8;
+/** A record's lease: its period, the 3 ttls its last delta vouches ahead, and one ttl to spare. */
+export const RECORD_LEASE_TTLS = RECORD_PERIOD_TTLS + 1 + VOUCH_EXTRA_TTLS + 1;
+
+/** How often every agent record is written again (the periodic compaction of its delta), for an agent ttl of `ttlMs`. */
+export function recordPeriodMs(ttlMs: number): number {
+  return RECORD_PERIOD_TTLS * ttlMs;
+}
+
+/**
+ * Whether a record written at `writtenAt` (real ms) is due again: once per period, when real time
+ * crosses the agent's phase in it. Phases are spread by a hash of the agent, so records written in
+ * the same save (all of them, at start) are rewritten evenly over the period, not all at once.
+ */
+export function recordDue(agent: string, writtenAt: number, realNow: number, ttlMs: number): boolean {
+  const period = recordPeriodMs(ttlMs);
+  const phase = (chunkOf(agent, 4096) / 4096) * period;
+  return Math.floor((realNow + phase) / period) > Math.floor((writtenAt + phase) / period);
 }

@@ -1,5 +1,6 @@
 /**
- * Evacuating instances (HM9000 §8.2 rule 3), for every index with a heartbeat: an EVACUATING
+ * Evacuating instances (docs/hm9000.md#evacuation; HM9000 `analyzer/app_analyzer.go`), for every
+ * index with a heartbeat: an EVACUATING
  * instance at an undesired index is an EXTRA stop; otherwise it is stopped (EVACUATION_COMPLETE)
  * once the index runs elsewhere, waited for while it is STARTING elsewhere, stopped at once on an
  * unstable (crashed) index, and started elsewhere immediately at priority 2.0. A non-staged app
@@ -10,6 +11,7 @@ import {
   byIndex,
   crashCountAt,
   definePlugin,
+  shortDuration,
   Duration,
   type InstanceHeartbeat,
   isIndexDesired,
@@ -70,7 +72,9 @@ export function evacuationRule({ app, now }: PolicyInput, o: { grace_period: num
 export default definePlugin({
   name: 'evacuation',
   kind: 'policy',
+  family: 'hm9000',
   description: 'Moves instances off evacuating agents: start elsewhere, then stop the evacuating one (HM9000 analyzer rule 3).',
   optionsSchema: EvacuationOptions,
   create: (options): PolicyStage => ({ quietWhenConverged: true, evaluate: (input) => evacuationRule(input, options) }),
+  summary: (o) => `evacuation: moves instances off evacuating agents, keep-alive ${shortDuration(Number(o.grace_period))}`,
 });

@@ -25,7 +25,7 @@ function setup(verify = false) {
   return { ...t, evacuator };
 }
 
-describe('evacuator, verify: false (HM9000 §10)', () => {
+describe('evacuator, verify: false (docs/hm9000.md#evacuator)', () => {
   it.each(['DEA_SHUTDOWN', 'DEA_EVACUATION'])('%s writes an immediate, verification-skipping EVACUATING start', async (reason) => {
     const { bus, store, clock, logs, evacuator } = setup();
     bus.publish('droplet.exited', exited(reason));

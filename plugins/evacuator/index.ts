@@ -1,5 +1,6 @@
 /**
- * The evacuator (HM9000 §10): a DEA that shuts down or evacuates reports each instance it stops
+ * The evacuator (docs/hm9000.md#evacuator; HM9000 `evacuator/evacuator.go`): a DEA that shuts down
+ * or evacuates reports each instance it stops
  * on droplet.exited; for those hmgate writes an immediate EVACUATING start so the instance comes
  * back elsewhere. It overwrites a pending start for the same index (the analyzer never does); the
  * dispatcher still checks freshness before sending.
@@ -13,6 +14,7 @@ import { Type } from '@sinclair/typebox';
 import { Counter, type Registry } from 'prom-client';
 import {
   definePlugin,
+  shortDuration,
   DropletExitedMessage,
   DropReporter,
   Duration,
@@ -156,8 +158,10 @@ export class Evacuator implements Stage {
 export default definePlugin({
   name: 'evacuator',
   kind: 'source',
+  family: 'hm9000',
   description:
     'Schedules an immediate EVACUATING start for each instance a shutting-down or evacuating agent reports on droplet.exited (HM9000 evacuator), verified against the store unless verify: false.',
   optionsSchema: EvacuatorOptions,
   create: (options, ctx) => new Evacuator(options, ctx),
+  summary: (o) => `evacuator on ${String(o.subject)}, keep-alive ${shortDuration(Number(o.grace_period))}${o.verify === false ? ', starts UNVERIFIED' : ''}`,
 });

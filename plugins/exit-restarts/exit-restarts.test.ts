@@ -1,6 +1,6 @@
 /**
- * exit-restarts: DEA_SHUTDOWN / DEA_EVACUATION exits restart the index at high priority (spec
- * ruby-hm §3.3, §9.3), after droplet-records has marked the instance down.
+ * exit-restarts: DEA_SHUTDOWN / DEA_EVACUATION exits restart the index at high priority
+ * (docs/ruby-hm.md#evacuation, #an-evacuation), after droplet-records has marked the instance down.
  */
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
@@ -32,7 +32,7 @@ const exitOf = (d: Droplet, reason: string, index: number, instance = `i${index}
   crashTimestamp: T0 / 1000,
 });
 
-describe('exit-restarts (§3.3)', () => {
+describe('exit-restarts (docs/ruby-hm.md#exits)', () => {
   it.each(['DEA_SHUTDOWN', 'DEA_EVACUATION'])('%s → START of [index] queued at 1 000 000, EVACUATING, live version', (reason) => {
     const d = app('C', 3);
     const [x, ...rest] = exitRestart(d, exitOf(d, reason, 2, 'i2', 'old'), { priority: 1_000_000 });
@@ -61,7 +61,7 @@ describe('exit-restarts (§3.3)', () => {
   });
 });
 
-describe('§9.3 a DEA evacuation, through the three policies in preset order', () => {
+describe('a DEA evacuation (docs/ruby-hm.md#an-evacuation), through the three policies in preset order', () => {
   it('index 2 marked DOWN, grace restarted at 300, START [2] queued HIGH, taken before NORMAL and LOW starts', async () => {
     const t = makeStageContext({ id: 'policies', startMs: T0 });
     const d = app('C', 3);
@@ -110,7 +110,7 @@ describe('exit-restarts options', () => {
     expect(data).toEqual({ priority: 1_000_000, verify: true, droplet_lost: 30_000 });
     expect(v.validate(plugin.optionsSchema, { priority: 'high' })).toHaveLength(1);
     expect(v.validate(plugin.optionsSchema, { reasons: [] })).toHaveLength(1);
-    expect(stageSummary({ id: 'evacuation', kind: 'policy', plugin: 'exit-restarts', options: data })).toBe(
+    expect(stageSummary({ id: 'evacuation', kind: 'policy', plugin: 'exit-restarts', definition: plugin, options: data })).toBe(
       'evacuation: exit-restarts: restarts instances of agents that shut down or evacuate, queue priority 1000000',
     );
   });

@@ -1,5 +1,5 @@
 /**
- * Restarts of instances whose agent goes away (spec ruby-hm §3.3, §9.3): a `droplet.exited` with
+ * Restarts of instances whose agent goes away (docs/ruby-hm.md#evacuation, #an-evacuation): a `droplet.exited` with
  * reason DEA_SHUTDOWN or DEA_EVACUATION queues a START of that index at high priority, ahead of
  * missing and crash restarts. No flapping check and no stop of the old instance (the agent is
  * leaving). Crash restarts are the flapping policy's; the mark-down and the missing-check grace of
@@ -170,8 +170,11 @@ export class ExitRestarts implements EventPolicyStage {
 export default definePlugin({
   name: 'exit-restarts',
   kind: 'policy',
+  family: 'ruby-hm',
   description:
     'Restarts at once (queued, high priority) the instances of an agent that shuts down or evacuates (Ruby HM droplet.exited DEA_SHUTDOWN / DEA_EVACUATION), verified against the desired state unless verify: false.',
   optionsSchema: ExitRestartsOptions,
   create: (options, ctx: StageContext): EventPolicyStage => new ExitRestarts(options, ctx),
+  summary: (o) =>
+    `exit-restarts: restarts instances of agents that shut down or evacuate, queue priority ${String(o.priority)}${o.verify === false ? ', UNVERIFIED' : ''}`,
 });

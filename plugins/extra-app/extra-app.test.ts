@@ -66,9 +66,9 @@ describe('extra-app', () => {
     expect([definition.name, definition.kind]).toEqual(['extra-app', 'policy']);
     const props = (definition.optionsSchema as unknown as { properties: Record<string, { description?: string }> }).properties;
     for (const [key, prop] of Object.entries(props)) expect(prop.description, key).toMatch(/\S/);
-    expect(stageSummary({ id: 'extra_app', kind: 'policy', plugin: 'extra-app', options: { desired_state_lost: 180_000, instances: 'live' } })).toBe(
-      'extra_app: extra-app: stops apps absent from the desired state for 3m',
-    );
+    expect(
+      stageSummary({ id: 'extra_app', kind: 'policy', plugin: 'extra-app', definition: plugin, options: { desired_state_lost: 180_000, instances: 'live' } }),
+    ).toBe('extra_app: extra-app: stops apps absent from the desired state for 3m');
   });
 
   it('options: 180 s, live instances', () => {

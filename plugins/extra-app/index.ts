@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import {
   allInstances,
   definePlugin,
+  shortDuration,
   type Droplet,
   Duration,
   type EventDecision,
@@ -75,10 +76,12 @@ export function extraAppRule(d: Droplet, now: number, env: EventEnv, o: ExtraApp
 export default definePlugin({
   name: 'extra-app',
   kind: 'policy',
+  family: 'ruby-hm',
   description: 'Stops the instances of an app the bulk API has not reported for desired_state_lost (Ruby HM is_extra? / on_extra_app).',
   optionsSchema: ExtraAppOptions,
   create: (options, ctx): EventPolicyStage => ({
     events: ['analyze'],
     handle: ({ droplet, now, env }: EventInput) => (droplet ? extraAppRule(droplet, now, env, options, ctx.logger) : []),
   }),
+  summary: (o) => `extra-app: stops apps absent from the desired state for ${shortDuration(Number(o.desired_state_lost))}`,
 });

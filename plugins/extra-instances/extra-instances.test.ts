@@ -69,9 +69,9 @@ describe('extra-instances', () => {
     expect([definition.name, definition.kind]).toEqual(['extra-instances', 'policy']);
     const props = (definition.optionsSchema as unknown as { properties: Record<string, { description?: string }> }).properties;
     for (const [key, prop] of Object.entries(props)) expect(prop.description, key).toMatch(/\S/);
-    expect(stageSummary({ id: 'extras', kind: 'policy', plugin: 'extra-instances', options: { slots: 'index', droplet_lost: 30_000 } })).toBe(
-      'extras: extra-instances: stops instances beyond the desired indices, of other versions or of stopped apps',
-    );
+    expect(
+      stageSummary({ id: 'extras', kind: 'policy', plugin: 'extra-instances', definition: plugin, options: { slots: 'index', droplet_lost: 30_000 } }),
+    ).toBe('extras: extra-instances: stops instances beyond the desired indices, of other versions or of stopped apps');
   });
 
   it('options: count slots and a 30 s droplet_lost by default', () => {

@@ -123,6 +123,7 @@ export function extraInstancesRule(d: Droplet, now: number, o: ExtraInstancesCon
 export default definePlugin({
   name: 'extra-instances',
   kind: 'policy',
+  family: 'ruby-hm',
   description:
     'Prunes instance records beyond the desired slots, of other versions or of stopped apps, and stops the live ones at once (Ruby HM update_extra_instances).',
   optionsSchema: ExtraInstancesOptions,
@@ -130,4 +131,5 @@ export default definePlugin({
     events: ['analyze'],
     handle: ({ droplet, now }: EventInput) => (droplet ? extraInstancesRule(droplet, now, options, ctx.logger) : []),
   }),
+  summary: (o) => `extra-instances: stops instances beyond the desired ${o.slots === 'index' ? 'indices' : 'count'}, of other versions or of stopped apps`,
 });

@@ -1,11 +1,13 @@
 /**
- * Extra instances (HM9000 §8.2 rule 4a): every STARTING/RUNNING instance at an index beyond the
+ * Extra instances (docs/hm9000.md#extras; HM9000 `analyzer/app_analyzer.go`): every STARTING/RUNNING
+ * instance at an index beyond the
  * desired count — all of them for an app that is not desired (stopped, failed, an old version) —
  * gets an immediate EXTRA stop. Skipped for an app that got a new start in this pass.
  */
 import { Type } from '@sinclair/typebox';
 import {
   definePlugin,
+  shortDuration,
   Duration,
   isIndexDesired,
   isStartingOrRunning,
@@ -36,7 +38,9 @@ export function extrasRule({ app, now }: PolicyInput, o: { grace_period: number 
 export default definePlugin({
   name: 'extras',
   kind: 'policy',
+  family: 'hm9000',
   description: 'Stops instances that are not desired: beyond the desired count, stopped apps, old versions (HM9000 analyzer rule 4a).',
   optionsSchema: ExtrasOptions,
   create: (options): PolicyStage => ({ gate: 'no-new-start', quietWhenConverged: true, evaluate: (input) => extrasRule(input, options) }),
+  summary: (o) => `extras: stops undesired instances, keep-alive ${shortDuration(Number(o.grace_period))}`,
 });

@@ -1,6 +1,6 @@
 /**
- * flapping: crash accounting (spec ruby-hm §5.7, §11.6), the flapping policy and back-off (§5.8),
- * the §9.2 timeline driven through droplet-records, flapping and exit-restarts in preset order,
+ * flapping: crash accounting (docs/ruby-hm.md#crash-accounting, #crashes-in-the-older-design), the
+ * flapping policy and back-off (#flapping-back-off), the timeline of #a-flapping-instance driven through droplet-records, flapping and exit-restarts in preset order,
  * on virtual time with an injected random.
  */
 import { describe, expect, it } from 'vitest';
@@ -14,7 +14,7 @@ import { exitRestart } from '../exit-restarts/index.js';
 import plugin, { countCrash, DEFAULT_FLAPPING, Flapping, flappingDelay, givenUp, type FlappingConfig } from './index.js';
 
 const T0 = 1_700_000_000_000;
-/** Agent seconds at HM time t (the §9.2 premise: crash timestamps equal HM time). */
+/** Agent seconds at HM time t (the premise of docs/ruby-hm.md#a-flapping-instance: crash timestamps equal HM time). */
 const S0 = T0 / 1000;
 const YAML: FlappingConfig = { ...DEFAULT_FLAPPING, delay_time_noise: 10_000 };
 const OLDER_RECORDS: DropletRecordsConfig = { duplicates: 'instance-mismatch', heartbeat_stop_list: 'kept-until-analysis', exit_markdown: 'state-only' };
@@ -134,7 +134,7 @@ const flappingStart = (t: number) => ({
   request: expect.objectContaining({ op: 'START', indices: [0], flapping: true, version: 'v' }),
 });
 
-describe('§5.7 crash accounting', () => {
+describe('crash accounting (docs/ruby-hm.md#crash-accounting)', () => {
   const rec = (): InstanceRecord => ({
     index: 0,
     version: 'v',
@@ -173,7 +173,7 @@ describe('§5.7 crash accounting', () => {
     expect([b.crashCount, b.state]).toEqual([4, 'FLAPPING']);
   });
 
-  it('§11.6 the older rule: the stored agent timestamp against HM now, not the gap between crashes', () => {
+  it('the older rule (docs/ruby-hm.md#crashes-in-the-older-design): the stored agent timestamp against HM now, not the gap between crashes', () => {
     const P = { ...DEFAULT_FLAPPING, crash_count_reset: 'age-of-last-crash' as const };
     // The agent's clock is behind: its crashes are 1 s apart, but the last one is 600 s old by HM time.
     const p = rec();
@@ -197,7 +197,7 @@ describe('§5.7 crash accounting', () => {
   });
 });
 
-describe('§5.8 delays and give-up', () => {
+describe('delays and give-up (docs/ruby-hm.md#flapping-back-off)', () => {
   it('60/120/240/480 s, capped, with random 0.5 (no noise)', () => {
     expect([2, 3, 4, 5, 6, 9].map((c) => flappingDelay(c, 0.5, DEFAULT_FLAPPING) / 1000)).toEqual([60, 120, 240, 480, 480, 480]);
   });
@@ -219,7 +219,7 @@ describe('§5.8 delays and give-up', () => {
   });
 });
 
-describe('§9.2 a flapping instance (one index, crash timestamps = HM time, noise ±10 s)', () => {
+describe('a flapping instance, docs/ruby-hm.md#a-flapping-instance (one index, crash timestamps = HM time, noise ±10 s)', () => {
   type Row = { t: number; do?: (h: Harness) => void; sent?: Sent[]; count?: [number, string]; timer?: number[] };
   const beat = (g: string) => (h: Harness) => h.beat(g);
   const crash = (g: string) => (h: Harness) => h.exit(g, 'CRASHED');
@@ -299,7 +299,7 @@ describe('flapping policy details', () => {
     h.exit(g + 'x', 'CRASHED', 0, version);
   };
 
-  it('the crash lookup uses the message version; starts carry the live version and the running map (versions with records) at send time (§8.15)', () => {
+  it('the crash lookup uses the message version; starts carry the live version and the running map (versions with records) at send time (docs/ruby-hm.md#crash-accounting)', () => {
     const h = new Harness();
     h.beat('old', 'RUNNING', 0, 'v0');
     h.exit('old', 'CRASHED', 0, 'v0');
@@ -445,7 +445,9 @@ describe('flapping options', () => {
   });
 
   it('says what it does in the start-up log', () => {
-    expect(stageSummary({ id: 'crashes', kind: 'policy', plugin: 'flapping', options: DEFAULT_FLAPPING as unknown as Record<string, unknown> })).toBe(
+    expect(
+      stageSummary({ id: 'crashes', kind: 'policy', plugin: 'flapping', definition: plugin, options: DEFAULT_FLAPPING as unknown as Record<string, unknown> }),
+    ).toBe(
       'crashes: flapping: FLAPPING above 1 crashes, count reset after 8m20s (gap-between-crashes), restarts after 1m doubling up to 8m ±5s, gives up above 4 crashes',
     );
     expect(
@@ -453,6 +455,7 @@ describe('flapping options', () => {
         id: 'c',
         kind: 'policy',
         plugin: 'flapping',
+        definition: plugin,
         options: { ...DEFAULT_FLAPPING, giveup_crash_number: 0 } as unknown as Record<string, unknown>,
       }),
     ).toMatch(/never gives up$/);

@@ -1,5 +1,6 @@
 /**
- * Crashes and flapping, the Ruby Health Manager's way (spec ruby-hm §3.3, §5.7, §5.8, §11.6).
+ * Crashes and flapping, the Ruby Health Manager's way (docs/ruby-hm.md#crashes-and-flapping,
+ * #exits, #crashes-in-the-older-design).
  *
  * A CRASHED exit counts a crash on the instance's record (looked up with the message's version):
  * the count starts again at 1 when the previous crash is older than `flapping_timeout`, and once
@@ -12,12 +13,13 @@
  * update cancels pending delayed restarts.
  *
  * The restart request is built when it is sent, with the app's live version; the crash lookup
- * uses the exit message's version (§8.15). Exits are marked down by droplet-records, which must
+ * uses the exit message's version (docs/ruby-hm.md#crash-accounting). Exits are marked down by droplet-records, which must
  * come before this stage in the policies list.
  */
 import { Type } from '@sinclair/typebox';
 import {
   definePlugin,
+  shortDuration,
   type Droplet,
   Duration,
   type EventDecision,
@@ -113,8 +115,9 @@ export const DEFAULT_FLAPPING: FlappingConfig = {
 };
 
 /**
- * §5.7 / §11.6: counts one crash at agent time `ts` (seconds) on `inst`, which becomes CRASHED, or
- * FLAPPING above flapping_death. `nowMs` is only read by the age-of-last-crash rule.
+ * Counts one crash at agent time `ts` (seconds) on `inst`, which becomes CRASHED, or FLAPPING above
+ * flapping_death (docs/ruby-hm.md#crash-accounting; #crashes-in-the-older-design for
+ * age-of-last-crash). `nowMs` is only read by the age-of-last-crash rule.
  */
 export function countCrash(
   inst: InstanceRecord,
@@ -135,8 +138,8 @@ export function countCrash(
 }
 
 /**
- * §5.8: min(max_restart_delay, min_restart_delay << (crash_count − flapping_death − 1)) plus
- * 2 × (random − 0.5) × delay_time_noise, in ms; never below 0 (a timer cannot fire in the past).
+ * docs/ruby-hm.md#flapping-back-off: min(max_restart_delay, min_restart_delay << (crash_count −
+ * flapping_death − 1)) plus 2 × (random − 0.5) × delay_time_noise, in ms; never below 0 (a timer cannot fire in the past).
  */
 export function flappingDelay(
   crashCount: number,
@@ -183,7 +186,10 @@ export class Flapping implements EventPolicyStage {
     }
   }
 
-  /** §3.3 CRASHED / §5.7: count the crash, then restart it (queued low) or apply the flapping policy. */
+  /**
+   * A CRASHED exit (docs/ruby-hm.md#exits, #crash-accounting): count the crash, then restart it
+   * (queued low) or apply the flapping policy.
+   */
   private crashed(d: Droplet, exit: ExitEvent, now: number, env: EventEnv): EventDecision[] {
     const ts = exit.crashTimestamp;
     if (typeof ts !== 'number' || !Number.isFinite(ts)) {
@@ -216,7 +222,7 @@ export class Flapping implements EventPolicyStage {
     return this.o.pending_restart === 'per-index' ? (d.pendingRestarts.get(inst.index) ?? null) : inst.pendingRestart;
   }
 
-  /** §5.8 `execute_flapping_policy`: nothing while a restart is pending or after giving up; else a timer. */
+  /** `execute_flapping_policy` (docs/ruby-hm.md#flapping-back-off): nothing while a restart is pending or after giving up; else a timer. */
   private flappingPolicy(d: Droplet, inst: InstanceRecord, chatty: boolean, env: EventEnv): EventDecision[] {
     if (this.pendingId(d, inst) !== null) return [];
     if (givenUp(inst.crashCount, this.o.giveup_crash_number)) {
@@ -258,7 +264,10 @@ export class Flapping implements EventPolicyStage {
     ];
   }
 
-  /** §3.4 step 4 / §11.6: cancel pending delayed restarts (indices 0..instances inclusive, or all). */
+  /**
+   * Cancels pending delayed restarts: indices 0..instances inclusive, or all with per-index
+   * (docs/ruby-hm.md#app-updates, #the-older-design).
+   */
   private cancelAll(d: Droplet): EventDecision[] {
     const out: EventDecision[] = [];
     if (this.o.pending_restart === 'per-index') {
@@ -280,8 +289,13 @@ export class Flapping implements EventPolicyStage {
 export default definePlugin({
   name: 'flapping',
   kind: 'policy',
+  family: 'ruby-hm',
   description:
-    'Counts crashes per instance and restarts them the Ruby HM way: a single crash at once (queued), a flapping instance after a doubling delay with noise, up to a give-up count (Ruby HM §5.7, §5.8).',
+    'Counts crashes per instance and restarts them the Ruby HM way: a single crash at once (queued), a flapping instance after a doubling delay with noise, up to a give-up count (docs/ruby-hm.md#flapping-back-off).',
   optionsSchema: FlappingOptions,
   create: (options, ctx): EventPolicyStage => new Flapping(options, ctx),
+  summary: (o) => {
+    const giveup = Number(o.giveup_crash_number);
+    return `flapping: FLAPPING above ${String(o.flapping_death)} crashes, count reset after ${shortDuration(Number(o.flapping_timeout))} (${String(o.crash_count_reset)}), restarts after ${shortDuration(Number(o.min_restart_delay))} doubling up to ${shortDuration(Number(o.max_restart_delay))} ±${shortDuration(Number(o.delay_time_noise))}, ${giveup > 0 ? `gives up above ${giveup} crashes` : 'never gives up'}`;
+  },
 });

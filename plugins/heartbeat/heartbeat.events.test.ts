@@ -8,10 +8,19 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { EventKind, PolicyEvent } from '../../src/sdk/events.js';
 import { deriveProblems, ProblemTracker, type ProblemFacts } from '../../src/operator/problems.js';
 import { makeStageContext, type TestContext } from '../../test/helpers/stage-context.js';
-import heartbeatPlugin, { readEntries, type HeartbeatSource, type HeartbeatStageOptions } from './index.js';
+import heartbeatPlugin, { readEntries, type HeartbeatSource } from './index.js';
+
+/** The options as the plugin's create() receives them: validated, defaults filled. */
+type HeartbeatOptions = Parameters<typeof heartbeatPlugin.create>[0];
 
 const HB = 10_000;
-const OPTIONS: HeartbeatStageOptions = { subject: 'dea.heartbeat', advertise_subject: 'dea.advertise', sync_interval: 1_000, heartbeat_ttl: 3 * HB };
+const OPTIONS: HeartbeatOptions = {
+  subject: 'dea.heartbeat',
+  advertise_subject: 'dea.advertise',
+  sync_interval: 1_000,
+  heartbeat_ttl: 3 * HB,
+  cc_partition_filter: false,
+};
 
 interface Entry {
   droplet: string;
@@ -48,7 +57,7 @@ interface Setup extends TestContext {
   subscribed: string[];
 }
 
-async function setup(opts: Partial<HeartbeatStageOptions> = {}, wants: (k: EventKind) => boolean = () => true, leader = () => true): Promise<Setup> {
+async function setup(opts: Partial<HeartbeatOptions> = {}, wants: (k: EventKind) => boolean = () => true, leader = () => true): Promise<Setup> {
   const t = makeStageContext({ id: 'heartbeats', heartbeatMs: HB });
   t.store.start();
   const emit = t.ctx.events.emit;
@@ -280,7 +289,9 @@ describe('cc_partition (the Ruby HM before mid-2013)', () => {
     heartbeatMs: HB,
     actualTtlMs: 3 * HB,
     servers: [],
-    stages: [{ id: 'heartbeats', section: 'sources', plugin: 'heartbeat', options: { cc_partition: 'default' }, ...s.stage.health() }],
+    stages: [
+      { id: 'heartbeats', section: 'sources', plugin: 'heartbeat', definition: heartbeatPlugin, options: { cc_partition: 'default' }, ...s.stage.health() },
+    ],
     actual: { fresh: true, reason: null },
     desired: { fresh: true, reason: null },
     state: { desiredApps: 1, liveInstances, heartbeatingApps: liveInstances > 0 ? 1 : 0, desiredHeartbeating: liveInstances > 0, agents: 1 },

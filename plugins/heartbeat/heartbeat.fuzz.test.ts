@@ -18,7 +18,10 @@ import { DropletRegistry } from '../../src/sdk/droplets.js';
 import { FreshnessBoard } from '../../src/pipeline/freshness/board.js';
 import type { StageContext } from '../../src/sdk/plugin.js';
 import { MemoryStore } from '../memory-store/memory-store.js';
-import heartbeatPlugin, { type HeartbeatSource, type HeartbeatStageOptions } from './index.js';
+import heartbeatPlugin, { type HeartbeatSource } from './index.js';
+
+/** The options as the plugin's create() receives them: validated, defaults filled. */
+type HeartbeatOptions = Parameters<typeof heartbeatPlugin.create>[0];
 
 const RUNS = 10_000;
 const ACTUAL_TTL = 200;
@@ -338,7 +341,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function harness(opts: Partial<HeartbeatStageOptions> = {}) {
+async function harness(opts: Partial<HeartbeatOptions> = {}) {
   const clock = new VirtualClock(1_700_000_000_000);
   const store = new MemoryStore(clock);
   store.start();
@@ -363,7 +366,7 @@ async function harness(opts: Partial<HeartbeatStageOptions> = {}) {
   };
   // A short presence TTL keeps the state small while time moves on.
   const stage = (await heartbeatPlugin.create(
-    { subject: 'dea.heartbeat', advertise_subject: 'dea.advertise', sync_interval: 50, heartbeat_ttl: 500, ...opts },
+    { subject: 'dea.heartbeat', advertise_subject: 'dea.advertise', sync_interval: 50, heartbeat_ttl: 500, cc_partition_filter: false, ...opts },
     ctx,
   )) as HeartbeatSource;
   await stage.start();

@@ -17,7 +17,7 @@ import { appKey } from '../../src/sdk/app-key.js';
 import { type SaveHeartbeatsResult } from '../../src/sdk/store.js';
 import { type StoreSnapshot } from '../../src/sdk/state.js';
 import { MemoryStore } from '../memory-store/memory-store.js';
-import heartbeatPlugin, { HeartbeatSource, roundStateTimestamp, type HeartbeatStageOptions } from './index.js';
+import heartbeatPlugin, { HeartbeatSource, roundStateTimestamp } from './index.js';
 
 const START = 1_700_000_000_000;
 const HB = 10_000;
@@ -54,11 +54,15 @@ class MemoryBus implements Bus {
   }
 }
 
-const DEFAULTS: HeartbeatStageOptions = {
+/** The options as the plugin's create() receives them: validated, defaults filled. */
+type HeartbeatOptions = Parameters<typeof heartbeatPlugin.create>[0];
+
+const DEFAULTS: HeartbeatOptions = {
   subject: 'dea.heartbeat',
   advertise_subject: 'dea.advertise',
   sync_interval: 1_000,
   heartbeat_ttl: 3 * HB,
+  cc_partition_filter: false,
 };
 
 interface Droplet {
@@ -84,7 +88,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-async function setup(opts: Partial<HeartbeatStageOptions> = {}) {
+async function setup(opts: Partial<HeartbeatOptions> = {}) {
   const clock = new VirtualClock(START);
   const store = new MemoryStore(clock);
   store.start();

@@ -1,5 +1,5 @@
 /**
- * The heartbeat source: HM9000's actual-state listener (§6) on the plugin pipeline.
+ * The heartbeat source: HM9000's actual-state listener (docs/hm9000.md#heartbeats) on the plugin pipeline.
  *
  * Heartbeats arrive on NATS (and optionally over HTTPS), are decoded once, and the last one per
  * agent waits in a pending batch. A sync loop — once at start, then every sync_interval, never two
@@ -7,8 +7,8 @@
  * HM9000's write-through cache only state changes are written: an instance whose state is the
  * same as in the agent's previously saved heartbeat keeps its saved index and state timestamp, so
  * the store sees no change and only renews the presence. A save faster than save_deadline bumps
- * actual freshness, a failed save revokes it (§5.2). `dea.advertise` bumps it while no heartbeat
- * has been received for the freshness TTL (§2.2) — by default only a valid advertise, and only
+ * actual freshness, a failed save revokes it (docs/hm9000.md#actual-freshness). `dea.advertise` bumps it while no heartbeat
+ * has been received for the freshness TTL (docs/hm9000.md#advertisements) — by default only a valid advertise, and only
  * while no agent advertises instances (see onAdvertise); advertise_payload: ignored is HM9000's
  * rule, where any message does.
  *

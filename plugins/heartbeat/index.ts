@@ -5,6 +5,8 @@
  */
 import { Type } from '@sinclair/typebox';
 import { definePlugin, Duration } from '../../src/sdk/index.js';
+import { heartbeatProblems, heartbeatSummary } from './describe.js';
+import { heartbeatDoctor } from './doctor.js';
 import { HeartbeatSource } from './heartbeat.js';
 
 export { HeartbeatSource, roundStateTimestamp, heartbeatMetrics, HTTPS_SUBJECT_LABEL, DropletUpdatedMessage, type HeartbeatStageOptions } from './heartbeat.js';
@@ -100,8 +102,12 @@ export const HeartbeatOptionsSchema = Type.Object(
 export default definePlugin({
   name: 'heartbeat',
   kind: 'source',
+  family: 'common',
   description:
     "Saves agents' heartbeats (NATS dea.heartbeat, optionally HTTPS) to the store as HM9000's listener did: batched every sync_interval, only state changes written, agent presence with heartbeat_ttl; a timely save bumps actual freshness, a failed one revokes it. For event policies it raises each heartbeat entry, and droplet.exited / droplet.updated, as events.",
   optionsSchema: HeartbeatOptionsSchema,
   create: (options, ctx) => new HeartbeatSource(options, ctx),
+  summary: heartbeatSummary,
+  problems: heartbeatProblems,
+  doctor: heartbeatDoctor,
 });

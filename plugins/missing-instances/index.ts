@@ -14,6 +14,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import type { Logger } from 'pino';
 import {
   definePlugin,
+  shortDuration,
   type Droplet,
   Duration,
   type EventDecision,
@@ -100,10 +101,12 @@ export function missingInstancesRule(d: Droplet, now: number, env: EventEnv, o: 
 export default definePlugin({
   name: 'missing-instances',
   kind: 'policy',
+  family: 'ruby-hm',
   description: "Queues starts of an app's missing instances when its grace is over (Ruby HM analysis, has_missing_indices / on_missing_instances).",
   optionsSchema: MissingInstancesOptions,
   create: (options, ctx): EventPolicyStage => ({
     events: ['analyze'],
     handle: ({ droplet, now, env }: EventInput) => (droplet ? missingInstancesRule(droplet, now, env, options, ctx.logger) : []),
   }),
+  summary: (o) => `missing-instances: queues starts of missing instances (${String(o.rule)}), grace and silence ${shortDuration(Number(o.droplet_lost))}`,
 });

@@ -63,9 +63,15 @@ describe('missing-instances', () => {
     expect([definition.name, definition.kind]).toEqual(['missing-instances', 'policy']);
     const props = (definition.optionsSchema as unknown as { properties: Record<string, { description?: string }> }).properties;
     for (const [key, prop] of Object.entries(props)) expect(prop.description, key).toMatch(/\S/);
-    expect(stageSummary({ id: 'missing', kind: 'policy', plugin: 'missing-instances', options: { rule: 'alive', droplet_lost: 30_000, priority: 1000 } })).toBe(
-      'missing: missing-instances: queues starts of missing instances (alive), grace and silence 30s',
-    );
+    expect(
+      stageSummary({
+        id: 'missing',
+        kind: 'policy',
+        plugin: 'missing-instances',
+        definition: plugin,
+        options: { rule: 'alive', droplet_lost: 30_000, priority: 1000 },
+      }),
+    ).toBe('missing: missing-instances: queues starts of missing instances (alive), grace and silence 30s');
   });
 
   it('options: the Ruby defaults, in ms', () => {

@@ -1,5 +1,6 @@
 /**
- * Missing instances (HM9000 §8.2 rule 1): for a staged app, every desired index with no
+ * Missing instances (docs/hm9000.md#missing; HM9000 `analyzer/app_analyzer.go`): for a staged app,
+ * every desired index with no
  * STARTING/RUNNING and no CRASHED instance gets a MISSING start after the grace period, kept 0 s
  * once sent (so a still-missing index is proposed again in a later cycle).
  */
@@ -7,6 +8,7 @@ import { Type } from '@sinclair/typebox';
 import {
   byIndex,
   definePlugin,
+  shortDuration,
   desiredInstances,
   Duration,
   isStaged,
@@ -54,7 +56,9 @@ export function missingRule({ app, now, priority }: PolicyInput, o: MissingConfi
 export default definePlugin({
   name: 'missing',
   kind: 'policy',
+  family: 'hm9000',
   description: 'Starts desired instances that no agent reports (HM9000 analyzer rule 1).',
   optionsSchema: MissingOptions,
   create: (options): PolicyStage => ({ quietWhenConverged: true, evaluate: (input) => missingRule(input, options) }),
+  summary: (o) => `missing: starts missing instances after ${shortDuration(Number(o.grace_period))}`,
 });

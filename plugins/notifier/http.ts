@@ -1,5 +1,6 @@
 /**
- * HM9000 HEAD's transport to the Cloud Controller (spec §18, §2.4 "H"): one POST per order to
+ * HM9000 HEAD's transport to the Cloud Controller (docs/hm9000.md#start-and-stop-over-http; HM9000 HEAD
+ * `sender/sender.go`): one POST per order to
  * `<cc_url>/internal/dea/hm9000/{start,stop}/<app guid>` with the wire JSON body, basic auth and
  * `Content-Type: application/json`. Anything but a 200, or no answer at all, is a failed send,
  * described in one sentence that says what to check. URLs in sentences are masked.

@@ -3,10 +3,11 @@
  *
  * - HM9000's orders (one instance each, from the analyze → dispatch cycle): protocol hm9000
  *   publishes the wire message on NATS, fire-and-forget, as HM9000 did; protocol hm9000-http POSTs
- *   the same body to the CC's internal API, as HM9000 HEAD did (hm9000 §2.4, §18).
+ *   the same body to the CC's internal API, as HM9000 HEAD did (docs/hm9000.md#start-and-stop-messages,
+ *   #start-and-stop-over-http).
  * - The Ruby Health Manager's requests (from event policies): protocol health publishes them on
  *   health.start / health.stop, protocol cc-partition on cloudcontrollers.hm.requests.<partition>
- *   (ruby-hm §3.5, §11.3), fire-and-forget.
+ *   (docs/ruby-hm.md#start-and-stop-requests, #partitioned-requests), fire-and-forget.
  *
  * A protocol sends one family of orders only; an order of the other family is refused with an error
  * naming the fix. A send that fails throws, so the caller keeps or reports the message; the stage is
@@ -24,6 +25,8 @@ import {
   type StageContext,
   type StageHealth,
 } from '../../src/sdk/index.js';
+import { notifierProblems, notifierPublishes, notifierSummary } from './describe.js';
+import { notifierDoctor } from './doctor.js';
 import { CcClient } from './http.js';
 import { formatOrderMessage, formatRequestMessage } from './messages.js';
 import { checkOptions, NotifierOptionsSchema, REQUEST_PROTOCOLS, subjectsFor, type NotifierOptions, type Protocol } from './options.js';
@@ -262,8 +265,13 @@ export class Notifier implements SinkStage {
 export default definePlugin({
   name: 'notifier',
   kind: 'sink',
+  family: 'common',
   description:
     "Sends each start and stop to the Cloud Controller: HM9000's orders published on NATS (protocol hm9000) or POSTed to the CC's internal API (hm9000-http, HM9000 HEAD); the Ruby Health Manager's requests on health.start / health.stop (health) or cloudcontrollers.hm.requests.<cc_partition> (cc-partition).",
   optionsSchema: NotifierOptionsSchema,
   create: (options, ctx) => Notifier.create(options, ctx),
+  summary: notifierSummary,
+  problems: notifierProblems,
+  doctor: notifierDoctor,
+  publishes: notifierPublishes,
 });

@@ -2,10 +2,11 @@
  * The messages the notifier sends to the Cloud Controller, byte for byte; this file is the only
  * place that formats them.
  *
- * - HM9000 (spec hm9000 §2.4): one instance per message; the same body goes on NATS (hm9000.start /
+ * - HM9000 (docs/hm9000.md#start-and-stop-messages): one instance per message; the same body goes on NATS (hm9000.start /
  *   hm9000.stop) and in the HTTP POST of HM9000 HEAD. Keys in Go struct order, strings escaped as
  *   Go's encoding/json escapes them.
- * - The Ruby Health Manager (spec ruby-hm §3.5, §11.3): the requests of event policies, in the two
+ * - The Ruby Health Manager (docs/ruby-hm.md#start-and-stop-requests, #partitioned-requests): the
+ *   requests of event policies, in the two
  *   protocols it spoke — `health` (health.start / health.stop) and `cc-partition`
  *   (cloudcontrollers.hm.requests.<partition>, with an `op`). Keys in the order its hashes had.
  */

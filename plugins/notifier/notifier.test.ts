@@ -51,7 +51,7 @@ async function sendsCounted(metrics: ReturnType<typeof makeStageContext>['metric
   return Object.fromEntries((await metric.get()).values.map((v) => [`${v.labels.protocol} ${v.labels.action} ${v.labels.result}`, v.value]));
 }
 
-describe('wire messages (HM9000 §2.4)', () => {
+describe('wire messages (docs/hm9000.md#start-and-stop-messages)', () => {
   it('formats a start message with the keys in Go struct order', () => {
     expect(formatStartMessage(start)).toBe('{"message_id":"msg-1","droplet":"app-guid-1","version":"v-1","instance_index":1}');
   });

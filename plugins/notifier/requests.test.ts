@@ -83,7 +83,7 @@ const stop = (instances: { instance: string | null; version: string | null }[], 
   ...over,
 });
 
-describe('protocol health: bodies (ruby-hm §3.5)', () => {
+describe('protocol health: bodies (docs/ruby-hm.md#start-and-stop-requests)', () => {
   it('formats the START observed from the original, keys in its order', () => {
     expect(formatHealthStart(start())).toBe(
       '{"droplet":"app-guid-1","last_updated":1375308000,"version":"app-version-1","indices":[1],"running":{"app-version-1":1},"flapping":false}',
@@ -153,7 +153,7 @@ describe('protocol health: bodies (ruby-hm §3.5)', () => {
   });
 });
 
-describe('protocol cc-partition: bodies (ruby-hm §11.3)', () => {
+describe('protocol cc-partition: bodies (docs/ruby-hm.md#partitioned-requests)', () => {
   const p = { droplet: 'app-guid', lastUpdated: 1371600000, version: 'live-ver', running: { 'live-ver': 1 } };
 
   it('formats a plain START with op and without running or flapping', () => {

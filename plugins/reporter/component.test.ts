@@ -1,4 +1,7 @@
-/** VCAP component registration (ruby-hm §3.11): announce at start, answer discover, keep secrets out of logs. */
+/**
+ * VCAP component registration (docs/ruby-hm.md#component-registration): announce at start, answer
+ * discover, keep secrets out of logs.
+ */
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
 import { BusNotConnectedError } from '../../src/sdk/bus.js';
@@ -16,7 +19,7 @@ function options(raw: Record<string, unknown>) {
 }
 
 async function setup(raw: Record<string, unknown>) {
-  const t = makeStageContext({ id: 'reporter', kind: 'policy', startMs: T0 });
+  const t = makeStageContext({ id: 'reporter', kind: 'reporter', startMs: T0 });
   const { problems, data } = options(raw);
   expect(problems).toEqual([]);
   const reporter = (await plugin.create(data, t.ctx)) as Reporter;
@@ -92,9 +95,9 @@ describe('VCAP component registration', () => {
   });
 
   it('needs announce_host, user and password when enabled', async () => {
-    const { ctx } = makeStageContext({ id: 'reporter', kind: 'policy' });
+    const { ctx } = makeStageContext({ id: 'reporter', kind: 'reporter' });
     expect(() => plugin.create(options({ component: { enabled: true, user: 'thin' } }).data, ctx)).toThrow(
-      "policies.reporter.component.announce_host, policies.reporter.component.password are required with component.enabled: true: the collector reads /varz at announce_host (the API's host:port) with the API's user and password",
+      "reporters.reporter.component.announce_host, reporters.reporter.component.password are required with component.enabled: true: the collector reads /varz at announce_host (the API's host:port) with the API's user and password",
     );
     expect(options({ component: { ...component, announce_host: 'http://x:1' } }).problems).toHaveLength(1);
   });

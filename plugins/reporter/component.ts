@@ -1,5 +1,5 @@
 /**
- * VCAP component registration (ruby-hm §3.11), so the foundation's collector finds this daemon's
+ * VCAP component registration (docs/ruby-hm.md#component-registration), so the foundation's collector finds this daemon's
  * /varz: `vcap.component.discover` is answered with the component's card, and the card is published
  * once on `vcap.component.announce` at start. The card names the hmgate API (host:port) and its
  * basic-auth credentials, which the collector needs to read /varz; the credentials are never logged.
@@ -38,10 +38,10 @@ export function rubyTime(ms: number): string {
   return `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')} +0000`;
 }
 
-/** The problems of the options, as sentences naming `policies.<id>.component.<key>`. */
+/** The problems of the options, as sentences naming `reporters.<id>.component.<key>`. */
 export function checkComponent(o: ComponentOptions, id: string): string[] {
   if (!o.enabled) return [];
-  const key = (k: string) => `policies.${id}.component.${k}`;
+  const key = (k: string) => `reporters.${id}.component.${k}`;
   const missing = (['announce_host', 'user', 'password'] as const).filter((k) => o[k] === undefined || o[k] === '');
   if (missing.length === 0) return [];
   return [

@@ -2,13 +2,13 @@
  * The `reporter` (the Ruby Health Manager's Reporter, Varz and component registration):
  *
  * - answers `healthmanager.status`, `healthmanager.health` and `healthmanager.droplet` over NATS
- *   request/reply from the app records (ruby-hm §3.8–§3.10; replies.ts);
+ *   request/reply from the app records (docs/ruby-hm.md#status-health-and-droplet-replies; replies.ts);
  * - keeps the varz hash from the events it declares — heartbeats, exits, updates, the bulk walk and
- *   the analysis pass — with the desired/realtime publish split (§7, §11.9; varz.ts), shown by
- *   `GET /varz` and as hmgate_ruby_* metrics;
- * - optionally registers as a VCAP component (§3.11; component.ts).
+ *   the analysis pass — with the desired/realtime publish split (docs/ruby-hm.md#statistics,
+ *   #statistics-in-the-older-design; varz.ts), shown by `GET /varz` and as hmgate_ruby_* metrics;
+ * - optionally registers as a VCAP component (docs/ruby-hm.md#component-registration; component.ts).
  *
- * It is an event policy that decides nothing. List it after the other event policies: its
+ * It is a reporter: it decides nothing, and sees each event after every policy has handled it: its
  * per-app figures are taken when an app's analysis is over, as the Ruby HM took them.
  */
 import { cpus } from 'node:os';
@@ -19,10 +19,9 @@ import {
   definePlugin,
   DropReporter,
   errorText,
-  type EventDecision,
   type EventInput,
   type EventKind,
-  type EventPolicyStage,
+  type EventObserverStage,
   type StageContext,
   type StageHealth,
 } from '../../src/sdk/index.js';
@@ -121,7 +120,7 @@ const usersOf = (event: object): number | undefined => {
   return typeof users === 'number' && Number.isFinite(users) ? users : undefined;
 };
 
-export class Reporter implements EventPolicyStage {
+export class Reporter implements EventObserverStage {
   readonly events: readonly EventKind[] = ['heartbeat-message', 'exit', 'updated', 'desired', 'walk', 'analyze', 'pass'];
   private readonly varzHash: Varz;
   private readonly component: Component;
@@ -170,8 +169,8 @@ export class Reporter implements EventPolicyStage {
     return { healthy: this.lastError === null, last_error: this.lastError };
   }
 
-  /** Counts what varz counts; decides nothing. */
-  handle(input: EventInput): EventDecision[] {
+  /** Counts what varz counts. */
+  observe(input: EventInput): void {
     const e = input.event;
     const v = this.varzHash;
     switch (e.kind) {
@@ -217,7 +216,6 @@ export class Reporter implements EventPolicyStage {
         break;
       default:
     }
-    return [];
   }
 
   /** The start queue's size after an insert (varz queue_length). */
@@ -288,9 +286,12 @@ export class Reporter implements EventPolicyStage {
 
 export default definePlugin({
   name: 'reporter',
-  kind: 'policy',
+  kind: 'reporter',
+  family: 'ruby-hm',
   description:
     "The Ruby Health Manager's reporter: answers healthmanager.status / .health / .droplet from the app records, keeps its varz (GET /varz, hmgate_ruby_* metrics), and can register as a VCAP component. Decides nothing.",
   optionsSchema: ReporterOptions,
   create: (options, ctx) => Reporter.create(options, ctx),
+  summary: (o) =>
+    `reporter answers ${String(o.status_subject)}, ${String(o.health_subject)} and ${String(o.droplet_subject)}; keeps /varz${(o.component as { enabled?: boolean } | undefined)?.enabled ? '; registers as a VCAP component' : ''}`,
 });

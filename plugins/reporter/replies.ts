@@ -1,6 +1,7 @@
 /**
  * The answers to `healthmanager.status`, `healthmanager.health` and `healthmanager.droplet`
- * (ruby-hm §3.8–§3.10), from the app records. Requests are read in the Ruby HM's order of reading,
+ * (docs/ruby-hm.md#status-health-and-droplet-replies; Ruby `lib/health_manager/reporter.rb`), from
+ * the app records. Requests are read in the Ruby HM's order of reading,
  * so a request it could not answer is not answered here either; a malformed one is reported with a
  * reason instead of failing. An app hmgate has no record of gets no reply, and no record is created
  * for it; reading a known app's instances may create records, as every Ruby read path did.

@@ -19,7 +19,7 @@ function options(raw: Record<string, unknown> = {}) {
 }
 
 async function setup(raw: Record<string, unknown> = {}) {
-  const t = makeStageContext({ id: 'reporter', kind: 'policy', startMs: T0 });
+  const t = makeStageContext({ id: 'reporter', kind: 'reporter', startMs: T0 });
   const { problems, data } = options(raw);
   expect(problems).toEqual([]);
   const reporter = (await plugin.create(data, t.ctx)) as Reporter;
@@ -106,7 +106,7 @@ describe('healthmanager.status', () => {
     t.ask('healthmanager.status', { droplet: 'x', state: 'CRASHED' });
     t.ask('healthmanager.status', 'not json');
     expect(t.reporter.varz()).not.toHaveProperty('healthmanager_status_msgs_received'); // published at the next pass or walk only
-    t.reporter.handle({ event: { kind: 'walk', phase: 'done' }, droplet: undefined, now: t.clock.now(), env: env() });
+    t.reporter.observe({ event: { kind: 'walk', phase: 'done' }, droplet: undefined, now: t.clock.now(), env: env() });
     expect(t.reporter.varz()).toMatchObject({ healthmanager_status_msgs_received: 2 });
   });
 });

@@ -1,6 +1,7 @@
 /**
  * The reporter's varz: sums from the events it declares, and the desired/realtime publish split
- * (ruby-hm §7, §11.9) — a figure shows in /varz only as of the publish of its group.
+ * (docs/ruby-hm.md#statistics, #statistics-in-the-older-design) — a figure shows in /varz only as of
+ * the publish of its group.
  */
 import { describe, expect, it } from 'vitest';
 import { makeValidator } from '../../src/config/validate.js';
@@ -21,12 +22,12 @@ function validated<P extends { optionsSchema: unknown }>(p: P, raw: Record<strin
   return data as never;
 }
 
-async function setup(raw: Record<string, unknown> = {}, t: TestContext = makeStageContext({ id: 'reporter', kind: 'policy', startMs: T0 })) {
+async function setup(raw: Record<string, unknown> = {}, t: TestContext = makeStageContext({ id: 'reporter', kind: 'reporter', startMs: T0 })) {
   const reporter = (await plugin.create(validated(plugin, raw), t.ctx)) as Reporter;
   /** Hands an event to the reporter as the engine does (app events with their record). */
   const on = (event: PolicyEvent) => {
     const droplet = 'app' in event && typeof event.app === 'string' ? t.droplets.get(event.app, t.clock.now()) : undefined;
-    expect(reporter.handle({ event, droplet, now: t.clock.now(), env } as Parameters<Reporter['handle']>[0])).toEqual([]);
+    reporter.observe({ event, droplet, now: t.clock.now(), env } as Parameters<Reporter['observe']>[0]);
   };
   return { ...t, reporter, on };
 }
@@ -206,7 +207,7 @@ describe('varz: counters', () => {
   });
 
   it('shows the requests the notifier sent (health_start/stop_messages_sent)', async () => {
-    const t = makeStageContext({ id: 'reporter', kind: 'policy', startMs: T0 });
+    const t = makeStageContext({ id: 'reporter', kind: 'reporter', startMs: T0 });
     const r = await setup({}, t);
     const notifier = await notifierPlugin.create(validated(notifierPlugin, { protocol: 'health' }), { ...t.ctx, id: 'cc', kind: 'sink' });
     const req = (op: 'START' | 'STOP'): RequestOrder => ({

@@ -1,5 +1,6 @@
 /**
- * The Ruby Health Manager's statistics (`/varz`, ruby-hm §7, §11.9). It kept a private hash of
+ * The Ruby Health Manager's statistics (`/varz`, docs/ruby-hm.md#statistics, #statistics-in-the-older-design;
+ * Ruby `lib/health_manager/varz.rb`). It kept a private hash of
  * counters and sums and copied it into the published varz at two moments only:
  *
  * - at the end of a complete bulk walk, everything but the realtime figures ("desired" publish,

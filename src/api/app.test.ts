@@ -9,10 +9,13 @@ const status: StatusBody = {
   foundation: 'eu-1',
   leader: true,
   leader_id: 'host:1',
+  candidate: true,
+  not_candidate_because: null,
   actual: { fresh: false, since: null, reason: 'no heartbeats saved yet' },
   desired: { fresh: true, since: '2026-01-01T00:00:00.000Z', reason: null },
   stages: { store: { kind: 'store', plugin: 'memory', healthy: true, last_error: null } },
   counters: { cycles: 3 },
+  problems: [],
 };
 
 function app() {

@@ -12,6 +12,7 @@ import { maskUrl } from '../config/mask.js';
 import { BusNotConnectedError, type Bus, type BusMessage, type SubscribeOptions } from '../sdk/bus.js';
 import { natsConnectSettings, type NatsConnectSettings } from './nats-url.js';
 import type { Stage, StageHealth } from '../sdk/stage.js';
+import type { Config } from '../config/schema.js';
 
 export interface NatsBusOptions {
   servers: string[];
@@ -199,4 +200,21 @@ function describeNatsError(err: unknown): string {
     return 'authorization refused (check bus.user / bus.password / bus.token, or the credentials in bus.servers)';
   if (e?.code === 'ECONNREFUSED' || /ECONNREFUSED|CONNECTION_REFUSED/i.test(text)) return 'connection refused';
   return maskUrl(text);
+}
+
+/** The daemon's NATS connection, as bus: in the config sets it. */
+export function natsBus(bus: Config['bus'], heartbeatMs: number, logger: Logger): NatsBus {
+  return new NatsBus(
+    {
+      servers: bus.servers,
+      user: bus.user,
+      password: bus.password,
+      token: bus.token,
+      name: bus.name,
+      connectTimeoutMs: bus.connect_timeout,
+      // Half a heartbeat (1–5 s): a dead connection is found well within leader.resign_after.
+      pingIntervalMs: Math.min(5_000, Math.max(1_000, heartbeatMs / 2)),
+    },
+    logger,
+  );
 }

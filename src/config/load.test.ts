@@ -70,7 +70,7 @@ describe('loadConfig', () => {
     expect(await problems(f)).toEqual([
       `${f}:2:21: heartbeat_interval: bad duration "10x": use a number with ms, s, m, h or hb (heartbeats), e.g. "250ms", "10s", "3hb"`,
       `${f}:5:11: api.listen must be string, not a list`,
-      `${f}:6:1: unknown key "bogus" (known keys: extends, foundation, heartbeat_interval, analyze_interval, time_resolution, freshness, log, bus, leader, dispatch, clock, cc_partition, events, store, sources, policies, sinks, api)`,
+      `${f}:6:1: unknown key "bogus" (known keys: extends, foundation, heartbeat_interval, analyze_interval, time_resolution, freshness, log, bus, leader, dispatch, clock, cc_partition, events, store, sources, policies, reporters, sinks, api)`,
     ]);
   });
 

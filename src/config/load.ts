@@ -46,7 +46,7 @@ export interface LoadedConfig {
 
 export class ConfigNotFoundError extends Error {}
 
-const SECTION_KIND: Record<StageSection, PluginKind> = { store: 'store', sources: 'source', policies: 'policy', sinks: 'sink' };
+const SECTION_KIND: Record<StageSection, PluginKind> = { store: 'store', sources: 'source', policies: 'policy', reporters: 'reporter', sinks: 'sink' };
 
 /** The config file to use: -c FILE, or the first of SEARCH_PLACES found from `cwd` upwards. */
 export async function findConfigFile(explicit: string | undefined, cwd = process.cwd()): Promise<string> {
@@ -164,7 +164,7 @@ export async function loadConfig(file: string, opts: LoadOptions = {}): Promise<
 
   const stages: ResolvedStage[] = [];
   if (opts.plugins !== false && isPlainObject(config)) {
-    for (const section of ['store', 'sources', 'policies', 'sinks'] as StageSection[]) {
+    for (const section of ['store', 'sources', 'policies', 'reporters', 'sinks'] as StageSection[]) {
       const entries: [string, unknown][] = section === 'store' ? [['store', config.store]] : Object.entries((config[section] as Record<string, unknown>) ?? {});
       for (const [id, entry] of entries) {
         if (!isPlainObject(entry) || entry.enabled === false || typeof entry.plugin !== 'string') continue;

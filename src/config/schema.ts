@@ -1,5 +1,5 @@
 /**
- * The whole-config schema (design.md §3), defined once with TypeBox: it gives the TypeScript type of
+ * The whole-config schema (README.md#configuration), defined once with TypeBox: it gives the TypeScript type of
  * a loaded config and the JSON Schema that ajv validates and `npm run build` writes to
  * schemas/config.schema.json. Stage entries carry `plugin:` plus the plugin's own options flat
  * beside it; those options are validated against each plugin's schema in a second step.
@@ -228,6 +228,7 @@ export const ConfigSchema = Type.Object(
     ),
     sources: StageMap('Sources (heartbeats, desired state, …)'),
     policies: StageMap('Policies applied per app'),
+    reporters: StageMap('Reporters: answer requests and keep statistics from the events; they decide nothing'),
     sinks: StageMap('Sinks (notifiers)'),
     api: Type.Object(
       {
@@ -243,4 +244,4 @@ export const ConfigSchema = Type.Object(
 );
 
 export type Config = Static<typeof ConfigSchema>;
-export type StageSection = 'store' | 'sources' | 'policies' | 'sinks';
+export type StageSection = 'store' | 'sources' | 'policies' | 'reporters' | 'sinks';

@@ -3,9 +3,8 @@
  * not one desired app is heartbeating, the CC URL and the NATS servers belong to two foundations —
  * and every desired instance would look missing.
  */
-import { makeProblem } from '../operator/problem-codes.js';
-import type { DesiredSample } from './cc.js';
-import type { HeartbeatSample } from './heartbeats.js';
+import type { DesiredSample, HeartbeatSample } from '../sdk/doctor.js';
+import { makeProblem } from '../sdk/problems.js';
 import { fail, pass, skip, type CheckResult } from './result.js';
 
 export function checkFoundation(desired: DesiredSample | undefined, heartbeats: HeartbeatSample | undefined, desiredStage: string): CheckResult {

@@ -2,7 +2,7 @@
 import { connect, type NatsConnection } from 'nats';
 import { maskUrl } from '../config/mask.js';
 import { errorText } from '../log.js';
-import { makeProblem } from '../operator/problem-codes.js';
+import { makeProblem } from '../sdk/problems.js';
 import { natsConnectSettings } from '../bus/nats-url.js';
 import { fail, pass, type CheckResult, type DoctorContext } from './result.js';
 

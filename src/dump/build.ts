@@ -1,5 +1,5 @@
 /**
- * HM9000's structured dump (spec §12.2) as data: freshness first, then every app — desired,
+ * HM9000's structured dump (docs/hm9000.md#dump) as data: freshness first, then every app — desired,
  * heartbeating instances, crash counts, pending starts and stops with the time left until they are
  * sent or deleted. `GET /v1/dump` serves it, `hmgate dump --json` prints it (schemas/dump.schema.json)
  * and `hmgate dump` renders it as HM9000 printed it (render.ts). The per-app entries are also what

@@ -1,5 +1,5 @@
 /**
- * The dump as text, in the layout of HM9000's structured dump (spec §12.2):
+ * The dump as text, in the layout of HM9000's structured dump (docs/hm9000.md#dump):
  *
  *   Dump - Current timestamp <unix>
  *   Store is fresh | STORE IS NOT FRESH: <error> (<reasons>)

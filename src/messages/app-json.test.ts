@@ -112,7 +112,7 @@ describe('Go JSON primitives', () => {
   });
 });
 
-describe('App JSON (HM9000 §2.5 b, B format)', () => {
+describe('App JSON (docs/hm9000.md#app-json, B format)', () => {
   const full = snapshot({
     desired: [desired('app-1', 'v1', { instances: 3 })],
     instances: [hb('app-1', 'v1', 'i-0', 0), hb('app-1', 'v1', 'i-1', 1, { state: 'CRASHED', stateTimestamp: 0, agent: 'dea-2' })],

@@ -1,5 +1,5 @@
 /**
- * HM9000's App JSON (§2.5 b, B format) and the app-state answers built from it, rendered byte for
+ * HM9000's App JSON (docs/hm9000.md#app-json, B format) and the app-state answers built from it, rendered byte for
  * byte as HM9000's Go encoding/json wrote them. The one place that renders it: the HTTP
  * `/bulk_app_state` route and the NATS `app.state` / `app.state.bulk` replies both come through here.
  *

@@ -2,19 +2,29 @@
  * The problems shown live in /v1/status: derived from what the engine already knows — each stage's
  * health, the freshness verdicts, a summary of the stored state, and (with bus.monitor_url) who
  * subscribes to the start/stop subjects — and named with the codes of the one catalogue
- * (problem-codes.ts) that `hmgate doctor` uses too.
+ * (src/sdk/problems.ts) that `hmgate doctor` uses too. The bus, the freshness and what spans
+ * stages are named here; what a stage's own health implies, its plugin names (its definition's
+ * `problems`, and a store's `storeProblem` for failures of the store).
  *
  * deriveProblems is pure. ProblemTracker remembers since when each problem holds, and logs each
  * one once when it appears (warn) and once when it clears (info), however often it is evaluated.
  */
-import { subjectsFor } from '../../plugins/notifier/options.js';
 import type { Logger } from 'pino';
 import type { PluginDefinition } from '../sdk/plugin.js';
 import { maskUrl } from '../config/mask.js';
-import { makeProblem, PROBLEM_CODES, type CcWhere, type Problem, type ProblemCode } from './problem-codes.js';
+import {
+  isStoreWriteError,
+  makeProblem,
+  PROBLEM_CODES,
+  stageUnhealthy,
+  withoutAdvice,
+  type Problem,
+  type ProblemCode,
+  type StateFacts,
+} from '../sdk/problems.js';
 import type { Hold } from '../pipeline/freshness/board.js';
 
-export { makeProblem, type Problem, type ProblemCode } from './problem-codes.js';
+export { makeProblem, type Problem, type ProblemCode, type StateFacts } from '../sdk/problems.js';
 
 /** One stage as the problems see it. */
 export interface StageFacts {
@@ -35,21 +45,6 @@ export interface FreshnessFacts {
   reason: string | null;
 }
 
-/** A summary of the stored state; `error` when it could not be read. */
-export type StateFacts =
-  | {
-      desiredApps: number;
-      /** Live instances of every app. */
-      liveInstances: number;
-      /** Apps (guids) with a live instance. */
-      heartbeatingApps: number;
-      /** Whether any desired app (by guid) has a live instance. */
-      desiredHeartbeating: boolean;
-      /** Present agents; only counted when there is no live instance (undefined otherwise). */
-      agents?: number;
-    }
-  | { error: string };
-
 /** The answer of the NATS monitoring endpoint about the start/stop subjects of one sink. */
 export type ListenerFacts = { stage: string; missing: string[] } | { stage: string; error: string };
 
@@ -69,84 +64,19 @@ export interface ProblemFacts {
   holds?: Hold[];
 }
 
-/** The stages of one plugin, by its name (as the doctor finds them too). */
-export function stagesOf<T extends { plugin: string }>(stages: readonly T[], plugin: string): T[] {
-  return stages.filter((s) => s.plugin === plugin);
-}
-
-/** The NATS start/stop subjects of every notifier stage that publishes on NATS (per its protocol). */
+/** The NATS start/stop subjects of every sink stage that publishes on NATS (its plugin's `publishes`). */
 export function startStopSubjects(
   stages: readonly { id: string; plugin: string; definition?: PluginDefinition; options: Record<string, unknown> }[],
 ): { stage: string; subjects: string[] }[] {
-  return stagesOf(stages, 'notifier')
-    .filter((s) => (s.options.protocol ?? 'hm9000') !== 'hm9000-http')
-    .map((s) => {
-      const subjects = subjectsFor(s.options as Parameters<typeof subjectsFor>[0]);
-      return { stage: s.id, subjects: [...new Set([subjects.start, subjects.stop])] };
-    });
-}
-
-/** A duration for people: 600ms, 30s, 1.5s, 2m. */
-export function humanMs(ms: number): string {
-  if (ms < 1000) return `${Math.round(ms)}ms`;
-  if (ms < 60_000) return `${Number((ms / 1000).toFixed(1))}s`;
-  return `${Number((ms / 60_000).toFixed(1))}m`;
+  const out: { stage: string; subjects: string[] }[] = [];
+  for (const s of stages) {
+    const subjects = typeof s.definition?.publishes === 'function' ? s.definition.publishes(s.options) : [];
+    if (subjects.length > 0) out.push({ stage: s.id, subjects: [...new Set(subjects)] });
+  }
+  return out;
 }
 
 const list = (xs: readonly string[]) => xs.map(maskUrl).join(', ');
-
-/** Cuts a trailing ": check …" / ": set …" advice from a stage's reason: the catalogue gives the fix. */
-export function withoutAdvice(text: string): string {
-  return text.replace(/:\s+(check|set|put|use|is|remove)\b[^:]*$/i, '').trim();
-}
-
-/** The etcd endpoints of a store stage's options, as shown. */
-export function etcdEndpoints(options: Record<string, unknown>): string[] {
-  const e = options.endpoints;
-  if (Array.isArray(e) && e.length > 0) return e.map(String);
-  if (typeof e === 'string' && e !== '') return [e];
-  return ['http://127.0.0.1:2379'];
-}
-
-/**
- * A CC failure reason (from the bulk-api source or the notifier) as a coded problem. The stages'
- * reasons are sentences; these patterns are the words those stages use.
- */
-export function ccProblem(reason: string, where: CcWhere, timeoutKey: string, key: string): Problem {
-  const why = withoutAdvice(reason);
-  const status = /answered (40[13])\b/.exec(reason);
-  if (status) return makeProblem('CC_UNAUTHORIZED', { ...where, status: Number(status[1]) }, key);
-  if (/answered 404\b/.test(reason) && where.urlKey === 'cc_url') {
-    return makeProblem('CC_NOT_CONFIGURED_FOR_HM', { stage: where.stage, url: where.url, detail: 'the CC answered 404 to a start or stop' }, key);
-  }
-  if (/not valid for/.test(reason)) return makeProblem('CC_TLS_NAME_MISMATCH', { ...where, error: why }, key);
-  if (/not trusted/.test(reason)) {
-    const codeMatch = /\(([A-Z_]+)\)/.exec(reason);
-    return makeProblem('CC_TLS_UNTRUSTED', { ...where, error: codeMatch?.[1] ?? why }, key);
-  }
-  if (/timed out|no answer within|did not answer within/.test(reason)) return makeProblem('CC_TIMEOUT', { ...where, error: why, timeoutKey }, key);
-  if (/connection refused|cannot resolve|cannot reach|ECONNREFUSED|ENOTFOUND|TLS handshake/.test(reason))
-    return makeProblem('CC_UNREACHABLE', { ...where, error: why }, key);
-  if (/Failed to request auth info/.test(reason)) return makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: where.stage, subject: '', error: why }, key);
-  return makeProblem('CC_BAD_ANSWER', { ...where, error: why }, key);
-}
-
-/** How the sources word a failed write to the store ("saving heartbeats to the store failed", "Failed to sync desired state to the store"). */
-const STORE_WRITE = /\bto the store\b/i;
-
-/** The per-agent wording the heartbeat stage logs (and reported as its last error before). */
-const PARTITION_NOTICE = /heartbeats instances of cc_partition ("(?:[^"\\]|\\.)*"), this stage keeps only/;
-const NO_PARTITION_NOTICE = /heartbeats instances without a cc_partition, this stage keeps only/;
-/** The heartbeat stage's notice while messages of another cc_partition arrive (heartbeat.ts). */
-const REPORT_NOTICE = /agents report cc_partition ("(?:[^"\\]|\\.)*") but this daemon is on/;
-const NO_REPORT_NOTICE = /agents report instances without a cc_partition but this daemon is on/;
-
-/** The partition another stage's notice names: a value, null for none, undefined if no notice. */
-function noticedPartition(text: string, patterns: [RegExp, RegExp]): string | null | undefined {
-  const m = patterns[0].exec(text);
-  if (m) return JSON.parse(m[1]!) as string;
-  return patterns[1].test(text) ? null : undefined;
-}
 
 /** What the daemon's own start-up may take before freshness can begin (not in heartbeats). */
 const START_UP_MS = 2_000;
@@ -167,78 +97,49 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
   }
 
   const store = f.stages.find((s) => s.section === 'store');
-  const etcd = store?.plugin === 'etcd';
+  /** A failure of the store as the configured store names it, if it does (the etcd store: ETCD_UNREACHABLE, …). */
+  const named = (error: string, writeError?: string): Problem | undefined =>
+    store && typeof store.definition?.storeProblem === 'function'
+      ? store.definition.storeProblem({ options: store.options, error, ...(writeError !== undefined ? { writeError } : {}) })
+      : undefined;
   const storeError = (stage: StageFacts | undefined, error: string): Problem =>
-    etcd
-      ? makeProblem('ETCD_UNREACHABLE', { endpoints: list(etcdEndpoints(store!.options)), error })
-      : makeProblem('STAGE_UNHEALTHY', { stage: stage?.id ?? 'store', plugin: stage?.plugin ?? store?.plugin ?? 'store', error }, stage?.id ?? 'store');
+    named(error) ??
+    makeProblem('STAGE_UNHEALTHY', { stage: stage?.id ?? 'store', plugin: stage?.plugin ?? store?.plugin ?? 'store', error }, stage?.id ?? 'store');
   if (store && !store.healthy) out.push(storeError(store, store.last_error ?? 'unhealthy'));
   if ('error' in f.state) out.push(storeError(store, `reading the state failed: ${f.state.error}`));
   // A stage's write to the store that failed is the store's problem, not the CC's nor the agents'.
   const storeWriteProblem = (stage: StageFacts, what: string, error: string): Problem => {
     const why = `${what}: ${withoutAdvice(error.replace(/^.*?\bto the store\b[^:]*:\s*/i, ''))}`;
-    if (etcd && /too large|max-request-bytes|max_request_bytes/i.test(error))
-      return makeProblem('ETCD_REQUEST_TOO_LARGE', { endpoints: list(etcdEndpoints(store!.options)), error: why });
-    if (etcd && /unreachable|not started|not been read/i.test(error)) return storeError(stage, why);
-    return makeProblem('STAGE_UNHEALTHY', { stage: stage.id, plugin: stage.plugin, error: why }, stage.id);
+    return named(why, error) ?? stageUnhealthy(stage, why);
   };
   // While the store fails, what it holds says nothing about the agents: no NO_HEARTBEATS then.
   const storeFailing =
     (store !== undefined && !store.healthy) ||
     'error' in f.state ||
-    f.stages.some((s) => !s.healthy && s.last_error !== null && STORE_WRITE.test(s.last_error));
+    f.stages.some((s) => !s.healthy && s.last_error !== null && isStoreWriteError(s.last_error));
 
   for (const s of f.stages) {
     if (s.section === 'bus' || s.section === 'store') continue;
-    if (s.plugin === 'bulk-api') {
-      if (!s.healthy && s.last_error && STORE_WRITE.test(s.last_error)) {
-        out.push(storeWriteProblem(s, 'desired state not saved', s.last_error));
-      } else if (!s.healthy && s.last_error) {
-        const where: CcWhere = { label: 'CC bulk API', url: maskUrl(String(s.options.url ?? '')), stage: `sources.${s.id}`, urlKey: 'url' };
-        const p = ccProblem(s.last_error, where, 'network_timeout', s.id);
-        out.push(
-          p.code === 'CC_CREDENTIALS_UNAVAILABLE'
-            ? makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: where.stage, subject: String(s.options.credentials_subject ?? ''), error: p.why }, s.id)
-            : p,
-        );
-      }
-    } else if (s.plugin === 'heartbeat') {
-      if (!s.healthy && s.last_error) {
-        out.push(
-          STORE_WRITE.test(s.last_error)
-            ? storeWriteProblem(s, 'heartbeats not saved', s.last_error)
-            : /store/.test(s.last_error) && etcd
-              ? storeError(s, s.last_error)
-              : makeProblem('STAGE_UNHEALTHY', { stage: s.id, plugin: s.plugin, error: s.last_error }, s.id),
-        );
-      }
-      const subject = String(s.options.subject ?? 'dea.heartbeat');
-      const stage = `sources.${s.id}`;
-      const mine = s.options.cc_partition;
-      const noneKept = !('error' in f.state) && f.state.liveInstances === 0;
-      if (typeof mine === 'string' && s.last_error) {
-        const reported = noticedPartition(s.last_error, [REPORT_NOTICE, NO_REPORT_NOTICE]);
-        const theirs = reported !== undefined ? reported : noticedPartition(s.last_error, [PARTITION_NOTICE, NO_PARTITION_NOTICE]);
-        // Nothing kept at all: every desired instance looks missing. Otherwise some agents' messages are lost.
-        if (theirs !== undefined && noneKept) out.push(makeProblem('CC_PARTITION_MISMATCH', { stage, subject, theirs, mine }, s.id));
-        else if (reported !== undefined) out.push(makeProblem('CC_PARTITION_IGNORED', { stage, theirs: reported, mine }, s.id));
-      }
-      const window = 3 * f.heartbeatMs + Number(s.options.sync_interval ?? 1000);
-      if (busUp && !storeFailing && !('error' in f.state) && f.state.liveInstances === 0 && f.state.agents === 0 && f.uptimeMs >= window) {
-        out.push(makeProblem('NO_HEARTBEATS', { stage, subject, window: humanMs(window) }, s.id));
-      }
-    } else if (s.plugin === 'notifier') {
-      if (!s.healthy && s.last_error) {
-        if (/NATS is not connected/.test(s.last_error) && !busUp) continue;
-        if ((s.options.protocol ?? 'hm9000') === 'hm9000-http') {
-          const where: CcWhere = { label: 'CC internal API', url: maskUrl(String(s.options.cc_url ?? '')), stage: `sinks.${s.id}`, urlKey: 'cc_url' };
-          out.push(ccProblem(s.last_error, where, 'timeout', s.id));
-        } else {
-          out.push(makeProblem('STAGE_UNHEALTHY', { stage: s.id, plugin: s.plugin, error: s.last_error }, s.id));
-        }
-      }
+    if (typeof s.definition?.problems === 'function') {
+      out.push(
+        ...s.definition.problems({
+          id: s.id,
+          section: s.section,
+          plugin: s.plugin,
+          options: s.options,
+          healthy: s.healthy,
+          last_error: s.last_error,
+          state: f.state,
+          uptimeMs: f.uptimeMs,
+          heartbeatMs: f.heartbeatMs,
+          busUp,
+          storeFailing,
+          storeFailure: (error) => storeError(s, error),
+          storeWriteFailure: (what, error) => storeWriteProblem(s, what, error),
+        }),
+      );
     } else if (!s.healthy) {
-      out.push(makeProblem('STAGE_UNHEALTHY', { stage: s.id, plugin: s.plugin, error: s.last_error ?? 'unhealthy' }, s.id));
+      out.push(stageUnhealthy(s, s.last_error ?? 'unhealthy'));
     }
   }
 
@@ -248,13 +149,14 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
       out.push(makeProblem('NO_START_STOP_LISTENER', { stage: `sinks.${l.stage}`, missing: l.missing, monitorUrl: f.monitorUrl ?? '' }, l.stage));
   }
 
+  // A desired-state source's plugin names this first, with its stage's id (its `problems`, which
+  // comes first); without one, the presets' stage id stands for it.
   if (!('error' in f.state) && f.state.desiredApps > 0 && f.state.liveInstances > 0 && !f.state.desiredHeartbeating) {
-    const desired = stagesOf(f.stages, 'bulk-api')[0];
     out.push(
       makeProblem('WRONG_FOUNDATION', {
         desiredApps: f.state.desiredApps,
         heartbeatingApps: f.state.heartbeatingApps,
-        stage: `sources.${desired?.id ?? 'desired'}`,
+        stage: 'sources.desired',
       }),
     );
   }

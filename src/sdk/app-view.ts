@@ -1,7 +1,7 @@
 /**
- * The per-app view the rules read (HM9000 §3.5 / §8.1): apps are (guid, version) pairs — versions
- * are separate apps — formed by the union of desired state and live heartbeats; crash counts are
- * attached only to apps that exist through one of those.
+ * The per-app view the rules read (docs/hm9000.md#apps-and-versions, #analyzer): apps are
+ * (guid, version) pairs — versions are separate apps — formed by the union of desired state and
+ * live heartbeats; crash counts are attached only to apps that exist through one of those.
  */
 import type { AppKey } from './app-key.js';
 import type { CrashCount, DesiredApp, InstanceHeartbeat, StoreSnapshot } from './state.js';

@@ -125,6 +125,20 @@ export interface EventPolicyStage extends Stage {
   handle(input: EventInput): EventDecision[];
 }
 
+/**
+ * A reporter on the event path: sees the events it declares after every policy has handled them
+ * (so per-app figures are taken once an app's analysis is over), and decides nothing.
+ */
+export interface EventObserverStage extends Stage {
+  readonly events: readonly EventKind[];
+  observe(input: EventInput): void;
+}
+
+export function isEventObserver(stage: Stage): stage is EventObserverStage {
+  const s = stage as Partial<EventObserverStage>;
+  return Array.isArray(s.events) && typeof s.observe === 'function';
+}
+
 export function isEventPolicy(stage: Stage): stage is EventPolicyStage {
   const s = stage as Partial<EventPolicyStage>;
   return Array.isArray(s.events) && typeof s.handle === 'function';

@@ -21,7 +21,7 @@ export function isDesiredFresh(marker: FreshnessMarker | undefined, now: number)
   return marker !== undefined && marker.expiresAt > now;
 }
 
-/** HM9000's combined error texts (§5.4), or null when both are fresh. */
+/** HM9000's combined error texts (docs/hm9000.md#error-texts), or null when both are fresh. */
 export function freshnessError(actualFresh: boolean, desiredFresh: boolean): string | null {
   if (!actualFresh && !desiredFresh) return 'Actual and desired state are not fresh';
   if (!desiredFresh) return 'Desired state is not fresh';

@@ -5,7 +5,7 @@
  * inbound messages, counting dropped input, HTTP clients, durations, masking secrets).
  *
  *   import { definePlugin, Duration, type SinkStage } from 'hmgate/sdk';   // an installed plugin
- *   import { definePlugin } from '../../src/sdk/index.js';                 // a built-in one
+ *   import { definePlugin } from './index.js';                 // a built-in one
  */
 
 // The plugin and its stage.
@@ -33,6 +33,12 @@ export * from './droplets.js';
 
 // What sinks receive.
 export * from './orders.js';
+
+// How a plugin describes itself: its start-up line, its problems, its doctor checks.
+export * from './summary.js';
+export * from './problems.js';
+export * from './doctor.js';
+export { ccErrorDetail, httpGet, transportProblem } from './doctor-http.js';
 
 // Shared helpers.
 export * from './dropped-input.js';

@@ -47,6 +47,11 @@ export type Order = InstanceOrder | RequestOrder;
  * A sink stage (a notifier): sends one verified order. Throwing means the send failed: the pending
  * message is left untouched and tried again in a later cycle.
  */
+/** Whether a stage keeps the sink contract (checked at start, so a broken plugin fails naming itself). */
+export function isSink(stage: Stage): stage is SinkStage {
+  return typeof (stage as { send?: unknown }).send === 'function';
+}
+
 export interface SinkStage extends Stage {
   send(order: Order): Promise<void>;
   /** The wire form of an order (where it would go, and the body), for shadow comparison. */

@@ -9,13 +9,19 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Bus } from './bus.js';
 import type { Clock } from './clock.js';
+import type { DoctorFindings, DoctorInput } from './doctor.js';
 import type { EventHub } from './events.js';
 import type { FreshnessReports } from './freshness.js';
+import type { Problem, ProblemInput, StoreFailure } from './problems.js';
 import type { Stage } from './stage.js';
 import type { Store } from './store.js';
 
-export type PluginKind = 'source' | 'store' | 'policy' | 'sink';
-export const PLUGIN_KINDS: readonly PluginKind[] = ['store', 'source', 'policy', 'sink'];
+/**
+ * store: keeps the state; source: feeds it (heartbeats, desired state); policy: decides starts and
+ * stops; sink: sends them; reporter: answers requests and keeps statistics from the events, deciding nothing.
+ */
+export type PluginKind = 'source' | 'store' | 'policy' | 'sink' | 'reporter';
+export const PLUGIN_KINDS: readonly PluginKind[] = ['store', 'source', 'policy', 'sink', 'reporter'];
 
 /**
  * Which health manager's behaviour a plugin reproduces: HM9000's analyze → dispatch cycle, the Ruby
@@ -60,6 +66,19 @@ export interface PluginDefinition<S extends TSchema = TSchema, T extends Stage =
   description?: string;
   optionsSchema: S;
   create(options: Static<S>, ctx: StageContext): T | Promise<T>;
+
+  // How the plugin describes itself to the operator tools; the core knows no plugin by name.
+
+  /** The start-up log line's text after "<id>: ": what a stage does, with its main options (secrets left out). */
+  summary?(options: Static<S>): string;
+  /** The problems a stage of this plugin implies, from what the engine knows (shown in /v1/status and logged). */
+  problems?(input: ProblemInput<Static<S>>): Problem[];
+  /** A store plugin: a failure of the store in its own words (e.g. etcd's ETCD_UNREACHABLE); undefined to leave it generic. */
+  storeProblem?(input: StoreFailure<Static<S>>): Problem | undefined;
+  /** What `hmgate doctor` checks for a stage of this plugin against its real dependency. */
+  doctor?(input: DoctorInput<Static<S>>): Promise<DoctorFindings>;
+  /** A sink: the NATS subjects it publishes starts and stops on (the doctor and /v1/status ask who subscribes to them). */
+  publishes?(options: Static<S>): string[];
 }
 
 /** Identity helper that gives a plugin's factory the typed options of its schema. */

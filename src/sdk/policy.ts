@@ -44,3 +44,8 @@ export interface PolicyStage extends Stage {
    */
   readonly quietWhenConverged?: boolean;
 }
+
+/** Whether a stage keeps the policy contract (checked at start, so a broken plugin fails naming itself). */
+export function isPolicy(stage: Stage): stage is PolicyStage {
+  return typeof (stage as { evaluate?: unknown }).evaluate === 'function';
+}

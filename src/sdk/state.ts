@@ -77,7 +77,7 @@ export interface PendingStop extends PendingMessageBase {
   reason: string;
 }
 
-/** HM9000 §3.4: a start is keyed by guid-version-index, a stop by instance guid. */
+/** HM9000's keys (docs/hm9000.md#pending-messages): a start is keyed by guid-version-index, a stop by instance guid. */
 export function startKey(m: { app: string; version: string; index: number }): string {
   return `${m.app}-${m.version}-${m.index}`;
 }

@@ -70,6 +70,12 @@ export interface FreshnessStore {
   getFreshness(which: FreshnessKind): Promise<FreshnessMarker | undefined>;
 }
 
+/** Whether a stage keeps the store contract (checked at start, so a broken plugin fails naming itself). */
+export function isStore(stage: Stage): stage is Store {
+  const s = stage as Record<string, unknown>;
+  return ['snapshot', 'onChange', 'saveHeartbeats', 'replaceDesired', 'putPendingStarts', 'bumpFreshness'].every((m) => typeof s[m] === 'function');
+}
+
 /** The whole store stage: every concern, a consistent snapshot of all of them, and change events. */
 export interface Store extends Stage, DesiredStore, ActualStore, CrashCountStore, PendingStore, FreshnessStore {
   snapshot(): Promise<StoreSnapshot>;

@@ -142,7 +142,9 @@ describe('hmgate simulate --live', () => {
     const child = spawn(process.execPath, [cliPath, 'simulate', '--live', '-c', file, '--agents', '2', '--instances', '2', '--duration', '10m'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const unregister = registerExitCleanup(() => child.kill('SIGKILL'));
+    const unregister = registerExitCleanup(() => {
+      child.kill('SIGKILL');
+    });
     cleanups.push(async () => {
       child.kill('SIGKILL');
       unregister();

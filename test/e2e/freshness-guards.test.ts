@@ -13,7 +13,7 @@ import { createLoggerFactory } from '../../src/log.js';
 import { Engine } from '../../src/pipeline/engine.js';
 import { SimAgents, SubjectRecorder } from '../helpers/agents.js';
 import { runCli } from '../helpers/hmgate-process.js';
-import { freePort, startFakeCC, startNatsServer, waitFor, type FakeCCHandle, type NatsServerHandle } from '../helpers/index.js';
+import { freePort, startFakeCC, startNatsServer, waitFor, type FakeApp, type FakeCCHandle, type NatsServerHandle } from '../helpers/index.js';
 
 const HB = 200;
 const GRACE = 3 * HB;
@@ -67,7 +67,7 @@ async function startHmgate(extra: string[] = []): Promise<string> {
 }
 
 const auth = { authorization: `Basic ${Buffer.from('magnet:pw').toString('base64')}` };
-const app = (guid: string, instances: number) => ({ guid, version: 'v1', instances, state: 'STARTED', package_state: 'STAGED' });
+const app = (guid: string, instances: number): FakeApp => ({ guid, version: 'v1', instances, state: 'STARTED', package_state: 'STAGED' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const codes = async () => (await engine!.status()).problems.map((p) => p.code);
 

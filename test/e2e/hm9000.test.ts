@@ -12,7 +12,7 @@ import { loadConfig } from '../../src/config/load.js';
 import { createLoggerFactory } from '../../src/log.js';
 import { Engine } from '../../src/pipeline/engine.js';
 import { SimAgents, SubjectRecorder } from '../helpers/agents.js';
-import { startFakeCC, startNatsServer, waitFor, type FakeCCHandle, type NatsServerHandle } from '../helpers/index.js';
+import { startFakeCC, startNatsServer, waitFor, type FakeApp, type FakeCCHandle, type NatsServerHandle } from '../helpers/index.js';
 
 const HB = 200;
 const GRACE = 3 * HB;
@@ -73,7 +73,7 @@ async function startHmgate(extra: string[] = []): Promise<{ freshAt: () => numbe
   return { freshAt: () => freshAt };
 }
 
-const app = (guid: string, instances: number, version = 'v1', o: Record<string, unknown> = {}) => ({
+const app = (guid: string, instances: number, version = 'v1', o: Partial<FakeApp> = {}): FakeApp => ({
   guid,
   version,
   instances,

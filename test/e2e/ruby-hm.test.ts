@@ -100,7 +100,8 @@ describe('ruby-hm preset end to end (scaled timings)', () => {
     agents.agent('dea-2').silent = true; // its DEA dies silently at ≈4.5 s (last heartbeat ≈4 s)
     await waitFor(() => on('health.start', 'app-a').length >= 2, { what: 'two starts of the lost index', timeoutMs: 20_000 });
     const [first, second] = on('health.start', 'app-a');
-    // Scaled §9.1: missing once now − 4 > 3, found by the 2 s analysis at 8 s, sent at the next drain.
+    // docs/ruby-hm.md#a-silently-lost-instance, scaled: missing once now − 4 > 3, found by the 2 s
+    // analysis at 8 s, sent at the next drain.
     expect(since(t0, first!.at)).toBeGreaterThanOrEqual(7);
     expect(since(t0, first!.at)).toBeLessThanOrEqual(11);
     expect(first!.raw).toBe(`{"droplet":"app-a","last_updated":${LAST_UPDATED},"version":"app-a-v","indices":[1],"running":{"app-a-v":2},"flapping":false}`);

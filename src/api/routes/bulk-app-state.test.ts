@@ -70,7 +70,7 @@ function setup(overrides: Partial<BulkAppStateDeps> = {}) {
 
 const AUTH = { Authorization: `Basic ${Buffer.from('magnet:orangutan4sale').toString('base64')}` };
 
-async function post(body: string | Uint8Array, overrides: Partial<BulkAppStateDeps> = {}) {
+async function post(body: string | Uint8Array<ArrayBuffer>, overrides: Partial<BulkAppStateDeps> = {}) {
   const { app, calls } = setup(overrides);
   const res = await app.request('/bulk_app_state', { method: 'POST', headers: AUTH, body });
   return { res, text: await res.text(), calls };
@@ -78,7 +78,7 @@ async function post(body: string | Uint8Array, overrides: Partial<BulkAppStateDe
 
 const req = (...apps: [string, string][]) => JSON.stringify(apps.map(([droplet, version]) => ({ droplet, version })));
 
-describe('POST /bulk_app_state (HM9000 §2.5 b)', () => {
+describe('POST /bulk_app_state (docs/hm9000.md#app-state-over-http)', () => {
   it('answers the App JSON of each requested app keyed by guid, as text/plain like Go', async () => {
     const { res, text } = await post(req(['app-b', 'v1'], ['app-a', 'v2']));
     expect(res.status).toBe(200);

@@ -18,7 +18,7 @@ export interface BulkAppStateDeps {
 const CONTENT_TYPE = 'text/plain; charset=utf-8';
 
 /**
- * POST /bulk_app_state (HM9000 §2.5 b): the App JSON of each requested app, keyed by guid. Always
+ * POST /bulk_app_state (docs/hm9000.md#app-state-over-http): the App JSON of each requested app, keyed by guid. Always
  * 200 once authenticated; `{}` for a body that is not the request array, for stale state and for
  * any error — the caller never sees an error status or an error text.
  */

@@ -23,7 +23,7 @@ export interface StatusBody {
   counters: Record<string, number>;
   /**
    * What is wrong now, each with a stable code, a sentence, the fix, and since when it holds
-   * (codes and words from src/pipeline/problem-codes.ts, shared with `hmgate doctor`).
+   * (codes and words from src/sdk/problems.ts, shared with `hmgate doctor`).
    */
   problems: ProblemEntry[];
 }

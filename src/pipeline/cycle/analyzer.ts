@@ -1,5 +1,6 @@
 /**
- * The analysis pass (HM9000 §8.1, §8.4): for every app, run the policies in order, collect their
+ * The analysis pass (docs/hm9000.md#analyzer, #overwrites-within-a-pass): for every app, run the
+ * policies in order, collect their
  * proposals keyed by message key (a later one replaces an earlier one within the pass), and enqueue
  * only what is not already pending — a pending message is never overwritten. Crash counts are
  * incremented only for starts actually enqueued. Pure: it returns what to save.

@@ -53,7 +53,7 @@ async function scrape(registry: Registry): Promise<Record<string, number>> {
   return out;
 }
 
-describe('computeAppMetrics (HM9000 §15.1)', () => {
+describe('computeAppMetrics (docs/hm9000.md#metrics)', () => {
   it('is all zero without apps', () => {
     expect(computeAppMetrics(new Map())).toEqual(ZERO);
   });

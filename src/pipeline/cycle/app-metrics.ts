@@ -1,5 +1,5 @@
 /**
- * HM9000's app metrics (§15.1): the ten `NumberOf*` values computed from the apps after every
+ * HM9000's app metrics (docs/hm9000.md#metrics): the ten `NumberOf*` values computed from the apps after every
  * analysis — all -1 when the state was not fresh or the analysis failed — and the six counters of
  * starts and stops sent, by reason. Exposed as Prometheus gauges and counters under HM9000's names.
  */

@@ -1,5 +1,5 @@
 /**
- * The dispatcher (HM9000 sender, §9): timing of due/expired messages, verification, the message
+ * The dispatcher (HM9000 sender, docs/hm9000.md#sender): timing of due/expired messages, verification, the message
  * limit on starts only, and failed sends leaving messages untouched.
  */
 import { pino } from 'pino';
@@ -27,7 +27,7 @@ async function run(snap: ReturnType<typeof snapshot>, now: number, o: { limit?: 
   return { sent, result };
 }
 
-describe('§9.3 timing (created at 100 with delay 30)', () => {
+describe('due and expired, docs/hm9000.md#due-and-expired (created at 100 with delay 30)', () => {
   const app = desired('a', 2);
   const base = { desired: [app], instances: [hb('a', 0, 'RUNNING')] };
   const msg = (o = {}) => pendingStart('a', 1, { sendOn: s(130), ...o });
@@ -62,7 +62,7 @@ describe('§9.3 timing (created at 100 with delay 30)', () => {
   });
 });
 
-describe('§3.4 sort', () => {
+describe('sort (docs/hm9000.md#pending-messages)', () => {
   it('send_on ascending, then priority descending: B, C, A', () => {
     const A = pendingStart('A', 0, { sendOn: 130, priority: 0.7 });
     const B = pendingStart('B', 0, { sendOn: 120, priority: 0.5 });
@@ -71,7 +71,7 @@ describe('§3.4 sort', () => {
   });
 });
 
-describe('§9.2 verification', () => {
+describe('verification (docs/hm9000.md#verification)', () => {
   const views = (parts: Parameters<typeof snapshot>[1]) => buildAppViews(snapshot(0, parts));
 
   it('starts: skip_verification always sends; undesired, beyond N and already running are dropped; crashed or evacuating do not block', () => {
@@ -112,7 +112,7 @@ describe('§9.2 verification', () => {
     });
   });
 
-  it('§17.15: a vanished guid falls back to index 0, state "" — sent is_duplicate:false for an undesired app that still runs', () => {
+  it('pitfall 15 (docs/hm9000.md#pitfalls): a vanished guid falls back to index 0, state "" — sent is_duplicate:false for an undesired app that still runs', () => {
     const other = hb('a', 1, 'RUNNING', { version: 'v0' });
     const gone = hb('a', 2, 'RUNNING', { version: 'v0', instance: 'gone' });
     const v = verifyStop(pendingStop(gone), views({ instances: [other] }));
@@ -124,7 +124,7 @@ describe('§9.2 verification', () => {
   });
 });
 
-describe('§9.3 the message limit (limit 20, 40 apps)', () => {
+describe('the message limit, docs/hm9000.md#message-limit (limit 20, 40 apps)', () => {
   it('sends exactly 20 starts, the 20 left all have priority ≤ 0.5, deletes every invalid and expired start, sends all 40 stops', async () => {
     const now = s(1000);
     const parts = {
@@ -161,7 +161,7 @@ describe('§9.3 the message limit (limit 20, 40 apps)', () => {
 });
 
 describe('failed sends and shadow mode', () => {
-  it('§17.13: a send error leaves the message untouched and the run goes on', async () => {
+  it('pitfall 13 (docs/hm9000.md#pitfalls): a send error leaves the message untouched and the run goes on', async () => {
     const app = desired('a', 3);
     const snap = snapshot(s(200), { desired: [app], starts: [pendingStart('a', 0, { sendOn: s(100) }), pendingStart('a', 1, { sendOn: s(100) })] });
     const { sent, result } = await run(snap, s(200), { fail: (o) => o.action === 'start' && o.index === 0 });

@@ -1,5 +1,5 @@
 /**
- * The dispatcher (HM9000's sender, §9): sends due pending messages that still hold, in order —
+ * The dispatcher (HM9000's sender, docs/hm9000.md#sender): sends due pending messages that still hold, in order —
  * starts by send_on then priority (highest first), at most `messageLimit` starts a run, then every
  * due stop — and keeps, deletes or marks each one. Nothing is ever re-sent: a sent message with a
  * keep-alive only blocks re-scheduling until it expires. A failed send leaves its message untouched.
@@ -14,7 +14,7 @@ import { type AppKey } from '../../sdk/app-key.js';
 export const isTimeToSend = (m: PendingMessageBase, now: number): boolean => m.sentOn === 0 && m.sendOn <= now;
 export const isExpired = (m: PendingMessageBase, now: number): boolean => m.sentOn !== 0 && m.sentOn + m.keepAlive <= now;
 
-/** HM9000 §3.4: send_on ascending, then priority descending. */
+/** HM9000's order of starts (docs/hm9000.md#pending-messages): send_on ascending, then priority descending. */
 export function sortStarts(starts: Iterable<PendingStart>): PendingStart[] {
   return [...starts].sort((a, b) => a.sendOn - b.sendOn || b.priority - a.priority);
 }

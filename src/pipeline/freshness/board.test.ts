@@ -4,7 +4,7 @@ import { freshnessError, isActualFresh, isDesiredFresh } from '../../sdk/freshne
 
 const s = (n: number) => n * 1000;
 
-describe('freshness (HM9000 §5)', () => {
+describe('freshness (docs/hm9000.md#freshness)', () => {
   it('actual: the marker must exist and its streak be at least the TTL old (bumped at 100 → not fresh at 129, fresh at 130)', () => {
     const marker = { timestamp: s(100), expiresAt: s(150) };
     expect(isActualFresh(marker, s(129), s(30))).toBe(false);
@@ -21,7 +21,7 @@ describe('freshness (HM9000 §5)', () => {
     expect(isDesiredFresh(undefined, s(100))).toBe(false);
   });
 
-  it('combined error texts of §5.4', () => {
+  it('combined error texts (docs/hm9000.md#error-texts)', () => {
     expect(freshnessError(false, false)).toBe('Actual and desired state are not fresh');
     expect(freshnessError(true, false)).toBe('Desired state is not fresh');
     expect(freshnessError(false, true)).toBe('Actual state is not fresh');

@@ -4,10 +4,27 @@
  * freshness back while the marker would call it fresh. Combined with the store's markers it gives
  * the verdicts the gate, /v1/status, the logs and `doctor` show in words.
  */
-import { isActualFresh, isDesiredFresh, type FreshnessReports, type FreshnessVerdict, type IngestLag, type LagProbe } from '../../sdk/freshness.js';
+import {
+  freshnessError,
+  isActualFresh,
+  isDesiredFresh,
+  type FreshnessReports,
+  type FreshnessVerdict,
+  type IngestLag,
+  type LagProbe,
+} from '../../sdk/freshness.js';
 import type { FreshnessKind, FreshnessMarker } from '../../sdk/state.js';
+import type { Config } from '../../config/schema.js';
+import type { Clock } from '../../sdk/clock.js';
 import { CollapseGuard, type CollapseOptions, type CollapseState } from './collapse-guard.js';
 import { IngestLagMeter } from './ingest-lag.js';
+
+/** Both verdicts at one moment, and the gate's error text (null when both are fresh). */
+export interface FreshnessAssessment {
+  actual: FreshnessVerdict;
+  desired: FreshnessVerdict;
+  error: string | null;
+}
 
 /** The guards that hold actual freshness back while the marker would call it fresh. */
 export interface GuardOptions {
@@ -168,6 +185,13 @@ export class FreshnessBoard implements FreshnessReports {
     return this.reasons.get(which);
   }
 
+  /** Both verdicts and HM9000's combined error text, from the store's markers: the one place they are computed. */
+  assess(markers: { actual?: FreshnessMarker; desired?: FreshnessMarker }, now: number): FreshnessAssessment {
+    const actual = this.verdict('actual', markers.actual, now, this.actualTtlMs);
+    const desired = this.verdict('desired', markers.desired, now, this.actualTtlMs);
+    return { actual, desired, error: freshnessError(actual.fresh, desired.fresh) };
+  }
+
   verdict(which: FreshnessKind, marker: FreshnessMarker | undefined, now: number, actualTtlMs: number): FreshnessVerdict {
     // A guard's reason comes first: it says why a marker that looks fresh is not to be trusted.
     const hold = which === 'actual' ? (this.suspended ?? this.holds()[0]) : undefined;
@@ -187,4 +211,14 @@ export class FreshnessBoard implements FreshnessReports {
     }
     return { fresh, since: reported?.since ?? marker?.timestamp ?? null, reason };
   }
+}
+
+/** The daemon's board, as freshness: in the config sets it; the guards measure on the clock below the time_resolution step. */
+export function freshnessBoard(f: Config['freshness'], heartbeatMs: number, clock: Clock, precise: Clock): FreshnessBoard {
+  return new FreshnessBoard(() => clock.now(), f.actual_ttl, f.desired_ttl, {
+    now: () => precise.now(),
+    intervalMs: heartbeatMs,
+    maxIngestLagMs: f.max_ingest_lag,
+    collapse: { share: f.collapse.share, minAgents: f.collapse.min_agents, silentAfterMs: f.collapse.silent_after, windowMs: f.collapse.window },
+  });
 }

@@ -1,12 +1,12 @@
 /**
- * One GET for the doctor, through hmgate's one HTTP client set-up (src/http/client.ts), and a failed
- * request in the words of the problem catalogue: refused, unresolvable, untrusted certificate, no
- * answer in time.
+ * For a plugin's `doctor` hook: one GET through hmgate's one HTTP client set-up (src/http/client.ts),
+ * and a failed request in the words of the problem catalogue: refused, unresolvable, untrusted
+ * certificate, no answer in time.
  */
 import { Agent } from 'undici';
 import { DNS_CODES, errorCode, TLS_TRUST_CODES, UNREACHABLE_CODES } from '../http/client.js';
 import { errorText } from '../log.js';
-import { makeProblem, type CcWhere, type Problem } from '../operator/problem-codes.js';
+import { makeProblem, type CcWhere, type Problem } from './problems.js';
 
 export interface Answer {
   status: number;
@@ -14,7 +14,7 @@ export interface Answer {
 }
 
 /** A GET with a deadline; rejects with the transport error (`timedOut` set when the deadline hit). */
-export async function get(agent: Agent, url: URL, path: string, headers: Record<string, string>, timeoutMs: number): Promise<Answer> {
+export async function httpGet(agent: Agent, url: URL, path: string, headers: Record<string, string>, timeoutMs: number): Promise<Answer> {
   const signal = AbortSignal.timeout(timeoutMs);
   try {
     const res = await agent.request({ origin: url.origin, path, method: 'GET', headers, signal });

@@ -1,12 +1,30 @@
+/**
+ * The problems of /v1/status as the core derives them with the built-in plugins' `problems` (and
+ * the etcd store's `storeProblem`): each stage is given its plugin's definition, as the engine does.
+ */
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { PROBLEM_CATALOGUE, PROBLEM_CODES } from './problem-codes.js';
-import { ccProblem, deriveProblems, ProblemTracker, withoutAdvice, type ProblemFacts, type StageFacts } from './problems.js';
+import bulkApiPlugin from '../../plugins/bulk-api/index.js';
+import etcdPlugin from '../../plugins/etcd-store/index.js';
+import heartbeatPlugin from '../../plugins/heartbeat/index.js';
+import memoryPlugin from '../../plugins/memory-store/index.js';
+import notifierPlugin from '../../plugins/notifier/index.js';
+import { deriveProblems, ProblemTracker, type ProblemFacts, type StageFacts } from '../../src/operator/problems.js';
+import type { PluginDefinition } from '../../src/sdk/index.js';
 
 const HB = 1000;
 
+const BUILTIN: Record<string, PluginDefinition> = {
+  'bulk-api': bulkApiPlugin,
+  etcd: etcdPlugin,
+  heartbeat: heartbeatPlugin,
+  memory: memoryPlugin,
+  notifier: notifierPlugin,
+};
+
 function stage(id: string, section: string, plugin: string, options: Record<string, unknown> = {}, health: Partial<StageFacts> = {}): StageFacts {
-  return { id, section, plugin, options, healthy: true, last_error: null, ...health };
+  const definition = BUILTIN[plugin];
+  return { id, section, plugin, ...(definition ? { definition } : {}), options, healthy: true, last_error: null, ...health };
 }
 
 function facts(over: Partial<ProblemFacts> = {}): ProblemFacts {
@@ -71,16 +89,6 @@ describe('deriveProblems', () => {
     const ps = deriveProblems(withStage(facts(), 'desired', { healthy: false, last_error: reason }));
     expect(ps.map((p) => p.code)).toEqual([code]);
     expect(ps[0]!.message).toMatch(/^CC bulk API at https:\/\/bulk:\*\*\*@cc\.example\.com: /);
-  });
-
-  it('says how to trust the CC certificate and where the URL goes', () => {
-    const where = { label: 'CC bulk API', url: 'https://cc', stage: 'sources.desired', urlKey: 'url' as const };
-    const tls = ccProblem('the CC certificate for cc is not trusted (SELF_SIGNED_CERT_IN_CHAIN): set …', where, 'network_timeout', 'desired');
-    expect(tls.why).toBe('the CC certificate is not trusted (SELF_SIGNED_CERT_IN_CHAIN)');
-    expect(tls.fix).toBe('set `sources.desired.ca_file`, or `skip_cert_verify: true` to skip');
-    const refused = ccProblem('connection refused by https://cc (ECONNREFUSED): check sources.desired.url — it must be …', where, 'network_timeout', 'desired');
-    expect(refused.why).toBe('connection refused by https://cc (ECONNREFUSED)');
-    expect(refused.fix).toBe("check `sources.desired.url` — it must be the Cloud Controller's domain or IP");
   });
 
   it('names a CC that answers 404 to real starts and stops as not configured for this health manager', () => {
@@ -185,32 +193,6 @@ describe('deriveProblems', () => {
     const extra = { ...f, stages: [...f.stages, stage('custom', 'sources', 'my-source', {}, { healthy: false, last_error: 'it broke' })] };
     expect(codes(extra)).toEqual(['NATS_UNREACHABLE', 'CC_TIMEOUT', 'WRONG_FOUNDATION', 'STAGE_UNHEALTHY']);
   });
-
-  it('cuts the advice from a stage reason', () => {
-    expect(withoutAdvice('connection refused by http://x:1 (ECONNREFUSED): check sources.desired.url — it must be')).toBe(
-      'connection refused by http://x:1 (ECONNREFUSED)',
-    );
-    expect(withoutAdvice('answered 500 on page 1')).toBe('answered 500 on page 1');
-  });
-
-  it('has a template for every code, each with a fix', () => {
-    for (const code of PROBLEM_CODES) expect(typeof PROBLEM_CATALOGUE[code]).toBe('function');
-    expect(PROBLEM_CODES).toEqual(
-      expect.arrayContaining([
-        'NATS_UNREACHABLE',
-        'CC_UNREACHABLE',
-        'CC_UNAUTHORIZED',
-        'CC_TLS_UNTRUSTED',
-        'CC_TIMEOUT',
-        'NO_HEARTBEATS',
-        'CC_PARTITION_MISMATCH',
-        'NO_START_STOP_LISTENER',
-        'WRONG_FOUNDATION',
-        'ETCD_UNREACHABLE',
-        'NOT_FRESH',
-      ]),
-    );
-  });
 });
 
 describe('ProblemTracker', () => {
@@ -275,24 +257,5 @@ describe('ProblemTracker', () => {
       'STAGE_UNHEALTHY:a',
       'STAGE_UNHEALTHY:b',
     ]);
-  });
-});
-
-describe('CC_CREDENTIALS_UNAVAILABLE', () => {
-  it('on the Ruby HM credentials subject names the partition and the key that fixes a CC v2', () => {
-    const ruby = PROBLEM_CATALOGUE.CC_CREDENTIALS_UNAVAILABLE({
-      stage: 'sources.desired',
-      subject: 'cloudcontroller.bulk.credentials.default',
-      error: 'no answer within 5s',
-    });
-    expect(ruby.fix).toBe(
-      'is the Cloud Controller connected to this NATS, and on cc_partition "default"? A CC v2 answers on cloudcontroller.bulk.credentials.ng: set `cc_partition: ng`; or set `sources.desired.credentials: static` with `user` / `password`',
-    );
-    expect(
-      PROBLEM_CATALOGUE.CC_CREDENTIALS_UNAVAILABLE({ stage: 'sources.desired', subject: 'cloudcontroller.bulk.credentials.ng', error: 'x' }).fix,
-    ).not.toMatch(/A CC v2/);
-    expect(PROBLEM_CATALOGUE.CC_CREDENTIALS_UNAVAILABLE({ stage: 'sources.desired', subject: 'cc.creds', error: 'x' }).fix).toBe(
-      'is the Cloud Controller connected to this NATS? Otherwise set `sources.desired.credentials: static` with `user` / `password`',
-    );
   });
 });

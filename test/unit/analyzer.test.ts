@@ -1,12 +1,13 @@
 /**
- * The HM9000 analyzer (§8) with the five policies in preset order: every row of the decision table
- * §8.5, the other cases after it, and the re-implementer traps of §17.
+ * The HM9000 analyzer (docs/hm9000.md#analyzer) with the five policies in preset order: every row of
+ * the decision table (docs/hm9000.md#decision-table), the other cases after it, and the pitfalls
+ * (docs/hm9000.md#pitfalls).
  */
 import { describe, expect, it } from 'vitest';
-import { analyze } from './analyzer.js';
-import { buildAppViews } from '../../sdk/app-view.js';
-import { missingRule } from '../../../plugins/missing/index.js';
-import { crash, desired, GRACE, hb, HB, hm9000Policies, pendingStart, pendingStop, snapshot } from '../../../test/helpers/hm9000-fixtures.js';
+import { analyze } from '../../src/pipeline/cycle/analyzer.js';
+import { buildAppViews } from '../../src/sdk/app-view.js';
+import { missingRule } from '../../plugins/missing/index.js';
+import { crash, desired, GRACE, hb, HB, hm9000Policies, pendingStart, pendingStop, snapshot } from '../helpers/hm9000-fixtures.js';
 
 const NOW = 1_000_000;
 const run = (parts: Parameters<typeof snapshot>[1], o?: Parameters<typeof hm9000Policies>[0]) => analyze(snapshot(NOW, parts), NOW, hm9000Policies(o));
@@ -15,7 +16,7 @@ const starts = (r: ReturnType<typeof analyze>) =>
 const stops = (r: ReturnType<typeof analyze>) =>
   r.stops.map((s) => ({ instance: s.instance, reason: s.reason, delay: s.sendOn - NOW, keepAlive: s.keepAlive }));
 
-describe('§8.5 decision table (desired index i < N, staged app, nothing pending)', () => {
+describe('decision table, docs/hm9000.md#decision-table (desired index i < N, staged app, nothing pending)', () => {
   it('nothing at i → start MISSING after grace, keep_alive 0, priority p', () => {
     const r = run({ desired: [desired('a', 2)], instances: [hb('a', 0, 'RUNNING')] });
     expect(starts(r)).toEqual([{ index: 1, reason: 'MISSING', delay: GRACE, keepAlive: 0, priority: 0.5, skip: false }]);
@@ -107,7 +108,7 @@ describe('§8.5 decision table (desired index i < N, staged app, nothing pending
   });
 });
 
-describe('§8.5 other cases', () => {
+describe('decision table, other cases', () => {
   it('a PENDING app: no missing or crash starts; extra and duplicate stops still apply', () => {
     const extra = hb('a', 3, 'RUNNING');
     const r = run({ desired: [desired('a', 2, { packageState: 'PENDING' })], instances: [hb('a', 0, 'CRASHED'), extra] });
@@ -172,7 +173,7 @@ describe('message ids', () => {
   });
 });
 
-describe('§17 traps', () => {
+describe('pitfalls (docs/hm9000.md#pitfalls)', () => {
   it('6: a pending message is never overwritten by the analyzer, and the stop gate ignores pending starts', () => {
     const extra = hb('a', 1, 'RUNNING');
     const pending = pendingStart('a', 0, { sendOn: 5, reason: 'MISSING' });

@@ -5,12 +5,12 @@ import addFormats from 'ajv-formats';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { MemoryStore } from '../../../plugins/memory-store/memory-store.js';
-import { buildDump } from '../../dump/build.js';
-import { DecisionAudit } from '../../operator/audit.js';
-import { VirtualClock } from '../../sdk/clock.js';
-import { buildApi } from '../app.js';
-import type { StatusBody } from './status.js';
+import { MemoryStore } from '../../plugins/memory-store/memory-store.js';
+import { buildDump } from '../../src/dump/build.js';
+import { DecisionAudit } from '../../src/operator/audit.js';
+import { VirtualClock } from '../../src/sdk/clock.js';
+import { buildApi } from '../../src/api/app.js';
+import type { StatusBody } from '../../src/api/routes/status.js';
 
 const basic = { Authorization: `Basic ${Buffer.from('magnet:pw').toString('base64')}` };
 const T0 = Date.parse('2026-01-01T00:00:00Z');
@@ -150,7 +150,7 @@ describe('GET /v1/apps, /v1/apps/:guid, /v1/decisions, /v1/dump', () => {
   it('serves the dump, valid against schemas/dump.schema.json', async () => {
     const { api } = await setup();
     const doc = await json(await api.request('/v1/dump', { headers: basic }));
-    const schema = JSON.parse(readFileSync(resolve(__dirname, '../../../schemas/dump.schema.json'), 'utf8'));
+    const schema = JSON.parse(readFileSync(resolve(__dirname, '../../schemas/dump.schema.json'), 'utf8'));
     const ajv = new Ajv({ allErrors: true, strict: false });
     (addFormats as unknown as (a: Ajv) => void)(ajv);
     const validate = ajv.compile(schema);

@@ -1,15 +1,23 @@
 /**
  * Problems that are consequences of the store failing are shown as the store's: a desired state
- * or heartbeats not saved because etcd is unreachable are not the CC's or the agents' fault.
+ * or heartbeats not saved because etcd is unreachable are not the CC's or the agents' fault. Each
+ * stage is given its built-in plugin's definition, as the engine does.
  */
 import { describe, expect, it } from 'vitest';
-import { deriveProblems, type ProblemFacts, type StageFacts } from './problems.js';
+import bulkApiPlugin from '../../plugins/bulk-api/index.js';
+import etcdPlugin from '../../plugins/etcd-store/index.js';
+import heartbeatPlugin from '../../plugins/heartbeat/index.js';
+import { deriveProblems, type ProblemFacts, type StageFacts } from '../../src/operator/problems.js';
+import type { PluginDefinition } from '../../src/sdk/index.js';
 
 const ETCD = 'http://127.0.0.1:2379';
 const UNREACHABLE = `etcd at ${ETCD} is unreachable while reading the state: 14 UNAVAILABLE: No connection established`;
 
+const BUILTIN: Record<string, PluginDefinition> = { 'bulk-api': bulkApiPlugin, etcd: etcdPlugin, heartbeat: heartbeatPlugin };
+
 function stage(id: string, section: string, plugin: string, options: Record<string, unknown> = {}, health: Partial<StageFacts> = {}): StageFacts {
-  return { id, section, plugin, options, healthy: true, last_error: null, ...health };
+  const definition = BUILTIN[plugin];
+  return { id, section, plugin, ...(definition ? { definition } : {}), options, healthy: true, last_error: null, ...health };
 }
 
 function facts(

@@ -1,19 +1,27 @@
 /**
- * etcd (store.plugin: etcd): is it reachable, healthy (GET /health), and does it take a write — a
- * test key put and deleted under the configured prefix through etcd's JSON gateway (/v3/kv/…),
- * with the store's TLS and user options. Only reads the store's options; the store plugin itself is
- * not involved.
+ * What `hmgate doctor` checks for the etcd store: is etcd reachable, healthy (GET /health), and does
+ * it take a write — a test key put and deleted under the configured prefix through etcd's JSON
+ * gateway (/v3/kv/…), with the store's TLS and user options. Only reads the store's options; the
+ * store itself is not started.
  */
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { Agent } from 'undici';
-import { maskUrl } from '../config/mask.js';
-import { errorCode } from '../http/client.js';
-import { errorText } from '../log.js';
-import { makeProblem } from '../operator/problem-codes.js';
-import { etcdEndpoints } from '../operator/problems.js';
-import { fail, failPlain, pass, type CheckResult, type DoctorContext } from './result.js';
+import {
+  errorCode,
+  errorText,
+  fail,
+  failPlain,
+  makeProblem,
+  maskUrl,
+  pass,
+  type CheckResult,
+  type DoctorFindings,
+  type DoctorInput,
+} from '../../src/sdk/index.js';
+import { etcdEndpoints } from './describe.js';
+import type { EtcdStoreOptions } from './options.js';
 
 interface EtcdOptions {
   endpoints: string[];
@@ -62,7 +70,11 @@ async function call(
 const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
 const gatewayError = (j: Record<string, unknown>) => String(j.message ?? j.error ?? JSON.stringify(j)).slice(0, 200);
 
-export async function checkEtcd(ctx: DoctorContext, options: Record<string, unknown>): Promise<CheckResult> {
+export async function etcdDoctor(input: DoctorInput<EtcdStoreOptions>): Promise<DoctorFindings> {
+  return { results: [await checkEtcd(input, input.options as unknown as Record<string, unknown>)] };
+}
+
+async function checkEtcd(ctx: DoctorInput<EtcdStoreOptions>, options: Record<string, unknown>): Promise<CheckResult> {
   const o = options as Partial<EtcdOptions>;
   const endpoints = etcdEndpoints(options);
   const shown = endpoints.map(maskUrl).join(', ');

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../plugins/memory-store/memory-store.js';
-import { VirtualClock } from '../sdk/clock.js';
-import { freshnessError } from '../sdk/freshness.js';
-import { buildDump } from './build.js';
-import { goDuration, goFixed2, renderDump } from './render.js';
+import { VirtualClock } from '../../src/sdk/clock.js';
+import { freshnessError } from '../../src/sdk/freshness.js';
+import { buildDump } from '../../src/dump/build.js';
+import { goDuration, goFixed2, renderDump } from '../../src/dump/render.js';
 
 describe('goDuration (Go time.Duration.String)', () => {
   it.each([
@@ -102,7 +102,7 @@ async function fixture() {
 }
 
 describe('renderDump', () => {
-  it("matches HM9000's structured dump layout (§12.2) for a fixture state", async () => {
+  it("matches HM9000's structured dump layout (docs/hm9000.md#dump) for a fixture state", async () => {
     const { store, now } = await fixture();
     const doc = buildDump({
       foundation: 'f',

@@ -5,8 +5,10 @@
  *
  * A template returns three parts: `what` (the thing checked, e.g. "CC bulk API at https://…"),
  * `why` (what is wrong with it) and `fix` (what to change, naming the config key).
+ *
+ * Also what a plugin's `problems` and `storeProblem` hooks are given (ProblemInput, StoreFailure),
+ * and the helpers they share: ccProblem, withoutAdvice, humanMs, isStoreWriteError.
  */
-
 export interface ProblemText {
   what: string;
   why: string;
@@ -189,4 +191,109 @@ export interface Problem extends ProblemText {
 export function makeProblem<C extends ProblemCode>(code: C, params: ProblemParams<C>, key = ''): Problem {
   const text = (PROBLEM_CATALOGUE[code] as (p: ProblemParams<C>) => ProblemText)(params);
   return { code, key, ...text, message: `${text.what}: ${text.why}` };
+}
+
+/** A summary of the stored state; `error` when it could not be read. */
+export type StateFacts =
+  | {
+      desiredApps: number;
+      /** Live instances of every app. */
+      liveInstances: number;
+      /** Apps (guids) with a live instance. */
+      heartbeatingApps: number;
+      /** Whether any desired app (by guid) has a live instance. */
+      desiredHeartbeating: boolean;
+      /** Present agents; only counted when there is no live instance (undefined otherwise). */
+      agents?: number;
+    }
+  | { error: string };
+
+/** What a plugin's `problems` hook is given about one of its stages: what the engine knows. */
+export interface ProblemInput<O = Record<string, unknown>> {
+  id: string;
+  /** The config section: sources, policies, sinks, … (the store is asked through `storeProblem`). */
+  section: string;
+  /** The plugin's own name. */
+  plugin: string;
+  options: O;
+  healthy: boolean;
+  last_error: string | null;
+  /** A summary of the stored state. */
+  state: StateFacts;
+  /** How long the engine has been running. */
+  uptimeMs: number;
+  heartbeatMs: number;
+  /** Whether the bus (NATS) is connected. */
+  busUp: boolean;
+  /** Whether the store fails (unhealthy, unreadable, or a stage's write to it failed): what it holds then says nothing. */
+  storeFailing: boolean;
+  /** A failure of the store seen by this stage, named as the configured store names it; else this stage's STAGE_UNHEALTHY. */
+  storeFailure(error: string): Problem;
+  /**
+   * A write of this stage to the store that failed (`error` is the stage's reason, worded "… to the
+   * store …: <cause>"), named as the configured store names it, with `what` was not saved; else this
+   * stage's STAGE_UNHEALTHY.
+   */
+  storeWriteFailure(what: string, error: string): Problem;
+}
+
+/** What a store plugin's `storeProblem` hook is given: a failure to name in its own words. */
+export interface StoreFailure<O = Record<string, unknown>> {
+  /** The store's options. */
+  options: O;
+  /** The failure as the problem shows it. */
+  error: string;
+  /**
+   * When a stage's write to the store failed: that stage's reason, which tells the kind of failure
+   * (unreachable, a request too large). Absent when the store itself fails.
+   */
+  writeError?: string;
+}
+
+/** How the sources word a failed write to the store ("saving heartbeats to the store failed", "Failed to sync desired state to the store"). */
+const STORE_WRITE = /\bto the store\b/i;
+
+/** Whether a stage's reason is a failed write to the store. */
+export function isStoreWriteError(text: string): boolean {
+  return STORE_WRITE.test(text);
+}
+
+/** A stage that is not healthy, when nothing more specific is known. */
+export function stageUnhealthy(stage: { id: string; plugin: string }, error: string): Problem {
+  return makeProblem('STAGE_UNHEALTHY', { stage: stage.id, plugin: stage.plugin, error }, stage.id);
+}
+
+/** A duration for people: 600ms, 30s, 1.5s, 2m. */
+export function humanMs(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)}ms`;
+  if (ms < 60_000) return `${Number((ms / 1000).toFixed(1))}s`;
+  return `${Number((ms / 60_000).toFixed(1))}m`;
+}
+
+/** Cuts a trailing ": check …" / ": set …" advice from a stage's reason: the catalogue gives the fix. */
+export function withoutAdvice(text: string): string {
+  return text.replace(/:\s+(check|set|put|use|is|remove)\b[^:]*$/i, '').trim();
+}
+
+/**
+ * A CC failure reason (from the bulk-api source or the notifier) as a coded problem. The stages'
+ * reasons are sentences; these patterns are the words those stages use.
+ */
+export function ccProblem(reason: string, where: CcWhere, timeoutKey: string, key: string): Problem {
+  const why = withoutAdvice(reason);
+  const status = /answered (40[13])\b/.exec(reason);
+  if (status) return makeProblem('CC_UNAUTHORIZED', { ...where, status: Number(status[1]) }, key);
+  if (/answered 404\b/.test(reason) && where.urlKey === 'cc_url') {
+    return makeProblem('CC_NOT_CONFIGURED_FOR_HM', { stage: where.stage, url: where.url, detail: 'the CC answered 404 to a start or stop' }, key);
+  }
+  if (/not valid for/.test(reason)) return makeProblem('CC_TLS_NAME_MISMATCH', { ...where, error: why }, key);
+  if (/not trusted/.test(reason)) {
+    const codeMatch = /\(([A-Z_]+)\)/.exec(reason);
+    return makeProblem('CC_TLS_UNTRUSTED', { ...where, error: codeMatch?.[1] ?? why }, key);
+  }
+  if (/timed out|no answer within|did not answer within/.test(reason)) return makeProblem('CC_TIMEOUT', { ...where, error: why, timeoutKey }, key);
+  if (/connection refused|cannot resolve|cannot reach|ECONNREFUSED|ENOTFOUND|TLS handshake/.test(reason))
+    return makeProblem('CC_UNREACHABLE', { ...where, error: why }, key);
+  if (/Failed to request auth info/.test(reason)) return makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: where.stage, subject: '', error: why }, key);
+  return makeProblem('CC_BAD_ANSWER', { ...where, error: why }, key);
 }

@@ -1,18 +1,31 @@
 /**
- * The Cloud Controller's bulk API, as the desired-state source calls it (its URL, credentials,
- * certificate options and network timeout): one real GET of the first page with batch_size 1. When
- * the foundation check needs it, the desired app guids are then read page by page (GETs only).
+ * What `hmgate doctor` checks for a bulk-api stage: the Cloud Controller's bulk API, as the source
+ * calls it (its URL, credentials, certificate options and network timeout): one real GET of the
+ * first page with batch_size 1. When the same-foundation check needs it, the desired app guids are
+ * then read page by page (GETs only).
  */
-import type { NatsConnection } from 'nats';
 import { Agent } from 'undici';
-import { maskUrl } from '../config/mask.js';
-import type { ResolvedStage } from '../config/load.js';
-import { basicAuth, createHttpAgent, loadCaFile } from '../http/client.js';
-import { errorText } from '../log.js';
-import { makeProblem, type CcWhere } from '../operator/problem-codes.js';
-import { bulkAppsPath, bulkBaseUrl, credentialsSubject, FIRST_TOKEN, parseBulkPage, parseCredentials } from '../../plugins/bulk-api/index.js';
-import { ccErrorDetail, get, transportProblem } from './http.js';
-import { fail, failPlain, pass, stagePath, type CheckResult, type DoctorContext } from './result.js';
+import {
+  basicAuth,
+  ccErrorDetail,
+  createHttpAgent,
+  errorText,
+  fail,
+  failPlain,
+  httpGet,
+  loadCaFile,
+  makeProblem,
+  maskUrl,
+  pass,
+  transportProblem,
+  type CcWhere,
+  type CheckResult,
+  type DesiredSample,
+  type DoctorFindings,
+  type DoctorInput,
+} from '../../src/sdk/index.js';
+import { credentialsSubject, type BulkApiOptions } from './options.js';
+import { bulkAppsPath, bulkBaseUrl, FIRST_TOKEN, parseBulkPage, parseCredentials } from './page.js';
 
 interface BulkOptions {
   url: string;
@@ -27,13 +40,7 @@ interface BulkOptions {
   credentials_timeout: number;
 }
 
-/** The desired apps (guids of apps that should run), from a complete walk. */
-export interface DesiredSample {
-  guids: Set<string>;
-  apps: number;
-}
-
-export interface CcCheck {
+interface CcCheck {
   result: CheckResult;
   desired?: DesiredSample;
 }
@@ -41,11 +48,17 @@ export interface CcCheck {
 /** Longest whole walk of the desired state for the foundation check. */
 const WALK_LIMIT_MS = 60_000;
 
-export async function checkBulkApi(ctx: DoctorContext, stage: ResolvedStage, nc: NatsConnection | undefined, walk: boolean): Promise<CcCheck> {
-  const given = stage.options as unknown as BulkOptions & { cc_partition?: string; credentials_subject?: string };
+export async function bulkApiDoctor(input: DoctorInput<BulkApiOptions>): Promise<DoctorFindings> {
+  const c = await checkBulkApi(input, input.crossCheck);
+  return { results: [c.result], ...(input.crossCheck ? { desired: c.desired ?? null } : {}) };
+}
+
+async function checkBulkApi(ctx: DoctorInput<BulkApiOptions>, walk: boolean): Promise<CcCheck> {
+  const nc = ctx.nats;
+  const given = ctx.options as unknown as BulkOptions & { cc_partition?: string; credentials_subject?: string };
   // As the source resolves them: a bare host gets http://, the subject follows the partition.
   const o: BulkOptions = { ...given, url: bulkBaseUrl(given.url), credentials_subject: credentialsSubject(given) };
-  const path = stagePath(stage);
+  const path = ctx.path;
   const url = new URL(o.url);
   const where: CcWhere = { label: 'CC bulk API', url: maskUrl(o.url), stage: path, urlKey: 'url' };
   const what = `${where.label} at ${where.url}`;
@@ -86,7 +99,7 @@ export async function checkBulkApi(ctx: DoctorContext, stage: ResolvedStage, nc:
   try {
     let answer;
     try {
-      answer = await get(agent, url, bulkAppsPath(basePath, 1, FIRST_TOKEN), { authorization }, timeoutMs);
+      answer = await httpGet(agent, url, bulkAppsPath(basePath, 1, FIRST_TOKEN), { authorization }, timeoutMs);
     } catch (err) {
       return { result: fail('cc', transportProblem(err, where, url.host, timeoutMs, 'network_timeout')) };
     }
@@ -123,7 +136,7 @@ async function walkDesired(
   while (Date.now() < deadline) {
     let answer;
     try {
-      answer = await get(agent, url, bulkAppsPath(basePath, batchSize, token), { authorization }, timeoutMs);
+      answer = await httpGet(agent, url, bulkAppsPath(basePath, batchSize, token), { authorization }, timeoutMs);
     } catch {
       return undefined;
     }

@@ -5,18 +5,18 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import crashesPlugin from '../../../plugins/crashes/index.js';
-import duplicatesPlugin from '../../../plugins/duplicates/index.js';
-import evacuationPlugin from '../../../plugins/evacuation/index.js';
-import extrasPlugin from '../../../plugins/extras/index.js';
-import missingPlugin from '../../../plugins/missing/index.js';
-import { crash, desired, GRACE, hb, HB, hm9000Policies, pendingStart, snapshot } from '../../../test/helpers/hm9000-fixtures.js';
-import { analyze, type NamedPolicy } from './analyzer.js';
-import { buildAppView, isConverged } from '../../sdk/app-view.js';
-import type { PolicyStage } from '../../sdk/policy.js';
-import type { StageContext } from '../../sdk/plugin.js';
-import { appKey } from '../../sdk/app-key.js';
-import { type InstanceHeartbeat } from '../../sdk/state.js';
+import crashesPlugin from '../../plugins/crashes/index.js';
+import duplicatesPlugin from '../../plugins/duplicates/index.js';
+import evacuationPlugin from '../../plugins/evacuation/index.js';
+import extrasPlugin from '../../plugins/extras/index.js';
+import missingPlugin from '../../plugins/missing/index.js';
+import { crash, desired, GRACE, hb, HB, hm9000Policies, pendingStart, snapshot } from '../helpers/hm9000-fixtures.js';
+import { analyze, type NamedPolicy } from '../../src/pipeline/cycle/analyzer.js';
+import { buildAppView, isConverged } from '../../src/sdk/app-view.js';
+import type { PolicyStage } from '../../src/sdk/policy.js';
+import type { StageContext } from '../../src/sdk/plugin.js';
+import { appKey } from '../../src/sdk/app-key.js';
+import { type InstanceHeartbeat } from '../../src/sdk/state.js';
 
 const NOW = 1_000_000;
 const ctx = undefined as unknown as StageContext;
