@@ -1,7 +1,7 @@
 /**
  * Writes what is generated from the TypeBox definitions, so nothing is written twice by hand:
  * schemas/config.schema.json and schemas/plugins/<name>.schema.json for every built-in plugin.
- * With --readme it also rewrites the config reference block of README.md (npm run docs).
+ * With --docs it also rewrites the config reference of docs/configuration.md (npm run docs).
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -35,9 +35,8 @@ for (const name of builtinPluginNames()) {
   );
 }
 process.stdout.write(`schemas written for the config and ${plugins.length} built-in plugins\n`);
-if (process.argv.includes('--readme')) {
-  const readmePath = join(packageRoot, 'README.md');
-  const readme = readFileSync(readmePath, 'utf8');
-  writeFileSync(readmePath, spliceReference(readme, renderReference(plugins)));
-  process.stdout.write('README.md config reference written\n');
+if (process.argv.includes('--docs')) {
+  const page = join(packageRoot, 'docs', 'configuration.md');
+  writeFileSync(page, spliceReference(readFileSync(page, 'utf8'), renderReference(plugins)));
+  process.stdout.write('docs/configuration.md config reference written\n');
 }

@@ -5,12 +5,15 @@
 // The contract it follows (README.md "Writing a plugin"): send(order) resolves when the order was
 // delivered and throws when it was not; hmgate then keeps the order and tries again next cycle.
 
-/** Credentials in a URL never reach a log line or an error message. */
-const maskUrl = (url) => url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*):[^@/]*@/i, '$1:***@');
+// The one import a plugin needs: hmgate's SDK (`hmgate/sdk` once hmgate is installed; inside this
+// repository it resolves to the built package itself). maskUrl keeps credentials in a URL out of
+// every log line and error message.
+import { definePlugin, maskUrl } from 'hmgate/sdk';
 
-export default {
+export default definePlugin({
   name: 'webhook-notifier',
   kind: 'sink',
+  family: 'common',
   description: 'POSTs each start and stop order as JSON to a URL.',
   optionsSchema: {
     type: 'object',
@@ -83,4 +86,6 @@ export default {
       },
     };
   },
-};
+
+  summary: (options) => `webhook-notifier POSTs each start and stop to ${maskUrl(options.url)}`,
+});

@@ -55,7 +55,7 @@ export async function bulkApiDoctor(input: DoctorInput<BulkApiOptions>): Promise
 
 async function checkBulkApi(ctx: DoctorInput<BulkApiOptions>, walk: boolean): Promise<CcCheck> {
   const nc = ctx.nats;
-  const given = ctx.options as unknown as BulkOptions & { cc_partition?: string; credentials_subject?: string };
+  const given = ctx.options;
   // As the source resolves them: a bare host gets http://, the subject follows the partition.
   const o: BulkOptions = { ...given, url: bulkBaseUrl(given.url), credentials_subject: credentialsSubject(given) };
   const path = ctx.path;

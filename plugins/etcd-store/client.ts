@@ -47,18 +47,23 @@ export function readTlsFiles(baseDir: string, files: { ca_file?: string; cert_fi
   return { ca, cert, key };
 }
 
+type FaultPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
+
 /**
  * A fault-handling policy that runs the call once. etcd3's defaults retry three times and open a
  * circuit breaker for 5 s after three failures, which would turn one slow etcd into a 20 s stall
  * and delay recovery after a restart; the callers here have their own retry rhythm.
  */
-const runOnce = {
+class RunOnce implements FaultPolicy {
+  /** Type-only, as in cockatiel's own policies: what a failed call returns besides T (nothing). */
+  declare readonly _altReturn: never;
   execute<T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T, signal?: AbortSignal): Promise<T> {
     return Promise.resolve().then(() => fn({ signal: signal ?? new AbortController().signal }));
-  },
-  onSuccess: () => ({ dispose() {} }),
-  onFailure: () => ({ dispose() {} }),
-} as unknown as NonNullable<NonNullable<IOptions['faultHandling']>['global']>;
+  }
+  readonly onSuccess = () => ({ dispose() {} });
+  readonly onFailure = () => ({ dispose() {} });
+}
+const runOnce = new RunOnce();
 
 /** Watch streams reconnect after 100 ms, doubling to at most 2 s. */
 class WatchBackoff {
@@ -76,7 +81,7 @@ export function createEtcdClient(conn: EtcdConnection): Etcd3 {
     faultHandling: {
       global: runOnce,
       host: () => runOnce,
-      watchBackoff: new WatchBackoff() as unknown as NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>,
+      watchBackoff: new WatchBackoff(),
     },
     grpcOptions: {
       // Notice a peer that stopped answering on an open connection (its streams would hang).
@@ -95,11 +100,13 @@ export function createEtcdClient(conn: EtcdConnection): Etcd3 {
     },
   };
   if (conn.tls) {
-    options.credentials = {
-      rootCertificate: conn.tls.ca ?? (null as unknown as Buffer),
+    const credentials: { rootCertificate: Buffer | null; privateKey?: Buffer; certChain?: Buffer } = {
+      rootCertificate: conn.tls.ca ?? null,
       ...(conn.tls.key ? { privateKey: conn.tls.key } : {}),
       ...(conn.tls.cert ? { certChain: conn.tls.cert } : {}),
     };
+    // etcd3 types rootCertificate as Buffer, but hands it to grpc's createSsl, where null means the default CAs.
+    options.credentials = credentials as IOptions['credentials'];
   }
   if (conn.auth) options.auth = { username: conn.auth.username, password: conn.auth.password };
   const client = new Etcd3(options);
@@ -127,7 +134,7 @@ interface EtcdHost {
  * socket, or keepalive finding a silent peer), so the reset is kept for close() only.
  */
 function keepConnectionsOnCallErrors(client: Etcd3): void {
-  const hosts = (client as unknown as { pool?: { hosts?: unknown } }).pool?.hosts;
+  const hosts = poolHosts(client);
   if (!Array.isArray(hosts) || !hosts.every((h: Partial<EtcdHost>) => typeof h?.resetAllServices === 'function' && typeof h.close === 'function')) {
     throw new Error('etcd store: this version of the etcd3 package has no per-endpoint hosts where expected (see keepConnectionsOnCallErrors in client.ts)');
   }
@@ -139,6 +146,13 @@ function keepConnectionsOnCallErrors(client: Etcd3): void {
       host.closed = true;
     };
   }
+}
+
+/** etcd3's per-endpoint hosts (client.pool.hosts, internal to etcd3), or undefined where it has none. */
+function poolHosts(client: unknown): unknown {
+  if (typeof client !== 'object' || client === null || !('pool' in client)) return undefined;
+  const pool = client.pool;
+  return typeof pool === 'object' && pool !== null && 'hosts' in pool ? pool.hosts : undefined;
 }
 
 /** The endpoints as they may be shown: credentials in URLs masked. */

@@ -327,10 +327,18 @@ export function encodeMessage(m: PendingStart | PendingStop): string {
   return JSON.stringify(m);
 }
 
+/**
+ * A pending start or stop as encodeMessage wrote it. Only app and version are checked (the changes
+ * name the app by them); the other fields are the daemon's own, taken as it wrote them.
+ */
+function isPendingMessage<T extends PendingStart | PendingStop>(v: unknown): v is T {
+  return typeof v === 'object' && v !== null && 'app' in v && isString(v.app) && 'version' in v && isString(v.version);
+}
+
 export function decodeMessage<T extends PendingStart | PendingStop>(what: string, text: string): T {
-  const v = parse(what, text) as Record<string, unknown>;
-  if (typeof v !== 'object' || v === null || !isString(v.app) || !isString(v.version)) fail(what, 'missing app or version');
-  return v as unknown as T;
+  const v = parse(what, text);
+  if (!isPendingMessage<T>(v)) fail(what, 'missing app or version');
+  return v;
 }
 
 // --- freshness ---

@@ -71,12 +71,12 @@ const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
 const gatewayError = (j: Record<string, unknown>) => String(j.message ?? j.error ?? JSON.stringify(j)).slice(0, 200);
 
 export async function etcdDoctor(input: DoctorInput<EtcdStoreOptions>): Promise<DoctorFindings> {
-  return { results: [await checkEtcd(input, input.options as unknown as Record<string, unknown>)] };
+  return { results: [await checkEtcd(input)] };
 }
 
-async function checkEtcd(ctx: DoctorInput<EtcdStoreOptions>, options: Record<string, unknown>): Promise<CheckResult> {
-  const o = options as Partial<EtcdOptions>;
-  const endpoints = etcdEndpoints(options);
+async function checkEtcd(ctx: DoctorInput<EtcdStoreOptions>): Promise<CheckResult> {
+  const o: Partial<EtcdOptions> = ctx.options;
+  const endpoints = etcdEndpoints(o);
   const shown = endpoints.map(maskUrl).join(', ');
   const prefix = o.prefix ?? '/hmgate';
   const t = ctx.timeoutMs;

@@ -1,6 +1,6 @@
 /**
  * The `etcd` store: state shared by several daemons in etcd v3, read from a local cache kept
- * current by a watch. The layout and the lease design are described in etcd-store.ts.
+ * current by a watch. The layout and the lease design are described in README.md beside it.
  */
 import { Counter, type Registry } from 'prom-client';
 import { definePlugin } from '../../src/sdk/index.js';

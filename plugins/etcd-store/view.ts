@@ -25,6 +25,7 @@ import {
   sameInstanceSet,
   type StoreChange,
   type StoreSnapshot,
+  CrashCountIndex,
 } from '../../src/sdk/index.js';
 import type { AgentValue, CrashValue } from './codec.js';
 import { deltaKey, recordKey, type Keys } from './keys.js';
@@ -88,14 +89,12 @@ export class VisibleState {
   readonly instances = new CowMap<AppKey, readonly InstanceHeartbeat[]>();
   /** The crash values shown, as the mirror decoded them. */
   readonly visibleCrash = new Map<string, CrashValue>();
-  readonly crashes = new CowMap<string, CrashCount>();
-  readonly crashesByApp = new CowMap<AppKey, readonly CrashCount[]>();
+  readonly crashes = new CrashCountIndex();
   readonly starts = new CowMap<string, PendingStart>();
   readonly stops = new CowMap<string, PendingStop>();
   readonly freshness = new Map<FreshnessKind, FreshnessMarker>();
 
   private readonly agentStates = new Map<string, AgentState>();
-  private readonly crashesByKeyPerApp = new Map<AppKey, Map<string, CrashCount>>();
   private readonly expiries = new DeadlineHeap<{ kind: ExpiryKind; id: string }>();
   private readonly deadlines: DeadlineTimer;
   private readonly listeners = new Set<(change: StoreChange) => void>();
@@ -119,7 +118,7 @@ export class VisibleState {
       now: this.opts.clock.now(),
       desired: this.desired,
       instances: this.instances.view(),
-      crashCounts: this.crashesByApp.view(),
+      crashCounts: this.crashes.viewByApp(),
       starts: this.starts.view(),
       stops: this.stops.view(),
       freshness,
@@ -231,27 +230,11 @@ export class VisibleState {
   }
 
   private setCrash(id: string, count: CrashCount): void {
-    const app = appKey(count.app, count.version);
     this.crashes.set(id, count);
-    let perKey = this.crashesByKeyPerApp.get(app);
-    if (!perKey) this.crashesByKeyPerApp.set(app, (perKey = new Map()));
-    perKey.set(id, count);
-    this.crashesByApp.set(app, [...perKey.values()]);
   }
 
   private deleteCrash(id: string): void {
-    const count = this.crashes.get(id);
-    if (count === undefined) return;
     this.crashes.delete(id);
-    const app = appKey(count.app, count.version);
-    const perKey = this.crashesByKeyPerApp.get(app);
-    perKey?.delete(id);
-    if (!perKey || perKey.size === 0) {
-      this.crashesByKeyPerApp.delete(app);
-      this.crashesByApp.delete(app);
-    } else {
-      this.crashesByApp.set(app, [...perKey.values()]);
-    }
   }
 
   refreshFresh(which: FreshnessKind, out: StoreChange[]): void {

@@ -20,7 +20,7 @@ export function heartbeatSummary(o: HeartbeatStageOptions): string {
 /** The per-agent wording the heartbeat stage logs (and reported as its last error before). */
 const PARTITION_NOTICE = /heartbeats instances of cc_partition ("(?:[^"\\]|\\.)*"), this stage keeps only/;
 const NO_PARTITION_NOTICE = /heartbeats instances without a cc_partition, this stage keeps only/;
-/** The heartbeat stage's notice while messages of another cc_partition arrive (heartbeat.ts). */
+/** The heartbeat stage's notice while messages of another cc_partition arrive (partition.ts). */
 const REPORT_NOTICE = /agents report cc_partition ("(?:[^"\\]|\\.)*") but this daemon is on/;
 const NO_REPORT_NOTICE = /agents report instances without a cc_partition but this daemon is on/;
 

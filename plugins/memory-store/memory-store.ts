@@ -35,6 +35,7 @@ import {
   type Store,
   type StoreChange,
   type StoreSnapshot,
+  CrashCountIndex,
 } from '../../src/sdk/index.js';
 
 export interface MemoryStoreOptions {
@@ -62,9 +63,7 @@ export class MemoryStore implements Store {
   private readonly instances = new CowMap<AppKey, readonly InstanceHeartbeat[]>();
 
   private readonly crashExpiresAt = new Map<string, number>();
-  private readonly crashes = new CowMap<string, CrashCount>();
-  private readonly crashesByKeyPerApp = new Map<AppKey, Map<string, CrashCount>>();
-  private readonly crashesByApp = new CowMap<AppKey, readonly CrashCount[]>();
+  private readonly crashes = new CrashCountIndex();
 
   private readonly starts = new CowMap<string, PendingStart>();
   private readonly stops = new CowMap<string, PendingStop>();
@@ -317,7 +316,7 @@ export class MemoryStore implements Store {
       now: this.clock.now(),
       desired: this.desired,
       instances: this.instances.view(),
-      crashCounts: this.crashesByApp.view(),
+      crashCounts: this.crashes.viewByApp(),
       starts: this.starts.view(),
       stops: this.stops.view(),
       freshness,
@@ -385,29 +384,12 @@ export class MemoryStore implements Store {
   }
 
   private setCrash(key: string, count: CrashCount): void {
-    const app = appKey(count.app, count.version);
     this.crashes.set(key, count);
-    // A count's key fixes its app, so a count it replaces is in the same per-app group.
-    let perKey = this.crashesByKeyPerApp.get(app);
-    if (!perKey) this.crashesByKeyPerApp.set(app, (perKey = new Map()));
-    perKey.set(key, count);
-    this.crashesByApp.set(app, [...perKey.values()]);
   }
 
   private deleteCrash(key: string): boolean {
-    const count = this.crashes.get(key);
-    if (count === undefined) return false;
-    this.crashes.delete(key);
+    if (this.crashes.delete(key) === undefined) return false;
     this.crashExpiresAt.delete(key);
-    const app = appKey(count.app, count.version);
-    const perKey = this.crashesByKeyPerApp.get(app);
-    perKey?.delete(key);
-    if (!perKey || perKey.size === 0) {
-      this.crashesByKeyPerApp.delete(app);
-      this.crashesByApp.delete(app);
-    } else {
-      this.crashesByApp.set(app, [...perKey.values()]);
-    }
     return true;
   }
 

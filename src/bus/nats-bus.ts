@@ -41,6 +41,8 @@ export class NatsBus implements Bus, Stage {
   private nc: NatsConnection | undefined;
   private readonly wanted = new Set<Wanted>();
   private lastError: string | null = null;
+  /** Between a disconnect and the reconnect that follows it. */
+  private disconnected = false;
   private stopping = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private firstConnect: Promise<void> | undefined;
@@ -57,7 +59,7 @@ export class NatsBus implements Bus, Stage {
   }
 
   get connected(): boolean {
-    return this.nc !== undefined && !this.nc.isClosed() && this.lastError === null;
+    return this.nc !== undefined && !this.nc.isClosed() && !this.disconnected;
   }
 
   get where(): string {
@@ -95,6 +97,7 @@ export class NatsBus implements Bus, Stage {
           return;
         }
         this.nc = nc;
+        this.disconnected = false;
         this.lastError = null;
         this.logger.info({ servers: this.where, server: nc.getServer() }, 'connected to NATS');
         for (const w of this.wanted) this.bind(w);
@@ -114,12 +117,16 @@ export class NatsBus implements Bus, Stage {
   private async watch(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
       if (s.type === 'disconnect') {
+        this.disconnected = true;
         this.lastError = `disconnected from ${maskUrl(String(s.data))}`;
         this.logger.warn({ server: maskUrl(String(s.data)) }, 'NATS disconnected; reconnecting');
       } else if (s.type === 'reconnect') {
+        this.disconnected = false;
         this.lastError = null;
         this.logger.info({ server: maskUrl(String(s.data)) }, 'NATS reconnected');
       } else if (s.type === 'error') {
+        // A server error the client survives (a protocol or permissions error) leaves the
+        // connection up: it is reported, but only a disconnect or a close makes the bus down.
         this.lastError = describeNatsError(s.data);
         this.logger.error({ error: this.lastError }, `NATS error: ${this.lastError}`);
       }

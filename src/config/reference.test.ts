@@ -19,9 +19,9 @@ describe('config reference', () => {
     expect(() => spliceReference('no markers', 'x')).toThrow(/markers/);
   });
 
-  it('README.md carries the reference of the current schemas (run npm run docs after changing one)', async () => {
+  it('docs/configuration.md carries the reference of the current schemas (run npm run docs after changing one)', async () => {
     const plugins = await Promise.all(builtinPluginNames().map(async (n) => (await loadPlugin(n, packageRoot)).definition));
-    const readme = readFileSync(join(packageRoot, 'README.md'), 'utf8');
+    const readme = readFileSync(join(packageRoot, 'docs', 'configuration.md'), 'utf8');
     const start = readme.indexOf(REFERENCE_START);
     const end = readme.indexOf(REFERENCE_END) + REFERENCE_END.length;
     expect(readme.slice(start, end)).toBe(renderReference(plugins));

@@ -4,7 +4,7 @@
  * converted to milliseconds by the `x-duration` keyword; `hb` is converted with the config's
  * heartbeat interval.
  */
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { Ajv, type ErrorObject, type SchemaValidateFunction, type ValidateFunction } from 'ajv';
 import type { TSchema } from '@sinclair/typebox';
 import { parseDuration } from './duration.js';
 import { parsePointer } from './source.js';
@@ -25,26 +25,28 @@ export interface ValidatorOptions {
 
 export function makeValidator(opts: ValidatorOptions) {
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true, verbose: true });
+  // ajv reads a keyword's errors from its validate function's `errors` property.
+  const check: SchemaValidateFunction = (
+    mode: unknown,
+    data: unknown,
+    _schema: unknown,
+    cxt?: { parentData: Record<string | number, unknown>; parentDataProperty: string | number },
+  ) => {
+    try {
+      const ms = parseDuration(data, mode === 'no-hb' ? undefined : opts.heartbeatMs);
+      if (opts.convertDurations && cxt) cxt.parentData[cxt.parentDataProperty] = ms;
+      return true;
+    } catch (err) {
+      check.errors = [{ keyword: 'x-duration', message: (err as Error).message, params: {} }];
+      return false;
+    }
+  };
   ajv.addKeyword({
     keyword: 'x-duration',
     type: ['string', 'number'],
     modifying: true,
     errors: true,
-    validate: function check(
-      mode: unknown,
-      data: unknown,
-      _schema: unknown,
-      cxt?: { parentData: Record<string | number, unknown>; parentDataProperty: string | number },
-    ) {
-      try {
-        const ms = parseDuration(data, mode === 'no-hb' ? undefined : opts.heartbeatMs);
-        if (opts.convertDurations && cxt) cxt.parentData[cxt.parentDataProperty] = ms;
-        return true;
-      } catch (err) {
-        (check as unknown as { errors: Partial<ErrorObject>[] }).errors = [{ keyword: 'x-duration', message: (err as Error).message, params: {} }];
-        return false;
-      }
-    },
+    validate: check,
   });
   const compiled = new WeakMap<object, ValidateFunction>();
   return {

@@ -9,15 +9,32 @@ import { Registry } from 'prom-client';
 import type { LoadedConfig } from '../config/load.js';
 import { RealClock } from '../sdk/clock.js';
 import { FreshnessBoard } from '../pipeline/freshness/board.js';
+import { BusNotConnectedError, type Bus } from '../sdk/bus.js';
+import { DropletRegistry } from '../sdk/droplets.js';
+import type { EventHub } from '../sdk/events.js';
 import type { StageContext } from '../sdk/plugin.js';
 import type { Store } from '../sdk/store.js';
 
 export class RawDumpUnavailableError extends Error {}
 
+/** dump --raw connects to no NATS: subscriptions never deliver, and publishing fails as on a bus that is down. */
+const offlineBus: Bus = {
+  connected: false,
+  subscribe: () => () => undefined,
+  publish: () => {
+    throw new BusNotConnectedError();
+  },
+  request: () => Promise.reject(new BusNotConnectedError()),
+  flush: () => Promise.resolve(),
+};
+
+/** Not the leader and no event policies: events are ignored, and there are no app records. */
+const noEvents: EventHub = { emit: () => undefined, wants: () => false, droplets: new DropletRegistry() };
+
 export async function rawDump(loaded: LoadedConfig): Promise<string[]> {
   const stage = loaded.stages.find((s) => s.section === 'store')!;
   const clock = new RealClock();
-  const ctx = {
+  const ctx: StageContext = {
     id: 'store',
     kind: 'store',
     foundation: loaded.config.foundation,
@@ -27,8 +44,13 @@ export async function rawDump(loaded: LoadedConfig): Promise<string[]> {
     configDir: dirname(loaded.file),
     metrics: new Registry(),
     freshness: new FreshnessBoard(() => clock.now(), loaded.config.freshness.actual_ttl, loaded.config.freshness.desired_ttl),
+    bus: offlineBus,
+    get store(): Store {
+      throw new Error('the store is not available to the store stage itself');
+    },
     isLeader: () => false,
-  } as unknown as StageContext;
+    events: noEvents,
+  };
   const store = (await stage.plugin.create(stage.options, ctx)) as Store & { dumpRaw?: () => Promise<string[]> };
   if (typeof store.dumpRaw !== 'function') {
     throw new RawDumpUnavailableError(

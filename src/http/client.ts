@@ -57,8 +57,12 @@ export const UNREACHABLE_CODES: ReadonlySet<string> = new Set(['EHOSTUNREACH', '
  * with --use-system-ca, the OS store), else tls.rootCertificates (the bundled Mozilla set).
  */
 export function defaultCAs(): string[] {
-  const get = (tls as unknown as { getCACertificates?: (type?: string) => string[] }).getCACertificates;
-  return typeof get === 'function' ? [...get('default')] : [...tls.rootCertificates];
+  return hasGetCACertificates(tls) ? [...tls.getCACertificates('default')] : [...tls.rootCertificates];
+}
+
+/** tls.getCACertificates (Node 22.15+, 23.5+) is newer than the @types/node 20 typings: checked where it is used. */
+function hasGetCACertificates(m: typeof tls): m is typeof tls & { getCACertificates(type?: 'default' | 'system' | 'bundled' | 'extra'): string[] } {
+  return 'getCACertificates' in m && typeof m.getCACertificates === 'function';
 }
 
 /**

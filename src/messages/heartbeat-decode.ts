@@ -58,10 +58,13 @@ export interface HeartbeatDecoder extends Decoder<typeof HeartbeatMessage> {
 
 /**
  * The decoder of any inbound message: heartbeats get the fast decoder, every other schema the
- * generic one.
+ * generic one. The schema is compared by identity, so the fast decoder is given for the
+ * HeartbeatMessage schema only, and its values are then exactly Static<S>.
  */
-export function makeMessageDecoder<S extends TSchema>(schema: S, maxBytes = MAX_MESSAGE_BYTES): Decoder<S> {
-  if ((schema as TSchema) === HeartbeatMessage) return makeHeartbeatDecoder({ maxBytes }) as unknown as Decoder<S>;
+export function makeMessageDecoder(schema: typeof HeartbeatMessage, maxBytes?: number): HeartbeatDecoder;
+export function makeMessageDecoder<S extends TSchema>(schema: S, maxBytes?: number): Decoder<S>;
+export function makeMessageDecoder(schema: TSchema, maxBytes = MAX_MESSAGE_BYTES): Decoder<TSchema> {
+  if (schema === HeartbeatMessage) return makeHeartbeatDecoder({ maxBytes });
   return makeGenericDecoder(schema, maxBytes);
 }
 

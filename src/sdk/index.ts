@@ -64,5 +64,8 @@ export {
 export { dropletJson } from '../messages/droplet-json.js';
 
 // Building a store.
-export { CowMap, DeadlineHeap, DeadlineTimer, checkArray, checkFreshnessKind, checkString, checkTtl, crashApp, groupByApp } from '../state/store-kit.js';
-export { HeardInstance, keptInstances, sameInstance, sameInstanceSet } from '../state/instance-sets.js';
+export { CowMap } from '../state/cow-map.js';
+export { CrashCountIndex } from '../state/crash-counts.js';
+export { DeadlineHeap, DeadlineTimer, type Deadline } from '../state/deadlines.js';
+export { checkArray, checkFreshnessKind, checkString, checkTtl } from '../state/store-arguments.js';
+export { groupByApp, HeardInstance, keptInstances, sameInstance, sameInstanceSet } from '../state/instance-sets.js';

@@ -88,6 +88,11 @@ export function crashKey(c: { app: string; version: string; index: number }): st
   return `${c.app},${c.version}/${c.index}`;
 }
 
+/** The app of a crash-count key (`guid,version/index`). */
+export function crashApp(key: string): string {
+  return key.slice(0, key.lastIndexOf('/'));
+}
+
 export type FreshnessKind = 'actual' | 'desired';
 
 export interface FreshnessMarker {

@@ -1,8 +1,9 @@
 /**
- * Comparing instance sets, shared by the stores: a store writes an agent's instances only when the
- * set changed. Field by field, with no allocation on the usual path (an agent reports its
+ * Instance sets as the stores handle them: grouped per app, and compared so that a store writes an
+ * agent's instances only when the set changed. Field by field, with no allocation on the usual path (an agent reports its
  * instances in the same order every time): this runs for every agent on every heartbeat.
  */
+import { appKey, type AppKey } from '../sdk/app-key.js';
 import type { InstanceHeartbeat, InstanceState } from '../sdk/state.js';
 
 export function sameInstance(a: InstanceHeartbeat, b: InstanceHeartbeat): boolean {
@@ -72,4 +73,16 @@ export function keptInstances(list: readonly InstanceHeartbeat[]): readonly Inst
   const out = list.slice();
   for (let i = 0; i < out.length; i++) if (!(out[i] instanceof HeardInstance)) out[i] = { ...out[i]! };
   return out;
+}
+
+/** Instances grouped per app (guid, version), in the order given. */
+export function groupByApp(instances: readonly InstanceHeartbeat[]): Map<AppKey, InstanceHeartbeat[]> {
+  const byApp = new Map<AppKey, InstanceHeartbeat[]>();
+  for (const hb of instances) {
+    const key = appKey(hb.app, hb.version);
+    const list = byApp.get(key);
+    if (list) list.push(hb);
+    else byApp.set(key, [hb]);
+  }
+  return byApp;
 }
