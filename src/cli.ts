@@ -1,27 +1,55 @@
 #!/usr/bin/env node
 /**
  * The hmgate command line. Bad input gets one clear line and exit 1 (config errors as
- * FILE:LINE:COL: message); usage errors exit 2; a stack trace only with --debug.
+ * FILE:LINE:COL: message); usage errors (an unknown command or flag, a missing or bad flag value)
+ * get one line and exit 2; a stack trace only with --debug.
  */
-import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
 import { stringify } from 'yaml';
 import { ConfigError, formatProblem } from './config/errors.js';
 import { ConfigNotFoundError, findConfigFile, loadConfig, type LoadedConfig } from './config/load.js';
 import { maskSecrets } from './config/mask.js';
 import { errorText } from './log.js';
 import { Engine } from './pipeline/engine.js';
-import { runSimulate, runTests, type SimulateArgs } from './sim/commands.js';
-import { formatResult, runDoctor } from './doctor/index.js';
+import { runSimulate, runTests, UsageError, type SimulateArgs } from './sim/commands.js';
+import { formatResult, runDoctor, type CheckResult } from './doctor/index.js';
+import { DoctorOutput } from './doctor/progress.js';
 import { DumpUnavailableError, fetchDump } from './dump/client.js';
 import { callDaemon, DaemonUnavailableError } from './api/daemon-client.js';
 import { renderDump } from './dump/render.js';
 import { rawDump } from './dump/raw.js';
+import { packageRoot } from './paths.js';
+import { registerDemo } from './sim/demo.js';
 
 const EXIT_USAGE = 2;
 
 let debug = false;
 
+/** A usage error: one line, exit 2. */
+function usage(message: string): never {
+  process.stderr.write(`hmgate: ${message}\n`);
+  process.exit(EXIT_USAGE);
+}
+
+/** Commander's error message ("error: unknown option '--x'\n(Did you mean …?)") as one line, naming where the usage is. */
+function usageLine(command: string): (str: string, write: (s: string) => void) => void {
+  return (str, write) =>
+    write(
+      `hmgate: ${str
+        .trim()
+        .replace(/^error: /, '')
+        .replace(/\s*\n\s*/g, ' ')} (see ${command} --help)\n`,
+    );
+}
+
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+}
+
 function fail(err: unknown): never {
+  if (err instanceof UsageError) usage(err.message);
   if (err instanceof ConfigError) {
     for (const p of err.problems) process.stderr.write(`${formatProblem(p)}\n`);
   } else {
@@ -80,9 +108,10 @@ async function run(configPath: string | undefined): Promise<void> {
 export function buildProgram(): Command {
   const program = new Command('hmgate')
     .description('Health manager for Cloud Foundry style foundations')
+    .version(packageVersion(), '-V, --version', 'print the version and exit')
     .option('--debug', 'print stack traces for unexpected errors')
     .exitOverride()
-    .showHelpAfterError();
+    .configureOutput({ outputError: usageLine('hmgate') });
   program.hook('preAction', (cmd) => {
     debug = Boolean(cmd.opts().debug);
   });
@@ -106,8 +135,14 @@ export function buildProgram(): Command {
     program.command('doctor').description('check every dependency the config names: one ok / FAIL line per check, with the fix; exit 1 if any fails'),
   ).action(async (o: { config?: string }) => {
     const loaded = await load(o.config);
-    const results = await runDoctor(loaded);
-    for (const r of results) process.stdout.write(`${formatResult(r)}\n`);
+    // Each line as soon as it is known; on a terminal, a spinner line says what is being waited for.
+    const out = new DoctorOutput(process.stdout);
+    let results: CheckResult[];
+    try {
+      results = await runDoctor(loaded, { onResult: (r) => out.line(formatResult(r)), onWaiting: (what) => out.waiting(what) });
+    } finally {
+      out.close();
+    }
     const failed = results.filter((r) => !r.ok).length;
     if (failed > 0) {
       process.stdout.write(`${failed} of ${results.length} checks failed\n`);
@@ -120,7 +155,7 @@ export function buildProgram(): Command {
       .command('dump')
       .description("a running daemon's state, as HM9000's dump: freshness, then per app desired, instances, crash counts, pending starts and stops")
       .option('--json', 'print JSON (schemas/dump.schema.json) for scripts')
-      .option('--raw', "print the shared store's keys and values as they lie in it (etcd), without a daemon"),
+      .addOption(new Option('--raw', "print the shared store's keys and values as they lie in it (etcd), without a daemon").conflicts('json')),
   ).action(async (o: { config?: string; json?: boolean; raw?: boolean }) => {
     const loaded = await load(o.config);
     if (o.raw) {
@@ -197,6 +232,9 @@ export function buildProgram(): Command {
       fail(err);
     }
   });
+  // Each sub-command's usage errors name its own --help.
+  for (const c of program.commands) c.configureOutput({ outputError: usageLine(`hmgate ${c.name()}`) });
+  registerDemo(program);
   return program;
 }
 

@@ -40,18 +40,18 @@ const FAMILIES: Record<string, string> = {
   reporter: 'ruby-hm',
 };
 
-/** The start-up lines of every stage of each preset, by stage id (and of the etcd store and app-state, added to hm9000), before the plugins described themselves. */
+/** The start-up lines of every stage of each preset, by stage id (and of the etcd store and app-state, added to hm9000), before the plugins described themselves — less a stage id said twice ("missing: missing: …" is "missing: …"). */
 const STARTUP_LINES: Record<string, Record<string, string>> = {
   hm9000: {
     store: 'store: memory store (state lives in this process)',
     heartbeats: 'heartbeats: heartbeat on dea.heartbeat (and dea.advertise), sync 1s, presence TTL 30s',
     desired: 'desired: bulk-api from http://127.0.0.1:6001/bulk/apps, 500 apps a page, every 1m, timeout 10m',
     evacuator: 'evacuator: evacuator on droplet.exited, keep-alive 30s',
-    missing: 'missing: missing: starts missing instances after 30s',
-    crashes: 'crashes: crashes: restarts crashed instances, back-off after 3 crashes from 30s up to 16m',
-    evacuation: 'evacuation: evacuation: moves instances off evacuating agents, keep-alive 30s',
-    extras: 'extras: extras: stops undesired instances, keep-alive 30s',
-    duplicates: 'duplicates: duplicates: stops duplicates one at a time from 4 + k × 30s',
+    missing: 'missing: starts missing instances after 30s',
+    crashes: 'crashes: restarts crashed instances, back-off after 3 crashes from 30s up to 16m',
+    evacuation: 'evacuation: moves instances off evacuating agents, keep-alive 30s',
+    extras: 'extras: stops undesired instances, keep-alive 30s',
+    duplicates: 'duplicates: stops duplicates one at a time from 4 + k × 30s',
     cloud_controller: 'cloud_controller: notifier publishes starts on hm9000.start and stops on hm9000.stop (NATS)',
   },
   'ruby-hm': {
@@ -63,7 +63,7 @@ const STARTUP_LINES: Record<string, Record<string, string>> = {
       'records: droplet-records: instance records from heartbeats and exits; duplicates by guid-stream, stop list cleared-per-beat, exit mark-down state-and-time',
     exit_restarts: 'exit_restarts: exit-restarts: restarts instances of agents that shut down or evacuate, queue priority 1000000',
     flapping:
-      'flapping: flapping: FLAPPING above 1 crashes, count reset after 8m20s (gap-between-crashes), restarts after 1m doubling up to 8m ±10s, gives up above 4 crashes',
+      'flapping: FLAPPING above 1 crash, count reset after 8m20s (gap-between-crashes), restarts after 1m doubling up to 8m ±10s, gives up above 4 crashes',
     extra_app: 'extra_app: extra-app: stops apps absent from the desired state for 3m',
     missing: 'missing: missing-instances: queues starts of missing instances (alive), grace and silence 30s',
     extra_instances: 'extra_instances: extra-instances: stops instances beyond the desired count, of other versions or of stopped apps',
@@ -80,7 +80,7 @@ const STARTUP_LINES: Record<string, Record<string, string>> = {
       'records: droplet-records: instance records from heartbeats and exits; duplicates by instance-mismatch, stop list kept-until-analysis, exit mark-down state-only',
     exit_restarts: 'exit_restarts: exit-restarts: restarts instances of agents that shut down or evacuate, queue priority 1000000',
     flapping:
-      'flapping: flapping: FLAPPING above 1 crashes, count reset after 8m20s (age-of-last-crash), restarts after 1m doubling up to 8m ±10s, gives up above 4 crashes',
+      'flapping: FLAPPING above 1 crash, count reset after 8m20s (age-of-last-crash), restarts after 1m doubling up to 8m ±10s, gives up above 4 crashes',
     extra_app: 'extra_app: extra-app: stops apps absent from the desired state for 3m',
     missing: 'missing: missing-instances: queues starts of missing instances (by-index), grace and silence 30s',
     extra_instances: 'extra_instances: extra-instances: stops instances beyond the desired indices, of other versions or of stopped apps',
@@ -95,11 +95,11 @@ const STARTUP_LINES: Record<string, Record<string, string>> = {
     desired: 'desired: bulk-api from http://127.0.0.1:6001/bulk/apps, 500 apps a page, every 1m, timeout 10m',
     evacuator: 'evacuator: evacuator on droplet.exited, keep-alive 30s',
     app_state: 'app_state: app-state answers app.state and app.state.bulk (queue hm9000)',
-    missing: 'missing: missing: starts missing instances after 30s',
-    crashes: 'crashes: crashes: restarts crashed instances, back-off after 3 crashes from 30s up to 16m',
-    evacuation: 'evacuation: evacuation: moves instances off evacuating agents, keep-alive 30s',
-    extras: 'extras: extras: stops undesired instances, keep-alive 30s',
-    duplicates: 'duplicates: duplicates: stops duplicates one at a time from 4 + k × 30s',
+    missing: 'missing: starts missing instances after 30s',
+    crashes: 'crashes: restarts crashed instances, back-off after 3 crashes from 30s up to 16m',
+    evacuation: 'evacuation: moves instances off evacuating agents, keep-alive 30s',
+    extras: 'extras: stops undesired instances, keep-alive 30s',
+    duplicates: 'duplicates: stops duplicates one at a time from 4 + k × 30s',
     cloud_controller: 'cloud_controller: notifier publishes starts on hm9000.start and stops on hm9000.stop (NATS)',
   },
 };
@@ -197,7 +197,7 @@ describe('stageSummary of built-in stages', () => {
         definition: crashesPlugin,
         options: { crashes_before_backoff: 3, starting_backoff: 30_000, maximum_backoff: 960_000 },
       }),
-    ).toBe('crashes: crashes: restarts crashed instances, back-off after 3 crashes from 30s up to 16m');
+    ).toBe('crashes: restarts crashed instances, back-off after 3 crashes from 30s up to 16m');
     expect(
       stageSummary({
         id: 'cc',
@@ -207,6 +207,27 @@ describe('stageSummary of built-in stages', () => {
         options: { protocol: 'hm9000-http', cc_url: 'https://cc:9023', timeout: 10_000 },
       }),
     ).toBe('cc: notifier POSTs starts and stops to https://cc:9023/internal/dea/hm9000/…, timeout 10s');
+  });
+
+  it('counts one in the singular', () => {
+    expect(
+      stageSummary({
+        id: 'crashes',
+        kind: 'policy',
+        plugin: 'crashes',
+        definition: crashesPlugin,
+        options: { crashes_before_backoff: 1, starting_backoff: 30_000, maximum_backoff: 960_000 },
+      }),
+    ).toBe('crashes: restarts crashed instances, back-off after 1 crash from 30s up to 16m');
+    expect(
+      stageSummary({
+        id: 'desired',
+        kind: 'source',
+        plugin: 'bulk-api',
+        definition: bulkApiPlugin,
+        options: { url: 'https://cc.example.com', batch_size: 1, poll_interval: 60_000, timeout: 600_000 },
+      }),
+    ).toBe('desired: bulk-api from https://cc.example.com/bulk/apps, 1 app a page, every 1m, timeout 10m');
   });
 
   it('describes the notifier per protocol and the reporter', () => {

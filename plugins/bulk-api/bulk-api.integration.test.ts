@@ -180,7 +180,7 @@ describe('bulk-api in the engine', () => {
     const s = await staleBecause(
       untrusted,
       new RegExp(
-        `^the CC certificate for 127\\.0\\.0\\.1:${cc.port} is not trusted \\([A-Z_]+\\): set sources\\.desired\\.ca_file, or skip_cert_verify: true$`,
+        `^the CC certificate for 127\\.0\\.0\\.1:${cc.port} is not trusted \\([A-Z_]+\\): set sources\\.desired\\.ca_file, or sources\\.desired\\.skip_cert_verify: true$`,
       ),
     );
     expect(s.desired.reason).toMatch(/DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN/);

@@ -253,6 +253,17 @@ describe('the walk (docs/hm9000.md#desired-state)', () => {
     expect(await metricValue('hmgate_desired_apps')).toBe(3);
   });
 
+  it('counts one app in the singular', async () => {
+    cc.setApps([{ guid: 'app-a', version: 'va', instances: 2 }]);
+    const src = await source({ batch_size: 1 });
+    await tick(src);
+    expect(lines.filter((l) => l.level === 'info').map((l) => l.msg)).toEqual([
+      'desired state page 1: 1 app, 1 kept, 1 desired so far',
+      'desired state page 2: 0 apps, 0 kept, 1 desired so far',
+      'desired state fetched: 1 app (2 pages, 0ms)',
+    ]);
+  });
+
   it('replaces the desired state only after the final empty page, and bumps freshness after the replace', async () => {
     const events: string[] = [];
     store.onChange((c) => {
@@ -449,7 +460,7 @@ describe('TLS', () => {
     await tick(src);
     expect(src.health().last_error).toMatch(
       new RegExp(
-        `^the CC certificate for 127\\.0\\.0\\.1:${secure.port} is not trusted \\((DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN)\\): set sources\\.desired\\.ca_file, or skip_cert_verify: true$`,
+        `^the CC certificate for 127\\.0\\.0\\.1:${secure.port} is not trusted \\((DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN)\\): set sources\\.desired\\.ca_file, or sources\\.desired\\.skip_cert_verify: true$`,
       ),
     );
     expect(await store.getDesired()).toEqual(new Map());
@@ -493,7 +504,7 @@ describe('transport errors in words', () => {
     [{ code: 'UND_ERR_CONNECT_TIMEOUT' }, /^timed out connecting to https:\/\/api\.example\.com after 10000ms/],
     [
       { code: 'CERT_HAS_EXPIRED' },
-      'the CC certificate for api.example.com is not trusted (CERT_HAS_EXPIRED): set sources.desired.ca_file, or skip_cert_verify: true',
+      'the CC certificate for api.example.com is not trusted (CERT_HAS_EXPIRED): set sources.desired.ca_file, or sources.desired.skip_cert_verify: true',
     ],
     [{ code: 'ERR_TLS_CERT_ALTNAME_INVALID' }, /not valid for api\.example\.com/],
     [

@@ -3,15 +3,25 @@
  * stored state imply — the CC's failures in the catalogue's words, a desired state the store did
  * not take, and desired apps none of which heartbeats (two foundations).
  */
-import { ccProblem, isStoreWriteError, makeProblem, maskUrl, shortDuration, type CcWhere, type Problem, type ProblemInput } from '../../src/sdk/index.js';
-import type { BulkApiOptions } from './options.js';
+import {
+  ccProblem,
+  counted,
+  isStoreWriteError,
+  makeProblem,
+  maskUrl,
+  shortDuration,
+  type CcWhere,
+  type Problem,
+  type ProblemInput,
+} from '../../src/sdk/index.js';
+import { credentialsSubject, type BulkApiOptions } from './options.js';
 
 const d = (v: unknown) => shortDuration(Number(v));
 
 export function bulkApiSummary(o: BulkApiOptions): string {
   const parts = [
     `bulk-api from ${maskUrl(/^https?:\/\//i.test(String(o.url)) ? String(o.url) : `http://${String(o.url)}`)}/bulk/apps`,
-    `${String(o.batch_size)} apps a page`,
+    `${counted(Number(o.batch_size), 'app')} a page`,
     `every ${d(o.poll_interval)}`,
     `timeout ${d(o.timeout)}`,
   ];
@@ -31,7 +41,7 @@ export function bulkApiProblems(s: ProblemInput<BulkApiOptions>): Problem[] {
     const p = ccProblem(s.last_error, where, 'network_timeout', s.id);
     out.push(
       p.code === 'CC_CREDENTIALS_UNAVAILABLE'
-        ? makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: where.stage, subject: String(s.options.credentials_subject ?? ''), error: p.why }, s.id)
+        ? makeProblem('CC_CREDENTIALS_UNAVAILABLE', { stage: where.stage, subject: credentialsSubject(s.options), error: p.why }, s.id)
         : p,
     );
   }

@@ -5,7 +5,7 @@
  * fetch taking longer than `timeout`, abandons the walk and touches nothing: the freshness marker
  * simply expires. Fetches never overlap: a second caller joins the one under way.
  */
-import { appKey, type AppKey, type DesiredApp, errorText, type StageContext } from '../../src/sdk/index.js';
+import { appKey, type AppKey, counted, type DesiredApp, errorText, type StageContext } from '../../src/sdk/index.js';
 import type { BulkCredentials } from './credentials.js';
 import type { BulkApiOptions } from './options.js';
 import { type FetchOutcome, type Outcomes, raise } from './outcomes.js';
@@ -71,7 +71,7 @@ export class Hm9000Walk {
         // walk takes a while, and nothing is decided before it ends.
         logger[this.outcomes.completed ? 'debug' : 'info'](
           { page: pages, results: page.results, kept: page.kept.length, desired_so_far: apps.size },
-          `desired state page ${pages}: ${page.results} apps, ${page.kept.length} kept, ${apps.size} desired so far`,
+          `desired state page ${pages}: ${counted(page.results, 'app')}, ${page.kept.length} kept, ${apps.size} desired so far`,
         );
         // The end of the walk is a 200 whose results are empty, not a null token (docs/hm9000.md#desired-state).
         if (page.done) break;

@@ -3,7 +3,7 @@
  * the desired freshness reason (shown in /v1/status), whether desired state is available, the
  * fetch metrics and the log line of each outcome; and the walk events raised for the policies.
  */
-import { type PolicyEvent, type StageContext } from '../../src/sdk/index.js';
+import { counted, type PolicyEvent, type StageContext } from '../../src/sdk/index.js';
 import { desiredFetchMetrics, type FetchMetrics } from './metrics.js';
 
 export type FetchOutcome =
@@ -61,7 +61,10 @@ export class Outcomes {
     this.metrics.fetches.inc({ result: 'ok' });
     this.metrics.duration.observe(ms / 1000);
     this.metrics.apps.set(apps);
-    this.ctx.logger.info({ url: this.url, apps, pages, duration_ms: ms }, message ?? `desired state fetched: ${apps} apps (${pages} pages, ${ms}ms)`);
+    this.ctx.logger.info(
+      { url: this.url, apps, pages, duration_ms: ms },
+      message ?? `desired state fetched: ${counted(apps, 'app')} (${counted(pages, 'page')}, ${ms}ms)`,
+    );
     return { result: 'ok', apps, pages };
   }
 

@@ -175,10 +175,10 @@ export function describeTransportError(err: unknown, t: TransportContext): strin
   const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
   const checkUrl = `check sources.${t.id}.url — it must be the Cloud Controller's domain or IP`;
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
-    return `the CC certificate is not valid for ${t.host} (${code}): put a name the certificate carries in sources.${t.id}.url, or skip_cert_verify: true`;
+    return `the CC certificate is not valid for ${t.host} (${code}): put a name the certificate carries in sources.${t.id}.url, or sources.${t.id}.skip_cert_verify: true`;
   }
   if (code !== undefined && TLS_TRUST_CODES.has(code)) {
-    return `the CC certificate for ${t.host} is not trusted (${code}): set sources.${t.id}.ca_file, or skip_cert_verify: true`;
+    return `the CC certificate for ${t.host} is not trusted (${code}): set sources.${t.id}.ca_file, or sources.${t.id}.skip_cert_verify: true`;
   }
   if (code === 'ECONNREFUSED') return `connection refused by ${t.url} (${code}): ${checkUrl}`;
   if (code !== undefined && DNS_CODES.has(code)) return `cannot resolve the host of ${t.url} (DNS ${code}): ${checkUrl}`;

@@ -185,6 +185,16 @@ describe('walk: ruby — one update', () => {
     });
   });
 
+  it('counts one app and one user in the singular', async () => {
+    cc.setApps([{ guid: 'app-a', version: 'va', instances: 2 }]);
+    cc.setUserCount(1);
+    const src = await source({ batch_size: 1 });
+    await tick(src);
+    expect(messages()).toContain('user counts received: 1 user');
+    expect(messages()).toContain('desired state page 1: 1 app, 1 so far');
+    expect(messages()).toContain('desired state walked: 1 app reported, 1 should run (2 pages, 0ms)');
+  });
+
   it('does not ask for /bulk/counts unless user_counts', async () => {
     const src = await source({ user_counts: false });
     await tick(src);

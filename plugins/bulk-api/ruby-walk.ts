@@ -8,7 +8,7 @@
  * should run, so that dump, status and the freshness gate read what they read with HM9000. The
  * walk's totals are the Ruby HM's varz statistics.
  */
-import { appKey, type AppKey, type DesiredApp, DropReporter, errorText, type StageContext } from '../../src/sdk/index.js';
+import { appKey, type AppKey, counted, type DesiredApp, DropReporter, errorText, type StageContext } from '../../src/sdk/index.js';
 import type { BulkCredentials } from './credentials.js';
 import type { BulkApiOptions } from './options.js';
 import { type FetchOutcome, type Outcomes, raise } from './outcomes.js';
@@ -161,7 +161,7 @@ export class RubyWalk {
       }
       this.stats.totalUsers = users;
       this.outcomes.metrics.users.set(users);
-      logger.debug({ users }, `user counts received: ${users} users`);
+      logger.debug({ users }, `user counts received: ${counted(users, 'user')}`);
     } finally {
       this.controllers.delete(controller);
     }
@@ -240,7 +240,7 @@ export class RubyWalk {
         }
         logger[outcomes.completed ? 'debug' : 'info'](
           { page: pages, results: page.results, skipped: page.skipped.length, seen_so_far: seen.size },
-          `desired state page ${pages}: ${page.results} apps${page.skipped.length ? `, ${page.skipped.length} skipped` : ''}, ${seen.size} so far`,
+          `desired state page ${pages}: ${counted(page.results, 'app')}${page.skipped.length ? `, ${page.skipped.length} skipped` : ''}, ${seen.size} so far`,
         );
         if (page.nextToken === null) {
           return outcomes.failed(`CC bulk API at ${url} sent apps without a bulk_token on page ${pages}: the walk cannot go on`, pages, started);
@@ -294,7 +294,7 @@ export class RubyWalk {
       kept.size,
       pages,
       started,
-      `desired state walked: ${seen.size} apps reported, ${kept.size} should run (${pages} pages, ${ms}ms)`,
+      `desired state walked: ${counted(seen.size, 'app')} reported, ${kept.size} should run (${counted(pages, 'page')}, ${ms}ms)`,
     );
   }
 }

@@ -10,6 +10,7 @@ import {
   byIndex,
   crashCountAt,
   definePlugin,
+  counted,
   shortDuration,
   desiredInstances,
   Duration,
@@ -73,5 +74,5 @@ export default definePlugin({
   optionsSchema: CrashesOptions,
   create: (options): PolicyStage => ({ quietWhenConverged: true, evaluate: (input) => crashesRule(input, options) }),
   summary: (o) =>
-    `crashes: restarts crashed instances, back-off after ${String(o.crashes_before_backoff)} crashes from ${shortDuration(Number(o.starting_backoff))} up to ${shortDuration(Number(o.maximum_backoff))}`,
+    `crashes: restarts crashed instances, back-off after ${counted(Number(o.crashes_before_backoff), 'crash', 'crashes')} from ${shortDuration(Number(o.starting_backoff))} up to ${shortDuration(Number(o.maximum_backoff))}`,
 });

@@ -69,6 +69,7 @@ describe('agent deltas', () => {
     expect(() => decodeAgentDelta('dea-1', '{"b":1,"x":1,"i":[],"p":[],"a":[[0,"g",0,"RUNNING",1]]}')).toThrow(/bad instance row/);
     expect(() => applyDelta('dea-1', record, { rows: [[4, 'CRASHED', 5]] })).toThrow(/row for position 4 of a record of 4 instances/);
     expect(() => applyDelta('dea-1', record, { rows: [], removed: [4] })).toThrow(/removes position 4 of a record of 4 instances/);
+    expect(() => applyDelta('dea-1', record.slice(0, 1), { rows: [], removed: [4] })).toThrow(/removes position 4 of a record of 1 instance$/);
   });
 });
 

@@ -3,7 +3,15 @@
  * arrays (they are most of the bytes); the few crash counts, pending messages and freshness markers
  * are plain JSON objects, readable in `dump --raw`.
  */
-import type { CrashCount, DesiredApp, FreshnessMarker, InstanceHeartbeat, PendingStart, PendingStop } from '../../src/sdk/index.js';
+import {
+  counted,
+  type CrashCount,
+  type DesiredApp,
+  type FreshnessMarker,
+  type InstanceHeartbeat,
+  type PendingStart,
+  type PendingStop,
+} from '../../src/sdk/index.js';
 
 export class CodecError extends Error {}
 
@@ -237,7 +245,7 @@ export function applyDelta(agent: string, record: readonly InstanceHeartbeat[], 
   const out = record.slice();
   for (const [pos, state, stateTimestamp, index] of delta.rows) {
     const inst = out[pos];
-    if (inst === undefined) fail(what, `row for position ${pos} of a record of ${record.length} instances`);
+    if (inst === undefined) fail(what, `row for position ${pos} of a record of ${counted(record.length, 'instance')}`);
     out[pos] = { ...inst, state, stateTimestamp, index: index ?? inst.index };
   }
   const removed = delta.removed ?? [];
@@ -245,7 +253,7 @@ export function applyDelta(agent: string, record: readonly InstanceHeartbeat[], 
   if (removed.length > 0) {
     const gone = new Uint8Array(record.length);
     for (const pos of removed) {
-      if (pos >= record.length) fail(what, `removes position ${pos} of a record of ${record.length} instances`);
+      if (pos >= record.length) fail(what, `removes position ${pos} of a record of ${counted(record.length, 'instance')}`);
       gone[pos] = 1;
     }
     kept = out.filter((_, pos) => !gone[pos]);

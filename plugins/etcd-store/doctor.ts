@@ -11,6 +11,7 @@ import { Agent } from 'undici';
 import {
   errorCode,
   errorText,
+  etcdRefusal,
   fail,
   failPlain,
   makeProblem,
@@ -128,20 +129,32 @@ async function checkEtcd(ctx: DoctorInput<EtcdStoreOptions>): Promise<CheckResul
       if (auth.status !== 200 || typeof auth.json.token !== 'string') {
         return fail(
           'etcd',
-          makeProblem('ETCD_WRITE_REFUSED', { endpoint: maskUrl(endpoint), prefix, error: `user ${o.username} could not log in: ${gatewayError(auth.json)}` }),
+          makeProblem('ETCD_WRITE_REFUSED', {
+            endpoint: maskUrl(endpoint),
+            prefix,
+            error: `user ${o.username} could not log in: ${gatewayError(auth.json)}`,
+            cause: 'credentials',
+          }),
         );
       }
       token = auth.json.token;
     }
     const key = b64(`${prefix}/doctor/${randomUUID()}`);
     const put = await call(agent, endpoint, 'v3/kv/put', t, { key, value: b64('hmgate doctor test write') }, token);
-    if (put.status !== 200) return fail('etcd', makeProblem('ETCD_WRITE_REFUSED', { endpoint: maskUrl(endpoint), prefix, error: gatewayError(put.json) }));
-    const del = await call(agent, endpoint, 'v3/kv/deleterange', t, { key }, token);
-    if (del.status !== 200)
-      return fail(
+    const refused = (error: string) =>
+      fail(
         'etcd',
-        makeProblem('ETCD_WRITE_REFUSED', { endpoint: maskUrl(endpoint), prefix, error: `the test key could not be deleted: ${gatewayError(del.json)}` }),
+        makeProblem('ETCD_WRITE_REFUSED', {
+          endpoint: maskUrl(endpoint),
+          prefix,
+          error,
+          cause: etcdRefusal(error),
+          ...(o.username ? { user: o.username } : {}),
+        }),
       );
+    if (put.status !== 200) return refused(gatewayError(put.json));
+    const del = await call(agent, endpoint, 'v3/kv/deleterange', t, { key }, token);
+    if (del.status !== 200) return refused(`the test key could not be deleted: ${gatewayError(del.json)}`);
     return pass('etcd', `etcd at ${shown}`, `healthy; a test key was written and deleted under ${prefix}`);
   } catch (err) {
     return fail('etcd', makeProblem('ETCD_UNREACHABLE', { endpoints: shown, error: why(err, t) }));

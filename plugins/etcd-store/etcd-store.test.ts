@@ -113,6 +113,23 @@ describe('etcd store plugin definition', () => {
   });
 });
 
+describe('records too large for one request', () => {
+  it('two refused agents name the first "and 1 more agent"', async () => {
+    const clock = new VirtualClock(1_000_000);
+    const store = new EtcdStore({ endpoints: [etcd.endpoint], prefix: freshPrefix(), timeoutMs: 2_000, maxRequestBytes: 65_536 }, clock);
+    opened.push(store);
+    await store.start();
+    const big = (agent: string) =>
+      heartbeat(
+        agent,
+        Array.from({ length: 2_000 }, (_, i) => instance(agent, `app-${i}`, i)),
+      );
+    await expect(store.saveHeartbeats([big('dea-1'), big('dea-2')], TTL)).rejects.toThrow(
+      /is too large for .* \(and 1 more agent\): its heartbeats are not saved$/,
+    );
+  });
+});
+
 describe('etcd layout', () => {
   it('keeps one key per agent, all agents of a save on one shared lease, and prints the raw layout', async () => {
     const clock = new VirtualClock(1_000_000);

@@ -11,6 +11,7 @@ import {
   type AgentHeartbeat,
   type AppKey,
   type Clock,
+  counted,
   type CrashCount,
   crashKey,
   type DesiredApp,
@@ -228,7 +229,7 @@ export class StoreWriter {
 
   private oversizedError(refused: readonly AgentWrite[]): EtcdStoreError {
     const first = refused[0]!;
-    const more = refused.length > 1 ? ` (and ${refused.length - 1} more agents)` : '';
+    const more = refused.length > 1 ? ` (and ${counted(refused.length - 1, 'more agent')})` : '';
     return new EtcdStoreError(`${this.tooLarge(first.agent, this.putBytes(first))}${more}: its heartbeats are not saved`, 'rejected');
   }
 

@@ -167,6 +167,12 @@ describe('evacuator, verify: true (the default)', () => {
     return { ...t, refused, refusals };
   }
 
+  it('an index beyond one desired instance says "1 desired instance"', async () => {
+    const t = await verified([], { instances: 1 });
+    await t.evacuator.receive(exited('DEA_SHUTDOWN', { index: 3 }));
+    expect(String(t.refusals()[0]!.msg)).toMatch(/index 3 is beyond the 1 desired instance\b(?!s)/);
+  });
+
   it('is the default of the plugin', () => {
     expect(plugin.optionsSchema.properties.verify.default).toBe(true);
   });

@@ -4,7 +4,7 @@
  * forged or stale exit started an app the Cloud Controller does not want, an index beyond its
  * count, or a second copy of an index that runs elsewhere. Pure: the caller reads the snapshot.
  */
-import { appKey, isDesiredFresh, startKey, type StoreSnapshot } from '../../src/sdk/index.js';
+import { appKey, counted, isDesiredFresh, startKey, type StoreSnapshot } from '../../src/sdk/index.js';
 
 export interface ExitedInstance {
   droplet: string;
@@ -50,7 +50,7 @@ export function verifyEvacuationStart(snapshot: StoreSnapshot, exit: ExitedInsta
   if (exit.index >= desired.instances) {
     return {
       reason: 'index_not_desired',
-      detail: `index ${exit.index} is beyond the ${desired.instances} desired instances`,
+      detail: `index ${exit.index} is beyond the ${counted(desired.instances, 'desired instance')}`,
       facts: { desired_instances: desired.instances },
     };
   }

@@ -191,6 +191,13 @@ describe('exit-restarts verify (the default)', () => {
     expect(String(t.refusals()[0]!.msg)).toMatch(detail);
   });
 
+  it('an index beyond one desired instance says "1 desired instance"', () => {
+    const t = stageWith();
+    const d = app('C', 1);
+    expect(t.run(d, exitOf(d, 'DEA_SHUTDOWN', 3))).toEqual([]);
+    expect(String(t.refusals()[0]!.msg)).toMatch(/index 3 is beyond the 1 desired instance\b(?!s)/);
+  });
+
   it('a STOPPED app, or one whose package is not staged, is not restarted', () => {
     const t = stageWith();
     for (const [state, packageState] of [

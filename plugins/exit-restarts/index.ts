@@ -13,6 +13,7 @@
 import { Type } from '@sinclair/typebox';
 import type { Counter } from 'prom-client';
 import {
+  counted,
   definePlugin,
   type Droplet,
   Duration,
@@ -90,7 +91,8 @@ export function verifyExitRestart(
       detail: 'the app changed in the Cloud Controller and its desired state has not been fetched since, so the start cannot be verified',
     };
   if (!shouldRun(d)) return { reason: 'not_started', detail: `the app is ${d.state} with a ${String(d.packageState)} package, not STARTED and STAGED` };
-  if (exit.index >= d.numInstances) return { reason: 'index_not_desired', detail: `index ${exit.index} is beyond the ${d.numInstances} desired instances` };
+  if (exit.index >= d.numInstances)
+    return { reason: 'index_not_desired', detail: `index ${exit.index} is beyond the ${counted(d.numInstances, 'desired instance')}` };
   // The record of the index at the live version, if another guid heartbeats there: droplet-records
   // has already marked the exited guid's own record down.
   const other = peekInstance(d, exit.index);

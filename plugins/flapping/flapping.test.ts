@@ -448,7 +448,7 @@ describe('flapping options', () => {
     expect(
       stageSummary({ id: 'crashes', kind: 'policy', plugin: 'flapping', definition: plugin, options: DEFAULT_FLAPPING as unknown as Record<string, unknown> }),
     ).toBe(
-      'crashes: flapping: FLAPPING above 1 crashes, count reset after 8m20s (gap-between-crashes), restarts after 1m doubling up to 8m ±5s, gives up above 4 crashes',
+      'crashes: flapping: FLAPPING above 1 crash, count reset after 8m20s (gap-between-crashes), restarts after 1m doubling up to 8m ±5s, gives up above 4 crashes',
     );
     expect(
       stageSummary({

@@ -19,6 +19,7 @@
 import { Type } from '@sinclair/typebox';
 import {
   definePlugin,
+  counted,
   shortDuration,
   type Droplet,
   Duration,
@@ -296,6 +297,6 @@ export default definePlugin({
   create: (options, ctx): EventPolicyStage => new Flapping(options, ctx),
   summary: (o) => {
     const giveup = Number(o.giveup_crash_number);
-    return `flapping: FLAPPING above ${String(o.flapping_death)} crashes, count reset after ${shortDuration(Number(o.flapping_timeout))} (${String(o.crash_count_reset)}), restarts after ${shortDuration(Number(o.min_restart_delay))} doubling up to ${shortDuration(Number(o.max_restart_delay))} ±${shortDuration(Number(o.delay_time_noise))}, ${giveup > 0 ? `gives up above ${giveup} crashes` : 'never gives up'}`;
+    return `flapping: FLAPPING above ${counted(Number(o.flapping_death), 'crash', 'crashes')}, count reset after ${shortDuration(Number(o.flapping_timeout))} (${String(o.crash_count_reset)}), restarts after ${shortDuration(Number(o.min_restart_delay))} doubling up to ${shortDuration(Number(o.max_restart_delay))} ±${shortDuration(Number(o.delay_time_noise))}, ${giveup > 0 ? `gives up above ${counted(giveup, 'crash', 'crashes')}` : 'never gives up'}`;
   },
 });

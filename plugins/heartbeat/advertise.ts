@@ -10,7 +10,7 @@
  * agent's unseen instances again elsewhere. Freshness made by heartbeat saves is left to lapse on
  * its own, as when no advertise comes at all.
  */
-import { type BusMessage, DeaAdvertiseMessage, DropReporter, LogLimiter, makeSchemaDecoder, type StageContext } from '../../src/sdk/index.js';
+import { type BusMessage, counted, DeaAdvertiseMessage, DropReporter, LogLimiter, makeSchemaDecoder, type StageContext } from '../../src/sdk/index.js';
 import type { SyncLoop } from './sync-loop.js';
 
 const decodeAdvertise = makeSchemaDecoder(DeaAdvertiseMessage);
@@ -78,7 +78,7 @@ export class AdvertiseFreshness {
   /** An advertise named instances while no heartbeat arrives: said in /v1/status and the log, and advertise-made freshness undone. */
   private heartbeatsLost(agent: string, instances: number, now: number): void {
     const ttl = this.ctx.freshness.actualTtlMs;
-    const text = `agent ${agent} advertises ${instances} instance(s) but no heartbeat arrived within the actual freshness TTL (${ttl}ms): its heartbeats are missing, so advertises do not keep actual state fresh until heartbeats arrive`;
+    const text = `agent ${agent} advertises ${counted(instances, 'instance')} but no heartbeat arrived within the actual freshness TTL (${ttl}ms): its heartbeats are missing, so advertises do not keep actual state fresh until heartbeats arrive`;
     this.ctx.freshness.setReason('actual', text);
     const lastReceived = this.o.lastReceived();
     const held = this.lastAdvertiseBump !== undefined && (lastReceived === undefined || this.lastAdvertiseBump >= lastReceived);

@@ -2,7 +2,7 @@
  * How a heartbeat stage describes itself: its start-up line, and the problems its health and the
  * stored state imply — heartbeats not saved, no heartbeats at all, agents of another cc_partition.
  */
-import { humanMs, isStoreWriteError, makeProblem, shortDuration, stageUnhealthy, type Problem, type ProblemInput } from '../../src/sdk/index.js';
+import { humanMs, isStoreWriteError, makeProblem, optionKey, shortDuration, stageUnhealthy, type Problem, type ProblemInput } from '../../src/sdk/index.js';
 import type { HeartbeatStageOptions } from './heartbeat.js';
 
 const d = (v: unknown) => shortDuration(Number(v));
@@ -44,14 +44,17 @@ export function heartbeatProblems(s: ProblemInput<HeartbeatStageOptions>): Probl
   }
   const subject = String(s.options.subject ?? 'dea.heartbeat');
   const stage = `sources.${s.id}`;
-  const mine = s.options.cc_partition;
+  // The partition kept: filtering without one keeps "default" (heartbeat.ts).
+  const mine = typeof s.options.cc_partition === 'string' ? s.options.cc_partition : s.options.cc_partition_filter === true ? 'default' : undefined;
+  // The key that changes it: the top-level cc_partition when the stage took it from there.
+  const key = optionKey(s.options, stage, 'cc_partition');
   const noneKept = !('error' in s.state) && s.state.liveInstances === 0;
   if (typeof mine === 'string' && s.last_error) {
     const reported = noticedPartition(s.last_error, [REPORT_NOTICE, NO_REPORT_NOTICE]);
     const theirs = reported !== undefined ? reported : noticedPartition(s.last_error, [PARTITION_NOTICE, NO_PARTITION_NOTICE]);
     // Nothing kept at all: every desired instance looks missing. Otherwise some agents' messages are lost.
-    if (theirs !== undefined && noneKept) out.push(makeProblem('CC_PARTITION_MISMATCH', { stage, subject, theirs, mine }, s.id));
-    else if (reported !== undefined) out.push(makeProblem('CC_PARTITION_IGNORED', { stage, theirs: reported, mine }, s.id));
+    if (theirs !== undefined && noneKept) out.push(makeProblem('CC_PARTITION_MISMATCH', { stage, subject, theirs, mine, key }, s.id));
+    else if (reported !== undefined) out.push(makeProblem('CC_PARTITION_IGNORED', { stage, theirs: reported, mine, key }, s.id));
   }
   const window = 3 * s.heartbeatMs + Number(s.options.sync_interval ?? 1000);
   if (s.busUp && !s.storeFailing && !('error' in s.state) && s.state.liveInstances === 0 && s.state.agents === 0 && s.uptimeMs >= window) {

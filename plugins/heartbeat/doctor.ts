@@ -7,7 +7,19 @@
  * missing — both values are named, and the key to set.
  */
 import type { NatsConnection } from 'nats';
-import { fail, humanMs, makeProblem, pass, skip, type CheckResult, type DoctorFindings, type DoctorInput, type HeartbeatSample } from '../../src/sdk/index.js';
+import {
+  counted,
+  fail,
+  humanMs,
+  makeProblem,
+  optionKey,
+  pass,
+  skip,
+  type CheckResult,
+  type DoctorFindings,
+  type DoctorInput,
+  type HeartbeatSample,
+} from '../../src/sdk/index.js';
 import type { HeartbeatStageOptions } from './heartbeat.js';
 
 export async function heartbeatDoctor(input: DoctorInput<HeartbeatStageOptions>): Promise<DoctorFindings> {
@@ -90,7 +102,11 @@ function checkHeartbeats(path: string, options: HeartbeatStageOptions, sample: H
     }
     return fail('heartbeats', makeProblem('NO_HEARTBEATS', { stage: path, subject, window: `3 heartbeat intervals (${humanMs(3 * heartbeatMs)})` }));
   }
-  return pass('heartbeats', what, `${sample.agents.size} agent(s) heartbeating ${sample.instances} instance(s) of ${sample.apps.size} app(s)`);
+  return pass(
+    'heartbeats',
+    what,
+    `${counted(sample.agents.size, 'agent')} heartbeating ${counted(sample.instances, 'instance')} of ${counted(sample.apps.size, 'app')}`,
+  );
 }
 
 const name = (p: string | null) => (p === null ? '(none)' : JSON.stringify(p));
@@ -105,7 +121,9 @@ function checkPartition(path: string, options: HeartbeatStageOptions, sample: He
   const others = [...sample.partitions.entries()].filter(([p]) => p !== mine).sort((a, b) => b[1] - a[1]);
   if (ours === 0) {
     const theirs = others[0]![0];
-    return fail('cc_partition', makeProblem('CC_PARTITION_MISMATCH', { stage: path, subject, theirs, mine }));
+    // Named by the key that changes it: the top-level cc_partition when the stage took it from there.
+    const key = optionKey(options, path, 'cc_partition');
+    return fail('cc_partition', makeProblem('CC_PARTITION_MISMATCH', { stage: path, subject, theirs, mine, key }));
   }
   const also = others.length ? `; also heard, and left out: ${others.map(([p, n]) => `${name(p)} (${n})`).join(', ')}` : '';
   return pass('cc_partition', what, `${ours} instance(s) of cc_partition ${name(mine)}${also}`);

@@ -340,11 +340,14 @@ describe('cc_partition (the Ruby HM before mid-2013)', () => {
     expect(tracked.at(-1)).toMatchObject({ level: 'info', problem: 'CC_PARTITION_IGNORED' });
   });
 
-  it('names agents that send no cc_partition, with the key to remove', async () => {
+  it('names agents that send no cc_partition, with the key that keeps them (removing cc_partition would still keep only "default")', async () => {
     const s = await setup({ cc_partition: 'default', cc_partition_filter: true });
     s.publish('droplet.updated', JSON.stringify({ droplet: 'app-a' }));
     const [p] = deriveProblems(facts(s, 1));
-    expect(p).toMatchObject({ code: 'CC_PARTITION_IGNORED', fix: 'remove `sources.heartbeats.cc_partition`, or have the agents send cc_partition' });
+    expect(p).toMatchObject({
+      code: 'CC_PARTITION_IGNORED',
+      fix: 'set `sources.heartbeats.cc_partition_filter: false` to keep them, or have the agents send cc_partition',
+    });
     expect(p!.message).toContain('without a cc_partition but this daemon is on "default"');
     expect(s.logs.filter((l) => /droplet\.updated messages without a cc_partition are ignored/.test(String(l.msg)))).toHaveLength(1);
   });

@@ -274,7 +274,7 @@ describe('dea.advertise with the hm9000 preset', () => {
     await waitFor(async () => (await engine.stateStore!.getAgents()).size === 0, { what: 'the silent agents to lapse', timeoutMs: 10_000 });
     await waitFor(async () => garbage >= 30 && (await dropped('bad_json')) >= 30, { what: '30 garbage messages dropped', timeoutMs: 10_000 });
     expect((await engine.status()).actual.fresh).toBe(false);
-    const lost = /^agent dea-[12] advertises 1 instance\(s\) but no heartbeat arrived within the actual freshness TTL \(600ms\): its heartbeats are missing/;
+    const lost = /^agent dea-[12] advertises 1 instance but no heartbeat arrived within the actual freshness TTL \(600ms\): its heartbeats are missing/;
     expect(lines.some((l) => l.component === 'heartbeats' && l.level === 'warn' && lost.test(l.msg))).toBe(true);
     expect(lines.some((l) => l.component === 'heartbeats' && l.msg.startsWith('dropped a message on dea.advertise: bad_json '))).toBe(true);
     expect(await dropped('invalid')).toBe(0);

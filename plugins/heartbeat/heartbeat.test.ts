@@ -533,7 +533,7 @@ describe('heartbeat source', () => {
       await stage.idle();
       expect(await store.getFreshness('actual')).toBeUndefined();
       const reason =
-        'agent dea-2 advertises 1 instance(s) but no heartbeat arrived within the actual freshness TTL (30000ms): its heartbeats are missing, so advertises do not keep actual state fresh until heartbeats arrive';
+        'agent dea-2 advertises 1 instance but no heartbeat arrived within the actual freshness TTL (30000ms): its heartbeats are missing, so advertises do not keep actual state fresh until heartbeats arrive';
       expect(freshness.reason('actual')?.reason).toBe(reason);
       const busyAt = clock.now();
 

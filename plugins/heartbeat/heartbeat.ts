@@ -18,6 +18,7 @@ import {
   DropReporter,
   HeartbeatMessage,
   makeMessageDecoder as makeDecoder,
+  optionKey,
   type Stage,
   type StageContext,
   type StageHealth,
@@ -102,6 +103,7 @@ export class HeartbeatSource implements Stage {
     );
     this.partition = new PartitionFilter(opts.cc_partition, {
       stageId: ctx.id,
+      key: optionKey(given, `sources.${ctx.id}`, 'cc_partition'),
       heartbeatTtl: opts.heartbeat_ttl,
       clock: ctx.clock,
       logger: ctx.logger,

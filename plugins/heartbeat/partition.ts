@@ -14,6 +14,8 @@ const MAX_PARTITION_NOTICES = 10_000;
 export interface PartitionFilterOptions {
   /** The stage id, for the option key in advice. */
   stageId: string;
+  /** The key that sets the partition kept: the top-level cc_partition when the stage took it from there; default sources.<stageId>.cc_partition. */
+  key?: string;
   /** How long the problem is named after the last message of another partition. */
   heartbeatTtl: number;
   clock: Clock;
@@ -42,7 +44,7 @@ export class PartitionFilter {
     if (!this.notices.has(key) && this.notices.size < MAX_PARTITION_NOTICES) {
       this.notices.add(key);
       const what = theirs === undefined ? 'without a cc_partition' : `of cc_partition ${JSON.stringify(theirs)}`;
-      const fix = theirs === undefined ? `remove sources.${this.o.stageId}.cc_partition to keep them` : `set sources.${this.o.stageId}.cc_partition: ${theirs}`;
+      const fix = theirs === undefined ? this.keepUnpartitioned() : `set ${this.key()}: ${theirs}`;
       this.o.logger.warn(
         { subject, cc_partition: theirs ?? null, kept_cc_partition: mine },
         `${subject} messages ${what} are ignored, this stage keeps only ${JSON.stringify(mine)}: ${fix}`,
@@ -60,8 +62,8 @@ export class PartitionFilter {
     const mine = JSON.stringify(this.mine);
     const text =
       theirs === undefined
-        ? `agent ${agent} heartbeats instances without a cc_partition, this stage keeps only ${mine}: remove sources.${this.o.stageId}.cc_partition to keep them`
-        : `agent ${agent} heartbeats instances of cc_partition ${JSON.stringify(theirs)}, this stage keeps only ${mine}: set sources.${this.o.stageId}.cc_partition: ${theirs}`;
+        ? `agent ${agent} heartbeats instances without a cc_partition, this stage keeps only ${mine}: ${this.keepUnpartitioned()}`
+        : `agent ${agent} heartbeats instances of cc_partition ${JSON.stringify(theirs)}, this stage keeps only ${mine}: set ${this.key()}: ${theirs}`;
     this.o.logger.warn({ agent, cc_partition: theirs ?? null, kept_cc_partition: this.mine }, text);
   }
 
@@ -75,9 +77,17 @@ export class PartitionFilter {
     const f = this.lastForeign;
     if (f === undefined || this.o.clock.now() - f.at >= this.o.heartbeatTtl) return null;
     const mine = JSON.stringify(this.mine);
-    const key = `sources.${this.o.stageId}.cc_partition`;
     return f.theirs === null
-      ? `agents report instances without a cc_partition but this daemon is on ${mine}: their heartbeats, exits and updates are ignored; remove ${key}`
-      : `agents report cc_partition ${JSON.stringify(f.theirs)} but this daemon is on ${mine}: their heartbeats, exits and updates are ignored; set ${key}: ${f.theirs}`;
+      ? `agents report instances without a cc_partition but this daemon is on ${mine}: their heartbeats, exits and updates are ignored; ${this.keepUnpartitioned()}`
+      : `agents report cc_partition ${JSON.stringify(f.theirs)} but this daemon is on ${mine}: their heartbeats, exits and updates are ignored; set ${this.key()}: ${f.theirs}`;
+  }
+
+  private key(): string {
+    return this.o.key ?? `sources.${this.o.stageId}.cc_partition`;
+  }
+
+  /** A message without a cc_partition matches no partition: only switching the filter off keeps it. */
+  private keepUnpartitioned(): string {
+    return `set sources.${this.o.stageId}.cc_partition_filter: false to keep them`;
   }
 }

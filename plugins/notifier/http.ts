@@ -119,10 +119,10 @@ export class CcClient {
     if (code === 'ECONNREFUSED') return `${head}: connection refused by ${this.host}: ${checkUrl}`;
     if (code !== undefined && DNS_CODES.has(code)) return `${head}: cannot resolve ${this.host} (${code}): ${checkUrl}`;
     if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
-      return `${head}: the CC certificate is not valid for ${this.host} (${code}): use a name the certificate carries in sinks.${id}.cc_url, or skip_cert_verify: true`;
+      return `${head}: the CC certificate is not valid for ${this.host} (${code}): use a name the certificate carries in sinks.${id}.cc_url, or sinks.${id}.skip_cert_verify: true`;
     }
     if (code !== undefined && TLS_TRUST_CODES.has(code)) {
-      return `${head}: the CC certificate for ${this.host} is not trusted (${code}): set sinks.${id}.ca_file, or skip_cert_verify: true`;
+      return `${head}: the CC certificate for ${this.host} is not trusted (${code}): set sinks.${id}.ca_file, or sinks.${id}.skip_cert_verify: true`;
     }
     if (code === 'EPROTO' || code?.startsWith('ERR_SSL_')) {
       return `${head}: TLS handshake with ${this.host} failed (${code}): is sinks.${id}.cc_url https:// only where the CC speaks TLS?`;

@@ -325,7 +325,7 @@ describe('protocol hm9000-http against the fake Cloud Controller', () => {
 
       const untrusted = await notifierWith(options);
       await expect(untrusted.notifier.send(start)).rejects.toThrow(
-        /^POST https:\/\/127\.0\.0\.1:\d+\/internal\/dea\/hm9000\/start\/app-guid-1 failed: the CC certificate for 127\.0\.0\.1:\d+ is not trusted \([A-Z_]+\): set sinks\.cc\.ca_file, or skip_cert_verify: true$/,
+        /^POST https:\/\/127\.0\.0\.1:\d+\/internal\/dea\/hm9000\/start\/app-guid-1 failed: the CC certificate for 127\.0\.0\.1:\d+ is not trusted \([A-Z_]+\): set sinks\.cc\.ca_file, or sinks\.cc\.skip_cert_verify: true$/,
       );
       expect(cc.requests).toHaveLength(0);
 

@@ -16,6 +16,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { Counter, type Registry } from 'prom-client';
 import {
   type BusMessage,
+  counted,
   definePlugin,
   DropReporter,
   errorText,
@@ -273,7 +274,7 @@ export class Reporter implements EventObserverStage {
       }
     }
     if (answer.bad) {
-      const rest = answer.bodies.length > 0 ? ` (${answer.bodies.length} replies sent before it)` : '';
+      const rest = answer.bodies.length > 0 ? ` (${counted(answer.bodies.length, 'reply', 'replies')} sent before it)` : '';
       this.drops.drop(subject, answer.bad.reason, `${answer.bad.detail}${rest}`);
     }
     if (answer.unknown.length > 0)

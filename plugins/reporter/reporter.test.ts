@@ -172,7 +172,7 @@ describe('healthmanager.health', () => {
     ]);
     expect(await dropped(t)).toEqual({ 'healthmanager.health missing_version': 1 });
     const line = t.logs.find((l) => l.reason === 'missing_version');
-    expect(line).toMatchObject({ level: 40, subject: 'healthmanager.health', detail: 'droplets[1] has no "version" (1 replies sent before it)' });
+    expect(line).toMatchObject({ level: 40, subject: 'healthmanager.health', detail: 'droplets[1] has no "version" (1 reply sent before it)' });
   });
 });
 

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +31,17 @@ async function problems(file: string, env: NodeJS.ProcessEnv = {}): Promise<stri
   return [];
 }
 
+/** The problems of a file, its stages validated too. */
+async function problemsWithPlugins(file: string): Promise<string[]> {
+  try {
+    await loadConfig(file, { env: {} });
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems.map(formatProblem);
+    throw err;
+  }
+  return [];
+}
+
 const minimal = 'api:\n  password: pw\n';
 
 describe('loadConfig', () => {
@@ -42,6 +54,106 @@ describe('loadConfig', () => {
     expect((display.sources as Record<string, Record<string, unknown>>).desired!.cc_partition).toBe('ng'); // print-config shows what runs
     const hm9000 = await loadConfig(await write('h.yaml', `extends: hm9000\n${minimal}`), { env: {} });
     expect(hm9000.stages.find((s) => s.id === 'heartbeats')!.options.cc_partition).toBeUndefined();
+  });
+
+  describe('one Ruby HM setting, one key', () => {
+    type Options = Record<string, unknown>;
+    const optionsOf = (stages: { id: string; options: Options }[]) => Object.fromEntries(stages.map((s) => [s.id, s.options]));
+    const displayed = (display: Record<string, unknown>, section: string, id: string) => (display[section] as Record<string, Options>)[id]!;
+
+    it('intervals.droplet_lost and intervals.flapping_timeout, set once, change every stage option that uses them', async () => {
+      for (const preset of ['ruby-hm', 'ruby-hm-partitioned']) {
+        const f = await write(`${preset}-once.yaml`, `extends: ${preset}\nintervals:\n  droplet_lost: 45s\n  flapping_timeout: 10m\n${minimal}`);
+        const { stages, display } = await loadConfig(f, { env: {} });
+        const o = optionsOf(stages);
+        expect([o.missing!.droplet_lost, o.extra_instances!.droplet_lost, o.exit_restarts!.droplet_lost, o.heartbeats!.heartbeat_ttl]).toEqual([
+          45_000, 45_000, 45_000, 45_000,
+        ]);
+        expect([o.flapping!.flapping_timeout, o.gc!.flapping_timeout]).toEqual([600_000, 600_000]);
+        // print-config shows what runs, as written
+        expect(displayed(display, 'policies', 'missing').droplet_lost).toBe('45s');
+        expect(displayed(display, 'sources', 'heartbeats').heartbeat_ttl).toBe('45s');
+        expect(displayed(display, 'policies', 'gc').flapping_timeout).toBe('10m');
+        expect(display.intervals).toEqual({ droplet_lost: '45s', flapping_timeout: '10m' });
+      }
+    });
+
+    it('a stage option that disagrees is an error naming both places and the key to set; one that agrees is not', async () => {
+      const f = await write(
+        'split.yaml',
+        [
+          'extends: ruby-hm',
+          'policies:',
+          '  missing:',
+          '    droplet_lost: 60s',
+          '  gc:',
+          '    flapping_timeout: 500s',
+          'sources:',
+          '  heartbeats:',
+          '    heartbeat_ttl: 3s',
+          minimal,
+        ].join('\n'),
+      );
+      const preset = join(__dirname, '../../presets/ruby-hm.yaml');
+      const presetText = readFileSync(preset, 'utf8').split('\n');
+      const at = (key: string) => {
+        const line = presetText.findIndex((l) => l.startsWith(`  ${key}: `));
+        return `${preset}:${line + 1}:${key.length + 5}`;
+      };
+      const list = await problemsWithPlugins(f);
+      expect(list).toEqual([
+        `${f}:4:19: policies.missing.droplet_lost (1m) disagrees with intervals.droplet_lost (30s, at ${at('droplet_lost')}): both are the Ruby HM's droplet_lost, one setting for every stage; set intervals.droplet_lost and remove policies.missing.droplet_lost`,
+        `${f}:9:20: sources.heartbeats.heartbeat_ttl (3s) disagrees with intervals.droplet_lost (30s, at ${at('droplet_lost')}): both are the Ruby HM's droplet_lost, one setting for every stage; set intervals.droplet_lost and remove sources.heartbeats.heartbeat_ttl`,
+      ]);
+    });
+
+    it("names where the Ruby HM's other intervals live", async () => {
+      const f = await write('elsewhere.yaml', `extends: ruby-hm\nintervals:\n  min_restart_delay: 30s\n  desired_state_update: 30s\n${minimal}`);
+      expect(await problemsWithPlugins(f)).toEqual([
+        `${f}:3:3: intervals.min_restart_delay: the Ruby HM's min_restart_delay is policies.flapping.min_restart_delay here; intervals holds only the settings several stages use (droplet_lost, flapping_timeout)`,
+        `${f}:4:3: intervals.desired_state_update: the Ruby HM's desired_state_update is sources.desired.poll_interval here; intervals holds only the settings several stages use (droplet_lost, flapping_timeout)`,
+      ]);
+    });
+
+    it('every preset resolves the same stage options as when it wrote each stage its own droplet_lost, heartbeat_ttl and flapping_timeout', async () => {
+      // The Ruby presets as they were written before intervals: the same values in every stage.
+      const asBefore = [
+        'freshness: { desired_ttl: 12hb }',
+        'sources:',
+        '  heartbeats: { heartbeat_ttl: 30s }',
+        'policies:',
+        '  exit_restarts: { droplet_lost: 30s }',
+        '  flapping: { flapping_timeout: 500s }',
+        '  missing: { droplet_lost: 30s }',
+        '  extra_instances: { droplet_lost: 30s }',
+        '  gc: { flapping_timeout: 500s }',
+      ].join('\n');
+      for (const preset of ['ruby-hm', 'ruby-hm-partitioned']) {
+        const now = await loadConfig(await write(`${preset}-now.yaml`, `extends: ${preset}\n${minimal}`), { env: {} });
+        const before = await loadConfig(await write(`${preset}-before.yaml`, `extends: ${preset}\n${asBefore}\n${minimal}`), { env: {} });
+        expect(optionsOf(now.stages)).toEqual(optionsOf(before.stages));
+        expect(now.config.freshness).toEqual(before.config.freshness);
+        expect(now.stages.map((s) => s.id)).toEqual(before.stages.map((s) => s.id));
+      }
+      const hm9000 = await loadConfig(await write('hm9000-now.yaml', `extends: hm9000\n${minimal}`), { env: {} });
+      expect(hm9000.config.freshness.desired_ttl).toBe(120_000);
+      expect(hm9000.config.intervals).toBeUndefined();
+      expect(hm9000.stages.find((s) => s.id === 'heartbeats')!.options.heartbeat_ttl).toBe(30_000);
+    });
+  });
+
+  it('desired freshness lasts two polls of the desired source unless freshness.desired_ttl is written, whatever the heartbeat', async () => {
+    const ttl = async (text: string) => {
+      const { config, display } = await loadConfig(await write(`ttl-${Math.random().toString(36).slice(2)}.yaml`, `${text}\n${minimal}`), { env: {} });
+      return [config.freshness.desired_ttl, (display.freshness as Record<string, unknown>).desired_ttl];
+    };
+    // The Ruby presets poll every 60 s: a 2 s heartbeat must not make desired state stale 24 s after each walk.
+    expect(await ttl('extends: ruby-hm\nheartbeat_interval: 2s')).toEqual([120_000, '2m']);
+    expect(await ttl('extends: ruby-hm-partitioned\nheartbeat_interval: 2s')).toEqual([120_000, '2m']);
+    expect(await ttl('extends: ruby-hm\nsources:\n  desired:\n    poll_interval: 5m')).toEqual([600_000, '10m']);
+    expect(await ttl('extends: ruby-hm\nheartbeat_interval: 2s\nfreshness:\n  desired_ttl: 90s')).toEqual([90_000, '90s']);
+    // HM9000 writes its own, in heartbeats, as HM9000 did (twice its 6hb poll).
+    expect(await ttl('extends: hm9000\nheartbeat_interval: 2s')).toEqual([24_000, '12hb']);
   });
 
   it('fills defaults and converts durations, hb included', async () => {
@@ -70,7 +182,7 @@ describe('loadConfig', () => {
     expect(await problems(f)).toEqual([
       `${f}:2:21: heartbeat_interval: bad duration "10x": use a number with ms, s, m, h or hb (heartbeats), e.g. "250ms", "10s", "3hb"`,
       `${f}:5:11: api.listen must be string, not a list`,
-      `${f}:6:1: unknown key "bogus" (known keys: extends, foundation, heartbeat_interval, analyze_interval, time_resolution, freshness, log, bus, leader, dispatch, clock, cc_partition, events, store, sources, policies, reporters, sinks, api)`,
+      `${f}:6:1: unknown key "bogus" (known keys: extends, foundation, heartbeat_interval, analyze_interval, time_resolution, freshness, log, bus, leader, dispatch, clock, cc_partition, intervals, events, store, sources, policies, reporters, sinks, api)`,
     ]);
   });
 

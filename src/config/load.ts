@@ -11,10 +11,11 @@ import { presetsDir } from '../paths.js';
 import { natsConnectSettings } from '../bus/nats-url.js';
 import { loadPlugin, PluginLoadError } from '../pipeline/plugin-loader.js';
 import type { PluginDefinition, PluginKind } from '../sdk/plugin.js';
-import { parseDuration } from './duration.js';
+import { formatDuration, parseDuration } from './duration.js';
 import { ConfigError, type ConfigProblem, type SourcePos } from './errors.js';
 import { interpolate } from './interpolate.js';
 import { deepMerge, isPlainObject } from './merge.js';
+import { noteFilledFrom } from './option-keys.js';
 import { ConfigSchema, type Config, type StageSection } from './schema.js';
 import { parsePointer, pointer, readSourceFile, type Located, type SourceFile } from './source.js';
 import { makeValidator, type SchemaProblem } from './validate.js';
@@ -47,6 +48,55 @@ export interface LoadedConfig {
 export class ConfigNotFoundError extends Error {}
 
 const SECTION_KIND: Record<StageSection, PluginKind> = { store: 'store', sources: 'source', policies: 'policy', reporters: 'reporter', sinks: 'sink' };
+
+/**
+ * An original's setting that several stages use, set once at the top level (`key`): every stage
+ * option named `option` that the stage does not write takes its value. `strict`: a stage that
+ * writes another value is an error (one setting has one value); cc_partition is not strict, a
+ * stage may keep its own partition.
+ */
+interface SharedSetting {
+  key: string;
+  option: string;
+  type: 'string' | 'duration';
+  strict: boolean;
+}
+
+const SHARED_SETTINGS: readonly SharedSetting[] = [
+  { key: 'cc_partition', option: 'cc_partition', type: 'string', strict: false },
+  { key: 'intervals.droplet_lost', option: 'droplet_lost', type: 'duration', strict: true },
+  { key: 'intervals.droplet_lost', option: 'heartbeat_ttl', type: 'duration', strict: true },
+  { key: 'intervals.flapping_timeout', option: 'flapping_timeout', type: 'duration', strict: true },
+];
+
+/** Where hmgate keeps the Ruby HM's other intervals, each used by one stage (docs/ruby-hm.md#configuration-keys). */
+const RUBY_INTERVALS_ELSEWHERE: Record<string, string> = {
+  droplets_analysis: 'analyze_interval',
+  desired_state_update: 'sources.desired.poll_interval',
+  desired_state_lost: 'policies.extra_app.desired_state_lost',
+  request_queue: 'dispatch.queue.interval',
+  queue_batch_size: 'dispatch.queue.batch_size',
+  bulk_credentials_timeout: 'sources.desired.credentials_timeout',
+  nats_request_timeout: 'sources.desired.credentials_timeout',
+  run_loop_interval: 'events.run_loop',
+  flapping_death: 'policies.flapping.flapping_death',
+  giveup_crash_number: 'policies.flapping.giveup_crash_number',
+  min_restart_delay: 'policies.flapping.min_restart_delay',
+  max_restart_delay: 'policies.flapping.max_restart_delay',
+  delay_time_noise: 'policies.flapping.delay_time_noise',
+  droplet_gc: 'policies.gc.droplet_gc',
+  droplet_gc_grace_period: 'policies.gc.droplet_gc_grace_period',
+  max_shadowing_delay: 'dispatch.shadow.window',
+};
+
+function valueAt(root: unknown, dotted: string): unknown {
+  let v = root;
+  for (const part of dotted.split('.')) v = isPlainObject(v) ? v[part] : undefined;
+  return v;
+}
+
+const dottedPath = (ptr: string) => parsePointer(ptr).join('.');
+const posText = (p: SourcePos) => `${p.file}:${p.line}:${p.col}`;
 
 /** The config file to use: -c FILE, or the first of SEARCH_PLACES found from `cwd` upwards. */
 export async function findConfigFile(explicit: string | undefined, cwd = process.cwd()): Promise<string> {
@@ -133,7 +183,15 @@ export async function loadConfig(file: string, opts: LoadOptions = {}): Promise<
 
   const problems: ConfigProblem[] = [];
   const report = (list: SchemaProblem[]) => {
-    for (const p of list) problems.push({ pos: locate(p.pointer, p.atKey), message: p.message });
+    for (const p of list) {
+      // A Ruby HM interval that one stage uses is not in intervals: say where it is.
+      const name = p.atKey && /^\/intervals\/[^/]+$/.test(p.pointer) ? parsePointer(p.pointer)[1]! : undefined;
+      const elsewhere = name !== undefined && Object.hasOwn(RUBY_INTERVALS_ELSEWHERE, name) ? RUBY_INTERVALS_ELSEWHERE[name] : undefined;
+      const message = elsewhere
+        ? `intervals.${name}: the Ruby HM's ${name} is ${elsewhere} here; intervals holds only the settings several stages use (droplet_lost, flapping_timeout)`
+        : p.message;
+      problems.push({ pos: locate(p.pointer, p.atKey), message });
+    }
   };
 
   const interp = interpolate(merged, env);
@@ -184,20 +242,49 @@ export async function loadConfig(file: string, opts: LoadOptions = {}): Promise<
           continue;
         }
         const { plugin: _p, enabled: _e, ...rawOptions } = stageEntry(raw, section, id);
-        // The top-level cc_partition is the default of every stage option of that name.
+        // A top-level setting (the top-level cc_partition, intervals) is the value of every stage option it names.
         const props = (definition.optionsSchema as { properties?: Record<string, unknown> }).properties ?? {};
-        if (typeof raw.cc_partition === 'string' && 'cc_partition' in props && rawOptions.cc_partition === undefined)
-          rawOptions.cc_partition = raw.cc_partition;
+        const filled: SharedSetting[] = [];
+        const ownValue: SharedSetting[] = [];
+        for (const s of SHARED_SETTINGS) {
+          const value = valueAt(config, s.key);
+          const valid = s.type === 'string' ? typeof value === 'string' : typeof value === 'number';
+          if (!valid || !(s.option in props)) continue;
+          if (rawOptions[s.option] === undefined) {
+            rawOptions[s.option] = valueAt(raw, s.key);
+            filled.push(s);
+          } else if (s.strict) ownValue.push(s);
+        }
         const options = coerceAndValidate(converting, definition.optionsSchema, rawOptions, interp.interpolated, base, report) as Record<string, unknown>;
+        for (const s of filled) noteFilledFrom(options, s.option, s.key);
+        for (const s of ownValue) {
+          const mine = options[s.option];
+          const shared = valueAt(config, s.key) as number;
+          if (typeof mine !== 'number' || mine === shared) continue;
+          const ptr = `${base}/${s.option}`;
+          const keyPtr = `/${s.key.replace(/\./g, '/')}`;
+          problems.push({
+            pos: locate(ptr),
+            message: `${dottedPath(ptr)} (${formatDuration(mine)}) disagrees with ${s.key} (${formatDuration(shared)}, at ${posText(locate(keyPtr))}): both are the Ruby HM's ${s.key.split('.').pop()!}, one setting for every stage; set ${s.key} and remove ${dottedPath(ptr)}`,
+          });
+        }
         // print-config shows the plugin's defaults too, durations as written.
         const displayed = stageEntry(display, section, id);
         const { plugin: _dp, enabled: _de, ...displayOptions } = displayed;
-        if (rawOptions.cc_partition !== undefined && displayOptions.cc_partition === undefined) displayOptions.cc_partition = rawOptions.cc_partition;
+        for (const s of filled) if (displayOptions[s.option] === undefined) displayOptions[s.option] = rawOptions[s.option];
         displaying.validate(definition.optionsSchema, displayOptions);
         Object.assign(displayed, displayOptions);
         stages.push({ id, section, kind, plugin: definition, pluginSpec: entry.plugin, options });
       }
     }
+  }
+  // freshness.desired_ttl not written: twice the longest poll of the sources, so desired state
+  // stays fresh from one fetch past the next, whatever the heartbeat (the Ruby presets poll every 60 s).
+  const polls = stages.filter((s) => s.section === 'sources' && typeof s.options.poll_interval === 'number').map((s) => Number(s.options.poll_interval));
+  const ttlWritten = isPlainObject(raw.freshness) && raw.freshness.desired_ttl !== undefined;
+  if (!ttlWritten && polls.length > 0 && isPlainObject(config.freshness) && isPlainObject(display.freshness)) {
+    config.freshness.desired_ttl = 2 * Math.max(...polls);
+    display.freshness.desired_ttl = formatDuration(config.freshness.desired_ttl);
   }
   if (problems.length > 0) throw new ConfigError(sortProblems(problems));
   return { file, config, display, heartbeatMs, stages, locate };

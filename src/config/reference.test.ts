@@ -12,6 +12,7 @@ describe('config reference', () => {
     expect(text).toContain('| `api.password` | string | **required** |');
     expect(text).toContain('| `freshness.actual_ttl` | duration | `"3hb"` |');
     expect(text).toContain('| `log.level` | "fatal" \\| "error" \\| "warn" \\| "info" \\| "debug" \\| "trace" \\| "silent" |');
+    expect(text).toContain('| `log.format` | "auto" \\| "json" \\| "pretty" | `"auto"` |');
   });
 
   it('splices between the markers only', () => {

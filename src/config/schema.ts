@@ -56,7 +56,11 @@ export const ConfigSchema = Type.Object(
       {
         gate: Type.Boolean({ default: true, description: 'Send nothing unless actual and desired state are fresh.' }),
         actual_ttl: Duration({ default: '3hb', description: 'TTL of the actual freshness marker and the minimum age before actual state counts as fresh.' }),
-        desired_ttl: Duration({ default: '12hb', description: 'TTL of the desired freshness marker.' }),
+        desired_ttl: Duration({
+          default: '12hb',
+          description:
+            "TTL of the desired freshness marker. Not set: twice the longest poll_interval of the sources, so it lasts from one fetch past the next (HM9000's 12hb is twice its 6hb poll); 12hb without one.",
+        }),
         max_ingest_lag: Duration({
           default: '1hb',
           description:
@@ -93,6 +97,13 @@ export const ConfigSchema = Type.Object(
       {
         level: Type.Optional({ ...LogLevel, description: 'Log level of every component (default info).' }),
         levels: Type.Record(Type.String(), LogLevel, { default: {}, description: 'Per-component level, e.g. { desired: debug }.' }),
+        format: Type.Unsafe<'auto' | 'json' | 'pretty'>({
+          type: 'string',
+          enum: ['auto', 'json', 'pretty'],
+          default: 'auto',
+          description:
+            'json: one JSON object a line; pretty: readable lines (pino-pretty) with the same fields, secrets masked alike; auto: pretty when stdout is a terminal, json otherwise.',
+        }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -203,6 +214,30 @@ export const ConfigSchema = Type.Object(
         description:
           "The Cloud Controller's partition (Ruby HM presets): the default of every stage's cc_partition option — the credentials subject, the older request subject and heartbeat filter. A CC v2 is on ng.",
       }),
+    ),
+    intervals: Type.Optional(
+      Type.Object(
+        {
+          droplet_lost: Type.Optional(
+            Duration({
+              hb: false,
+              description:
+                "The Ruby HM's intervals.droplet_lost: the value of every stage option droplet_lost (missing and extra instances, exit restarts) and heartbeat_ttl (the heartbeat source).",
+            }),
+          ),
+          flapping_timeout: Type.Optional(
+            Duration({
+              hb: false,
+              description: "The Ruby HM's intervals.flapping_timeout: the value of every stage option flapping_timeout (crash-count reset, crash record age).",
+            }),
+          ),
+        },
+        {
+          additionalProperties: false,
+          description:
+            "The Ruby HM's settings that several stages use, each set once here (Ruby HM presets): a stage option of that name takes this value, and a stage that writes another is an error.",
+        },
+      ),
     ),
     events: Type.Object(
       {

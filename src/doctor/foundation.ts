@@ -5,6 +5,7 @@
  */
 import type { DesiredSample, HeartbeatSample } from '../sdk/doctor.js';
 import { makeProblem } from '../sdk/problems.js';
+import { counted } from '../sdk/summary.js';
 import { fail, pass, skip, type CheckResult } from './result.js';
 
 export function checkFoundation(desired: DesiredSample | undefined, heartbeats: HeartbeatSample | undefined, desiredStage: string): CheckResult {
@@ -21,5 +22,5 @@ export function checkFoundation(desired: DesiredSample | undefined, heartbeats: 
       makeProblem('WRONG_FOUNDATION', { desiredApps: desired.guids.size, heartbeatingApps: heartbeats.apps.size, stage: desiredStage }),
     );
   }
-  return pass('foundation', what, `${common} of the ${desired.guids.size} desired app(s) heartbeating`);
+  return pass('foundation', what, `${common} of the ${counted(desired.guids.size, 'desired app')} heartbeating`);
 }

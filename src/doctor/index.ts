@@ -9,11 +9,16 @@
  *   config → NATS → etcd → CC bulk API → heartbeats → cc_partition → start/stop listener →
  *   the same foundation on both sides
  *
- * The lines come in that order whatever finishes first. Failures are named with the codes of the
- * catalogue that /v1/status uses (src/sdk/problems.ts).
+ * The lines come in that order whatever finishes first, each as soon as every line before it is
+ * known (`onResult`): the config's at once, NATS's once connected, a stage's once the checks of the
+ * stages that could print before it are done — a plugin's hook may return a line of any check, so a
+ * running hook holds back the lines after its place. `onWaiting` says what is still running, for a
+ * progress line. Failures are named with the codes of the catalogue that /v1/status uses
+ * (src/sdk/problems.ts).
  */
 import { dirname } from 'node:path';
 import type { LoadedConfig, ResolvedStage } from '../config/load.js';
+import { maskUrl } from '../config/mask.js';
 import type { DoctorFindings } from '../sdk/doctor.js';
 import { checkFoundation } from './foundation.js';
 import { checkNats } from './nats.js';
@@ -34,47 +39,133 @@ const rank = (r: CheckResult) => (CHECK_ORDER.includes(r.name) ? CHECK_ORDER.ind
 
 const NO_FINDINGS: DoctorFindings = { results: [] };
 
-export async function runDoctor(loaded: LoadedConfig, opts: { timeoutMs?: number } = {}): Promise<CheckResult[]> {
-  const ctx: DoctorContext = { loaded, configDir: dirname(loaded.file), timeoutMs: opts.timeoutMs ?? CHECK_TIMEOUT_MS };
-  const results: CheckResult[] = [pass('config', `config ${loaded.file}`, `valid (${loaded.stages.length} stages)`)];
+export interface DoctorOptions {
+  timeoutMs?: number;
+  /** Each result, in the printed order, as soon as every one before it is known. */
+  onResult?: (r: CheckResult) => void;
+  /** What is still being checked, whenever that changes; [] once nothing is. */
+  onWaiting?: (what: string[]) => void;
+}
 
+/** One running part of a stage's checks: its plugin's hook, or the start/stop listener check. */
+interface Part {
+  /** What the progress line names while it runs. */
+  label: string;
+  /** The ranks of the lines it may return: a hook any, the start/stop check only its own. */
+  mayReturn: (rank: number) => boolean;
+  lines?: CheckResult[];
+}
+
+/**
+ * The lines of every stage that are certain to come next, in the fixed order: by check, then by
+ * stage, a stage's hook before its start/stop check — up to the first place a running part could
+ * still put a line.
+ */
+function knownLines(parts: readonly (readonly Part[])[]): CheckResult[] {
+  const out: CheckResult[] = [];
+  for (let r = 0; r <= CHECK_ORDER.length; r++) {
+    for (const stageParts of parts) {
+      for (const part of stageParts) {
+        if (!part.lines) {
+          if (part.mayReturn(r)) return out;
+          continue;
+        }
+        for (const l of part.lines) if (rank(l) === r) out.push(l);
+      }
+    }
+  }
+  return out;
+}
+
+export async function runDoctor(loaded: LoadedConfig, opts: DoctorOptions = {}): Promise<CheckResult[]> {
+  const ctx: DoctorContext = { loaded, configDir: dirname(loaded.file), timeoutMs: opts.timeoutMs ?? CHECK_TIMEOUT_MS };
+  const results: CheckResult[] = [];
+  let done = false;
+  const emit = (r: CheckResult) => {
+    results.push(r);
+    opts.onResult?.(r);
+  };
+  emit(pass('config', `config ${loaded.file}`, `valid (${loaded.stages.length} stages)`));
+
+  opts.onWaiting?.([`NATS at ${loaded.config.bus.servers.map(maskUrl).join(', ')}`]);
   const nats = await checkNats(ctx);
-  results.push(nats.result);
+  opts.onWaiting?.([]);
+  emit(nats.result);
   try {
     // Another source whose plugin checks something: the same-foundation check may compare the two.
     const crossCheck = (s: ResolvedStage) =>
       s.section === 'sources' && loaded.stages.some((o) => o !== s && o.section === 'sources' && typeof o.plugin.doctor === 'function');
-    // Every stage's checks run at once; their lines are printed in the fixed order below.
-    const probes = loaded.stages.map(async (s) => {
+    const parts: Part[][] = loaded.stages.map(() => []);
+    let printed = 0;
+    const progress = () => {
+      if (done) return;
+      for (const r of knownLines(parts).slice(printed)) {
+        printed++;
+        emit(r);
+      }
+      opts.onWaiting?.(
+        parts
+          .flat()
+          .filter((p) => !p.lines)
+          .map((p) => p.label),
+      );
+    };
+    const track = <T>(stage: number, part: Part, linesOf: (v: T) => CheckResult[], work: Promise<T>): Promise<T> => {
+      parts[stage]!.push(part);
+      return work.then((v) => {
+        part.lines = linesOf(v);
+        progress();
+        return v;
+      });
+    };
+    // Every stage's checks run at once; their lines are printed in the fixed order as they become known.
+    const probes = loaded.stages.map(async (s, i) => {
+      const path = stagePath(s);
       const published = typeof s.plugin.publishes === 'function' ? s.plugin.publishes(s.options) : [];
-      const [findings, startStop] = await Promise.all([
+      const [findings] = await Promise.all([
         typeof s.plugin.doctor === 'function'
-          ? s.plugin.doctor({
-              id: s.id,
-              section: s.section,
-              path: stagePath(s),
-              options: s.options,
-              configDir: ctx.configDir,
-              timeoutMs: ctx.timeoutMs,
-              heartbeatMs: loaded.heartbeatMs,
-              ...(nats.nc ? { nats: nats.nc } : {}),
-              crossCheck: crossCheck(s),
-            })
+          ? track(
+              i,
+              { label: `${path} (${s.pluginSpec})`, mayReturn: () => true },
+              (f: DoctorFindings) => f.results,
+              Promise.resolve().then(() =>
+                s.plugin.doctor!({
+                  id: s.id,
+                  section: s.section,
+                  path,
+                  options: s.options,
+                  configDir: ctx.configDir,
+                  timeoutMs: ctx.timeoutMs,
+                  heartbeatMs: loaded.heartbeatMs,
+                  ...(nats.nc ? { nats: nats.nc } : {}),
+                  crossCheck: crossCheck(s),
+                }),
+              ),
+            )
           : NO_FINDINGS,
-        published.length > 0 ? checkStartStop(ctx, s, published) : undefined,
+        published.length > 0
+          ? track(
+              i,
+              { label: `start/stop listeners of ${path}`, mayReturn: (r) => r === CHECK_ORDER.indexOf('start_stop') },
+              (r: CheckResult) => [r],
+              checkStartStop(ctx, s, published),
+            )
+          : undefined,
       ]);
-      return { stage: s, findings, lines: startStop ? [...findings.results, startStop] : findings.results };
+      return { stage: s, findings };
     });
+    progress();
     const probed = await Promise.all(probes);
-    results.push(...probed.flatMap((p) => p.lines).sort((a, b) => rank(a) - rank(b)));
 
     // The same foundation: the first stage that read the desired apps against the first that heard heartbeats.
     const desired = probed.find((p) => p.findings.desired !== undefined);
     const heard = probed.find((p) => p.findings.heartbeats !== undefined);
     if (desired && heard) {
-      results.push(checkFoundation(desired.findings.desired ?? undefined, heard.findings.heartbeats ?? undefined, stagePath(desired.stage)));
+      emit(checkFoundation(desired.findings.desired ?? undefined, heard.findings.heartbeats ?? undefined, stagePath(desired.stage)));
     }
   } finally {
+    done = true;
+    opts.onWaiting?.([]);
     await nats.nc?.close().catch(() => undefined);
   }
   return results;

@@ -8,6 +8,8 @@ import { maskUrl } from '../config/mask.js';
 import type { ResolvedStage } from '../config/load.js';
 import { subscribersOf } from '../bus/nats-monitor.js';
 import { makeProblem } from '../sdk/problems.js';
+import { optionKey } from '../config/option-keys.js';
+import { counted } from '../sdk/summary.js';
 import { fail, pass, skip, stagePath, type CheckResult, type DoctorContext } from './result.js';
 
 export async function checkStartStop(ctx: DoctorContext, stage: ResolvedStage, published: readonly string[]): Promise<CheckResult> {
@@ -25,6 +27,9 @@ export async function checkStartStop(ctx: DoctorContext, stage: ResolvedStage, p
   const answer = await subscribersOf(monitorUrl, subjects, ctx.timeoutMs);
   if (!answer.ok) return fail('start_stop', makeProblem('NATS_MONITOR_UNREACHABLE', { url: maskUrl(monitorUrl), error: answer.error }));
   const missing = subjects.filter((s) => (answer.subscribers.get(s) ?? 0) === 0);
-  if (missing.length > 0) return fail('start_stop', makeProblem('NO_START_STOP_LISTENER', { stage: path, missing, monitorUrl: maskUrl(monitorUrl) }));
-  return pass('start_stop', what, subjects.map((s) => `${s}: ${answer.subscribers.get(s)} subscriber(s)`).join(', '));
+  if (missing.length > 0) {
+    const partitionKey = optionKey(stage.options, path, 'cc_partition');
+    return fail('start_stop', makeProblem('NO_START_STOP_LISTENER', { stage: path, missing, monitorUrl: maskUrl(monitorUrl), partitionKey }));
+  }
+  return pass('start_stop', what, subjects.map((s) => `${s}: ${counted(answer.subscribers.get(s) ?? 0, 'subscriber')}`).join(', '));
 }

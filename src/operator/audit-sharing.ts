@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { errorText } from '../log.js';
 import { isAuditKeeper } from '../sdk/capabilities.js';
 import type { Stage } from '../sdk/stage.js';
+import { counted } from '../sdk/summary.js';
 import type { DecisionAudit, DecisionInput } from './audit.js';
 
 export class AuditSharing {
@@ -38,7 +39,7 @@ export class AuditSharing {
     try {
       const n = this.audit.adopt((await store.readAudit(this.audit.capacity)) as DecisionInput[]);
       this.persisted = this.audit.lastSeq;
-      if (n > 0) this.logger.info({ records: n }, `took in ${n} decision records from the store`);
+      if (n > 0) this.logger.info({ records: n }, `took in ${counted(n, 'decision record')} from the store`);
     } catch (err) {
       this.logger.warn({ error: errorText(err) }, `could not read the decision audit from the store: ${errorText(err)}`);
     }

@@ -1,5 +1,7 @@
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { DecisionAudit, type DecisionInput } from './audit.js';
+import { AuditSharing } from './audit-sharing.js';
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 
@@ -95,5 +97,15 @@ describe('DecisionAudit persistence helpers', () => {
     expect(a.list().map((r) => r.message_id)).toEqual(['old2', 'old3', 'mine']);
     expect(a.adopt(theirs.slice(1))).toBe(0); // already known
     expect(a.enqueued('mine')?.at).toBe(50);
+  });
+});
+
+describe('AuditSharing', () => {
+  it('says how many records it took in, one in the singular', async () => {
+    const logged: string[] = [];
+    const sharing = new AuditSharing(new DecisionAudit(10), pino({ level: 'info' }, { write: (s: string) => void logged.push(String(JSON.parse(s).msg)) }));
+    const store = { appendAudit: async () => undefined, readAudit: async () => [decision(1)] };
+    await sharing.adopt(store as unknown as Parameters<AuditSharing['adopt']>[0]);
+    expect(logged).toEqual(['took in 1 decision record from the store']);
   });
 });

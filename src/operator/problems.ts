@@ -12,6 +12,7 @@
 import type { Logger } from 'pino';
 import type { PluginDefinition } from '../sdk/plugin.js';
 import { maskUrl } from '../config/mask.js';
+import { optionKey } from '../config/option-keys.js';
 import {
   isStoreWriteError,
   makeProblem,
@@ -62,6 +63,8 @@ export interface ProblemFacts {
   listeners: ListenerFacts[];
   /** The freshness guards that hold (ingest behind, agents lost together). */
   holds?: Hold[];
+  /** freshness.gate: whether stale state holds starts and stops back (absent: on). */
+  gate?: boolean;
 }
 
 /** The NATS start/stop subjects of every sink stage that publishes on NATS (its plugin's `publishes`). */
@@ -145,8 +148,11 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
 
   for (const l of f.listeners) {
     if ('error' in l) out.push(makeProblem('NATS_MONITOR_UNREACHABLE', { url: f.monitorUrl ?? '', error: l.error }));
-    else if (l.missing.length > 0)
-      out.push(makeProblem('NO_START_STOP_LISTENER', { stage: `sinks.${l.stage}`, missing: l.missing, monitorUrl: f.monitorUrl ?? '' }, l.stage));
+    else if (l.missing.length > 0) {
+      const sink = f.stages.find((s) => s.section === 'sinks' && s.id === l.stage);
+      const partitionKey = optionKey(sink?.options ?? {}, `sinks.${l.stage}`, 'cc_partition');
+      out.push(makeProblem('NO_START_STOP_LISTENER', { stage: `sinks.${l.stage}`, missing: l.missing, monitorUrl: f.monitorUrl ?? '', partitionKey }, l.stage));
+    }
   }
 
   // A desired-state source's plugin names this first, with its stage's id (its `problems`, which
@@ -174,6 +180,7 @@ export function deriveProblems(f: ProblemFacts): Problem[] {
       makeProblem('NOT_FRESH', {
         actual: f.actual.fresh ? null : (f.actual.reason ?? 'not fresh'),
         desired: f.desired.fresh ? null : (f.desired.reason ?? 'not fresh'),
+        gate: f.gate !== false,
       }),
     );
   }

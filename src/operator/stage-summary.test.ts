@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { shortDuration, stageSummary } from './stage-summary.js';
+import { shortDuration, stageSummary, type SummaryInput } from './stage-summary.js';
 
 describe('stageSummary', () => {
   it('describes the bus by its servers', () => {
@@ -12,6 +12,12 @@ describe('stageSummary', () => {
     expect(stageSummary({ id: 'hook', kind: 'sink', plugin: 'webhook', options: { url: 'https://x', token: 't0ps3cret', retries: 3, nested: { a: 1 } } })).toBe(
       'hook: webhook (sink), url https://x, retries 3',
     );
+  });
+
+  it('names the stage once when the summary starts with it', () => {
+    const definition = { summary: () => 'missing: starts missing instances after 30s' } as unknown as SummaryInput['definition'];
+    expect(stageSummary({ id: 'missing', kind: 'policy', plugin: 'missing', definition, options: {} })).toBe('missing: starts missing instances after 30s');
+    expect(stageSummary({ id: 'gaps', kind: 'policy', plugin: 'missing', definition, options: {} })).toBe('gaps: missing: starts missing instances after 30s');
   });
 
   it('writes durations short', () => {

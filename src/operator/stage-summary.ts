@@ -47,5 +47,7 @@ function describe(s: SummaryInput): string {
 }
 
 export function stageSummary(s: SummaryInput): string {
-  return `${s.id}: ${describe(s)}`;
+  const text = describe(s);
+  // A plugin's summary that starts with its name ("missing: starts …") names a stage of that id already.
+  return text.startsWith(`${s.id}: `) ? text : `${s.id}: ${text}`;
 }

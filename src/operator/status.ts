@@ -136,6 +136,7 @@ export class StatusModel {
       uptimeMs: now - (this.startedAt ?? now),
       heartbeatMs,
       actualTtlMs: config.freshness.actual_ttl,
+      gate: config.freshness.gate,
       servers: this.o.inProcessBus ? [] : config.bus.servers,
       ...(config.bus.monitor_url ? { monitorUrl: config.bus.monitor_url } : {}),
       stages,

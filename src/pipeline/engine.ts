@@ -16,7 +16,7 @@ import type { StatusBody } from '../api/routes/status.js';
 import type { RunningServer } from '../api/server.js';
 import { natsBus } from '../bus/nats-bus.js';
 import type { LoadedConfig, ResolvedStage } from '../config/load.js';
-import { createLoggerFactory, errorText, type LoggerFactory } from '../log.js';
+import { configuredLoggers, errorText, type LoggerFactory } from '../log.js';
 import { DecisionAudit } from '../operator/audit.js';
 import { AuditSharing } from '../operator/audit-sharing.js';
 import { ListenerProbe } from '../operator/listener-probe.js';
@@ -108,7 +108,7 @@ export class Engine {
   ) {
     const { config } = loaded;
     ({ clock: this.clock, precise: this.preciseClock, manual: this.manualClock } = engineClocks(config, loaded.heartbeatMs, opts.clock));
-    this.loggers = opts.loggers ?? createLoggerFactory({ foundation: config.foundation, level: config.log.level, levels: config.log.levels });
+    this.loggers = opts.loggers ?? configuredLoggers(config);
     this.logger = this.loggers.component('engine');
     this.freshness = freshnessBoard(config.freshness, loaded.heartbeatMs, this.clock, this.preciseClock);
     this.engineMetrics = new EngineMetrics(this.metrics, config.foundation, this.freshness);

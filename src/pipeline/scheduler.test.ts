@@ -1,6 +1,9 @@
 import { pino } from 'pino';
+import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { VirtualClock } from '../sdk/clock.js';
+import { RealClock, SteppedClock, VirtualClock } from '../sdk/clock.js';
+import { EngineMetrics } from './engine-metrics.js';
+import type { FreshnessBoard } from './freshness/board.js';
 import { CycleScheduler } from './scheduler.js';
 
 function recordingLogger() {
@@ -22,6 +25,8 @@ describe('CycleScheduler', () => {
         await clock.sleep(3_000); // a run that takes 3 s of clock time
       },
       logger,
+      undefined,
+      () => clock.now(), // durations on the virtual clock too
     );
     s.start();
     await clock.advanceAsync(35_000);
@@ -49,6 +54,8 @@ describe('CycleScheduler', () => {
         active--;
       },
       logger,
+      undefined,
+      () => clock.now(), // durations on the virtual clock too
     );
     s.start();
     await clock.advanceAsync(4_000);
@@ -108,5 +115,58 @@ describe('CycleScheduler', () => {
     await clock.advanceAsync(5_000);
     expect(runs).toBe(1);
     expect(clock.pendingTimers()).toBe(0);
+  });
+
+  it('measures durations on the monotonic clock, not the stepped one: hmgate_cycle_duration_seconds under time_resolution: 1s', async () => {
+    // The engine's clock under the hm9000 preset: whole seconds. A 37 ms cycle starts and ends in the same second.
+    const base = new VirtualClock(1_000_000);
+    const clock = new SteppedClock(base, 1_000);
+    let monotonic = 5_000.25; // a fake performance.now(), moved by the cycle
+    const registry = new Registry();
+    const metrics = new EngineMetrics(registry, 'f-1', { ingestLagMs: () => 0 } as unknown as FreshnessBoard);
+    const { logger } = recordingLogger();
+    const starts: number[] = [];
+    const s = new CycleScheduler(
+      clock,
+      10_000,
+      async () => {
+        starts.push(clock.now());
+        await base.sleep(37);
+        monotonic += 37;
+      },
+      logger,
+      (ms, ok) => metrics.observeCycle(ms, ok),
+      () => monotonic,
+    );
+    s.start();
+    await base.advanceAsync(25_000);
+    expect(starts).toEqual([1_000_000, 1_010_000, 1_020_000]); // the periods still run on the injected clock
+    expect(s.stats.lastDurationMs).toBe(37);
+    const values = (await metrics.cycleDuration.get()).values;
+    expect(values.find((v) => v.metricName === 'hmgate_cycle_duration_seconds_count')?.value).toBe(3);
+    expect(values.find((v) => v.metricName === 'hmgate_cycle_duration_seconds_sum')?.value).toBeCloseTo(0.111, 6);
+    expect(values.find((v) => v.metricName === 'hmgate_cycle_duration_seconds_bucket' && v.labels.le === 0.01)?.value).toBe(0);
+    expect(values.find((v) => v.metricName === 'hmgate_cycle_duration_seconds_bucket' && v.labels.le === 0.05)?.value).toBe(3);
+    await s.stop();
+  });
+
+  it('by default measures real elapsed time, also when the clock is stepped', async () => {
+    const clock = new SteppedClock(new RealClock(), 1_000);
+    const durations: number[] = [];
+    const { logger } = recordingLogger();
+    const s = new CycleScheduler(
+      clock,
+      60_000,
+      () => new Promise((r) => setTimeout(r, 40)),
+      logger,
+      (ms) => durations.push(ms),
+    );
+    s.start();
+    await new Promise((r) => setTimeout(r, 400));
+    await s.stop();
+    expect(durations).toHaveLength(1);
+    // Not a whole step of the clock (0 or 1000), the time the run took.
+    expect(durations[0]).toBeGreaterThanOrEqual(35);
+    expect(durations[0]).toBeLessThan(900);
   });
 });

@@ -2,6 +2,11 @@
  * Runs a task every `intervalMs` on the injected clock: first run at once, never two at a time.
  * Each period is measured from the start of a run (HM9000's daemon loop); a run that takes longer
  * than the period is followed at once by the next and logged with its duration.
+ *
+ * A run's duration (stats, the warning, `onRun` and so hmgate_cycle_duration_seconds) is measured
+ * on a monotonic clock, performance.now() unless another is injected: the engine's clock may move
+ * in steps (time_resolution: 1s under the hm9000 preset), on which a cycle of a few milliseconds
+ * would last 0 (or a whole step). Tests on a virtual clock inject its now().
  */
 import type { Logger } from 'pino';
 import { errorText } from '../log.js';
@@ -28,6 +33,8 @@ export class CycleScheduler {
     private readonly task: () => Promise<void>,
     private readonly logger: Logger,
     private readonly onRun?: (durationMs: number, ok: boolean) => void,
+    /** Milliseconds on a monotonic clock, for durations only; the periods stay on `clock`. */
+    private readonly monotonicNow: () => number = () => performance.now(),
   ) {}
 
   start(): void {
@@ -46,6 +53,7 @@ export class CycleScheduler {
 
   private async runOnce(): Promise<void> {
     const started = this.clock.now();
+    const startedMonotonic = this.monotonicNow();
     this.stats.lastStartedAt = started;
     let ok = true;
     try {
@@ -57,12 +65,15 @@ export class CycleScheduler {
       this.stats.lastError = errorText(err);
       this.logger.error({ error: this.stats.lastError }, 'cycle failed; continuing');
     }
-    const duration = this.clock.now() - started;
+    const duration = this.monotonicNow() - startedMonotonic;
     this.stats.runs++;
     this.stats.lastDurationMs = duration;
     if (duration > this.intervalMs) {
       this.stats.overruns++;
-      this.logger.warn({ duration_ms: duration, interval_ms: this.intervalMs }, `cycle took ${duration}ms, longer than its ${this.intervalMs}ms interval`);
+      this.logger.warn(
+        { duration_ms: duration, interval_ms: this.intervalMs },
+        `cycle took ${Math.round(duration)}ms, longer than its ${this.intervalMs}ms interval`,
+      );
     }
     this.onRun?.(duration, ok);
     this.schedule(Math.max(0, started + this.intervalMs - this.clock.now()));

@@ -48,6 +48,7 @@ export { errorText } from '../log.js';
 export { Duration } from '../config/schema.js';
 export { formatDuration } from '../config/duration.js';
 export { maskUrl } from '../config/mask.js';
+export { optionKey } from '../config/option-keys.js';
 export { basicAuth, createHttpAgent, DNS_CODES, errorCode, loadCaFile, TLS_TRUST_CODES, UNREACHABLE_CODES } from '../http/client.js';
 export { MAX_MESSAGE_BYTES, makeDecoder as makeSchemaDecoder, type Decoded, type Decoder } from '../messages/decode.js';
 export { makeMessageDecoder } from '../messages/heartbeat-decode.js';

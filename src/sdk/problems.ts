@@ -7,8 +7,10 @@
  * `why` (what is wrong with it) and `fix` (what to change, naming the config key).
  *
  * Also what a plugin's `problems` and `storeProblem` hooks are given (ProblemInput, StoreFailure),
- * and the helpers they share: ccProblem, withoutAdvice, humanMs, isStoreWriteError.
+ * and the helpers they share: ccProblem, withoutAdvice, humanMs, isStoreWriteError, etcdRefusal.
  */
+import { counted } from './summary.js';
+
 export interface ProblemText {
   what: string;
   why: string;
@@ -36,7 +38,45 @@ function checkUrl(w: CcWhere): string {
     : `check ${code(`${w.stage}.cc_url`)} — it must be the Cloud Controller's internal URL`;
 }
 
+/**
+ * Why etcd refused a write: no user or a wrong password (etcd's authentication is on), a user
+ * whose roles do not cover the prefix, a full database (its quota), or anything else.
+ */
+export type EtcdRefusal = 'credentials' | 'permission' | 'quota' | 'other';
+
+/** The cause of etcd's refusal, from its error text. */
+export function etcdRefusal(error: string): EtcdRefusal {
+  if (/permission denied/i.test(error)) return 'permission';
+  if (/user name is empty|authentication failed|invalid auth token|user name not found|invalid user ID or password/i.test(error)) return 'credentials';
+  if (/database space exceeded|NOSPACE|quota/i.test(error)) return 'quota';
+  return 'other';
+}
+
 export const NOT_CONFIGURED_FOR_HM = 'is the Cloud Controller configured to use this health manager (e.g. `hm9000_noop: false`)?';
+
+/** The key that sets a heartbeat stage's cc_partition: the top-level `cc_partition` when the stage took it from there. */
+const partitionKey = (p: { stage: string; key?: string }) => p.key ?? `${p.stage}.cc_partition`;
+
+/** Agents that send no cc_partition never match the filter, whatever partition it keeps. */
+const keepUnpartitioned = (stage: string) => `set ${code(`${stage}.cc_partition_filter: false`)} to keep them, or have the agents send cc_partition`;
+
+const CC_REQUESTS = 'cloudcontrollers.hm.requests.';
+
+/** Who should listen on a sink's start/stop subjects, in the words of the protocol they belong to. */
+function startStopListenerFix(p: { stage: string; missing: string[]; partitionKey?: string }): string {
+  const subjects = `Check ${code(`${p.stage}.start_subject`)} / ${code(`${p.stage}.stop_subject`)} too`;
+  const partitioned = p.missing.find((s) => s.startsWith(CC_REQUESTS));
+  if (partitioned !== undefined) {
+    // The older Ruby HM's requests: the CC listens on its own partition (a CC v2 on ng).
+    const theirs = partitioned.slice(CC_REQUESTS.length);
+    const v2 = theirs === 'ng' ? '' : ` A CC v2 listens on ${CC_REQUESTS}ng: set ${code(`${p.partitionKey ?? 'cc_partition'}: ng`)}.`;
+    return `is the Cloud Controller connected to this NATS, and on cc_partition ${JSON.stringify(theirs)}?${v2} ${subjects}`;
+  }
+  if (p.missing.some((s) => s === 'health.start' || s === 'health.stop')) {
+    return `is the Cloud Controller connected to this NATS, and one that takes the Ruby Health Manager's requests (health.start, health.stop)? ${subjects}`;
+  }
+  return `${NOT_CONFIGURED_FOR_HM} Is it connected to this NATS? ${subjects}`;
+}
 
 export const PROBLEM_CATALOGUE = {
   NATS_UNREACHABLE: (p: { servers: string; error: string }): ProblemText => ({
@@ -64,10 +104,17 @@ export const PROBLEM_CATALOGUE = {
     why: `answers but is not healthy (${p.detail})`,
     fix: 'etcd has no leader or an alarm is raised: check the cluster (`etcdctl endpoint health`, `etcdctl alarm list`)',
   }),
-  ETCD_WRITE_REFUSED: (p: { endpoint: string; prefix: string; error: string }): ProblemText => ({
+  ETCD_WRITE_REFUSED: (p: { endpoint: string; prefix: string; error: string; cause: EtcdRefusal; user?: string }): ProblemText => ({
     what: `etcd at ${p.endpoint}`,
     why: `refused a test write under ${p.prefix} (${p.error})`,
-    fix: `check etcd's alarms (NOSPACE: compact and defragment), its quota and the permissions on ${code('store.prefix')}`,
+    fix:
+      p.cause === 'credentials'
+        ? `set ${code('store.username')} / ${code('store.password')} to a user etcd knows, with its password`
+        : p.cause === 'permission'
+          ? `give etcd user ${p.user ?? `of ${code('store.username')}`} a role that may read and write the keys under ${p.prefix}/ (etcdctl role grant-permission --prefix <role> readwrite ${p.prefix}/), or name another user in ${code('store.username')}`
+          : p.cause === 'quota'
+            ? "etcd's database has reached its quota (--quota-backend-bytes): compact and defragment it or raise the quota, then disarm the NOSPACE alarm (`etcdctl alarm disarm`)"
+            : `check etcd's alarms (\`etcdctl alarm list\`) and the permissions on ${code('store.prefix')}`,
   }),
   ETCD_REQUEST_TOO_LARGE: (p: { endpoints: string; error: string }): ProblemText => ({
     what: `etcd at ${p.endpoints}`,
@@ -87,12 +134,12 @@ export const PROBLEM_CATALOGUE = {
   CC_TLS_UNTRUSTED: (p: CcWhere & { error: string }): ProblemText => ({
     what: `${p.label} at ${p.url}`,
     why: `the CC certificate is not trusted (${p.error})`,
-    fix: `set ${code(`${p.stage}.ca_file`)}, or ${code('skip_cert_verify: true')} to skip`,
+    fix: `set ${code(`${p.stage}.ca_file`)}, or ${code(`${p.stage}.skip_cert_verify: true`)} to skip`,
   }),
   CC_TLS_NAME_MISMATCH: (p: CcWhere & { error: string }): ProblemText => ({
     what: `${p.label} at ${p.url}`,
     why: `the CC certificate is not valid for this host name (${p.error})`,
-    fix: `put a name the certificate carries in ${code(`${p.stage}.${p.urlKey}`)}, or ${code('skip_cert_verify: true')} to skip`,
+    fix: `put a name the certificate carries in ${code(`${p.stage}.${p.urlKey}`)}, or ${code(`${p.stage}.skip_cert_verify: true`)} to skip`,
   }),
   CC_TIMEOUT: (p: CcWhere & { error: string; timeoutKey: string }): ProblemText => ({
     what: `${p.label} at ${p.url}`,
@@ -117,29 +164,26 @@ export const PROBLEM_CATALOGUE = {
     why: `none within ${p.window}`,
     fix: `no agents, wrong NATS or wrong subject: the agents (DEAs) must publish on ${code(`${p.stage}.subject`)} (${p.subject}) to the NATS in ${code('bus.servers')}`,
   }),
-  CC_PARTITION_MISMATCH: (p: { stage: string; subject: string; theirs: string | null; mine: string }): ProblemText => ({
+  CC_PARTITION_MISMATCH: (p: { stage: string; subject: string; theirs: string | null; mine: string; key?: string }): ProblemText => ({
     what: `heartbeats on ${p.subject}`,
     why:
       p.theirs === null
-        ? `the agents heartbeat instances without a cc_partition, and ${code(`${p.stage}.cc_partition`)} keeps only ${JSON.stringify(p.mine)}: no instance is kept`
-        : `the agents heartbeat cc_partition ${JSON.stringify(p.theirs)}, and ${code(`${p.stage}.cc_partition`)} keeps only ${JSON.stringify(p.mine)}: no instance is kept`,
-    fix: p.theirs === null ? `remove ${code(`${p.stage}.cc_partition`)}` : `set ${code(`${p.stage}.cc_partition: ${p.theirs}`)}`,
+        ? `the agents heartbeat instances without a cc_partition, and ${code(partitionKey(p))} keeps only ${JSON.stringify(p.mine)}: no instance is kept`
+        : `the agents heartbeat cc_partition ${JSON.stringify(p.theirs)}, and ${code(partitionKey(p))} keeps only ${JSON.stringify(p.mine)}: no instance is kept`,
+    fix: p.theirs === null ? keepUnpartitioned(p.stage) : `set ${code(`${partitionKey(p)}: ${p.theirs}`)}`,
   }),
-  CC_PARTITION_IGNORED: (p: { stage: string; theirs: string | null; mine: string }): ProblemText => ({
+  CC_PARTITION_IGNORED: (p: { stage: string; theirs: string | null; mine: string; key?: string }): ProblemText => ({
     what: 'cc_partition of the agents',
     why:
       p.theirs === null
-        ? `agents report instances without a cc_partition but this daemon is on ${JSON.stringify(p.mine)} (${code(`${p.stage}.cc_partition`)}): their heartbeats, exits and updates are ignored`
-        : `agents report cc_partition ${JSON.stringify(p.theirs)} but this daemon is on ${JSON.stringify(p.mine)} (${code(`${p.stage}.cc_partition`)}): their heartbeats, exits and updates are ignored`,
-    fix:
-      p.theirs === null
-        ? `remove ${code(`${p.stage}.cc_partition`)}, or have the agents send cc_partition`
-        : `set ${code(`${p.stage}.cc_partition: ${p.theirs}`)}`,
+        ? `agents report instances without a cc_partition but this daemon is on ${JSON.stringify(p.mine)} (${code(partitionKey(p))}): their heartbeats, exits and updates are ignored`
+        : `agents report cc_partition ${JSON.stringify(p.theirs)} but this daemon is on ${JSON.stringify(p.mine)} (${code(partitionKey(p))}): their heartbeats, exits and updates are ignored`,
+    fix: p.theirs === null ? keepUnpartitioned(p.stage) : `set ${code(`${partitionKey(p)}: ${p.theirs}`)}`,
   }),
-  NO_START_STOP_LISTENER: (p: { stage: string; missing: string[]; monitorUrl: string }): ProblemText => ({
+  NO_START_STOP_LISTENER: (p: { stage: string; missing: string[]; monitorUrl: string; partitionKey?: string }): ProblemText => ({
     what: `start/stop orders on ${p.missing.join(', ')}`,
     why: `nobody subscribes to ${p.missing.join(' or ')} on NATS (asked ${p.monitorUrl})`,
-    fix: `${NOT_CONFIGURED_FOR_HM} Is it connected to this NATS? Check ${code(`${p.stage}.start_subject`)} / ${code(`${p.stage}.stop_subject`)} too`,
+    fix: startStopListenerFix(p),
   }),
   CC_NOT_CONFIGURED_FOR_HM: (p: { stage: string; url: string; detail: string }): ProblemText => ({
     what: `start/stop orders to ${p.url}`,
@@ -148,7 +192,7 @@ export const PROBLEM_CATALOGUE = {
   }),
   WRONG_FOUNDATION: (p: { desiredApps: number; heartbeatingApps: number; stage: string }): ProblemText => ({
     what: 'desired and actual state',
-    why: `the CC desires ${p.desiredApps} app(s) and the agents heartbeat ${p.heartbeatingApps} app(s), but none of the desired apps is heartbeating`,
+    why: `the CC desires ${counted(p.desiredApps, 'app')} and the agents heartbeat ${counted(p.heartbeatingApps, 'app')}, but none of the desired apps is heartbeating`,
     fix: `hmgate is looking at two different foundations: ${code(`${p.stage}.url`)} and ${code('bus.servers')} must belong to the same one`,
   }),
   INGEST_BEHIND: (p: { lagMs: number; maxLagMs: number; cause: string }): ProblemText => ({
@@ -158,13 +202,17 @@ export const PROBLEM_CATALOGUE = {
   }),
   ACTUAL_COLLAPSE: (p: { silent: number; total: number; windowMs: number }): ProblemText => ({
     what: 'agents',
-    why: `${p.silent} of ${p.total} agents went silent within ${secs(p.windowMs)}; their instances are not restarted elsewhere until they return`,
+    why: `${p.silent} of ${counted(p.total, 'agent')} went silent within ${secs(p.windowMs)}; their instances are not restarted elsewhere until they return`,
     fix: `find what cut them off (network, NATS, a zone); if they are really gone, confirm it with ${code('hmgate confirm-loss')} (or POST /v1/actual/confirm-loss) on the leader and their instances are started elsewhere`,
   }),
-  NOT_FRESH: (p: { actual: string | null; desired: string | null }): ProblemText => ({
+  NOT_FRESH: (p: { actual: string | null; desired: string | null; gate?: boolean }): ProblemText => ({
     what: p.actual !== null && p.desired !== null ? 'actual and desired state' : p.actual !== null ? 'actual state' : 'desired state',
     why: `not fresh (${[p.actual !== null ? `actual: ${p.actual}` : '', p.desired !== null ? `desired: ${p.desired}` : ''].filter(Boolean).join('; ')})`,
-    fix: 'nothing is started or stopped until both are fresh: see the other problems',
+    // With the gate off (the Ruby presets) staleness holds nothing back; the guards still do.
+    fix:
+      p.gate === false
+        ? `${code('freshness.gate')} is off, so starts and stops go on all the same (only ${code('INGEST_BEHIND')} or ${code('ACTUAL_COLLAPSE')} holds them back): see the other problems`
+        : 'nothing is started or stopped until both are fresh: see the other problems',
   }),
   STAGE_UNHEALTHY: (p: { stage: string; plugin: string; error: string }): ProblemText => ({
     what: `stage "${p.stage}" (${p.plugin})`,
@@ -270,9 +318,22 @@ export function humanMs(ms: number): string {
   return `${Number((ms / 60_000).toFixed(1))}m`;
 }
 
-/** Cuts a trailing ": check …" / ": set …" advice from a stage's reason: the catalogue gives the fix. */
+/** Cuts a trailing ": check …" / ": set …" advice (which may name `key: true`) from a stage's reason: the catalogue gives the fix. */
 export function withoutAdvice(text: string): string {
-  return text.replace(/:\s+(check|set|put|use|is|remove)\b[^:]*$/i, '').trim();
+  return text.replace(/:\s+(check|set|put|use|is|remove)\b(?:[^:]|:\s*(?:true|false)\b)*$/i, '').trim();
+}
+
+/**
+ * A stage's reason without the "CC bulk API at <url>" that the problem's `what` already says:
+ * "CC bulk API at X sent …" → "sent …", "timed out: the CC bulk API at X did not answer within …"
+ * → "no answer within …", "HTTP request to the CC bulk API at X failed …" → "HTTP request failed …".
+ */
+function withoutWhere(text: string, w: CcWhere): string {
+  const at = `${w.label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} at \\S+`;
+  return text
+    .replace(new RegExp(`^${at} `), '')
+    .replace(new RegExp(`^timed out: the ${at} did not answer within\\b`), 'no answer within')
+    .replace(new RegExp(` (?:to|from) the ${at}(?= failed\\b|:)`), '');
 }
 
 /**
@@ -280,17 +341,17 @@ export function withoutAdvice(text: string): string {
  * reasons are sentences; these patterns are the words those stages use.
  */
 export function ccProblem(reason: string, where: CcWhere, timeoutKey: string, key: string): Problem {
-  const why = withoutAdvice(reason);
+  const why = withoutWhere(withoutAdvice(reason), where);
   const status = /answered (40[13])\b/.exec(reason);
   if (status) return makeProblem('CC_UNAUTHORIZED', { ...where, status: Number(status[1]) }, key);
   if (/answered 404\b/.test(reason) && where.urlKey === 'cc_url') {
     return makeProblem('CC_NOT_CONFIGURED_FOR_HM', { stage: where.stage, url: where.url, detail: 'the CC answered 404 to a start or stop' }, key);
   }
+  // The TLS templates say what is wrong with the certificate: the detail is the reason's code (and host), as the doctor gives it.
+  const mismatch = /not valid for (\S+) \(([A-Z_]+)\)/.exec(reason);
+  if (mismatch) return makeProblem('CC_TLS_NAME_MISMATCH', { ...where, error: `${mismatch[2]}: ${mismatch[1]}` }, key);
   if (/not valid for/.test(reason)) return makeProblem('CC_TLS_NAME_MISMATCH', { ...where, error: why }, key);
-  if (/not trusted/.test(reason)) {
-    const codeMatch = /\(([A-Z_]+)\)/.exec(reason);
-    return makeProblem('CC_TLS_UNTRUSTED', { ...where, error: codeMatch?.[1] ?? why }, key);
-  }
+  if (/not trusted/.test(reason)) return makeProblem('CC_TLS_UNTRUSTED', { ...where, error: /\(([A-Z_]+)\)/.exec(reason)?.[1] ?? why }, key);
   if (/timed out|no answer within|did not answer within/.test(reason)) return makeProblem('CC_TIMEOUT', { ...where, error: why, timeoutKey }, key);
   if (/connection refused|cannot resolve|cannot reach|ECONNREFUSED|ENOTFOUND|TLS handshake/.test(reason))
     return makeProblem('CC_UNREACHABLE', { ...where, error: why }, key);

@@ -3,6 +3,11 @@
  * (`heartbeats: heartbeat on dea.heartbeat, sync 1s, presence TTL 30s`), durations written short.
  */
 
+/** A count with its noun, singular for one: `1 order`, `2 orders`; `plural` when it is not the noun plus s (`1 reply`, `3 replies`). */
+export function counted(n: number, noun: string, plural = `${noun}s`): string {
+  return `${n} ${n === 1 ? noun : plural}`;
+}
+
 /** 250ms, 1s, 1.5s, 30s, 10m, 1h36m. */
 export function shortDuration(ms: number): string {
   if (!Number.isFinite(ms)) return String(ms);

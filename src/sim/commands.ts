@@ -1,15 +1,19 @@
 /**
  * The `hmgate test` and `hmgate simulate` commands: what they print and their exit codes, kept
- * apart from the CLI's argument parsing.
+ * apart from the CLI's argument parsing. A flag's bad value is a UsageError (the CLI exits 2).
  */
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { ConfigError, formatProblem } from '../config/errors.js';
 import { parseDuration } from '../config/duration.js';
 import type { LoadedConfig } from '../config/load.js';
+import { counted } from '../sdk/summary.js';
 import { formatLiveSummary, liveOptionsFromConfig, LiveSimulator } from './live.js';
 import { formatTimeline, runScenario } from './scenario.js';
 import { simulateFoundation, type SimulationOptions } from './simulate.js';
+
+/** A flag's value the command cannot use: the CLI prints the message as one line and exits 2. */
+export class UsageError extends Error {}
 
 /** Scenario files: the given files, and every *.yaml / *.yml inside the given directories. */
 export function scenarioFiles(paths: string[], cwd = process.cwd()): string[] {
@@ -37,7 +41,7 @@ export async function runTests(paths: string[], write: (s: string) => void = (s)
     try {
       const r = await runScenario(file);
       const ms = (performance.now() - t0).toFixed(0);
-      if (r.passed) write(`PASS ${shown}: ${r.name} (${r.timeline.length} orders, ${ms} ms)\n`);
+      if (r.passed) write(`PASS ${shown}: ${r.name} (${counted(r.timeline.length, 'order')}, ${ms} ms)\n`);
       else {
         failed++;
         write(`FAIL ${shown}: ${r.name}\n${r.failures.map((f) => `  - ${f}\n`).join('')}  what was sent:\n${formatTimeline(r.timeline)}\n`);
@@ -72,32 +76,47 @@ export interface SimulateArgs {
   removeAt?: string;
 }
 
+/** A flag's number; NaN for anything else, the empty string too (Number('') is 0). */
+const flagNumber = (v: string | undefined): number => (v === undefined || v.trim() === '' ? NaN : Number(v));
+
+/** A duration flag's value (hb in the config's heartbeat units); a bad one is a UsageError naming the flag. */
+function durationFlag(name: string, v: string, heartbeatMs: number): number {
+  try {
+    return parseDuration(v, heartbeatMs);
+  } catch (err) {
+    throw new UsageError(`--${name}: ${(err as Error).message}`);
+  }
+}
+
 export function simulationOptions(a: SimulateArgs, heartbeatMs: number): SimulationOptions {
   const int = (name: string, v: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a whole number > 0, not "${v}"`);
+    const n = flagNumber(v);
+    if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} must be a whole number > 0, not "${v}"`);
     return n;
   };
-  const rate = Number(a.crashRate);
-  if (!(rate >= 0 && rate <= 1)) throw new Error(`--crash-rate must be between 0 and 1, not "${a.crashRate}"`);
-  const dur = (v: string | undefined) => (v === undefined ? undefined : parseDuration(v, heartbeatMs));
+  const rate = flagNumber(a.crashRate);
+  if (!(rate >= 0 && rate <= 1)) throw new UsageError(`--crash-rate must be between 0 and 1, not "${a.crashRate}"`);
+  const dur = (name: string, v: string | undefined) => (v === undefined ? undefined : durationFlag(name, v, heartbeatMs));
   let ccOutage: [number, number] | undefined;
   if (a.ccOutage) {
-    const [from, to] = a.ccOutage.split('-');
-    if (!from || !to) throw new Error(`--cc-outage must be FROM-TO, e.g. 5m-8m, not "${a.ccOutage}"`);
-    ccOutage = [parseDuration(from, heartbeatMs), parseDuration(to, heartbeatMs)];
+    const [from, to, ...rest] = a.ccOutage.split('-');
+    if (!from || !to || rest.length > 0) throw new UsageError(`--cc-outage must be FROM-TO, e.g. 5m-8m, not "${a.ccOutage}"`);
+    ccOutage = [durationFlag('cc-outage', from, heartbeatMs), durationFlag('cc-outage', to, heartbeatMs)];
+    if (ccOutage[1] <= ccOutage[0]) throw new UsageError(`--cc-outage must end after it begins, not "${a.ccOutage}"`);
   }
+  const seed = flagNumber(a.seed);
+  if (!Number.isInteger(seed)) throw new UsageError(`--seed must be a whole number, not "${a.seed}"`);
   return {
     agents: int('agents', a.agents),
     instancesPerAgent: int('instances', a.instances),
     instancesPerApp: int('per-app', a.perApp),
     crashRate: rate,
-    agentDiesAt: dur(a.agentDiesAt),
-    evacuateAt: dur(a.evacuateAt),
-    versionChangeAt: dur(a.versionChangeAt),
+    agentDiesAt: dur('agent-dies-at', a.agentDiesAt),
+    evacuateAt: dur('evacuate-at', a.evacuateAt),
+    versionChangeAt: dur('version-change-at', a.versionChangeAt),
     ccOutage,
-    durationMs: parseDuration(a.duration, heartbeatMs),
-    seed: Number(a.seed) || 1,
+    durationMs: durationFlag('duration', a.duration, heartbeatMs),
+    seed: seed || 1,
   };
 }
 
@@ -113,7 +132,7 @@ export async function runSimulate(loaded: LoadedConfig, a: SimulateArgs, write: 
       .join(', ') || 'none';
   write(
     [
-      `simulated ${o.agents} agents × ${o.instancesPerAgent} instances for ${o.durationMs / 1000}s of virtual time in ${(performance.now() - t0).toFixed(0)} ms`,
+      `simulated ${counted(o.agents, 'agent')} × ${counted(o.instancesPerAgent, 'instance')} for ${o.durationMs / 1000}s of virtual time in ${(performance.now() - t0).toFixed(0)} ms`,
       `starts: ${list(summary.starts)}`,
       `stops: ${list(summary.stops)}`,
       `converged: ${summary.convergedAt === null ? 'nothing to do' : `last order at ${summary.convergedAt / 1000}s`}`,
@@ -126,12 +145,14 @@ export async function runSimulate(loaded: LoadedConfig, a: SimulateArgs, write: 
 /** The live mode's options from the command line (durations in the config's heartbeat units too). */
 export function liveSimulationOptions(loaded: LoadedConfig, a: SimulateArgs) {
   const o = simulationOptions(a, loaded.heartbeatMs);
-  const churn = Number(a.churn ?? 0);
-  if (!(churn >= 0 && churn <= 1)) throw new Error(`--churn must be between 0 and 1, not "${a.churn}"`);
+  const churn = a.churn === undefined ? 0 : flagNumber(a.churn);
+  if (!(churn >= 0 && churn <= 1)) throw new UsageError(`--churn must be between 0 and 1, not "${a.churn}"`);
   let ccPort: number | undefined;
   if (a.ccPort !== undefined) {
-    ccPort = Number(a.ccPort);
-    if (!Number.isInteger(ccPort) || ccPort < 0 || ccPort > 65535) throw new Error(`--cc-port must be a port number (0: any free one), not "${a.ccPort}"`);
+    ccPort = flagNumber(a.ccPort);
+    if (!Number.isInteger(ccPort) || ccPort < 0 || ccPort > 65535) {
+      throw new UsageError(`--cc-port must be a port number (0: any free one), not "${a.ccPort}"`);
+    }
   }
   return liveOptionsFromConfig(loaded, {
     agents: o.agents,
@@ -141,7 +162,7 @@ export function liveSimulationOptions(loaded: LoadedConfig, a: SimulateArgs) {
     seed: o.seed,
     durationMs: o.durationMs,
     obey: Boolean(a.obey),
-    removeAtMs: a.removeAt === undefined ? undefined : parseDuration(a.removeAt, loaded.heartbeatMs),
+    removeAtMs: a.removeAt === undefined ? undefined : durationFlag('remove-at', a.removeAt, loaded.heartbeatMs),
     ccPort,
   });
 }

@@ -73,6 +73,8 @@ export class LiveCloudController {
   private server: http.Server | undefined;
   private readonly sockets = new Set<Socket>();
   private readonly pages = new Map<string, Buffer>();
+  /** The foundation's desired-state generation the cached pages were built from. */
+  private pagesGeneration = 0;
   private readonly auth: string;
 
   constructor(
@@ -164,10 +166,14 @@ export class LiveCloudController {
 
   /** Apps with id > after (ids from 1), `batch` of them; the last page is empty with a null token. */
   private page(batch: number, after: number): Buffer {
+    const f = this.foundation;
+    if (f.desiredGeneration !== this.pagesGeneration) {
+      this.pages.clear();
+      this.pagesGeneration = f.desiredGeneration;
+    }
     const key = `${batch}:${after}`;
     let body = this.pages.get(key);
     if (body) return body;
-    const f = this.foundation;
     const results: Record<string, unknown> = {};
     const last = Math.min(f.apps, after + batch);
     for (let id = after + 1; id <= last; id++) {

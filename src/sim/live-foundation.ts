@@ -79,6 +79,8 @@ export function seededRandom(seed: number): () => number {
 }
 
 export class LiveFoundation {
+  /** Bumped at every change of the desired state (a subclass that changes it), so served pages are built anew. */
+  desiredGeneration = 0;
   readonly instances: number;
   readonly apps: number;
   private readonly generation: Uint32Array;

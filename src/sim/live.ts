@@ -9,6 +9,7 @@ import { connect, type NatsConnection, type Subscription } from 'nats';
 import type { LoadedConfig } from '../config/load.js';
 import { maskUrl } from '../config/mask.js';
 import { natsConnectSettings } from '../bus/nats-url.js';
+import { counted } from '../sdk/summary.js';
 import { LiveCloudController, type LiveCcStats } from './live-cc.js';
 import { LiveFoundation } from './live-foundation.js';
 
@@ -129,6 +130,8 @@ export class LiveSimulator {
   constructor(
     readonly o: LiveOptions,
     private readonly say: (line: string) => void = () => undefined,
+    /** The foundation to simulate (one that can change, for the demo); by default one made from the options. */
+    foundation?: LiveFoundation,
   ) {
     for (const [name, v] of [
       ['agents', o.agents],
@@ -139,10 +142,12 @@ export class LiveSimulator {
     }
     if (!(o.churn >= 0 && o.churn <= 1)) throw new Error(`--churn must be between 0 and 1, not ${o.churn}`);
     if (!(o.heartbeatMs > 0)) throw new Error(`the heartbeat interval must be > 0, not ${o.heartbeatMs}`);
-    this.foundation = new LiveFoundation(
-      { agents: o.agents, instancesPerAgent: o.instancesPerAgent, instancesPerApp: o.instancesPerApp, churn: o.churn, seed: o.seed },
-      Date.now(),
-    );
+    this.foundation =
+      foundation ??
+      new LiveFoundation(
+        { agents: o.agents, instancesPerAgent: o.instancesPerAgent, instancesPerApp: o.instancesPerApp, churn: o.churn, seed: o.seed },
+        Date.now(),
+      );
     this.done = new Promise((r) => (this.finished = r));
   }
 
@@ -199,7 +204,7 @@ export class LiveSimulator {
     }
     await this.nc.flush();
     this.say(
-      `live simulation: ${this.o.agents} agents × ${this.o.instancesPerAgent} instances (${f.instances} instances, ${f.apps} apps of ${this.o.instancesPerApp}), ` +
+      `live simulation: ${counted(this.o.agents, 'agent')} × ${counted(this.o.instancesPerAgent, 'instance')} (${counted(f.instances, 'instance')}, ${counted(f.apps, 'app')} of ${this.o.instancesPerApp}), ` +
         `heartbeat ${this.o.heartbeatMs / 1000}s on ${this.o.heartbeatSubject}, churn ${(this.o.churn * 100).toFixed(2)}% per heartbeat${this.o.obey ? ', obeying orders' : ''}`,
     );
     this.say(`bulk API: ${this.url} (user ${this.o.cc.user})`);
@@ -343,7 +348,7 @@ export class LiveSimulator {
     if (k > 0) {
       const p = this.period;
       this.say(
-        `period ${k - 1}: ${p.heartbeats} heartbeats (${(p.bytes / 1048576).toFixed(1)} MiB), ${f.restarts - p.restartsAt} restarts, publish lag max ${Math.round(p.lagMax)} ms`,
+        `period ${k - 1}: ${counted(p.heartbeats, 'heartbeat')} (${(p.bytes / 1048576).toFixed(1)} MiB), ${counted(f.restarts - p.restartsAt, 'restart')}, publish lag max ${Math.round(p.lagMax)} ms`,
       );
       if (this.o.churn > 0) f.planChurn();
     }
@@ -409,11 +414,11 @@ export function liveOptionsFromConfig(
 export function formatLiveSummary(s: LiveSummary): string {
   const mib = (b: number) => (b / 1048576).toFixed(1);
   return [
-    `simulated ${s.agents} agents × ${s.instances / s.agents} instances (${s.instances} instances, ${s.apps} apps) live for ${(s.ranMs / 1000).toFixed(1)}s`,
+    `simulated ${counted(s.agents, 'agent')} × ${counted(s.instances / s.agents, 'instance')} (${counted(s.instances, 'instance')}, ${counted(s.apps, 'app')}) live for ${(s.ranMs / 1000).toFixed(1)}s`,
     `heartbeats sent: ${s.heartbeats} (${mib(s.bytes)} MiB); publish lag p50 ${s.lag.p50} ms, p99 ${s.lag.p99} ms, max ${s.lag.max} ms`,
     `restarts (churn): ${s.restarts}`,
-    `orders obeyed: ${s.starts.obeyed} starts, ${s.stops.obeyed} stops (ignored: ${s.starts.ignored} starts, ${s.stops.ignored} stops)`,
-    `bulk API ${s.ccUrl}: ${s.cc.pages} pages, ${s.cc.fetches} complete fetches, ${s.cc.refused} refused`,
+    `orders obeyed: ${counted(s.starts.obeyed, 'start')}, ${counted(s.stops.obeyed, 'stop')} (ignored: ${counted(s.starts.ignored, 'start')}, ${counted(s.stops.ignored, 'stop')})`,
+    `bulk API ${s.ccUrl}: ${counted(s.cc.pages, 'page')}, ${counted(s.cc.fetches, 'complete fetch', 'complete fetches')}, ${s.cc.refused} refused`,
     '',
   ].join('\n');
 }

@@ -41,7 +41,7 @@ describe('scenario runner', () => {
       );
       const r = await runScenario(f);
       expect(r.passed).toBe(false);
-      expect(r.failures).toEqual(['expected a start of a index 1 at 60s: none matched', 'expected 1 stops in all, got 0']);
+      expect(r.failures).toEqual(['expected a start of a index 1 at 60s: none matched', 'expected 1 stop in all, got 0']);
       expect(formatTimeline(r.timeline)).toBe('       70.000s  start a/v1 index 1 (MISSING)');
     } finally {
       await rm(tmp, { recursive: true, force: true });

@@ -19,6 +19,7 @@ import { makeValidator } from '../config/validate.js';
 import { createLoggerFactory } from '../log.js';
 import { presetsDir } from '../paths.js';
 import { VirtualClock } from '../sdk/clock.js';
+import { counted } from '../sdk/summary.js';
 import type { Order, SinkStage } from '../sdk/orders.js';
 import { Engine } from '../pipeline/engine.js';
 import { definePlugin, type StageContext } from '../sdk/plugin.js';
@@ -372,11 +373,11 @@ function check(expectations: ScenarioExpectation[], timeline: TimedOrder[]): str
     }
     if (e.starts !== undefined) {
       const n = timeline.filter((t) => t.order.action === 'start' || (t.order.action === 'request' && t.order.request.op === 'START')).length;
-      if (n !== e.starts) failures.push(`expected ${e.starts} starts in all, got ${n}`);
+      if (n !== e.starts) failures.push(`expected ${counted(e.starts, 'start')} in all, got ${n}`);
     }
     if (e.stops !== undefined) {
       const n = timeline.filter((t) => t.order.action === 'stop' || (t.order.action === 'request' && t.order.request.op === 'STOP')).length;
-      if (n !== e.stops) failures.push(`expected ${e.stops} stops in all, got ${n}`);
+      if (n !== e.stops) failures.push(`expected ${counted(e.stops, 'stop')} in all, got ${n}`);
     }
   }
   return failures;

@@ -7,6 +7,7 @@
  *
  * Heartbeats every 200 ms keep it quick. Every server started here is stopped by the test.
  */
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -170,9 +171,9 @@ describe('hmgate doctor, /v1/status problems and the log', () => {
       `ok: config ${f}: valid (10 stages)`,
       `ok: NATS at ${n.url}: connected to 127.0.0.1:${n.port}`,
       `ok: CC bulk API at ${cc.url}: answered the first page of /bulk/apps`,
-      'ok: heartbeats on dea.heartbeat: 1 agent(s) heartbeating 1 instance(s) of 1 app(s)',
-      'ok: start/stop orders on hm9000.start, hm9000.stop: hm9000.start: 1 subscriber(s), hm9000.stop: 1 subscriber(s)',
-      'ok: desired and actual state: 1 of the 1 desired app(s) heartbeating',
+      'ok: heartbeats on dea.heartbeat: 1 agent heartbeating 1 instance of 1 app',
+      'ok: start/stop orders on hm9000.start, hm9000.stop: hm9000.start: 1 subscriber, hm9000.stop: 1 subscriber',
+      'ok: desired and actual state: 1 of the 1 desired app heartbeating',
     ]);
     expect(r.code).toBe(0);
     expect(cc.requestsTo('/bulk/apps')[0]!.url).toBe('/bulk/apps?batch_size=1&bulk_token={}');
@@ -246,11 +247,11 @@ describe('hmgate doctor, /v1/status problems and the log', () => {
       const r = await doctor(f);
       expect(r.code).toBe(1);
       expect(line(r.lines, 'FAIL: CC bulk API')).toBe(
-        `FAIL: CC bulk API at ${cc.url}: the CC certificate is not trusted (DEPTH_ZERO_SELF_SIGNED_CERT); fix: set \`sources.desired.ca_file\`, or \`skip_cert_verify: true\` to skip [CC_TLS_UNTRUSTED]`,
+        `FAIL: CC bulk API at ${cc.url}: the CC certificate is not trusted (DEPTH_ZERO_SELF_SIGNED_CERT); fix: set \`sources.desired.ca_file\`, or \`sources.desired.skip_cert_verify: true\` to skip [CC_TLS_UNTRUSTED]`,
       );
       const d = daemon(f);
       const p = await expectProblem(d, port, 'CC_TLS_UNTRUSTED');
-      expect(p.fix).toBe('set `sources.desired.ca_file`, or `skip_cert_verify: true` to skip');
+      expect(p.fix).toBe('set `sources.desired.ca_file`, or `sources.desired.skip_cert_verify: true` to skip');
       expect(p.message).toBe(`CC bulk API at ${cc.url}: the CC certificate is not trusted (DEPTH_ZERO_SELF_SIGNED_CERT)`);
 
       // the fix works: the same CC with its certificate trusted
@@ -344,6 +345,96 @@ describe('hmgate doctor, /v1/status problems and the log', () => {
     expect(p.fix).toBe('set `sources.heartbeats.cc_partition: ng`');
   });
 
+  it('agents and CC on ng, the partitioned preset on default: doctor and /v1/status name one fix, and with exactly it the partition, credentials and start/stop checks pass', async () => {
+    const n = await nats({ monitor: true });
+    const cc = await fakeCC({ apps: [{ guid: 'app-a', version: 'v1', instances: 1, updated_at: '2013-07-31 22:00:00 +0000' }] });
+    const agents = await agentsOn(n);
+    agents.agent('dea-1').run('app-a', 0, { version: 'v1', ccPartition: 'ng' });
+    // The Cloud Controller on ng: it answers credentials and takes requests on its own partition only.
+    await agents.respond('cloudcontroller.bulk.credentials.ng', { user: cc.user, password: cc.password });
+    const ccRequests = later(await SubjectRecorder.start(n.url, ['cloudcontrollers.hm.requests.ng']));
+    const port = await freePort();
+    const base = join(dir, 'partitioned.yaml');
+    await writeFile(
+      base,
+      [
+        'extends: ruby-hm-partitioned',
+        `heartbeat_interval: ${HB}ms`,
+        `bus: { servers: ["${n.url}"], connect_timeout: 300ms, monitor_url: "${n.monitorUrl}" }`,
+        'sources:',
+        '  heartbeats: { sync_interval: 50ms }',
+        `  desired: { url: "${cc.url}", credentials_timeout: 1s }`,
+        `api: { listen: "127.0.0.1:${port}", user: magnet, password: pw }`,
+        '',
+      ].join('\n'),
+    );
+    /** A config that extends `file` with `setting` ("a.b: v", as a fix names it) and nothing else. */
+    const applying = async (file: string, setting: string): Promise<string> => {
+      const [key, value] = setting.split(/:\s+/, 2) as [string, string];
+      const parts = key.split('.');
+      const fixed = join(dir, `fixed-${parts.join('-')}.yaml`);
+      const lines = parts.map((p, i) => `${'  '.repeat(i)}${p}:${i === parts.length - 1 ? ` ${value}` : ''}`);
+      await writeFile(fixed, [`extends: ./${file.split('/').pop()!}`, ...lines, `api: { listen: "127.0.0.1:${await freePort()}" }`, ''].join('\n'));
+      return fixed;
+    };
+
+    const r = await doctor(base);
+    expect(r.code).toBe(1);
+    const partition = line(r.lines, 'FAIL: heartbeats on dea.heartbeat: the agents');
+    expect(partition).toBe(
+      'FAIL: heartbeats on dea.heartbeat: the agents heartbeat cc_partition "ng", and `cc_partition` keeps only "default": no instance is kept; fix: set `cc_partition: ng` [CC_PARTITION_MISMATCH]',
+    );
+    const fix = /; fix: set `([^`]+)` \[CC_PARTITION_MISMATCH\]$/.exec(partition!)![1]!;
+    expect(line(r.lines, 'FAIL: CC bulk API credentials on cloudcontroller.bulk.credentials.default')).toContain(`set \`${fix}\``);
+    const startStop = line(r.lines, 'FAIL: start/stop orders on cloudcontrollers.hm.requests.default');
+    expect(startStop).toBe(
+      `FAIL: start/stop orders on cloudcontrollers.hm.requests.default: nobody subscribes to cloudcontrollers.hm.requests.default on NATS (asked ${n.monitorUrl}); fix: is the Cloud Controller connected to this NATS, and on cc_partition "default"? A CC v2 listens on cloudcontrollers.hm.requests.ng: set \`${fix}\`. Check \`sinks.cloud_controller.start_subject\` / \`sinks.cloud_controller.stop_subject\` too [NO_START_STOP_LISTENER]`,
+    );
+    // Every failing line names the same one key.
+    for (const l of r.lines.filter((x) => x.startsWith('FAIL:'))) expect(l.match(/set `[^`]*cc_partition[^`]*`/g)).toEqual([`set \`${fix}\``]);
+
+    // The stage's own key (what the fix used to say) keeps the heartbeats, and nothing else.
+    const halfway = await doctor(await applying(base, 'sources.heartbeats.cc_partition: ng'));
+    expect(line(halfway.lines, 'ok: cc_partition of the heartbeats')).toBeDefined();
+    expect(line(halfway.lines, 'FAIL: CC bulk API credentials on cloudcontroller.bulk.credentials.default')).toBeDefined();
+    expect(line(halfway.lines, 'FAIL: start/stop orders on cloudcontrollers.hm.requests.default')).toBeDefined();
+
+    // Exactly the fix doctor names: every check passes.
+    const fixedFile = await applying(base, fix);
+    const fixed = await doctor(fixedFile);
+    expect(
+      fixed.lines.filter((l) => !l.startsWith('ok: ')),
+      fixed.stdout,
+    ).toEqual([]);
+    expect(fixed.code).toBe(0);
+    expect(line(fixed.lines, 'ok: cc_partition of the heartbeats on dea.heartbeat')).toMatch(/: 1 instance(\(s\))? of cc_partition "ng"$/);
+    expect(line(fixed.lines, 'ok: CC bulk API')).toBe(`ok: CC bulk API at ${cc.url}: answered the first page of /bulk/apps`);
+    expect(line(fixed.lines, 'ok: start/stop')).toMatch(
+      /^ok: start\/stop orders on cloudcontrollers\.hm\.requests\.ng: cloudcontrollers\.hm\.requests\.ng: 1 subscriber/,
+    );
+
+    // /v1/status and the log name the same fix.
+    const d = daemon(base);
+    expect((await expectProblem(d, port, 'CC_PARTITION_MISMATCH')).fix).toBe(`set \`${fix}\``);
+    expect((await expectProblem(d, port, 'CC_CREDENTIALS_UNAVAILABLE')).fix).toContain(`set \`${fix}\``);
+    const listener = await expectProblem(d, port, 'NO_START_STOP_LISTENER');
+    expect(listener.fix).toContain(`set \`${fix}\``);
+    expect(listener.fix).not.toContain('hm9000');
+    // The preset has no freshness gate: stale state holds nothing back, and the problem says so.
+    expect((await expectProblem(d, port, 'NOT_FRESH')).fix).toMatch(/^`freshness\.gate` is off, so starts and stops go on/);
+    expect(d.logs().some((l) => l.component === 'heartbeats' && String(l.msg).endsWith(`: set ${fix}`))).toBe(true);
+    await d.stop();
+
+    const ok = daemon(fixedFile);
+    const fixedPort = Number(/127\.0\.0\.1:(\d+)/.exec(readFileSync(fixedFile, 'utf8'))![1]);
+    await waitFor(async () => ((await status(fixedPort)).problems as ProblemEntry[]).length === 0, {
+      what: `no problem with the fix (log: ${ok.stdout.slice(-2000)})`,
+      timeoutMs: 15_000,
+      intervalMs: 100,
+    });
+    expect(ccRequests.messages).toEqual([]); // nothing to start or stop, and the doctor never publishes there
+  });
+
   it('nobody subscribed to hm9000.start / hm9000.stop (asked of the NATS monitoring endpoint), then the CC subscribes', async () => {
     const n = await nats({ monitor: true });
     const cc = await fakeCC({ apps: [{ guid: 'app-a', version: 'v1' }] });
@@ -419,7 +510,7 @@ describe('hmgate doctor, /v1/status problems and the log', () => {
     const r = await doctor(f);
     expect(r.code).toBe(1);
     expect(line(r.lines, 'FAIL: desired and actual state')).toBe(
-      'FAIL: desired and actual state: the CC desires 2 app(s) and the agents heartbeat 2 app(s), but none of the desired apps is heartbeating; fix: hmgate is looking at two different foundations: `sources.desired.url` and `bus.servers` must belong to the same one [WRONG_FOUNDATION]',
+      'FAIL: desired and actual state: the CC desires 2 apps and the agents heartbeat 2 apps, but none of the desired apps is heartbeating; fix: hmgate is looking at two different foundations: `sources.desired.url` and `bus.servers` must belong to the same one [WRONG_FOUNDATION]',
     );
     const d = daemon(f);
     await expectProblem(d, port, 'WRONG_FOUNDATION');

@@ -98,7 +98,7 @@ describe('decision audit', () => {
         .filter((d) => d.outcome === 'suppressed')
         .map((d) => `${d.why}:${d.index}`),
     ).toEqual(['message_limit:1', 'message_limit:2']);
-    expect(engine.audit.list().find((d) => d.why === 'message_limit')!.detail).toBe('1 starts already sent this run');
+    expect(engine.audit.list().find((d) => d.why === 'message_limit')!.detail).toBe('1 start already sent this run');
 
     // a pending start for an index that runs by the time it is due: dropped by verification
     await store.putPendingStarts([

@@ -113,6 +113,7 @@ describe('hmgate validate / print-config', () => {
     expect(r.stdout).toMatch(/api:\n(?:.*\n)*? {2}password: "\*\*\*"/);
     expect(r.stdout).toContain('actual_ttl: 3hb'); // preset values, as written
     expect(r.stdout).toContain('every: 2hb'); // a plugin default
+    expect(r.stdout).toMatch(/log:\n(?:.*\n)*? {2}format: auto\n/); // the log format's default
     expect(r.stdout).not.toContain('extends');
   });
 });
@@ -161,9 +162,52 @@ describe('hmgate test / simulate', () => {
     expect(r.stdout).toMatch(/^simulated 4 agents × 5 instances for 300s of virtual time/m);
     expect(r.stdout).toMatch(/^starts: .*MISSING 5/m);
     const usage = await runCli(['simulate', '-c', join(root, 'config.example.yaml'), '--crash-rate', '2']);
-    expect(usage.code).toBe(1);
+    expect(usage.code).toBe(2); // a usage error (README: usage errors exit 2)
     expect(usage.stderr.trim()).toBe('hmgate: --crash-rate must be between 0 and 1, not "2"');
   });
+});
+
+describe('hmgate --version and usage errors', () => {
+  it('--version and -V print the version of package.json and exit 0', async () => {
+    const { version } = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const r = await runCli([flag]);
+      expect(r.code, flag).toBe(0);
+      expect(r.stdout, flag).toBe(`${version}\n`);
+      expect(r.stderr, flag).toBe('');
+    }
+  });
+
+  it('every usage error of every sub-command exits 2 with one clear line on stderr, before doing anything', async () => {
+    const cfg = join(root, 'config.example.yaml');
+    const cases: [string[], string][] = [
+      [['simulate', '-c', cfg, '--agents', 'many'], 'hmgate: --agents must be a whole number > 0, not "many"'],
+      [['simulate', '-c', cfg, '--instances', '2.5'], 'hmgate: --instances must be a whole number > 0, not "2.5"'],
+      [['simulate', '-c', cfg, '--crash-rate', 'often'], 'hmgate: --crash-rate must be between 0 and 1, not "often"'],
+      [
+        ['simulate', '-c', cfg, '--duration', 'soon'],
+        'hmgate: --duration: bad duration "soon": use a number with ms, s, m, h or hb (heartbeats), e.g. "250ms", "10s", "3hb"',
+      ],
+      [['simulate', '-c', cfg, '--seed', 'abc'], 'hmgate: --seed must be a whole number, not "abc"'],
+      [['simulate', '-c', cfg, '--cc-outage', '5m'], 'hmgate: --cc-outage must be FROM-TO, e.g. 5m-8m, not "5m"'],
+      [['simulate', '-c', cfg, '--cc-outage', '8m-5m'], 'hmgate: --cc-outage must end after it begins, not "8m-5m"'],
+      [['simulate', '-c', cfg, '--live', '--churn', '2'], 'hmgate: --churn must be between 0 and 1, not "2"'],
+      [['simulate', '-c', cfg, '--live', '--cc-port', 'http'], 'hmgate: --cc-port must be a port number (0: any free one), not "http"'],
+      [['simulate', '-c', cfg, '--bogus'], "hmgate: unknown option '--bogus' (see hmgate simulate --help)"],
+      [['simulate', '-c', cfg, '--agents'], "hmgate: option '--agents <n>' argument missing (see hmgate simulate --help)"],
+      [['validate', '--confg', cfg], "hmgate: unknown option '--confg' (Did you mean --config?) (see hmgate validate --help)"],
+      [['validate', 'extra'], "hmgate: too many arguments for 'validate'. Expected 0 arguments but got 1. (see hmgate validate --help)"],
+      [['dump', '-c', cfg, '--raw', '--json'], "hmgate: option '--raw' cannot be used with option '--json' (see hmgate dump --help)"],
+      [['frobnicate'], "hmgate: unknown command 'frobnicate' (see hmgate --help)"],
+    ];
+    const results = await Promise.all(cases.map(([args]) => runCli(args, { timeoutMs: 50_000 })));
+    cases.forEach(([args, message], i) => {
+      const r = results[i]!;
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toBe(`${message}\n`);
+      expect(r.stdout, args.join(' ')).toBe('');
+    });
+  }, 60_000);
 });
 
 describe('hmgate run', () => {

@@ -105,6 +105,50 @@ describe('engine', () => {
     }
   });
 
+  it('a cycle whose one message failed to send says so in the singular', async () => {
+    const failing = join(dir, 'failing-sink.js');
+    await writeFile(
+      failing,
+      [
+        'export default {',
+        "  name: 'failing-sink',",
+        "  kind: 'sink',",
+        "  optionsSchema: { type: 'object', properties: {}, additionalProperties: false },",
+        '  create: () => ({ async send() { throw new Error("refused"); } }),',
+        '};',
+        '',
+      ].join('\n'),
+    );
+    const file = join(dir, 'failing.yaml');
+    await writeFile(
+      file,
+      [
+        'foundation: virt',
+        'heartbeat_interval: 10s',
+        `bus: { servers: ["${nats.url}"] }`,
+        'freshness: { gate: false }',
+        'policies:',
+        `  missing: { plugin: ${join(fixtures, 'missing-policy.js')} }`,
+        'sinks:',
+        `  failing: { plugin: ${failing} }`,
+        'api: { password: pw, enabled: false }',
+        '',
+      ].join('\n'),
+    );
+    const lines: Record<string, unknown>[] = [];
+    const loggers = createLoggerFactory({ foundation: 'virt', level: 'debug', destination: { write: (s: string) => void lines.push(JSON.parse(s)) } });
+    const clock = new VirtualClock(1_700_000_000_000);
+    const engine = new Engine(await loadConfig(file, { env: {} }), { clock, loggers });
+    await engine.start();
+    try {
+      await engine.stateStore!.replaceDesired([{ ...app, instances: 1 }]);
+      await clock.advanceAsync(0);
+      expect(lines.find((l) => l.msg === 'cycle failed; continuing')).toMatchObject({ error: '1 message failed to send; it is kept for the next cycle' });
+    } finally {
+      await engine.stop();
+    }
+  });
+
   it('with the gate off, decides on whatever state there is', async () => {
     const { engine, clock, delivered } = await engineFor(['freshness: { gate: false }']);
     await engine.start();

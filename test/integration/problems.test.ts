@@ -2,6 +2,9 @@
  * The problems of /v1/status as the core derives them with the built-in plugins' `problems` (and
  * the etcd store's `storeProblem`): each stage is given its plugin's definition, as the engine does.
  */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import bulkApiPlugin from '../../plugins/bulk-api/index.js';
@@ -10,6 +13,7 @@ import heartbeatPlugin from '../../plugins/heartbeat/index.js';
 import memoryPlugin from '../../plugins/memory-store/index.js';
 import notifierPlugin from '../../plugins/notifier/index.js';
 import { deriveProblems, ProblemTracker, type ProblemFacts, type StageFacts } from '../../src/operator/problems.js';
+import { loadConfig } from '../../src/config/load.js';
 import type { PluginDefinition } from '../../src/sdk/index.js';
 
 const HB = 1000;
@@ -80,7 +84,7 @@ describe('deriveProblems', () => {
     ],
     ['CC bulk API at https://cc.example.com answered 401: check sources.desired.user / password', 'CC_UNAUTHORIZED'],
     [
-      'the CC certificate for cc.example.com is not trusted (DEPTH_ZERO_SELF_SIGNED_CERT): set sources.desired.ca_file, or skip_cert_verify: true',
+      'the CC certificate for cc.example.com is not trusted (DEPTH_ZERO_SELF_SIGNED_CERT): set sources.desired.ca_file, or sources.desired.skip_cert_verify: true',
       'CC_TLS_UNTRUSTED',
     ],
     ['timed out: the CC bulk API at https://cc.example.com did not answer within 500ms (sources.desired.network_timeout)', 'CC_TIMEOUT'],
@@ -89,6 +93,8 @@ describe('deriveProblems', () => {
     const ps = deriveProblems(withStage(facts(), 'desired', { healthy: false, last_error: reason }));
     expect(ps.map((p) => p.code)).toEqual([code]);
     expect(ps[0]!.message).toMatch(/^CC bulk API at https:\/\/bulk:\*\*\*@cc\.example\.com: /);
+    // Said once: the reason's own "CC bulk API at …" is not repeated after the problem's.
+    expect(ps[0]!.message.match(/CC bulk API at/g)).toHaveLength(1);
   });
 
   it('names a CC that answers 404 to real starts and stops as not configured for this health manager', () => {
@@ -150,10 +156,70 @@ describe('deriveProblems', () => {
     ]);
   });
 
+  it('under the partitioned preset, every cc_partition problem names the one key that fixes them all: the top-level cc_partition', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'hmgate-problems-'));
+    try {
+      const file = join(dir, 'hmgate.yaml');
+      await writeFile(file, 'extends: ruby-hm-partitioned\napi: { password: pw }\n');
+      const loaded = await loadConfig(file, { env: {} });
+      const options = (id: string) => loaded.stages.find((s) => s.id === id)!.options;
+      const f = facts({
+        state: { desiredApps: 0, liveInstances: 0, heartbeatingApps: 0, desiredHeartbeating: false, agents: 1 },
+        monitorUrl: 'http://127.0.0.1:8222',
+        listeners: [{ stage: 'cloud_controller', missing: ['cloudcontrollers.hm.requests.default'] }],
+        stages: [
+          stage('bus', 'bus', 'nats'),
+          stage('heartbeats', 'sources', 'heartbeat', options('heartbeats'), {
+            last_error: 'agent dea-1 heartbeats instances of cc_partition "ng", this stage keeps only "default": set cc_partition: ng',
+          }),
+          stage('desired', 'sources', 'bulk-api', options('desired'), {
+            healthy: false,
+            last_error:
+              'Failed to request auth info on cloudcontroller.bulk.credentials.default: no reply within 5000ms (sources.desired.credentials_timeout); request ignored until the next desired-state update',
+          }),
+          stage('cloud_controller', 'sinks', 'notifier', options('cloud_controller')),
+        ],
+      });
+      const ps = deriveProblems(f);
+      expect(ps.map((p) => p.code)).toEqual(['CC_CREDENTIALS_UNAVAILABLE', 'CC_PARTITION_MISMATCH', 'NO_START_STOP_LISTENER']);
+      const [credentials, partition, listener] = ps;
+      expect(partition!.message).toBe(
+        'heartbeats on dea.heartbeat: the agents heartbeat cc_partition "ng", and `cc_partition` keeps only "default": no instance is kept',
+      );
+      expect(partition!.fix).toBe('set `cc_partition: ng`');
+      expect(credentials!.what).toBe('CC bulk API credentials on cloudcontroller.bulk.credentials.default');
+      expect(listener!.fix).toBe(
+        'is the Cloud Controller connected to this NATS, and on cc_partition "default"? A CC v2 listens on cloudcontrollers.hm.requests.ng: set `cc_partition: ng`. Check `sinks.cloud_controller.start_subject` / `sinks.cloud_controller.stop_subject` too',
+      );
+      // One key, the same in each.
+      for (const p of ps) expect(p.fix.match(/set `[^`]*cc_partition[^`]*`/g)).toEqual(['set `cc_partition: ng`']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("names nobody on the Ruby HM's health.start / health.stop without HM9000's hint", () => {
+    const [p] = deriveProblems(
+      facts({ monitorUrl: 'http://127.0.0.1:8222', listeners: [{ stage: 'cloud_controller', missing: ['health.start', 'health.stop'] }] }),
+    );
+    expect(p!.fix).toBe(
+      "is the Cloud Controller connected to this NATS, and one that takes the Ruby Health Manager's requests (health.start, health.stop)? Check `sinks.cloud_controller.start_subject` / `sinks.cloud_controller.stop_subject` too",
+    );
+  });
+
+  it('says what stale state holds back: every start and stop with freshness.gate on, none with it off', () => {
+    const stale = { desired: { fresh: false, reason: 'no complete desired-state fetch yet or within its TTL' } };
+    expect(deriveProblems(facts(stale))[0]!.fix).toBe('nothing is started or stopped until both are fresh: see the other problems');
+    expect(deriveProblems(facts({ ...stale, gate: true }))[0]!.fix).toBe('nothing is started or stopped until both are fresh: see the other problems');
+    expect(deriveProblems(facts({ ...stale, gate: false }))[0]!.fix).toBe(
+      '`freshness.gate` is off, so starts and stops go on all the same (only `INGEST_BEHIND` or `ACTUAL_COLLAPSE` holds them back): see the other problems',
+    );
+  });
+
   it('names the wrong foundation when no desired app heartbeats at all', () => {
     const ps = deriveProblems(facts({ state: { desiredApps: 3, liveInstances: 5, heartbeatingApps: 2, desiredHeartbeating: false } }));
     expect(ps.map((p) => p.code)).toEqual(['WRONG_FOUNDATION']);
-    expect(ps[0]!.why).toBe('the CC desires 3 app(s) and the agents heartbeat 2 app(s), but none of the desired apps is heartbeating');
+    expect(ps[0]!.why).toBe('the CC desires 3 apps and the agents heartbeat 2 apps, but none of the desired apps is heartbeating');
   });
 
   it('names an etcd store that fails, and the state it cannot read', () => {

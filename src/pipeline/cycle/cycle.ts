@@ -134,7 +134,12 @@ export class AnalyzeDispatchCycle {
       }
     }
     if (firstError !== undefined) throw firstError;
-    if (result.failures > 0) throw new Error(`${result.failures} message(s) failed to send; they are kept for the next cycle`);
+    if (result.failures > 0)
+      throw new Error(
+        result.failures === 1
+          ? '1 message failed to send; it is kept for the next cycle'
+          : `${result.failures} messages failed to send; they are kept for the next cycle`,
+      );
   }
 
   /** Sent orders and held-back messages of one dispatch, with the facts they were sent on. */

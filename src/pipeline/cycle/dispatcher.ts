@@ -10,6 +10,7 @@ import type { InstanceOrder, StartOrder, StopOrder } from '../../sdk/orders.js';
 import { errorText } from '../../log.js';
 import { startKey, stopKey, type PendingMessageBase, type PendingStart, type PendingStop, type StoreSnapshot } from '../../sdk/state.js';
 import { type AppKey } from '../../sdk/app-key.js';
+import { counted } from '../../sdk/summary.js';
 
 export const isTimeToSend = (m: PendingMessageBase, now: number): boolean => m.sentOn === 0 && m.sendOn <= now;
 export const isExpired = (m: PendingMessageBase, now: number): boolean => m.sentOn !== 0 && m.sentOn + m.keepAlive <= now;
@@ -117,7 +118,7 @@ export async function dispatch(snapshot: StoreSnapshot, now: number, send: Send,
           r.suppressed.push({ kind: 'start', key, why: 'send_failed', detail: 'the send failed', message: m });
         }
       } else {
-        r.suppressed.push({ kind: 'start', key, why: 'message_limit', detail: `${opts.messageLimit} starts already sent this run`, message: m });
+        r.suppressed.push({ kind: 'start', key, why: 'message_limit', detail: `${counted(opts.messageLimit, 'start')} already sent this run`, message: m });
       }
     } else if (isExpired(m, now)) {
       r.deleteStarts.push(key);

@@ -276,6 +276,16 @@ describe('EventRunner', () => {
     expect([...r.droplets.values()].map((d) => d.id)).toEqual(['new']);
   });
 
+  it('a sweep that forgets the one record says "1 of 1 app record"', async () => {
+    const logged: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (s: string) => void logged.push(String(JSON.parse(s).msg)) });
+    const { r, clock } = runner([policy(['sweep'], () => [{ kind: 'forget' }], 300_000)], { logger });
+    r.start();
+    r.emit({ kind: 'updated', app: 'old' });
+    await clock.advanceAsync(300_000);
+    expect(logged).toContain('p0: 1 of 1 app record forgotten');
+  });
+
   it('does nothing on a standby', () => {
     const seen: string[] = [];
     const { r } = runner([policy(['updated'], () => (seen.push('x'), []))], { isLeader: () => false });

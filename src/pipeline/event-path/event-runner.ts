@@ -25,6 +25,7 @@ import {
 } from '../../sdk/events.js';
 import type { RequestOrder } from '../../sdk/orders.js';
 import { newMessageId } from '../../sdk/pending-messages.js';
+import { counted } from '../../sdk/summary.js';
 import { dedupeKey, RequestQueue, type DedupeRule } from './request-queue.js';
 
 export interface EventRunnerOptions {
@@ -376,6 +377,6 @@ export class EventRunner {
     const before = this.droplets.size;
     for (const d of [...this.droplets.values()]) this.handleAppEvent({ kind: 'sweep', app: d.id }, d, now, p.id);
     const after = this.droplets.size;
-    if (after !== before) this.o.logger.info({ policy: p.id, before, after }, `${p.id}: ${before - after} of ${before} app records forgotten`);
+    if (after !== before) this.o.logger.info({ policy: p.id, before, after }, `${p.id}: ${before - after} of ${counted(before, 'app record')} forgotten`);
   }
 }

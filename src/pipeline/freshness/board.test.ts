@@ -61,3 +61,18 @@ describe('freshness (docs/hm9000.md#freshness)', () => {
     });
   });
 });
+
+describe('the collapse guard in words', () => {
+  it('one silent agent of one is "1 of 1 agent"', () => {
+    let now = s(100);
+    const board = new FreshnessBoard(() => now, s(30), s(120), {
+      intervalMs: s(10),
+      maxIngestLagMs: s(60),
+      collapse: { share: 0.5, minAgents: 0, silentAfterMs: s(30), windowMs: s(60) },
+    });
+    board.heard('dea-1');
+    now = s(131);
+    const [change] = board.evaluateGuards();
+    expect(change?.hold.reason).toMatch(/^1 of 1 agent went silent within 60s: /);
+  });
+});

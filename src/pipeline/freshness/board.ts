@@ -16,6 +16,7 @@ import {
 import type { FreshnessKind, FreshnessMarker } from '../../sdk/state.js';
 import type { Config } from '../../config/schema.js';
 import type { Clock } from '../../sdk/clock.js';
+import { counted } from '../../sdk/summary.js';
 import { CollapseGuard, type CollapseOptions, type CollapseState } from './collapse-guard.js';
 import { IngestLagMeter } from './ingest-lag.js';
 
@@ -133,7 +134,7 @@ export class FreshnessBoard implements FreshnessReports {
         code: 'ACTUAL_COLLAPSE',
         since: c.since,
         collapse: c,
-        reason: `${c.silent} of ${c.total} agents went silent within ${seconds(c.windowMs)}: not acting on their instances until they return or an operator confirms the loss`,
+        reason: `${c.silent} of ${counted(c.total, 'agent')} went silent within ${seconds(c.windowMs)}: not acting on their instances until they return or an operator confirms the loss`,
       },
     );
     return changes;

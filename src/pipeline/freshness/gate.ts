@@ -7,6 +7,7 @@ import type { Counter } from 'prom-client';
 import type { Logger } from 'pino';
 import type { Leadership } from '../../sdk/leadership.js';
 import type { FreshnessMarker } from '../../sdk/state.js';
+import { counted } from '../../sdk/summary.js';
 import type { FreshnessAssessment, FreshnessBoard, Hold } from './board.js';
 
 export type ConfirmLossAnswer = { ok: true; confirmed: number } | { ok: false; error: string };
@@ -71,7 +72,7 @@ export class FreshnessGate {
     this.o.logger.warn(
       { agents: confirmed },
       confirmed > 0
-        ? `an operator confirmed the loss of ${confirmed} silent agent(s): their instances count as missing now`
+        ? `an operator confirmed the loss of ${counted(confirmed, 'silent agent')}: their instances count as missing now`
         : 'an operator confirmed a loss, but no collapse holds',
     );
     return { ok: true, confirmed };
