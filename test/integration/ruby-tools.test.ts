@@ -114,11 +114,22 @@ it('with clock: manual, time moves only on healthmanager.advance_time, which is 
           (await nc.request('healthmanager.advance_time', new TextEncoder().encode(JSON.stringify({ seconds })), { timeout: 10_000 })).data,
         ),
       );
+    // The next heartbeat of the running instance: virtual time is moved only right after one, so
+    // index 0 is never older than droplet_lost on the virtual clock (the agents beat in real time).
+    const nextHeartbeat = () =>
+      new Promise<void>((resolve) => {
+        nc.subscribe('dea.heartbeat', { max: 1, callback: () => resolve() });
+      });
     // Real time passes, virtual time does not: no analysis, no start.
     await new Promise((r) => setTimeout(r, 2_500));
     expect(recorder.messages).toEqual([]);
     // The first walk ran at start; the grace (3 s) and the analysis tick pass in virtual seconds.
-    expect(await advance(5)).toEqual({ seconds: 5 });
+    for (let i = 0; i < 3; i++) {
+      await nextHeartbeat();
+      expect(await advance(1)).toEqual({ seconds: 1 });
+    }
+    await nextHeartbeat();
+    expect(await advance(2)).toEqual({ seconds: 2 });
     await waitFor(() => recorder.messages.length >= 1, { what: 'the missing start after advancing', timeoutMs: 5_000 });
     expect(recorder.messages[0]!.raw).toBe(expected);
     nc.publish('healthmanager.advance_time', new TextEncoder().encode('{"seconds":"soon"}')); // refused, logged, nothing moves
