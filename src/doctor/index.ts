@@ -23,6 +23,7 @@ import type { DoctorFindings } from '../sdk/doctor.js';
 import { checkFoundation } from './foundation.js';
 import { checkNats } from './nats.js';
 import { pass, stagePath, type CheckResult, type DoctorContext } from './result.js';
+import { publishedSubjects } from '../operator/listener-probe.js';
 import { checkStartStop } from './start-stop.js';
 
 export { formatResult, type CheckResult } from './result.js';
@@ -121,7 +122,7 @@ export async function runDoctor(loaded: LoadedConfig, opts: DoctorOptions = {}):
     // Every stage's checks run at once; their lines are printed in the fixed order as they become known.
     const probes = loaded.stages.map(async (s, i) => {
       const path = stagePath(s);
-      const published = typeof s.plugin.publishes === 'function' ? s.plugin.publishes(s.options) : [];
+      const published = publishedSubjects(s);
       const [findings] = await Promise.all([
         typeof s.plugin.doctor === 'function'
           ? track(

@@ -12,9 +12,9 @@ import { optionKey } from '../config/option-keys.js';
 import { counted } from '../sdk/summary.js';
 import { fail, pass, skip, stagePath, type CheckResult, type DoctorContext } from './result.js';
 
-export async function checkStartStop(ctx: DoctorContext, stage: ResolvedStage, published: readonly string[]): Promise<CheckResult> {
+/** `subjects`: the stage's published subjects, each once (publishedSubjects). */
+export async function checkStartStop(ctx: DoctorContext, stage: ResolvedStage, subjects: readonly string[]): Promise<CheckResult> {
   const path = stagePath(stage);
-  const subjects = [...new Set(published)];
   const what = `start/stop orders on ${subjects.join(', ')}`;
   const monitorUrl = ctx.loaded.config.bus.monitor_url;
   if (!monitorUrl) {

@@ -7,8 +7,8 @@ import type { Logger } from 'pino';
 import { subscribersOf } from '../bus/nats-monitor.js';
 import { errorText } from '../log.js';
 import type { Clock, Timer } from '../sdk/clock.js';
-import type { LoadedConfig } from '../config/load.js';
-import { startStopSubjects, type ListenerFacts } from './problems.js';
+import type { LoadedConfig, ResolvedStage } from '../config/load.js';
+import type { ListenerFacts } from './problems.js';
 
 /** How long the monitoring endpoint may take to answer. */
 const PROBE_TIMEOUT_MS = 5_000;
@@ -31,7 +31,7 @@ export class ListenerProbe {
 
   /** A probe of the start/stop subjects of the config's sinks (every 3 heartbeats, 1–30 s); none if no sink publishes on NATS. */
   static forStages(url: string, loaded: LoadedConfig, clock: Clock, logger: Logger, onAnswer: () => Promise<void>): ListenerProbe | undefined {
-    const targets = startStopSubjects(loaded.stages.map((s) => ({ id: s.id, plugin: s.plugin.name, definition: s.plugin, options: s.options })));
+    const targets = loaded.stages.map((s) => ({ stage: s.id, subjects: publishedSubjects(s) })).filter((t) => t.subjects.length > 0);
     if (targets.length === 0) return undefined;
     const interval = Math.min(30_000, Math.max(1_000, 3 * loaded.heartbeatMs));
     return new ListenerProbe(url, targets, interval, clock, logger, onAnswer);
@@ -67,4 +67,9 @@ export class ListenerProbe {
     this.clock.clearTimeout(this.timer);
     await this.run;
   }
+}
+
+/** The NATS subjects a stage publishes starts and stops on (its plugin's `publishes`), each once. */
+export function publishedSubjects(s: Pick<ResolvedStage, 'plugin' | 'options'>): string[] {
+  return typeof s.plugin.publishes === 'function' ? [...new Set(s.plugin.publishes(s.options))] : [];
 }

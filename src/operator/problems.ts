@@ -67,18 +67,6 @@ export interface ProblemFacts {
   gate?: boolean;
 }
 
-/** The NATS start/stop subjects of every sink stage that publishes on NATS (its plugin's `publishes`). */
-export function startStopSubjects(
-  stages: readonly { id: string; plugin: string; definition?: PluginDefinition; options: Record<string, unknown> }[],
-): { stage: string; subjects: string[] }[] {
-  const out: { stage: string; subjects: string[] }[] = [];
-  for (const s of stages) {
-    const subjects = typeof s.definition?.publishes === 'function' ? s.definition.publishes(s.options) : [];
-    if (subjects.length > 0) out.push({ stage: s.id, subjects: [...new Set(subjects)] });
-  }
-  return out;
-}
-
 const list = (xs: readonly string[]) => xs.map(maskUrl).join(', ');
 
 /** What the daemon's own start-up may take before freshness can begin (not in heartbeats). */

@@ -114,6 +114,7 @@ export class Engine {
     this.engineMetrics = new EngineMetrics(this.metrics, config.foundation, this.freshness);
     this.stages = new StageSet(this.logger);
     this.gate = new FreshnessGate({
+      on: config.freshness.gate,
       board: this.freshness,
       logger: this.logger,
       now: () => this.clock.now(),
@@ -260,8 +261,7 @@ export class Engine {
     };
     if (policies.length > 0) {
       const mode = config.dispatch.mode === 'shadow' ? 'shadow' : 'live';
-      const { gate: gateOn } = config.freshness;
-      const cycle = { store: this.store!, policies, gateOn, mode, messageLimit: config.dispatch.message_limit, auditSharing: this.auditSharing } as const;
+      const cycle = { store: this.store!, policies, mode, messageLimit: config.dispatch.message_limit, auditSharing: this.auditSharing } as const;
       this.hm9000 = new AnalyzeDispatchCycle({ ...shared, ...cycle, logger: this.logger });
     }
     if (eventPolicies.length > 0) {
@@ -340,7 +340,7 @@ export class Engine {
         });
       } else if (this.runner) {
         snapshot = await this.store!.snapshot();
-        assessment = this.gate.observe(snapshot.freshness, now, this.loaded.config.freshness.gate);
+        assessment = this.gate.observe(snapshot.freshness, now);
       }
     } finally {
       // Problems are looked at every cycle, so each is logged when it appears and when it clears.
@@ -352,8 +352,9 @@ export class Engine {
 
   /** HM9000's NumberOf* gauges, computed when scraped: all -1 unless state is fresh and the last cycle succeeded. */
   private async refreshAppMetrics(): Promise<void> {
-    const fresh = this.store !== undefined && !this.lastCycleFailed && (await this.view.bothFresh());
-    this.engineMetrics.apps.update(fresh ? buildAppViews(await this.store!.snapshot()) : null);
+    const snapshot = this.store && !this.lastCycleFailed ? await this.store.snapshot() : undefined;
+    const verdicts = snapshot && this.freshness.assess(snapshot.freshness, this.clock.now());
+    this.engineMetrics.apps.update(verdicts?.actual.fresh && verdicts.desired.fresh ? buildAppViews(snapshot!) : null);
   }
 
   /**

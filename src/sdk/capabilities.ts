@@ -4,9 +4,7 @@
  * implements any number of them.
  */
 import type { LeaderElectionRequest, Leadership } from './leadership.js';
-import type { Stage } from './stage.js';
-
-const hasMethods = (stage: object, ...names: string[]): boolean => names.every((n) => typeof (stage as Record<string, unknown>)[n] === 'function');
+import { hasMethods, type Stage } from './stage.js';
 
 /** A source of desired state: fetches again when asked, and says whether desired state is available now. */
 export interface DesiredStateSource {

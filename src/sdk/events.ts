@@ -9,7 +9,7 @@
  * Sources raise events with `ctx.emit(event)`; only the leader handles them.
  */
 import type { Droplet, DropletRegistry, DropletRequest } from './droplets.js';
-import type { Stage } from './stage.js';
+import { hasMethods, type Stage } from './stage.js';
 import type { DesiredApp, InstanceHeartbeat } from './state.js';
 
 /** An instance exit (`droplet.exited`). */
@@ -135,13 +135,11 @@ export interface EventObserverStage extends Stage {
 }
 
 export function isEventObserver(stage: Stage): stage is EventObserverStage {
-  const s = stage as Partial<EventObserverStage>;
-  return Array.isArray(s.events) && typeof s.observe === 'function';
+  return Array.isArray((stage as Partial<EventObserverStage>).events) && hasMethods(stage, 'observe');
 }
 
 export function isEventPolicy(stage: Stage): stage is EventPolicyStage {
-  const s = stage as Partial<EventPolicyStage>;
-  return Array.isArray(s.events) && typeof s.handle === 'function';
+  return Array.isArray((stage as Partial<EventPolicyStage>).events) && hasMethods(stage, 'handle');
 }
 
 export function isAppEvent(event: PolicyEvent): event is AppEvent {

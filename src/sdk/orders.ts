@@ -3,7 +3,7 @@
  * reason (and, in the audit, the facts behind it), so it is logged once, audited and explained.
  */
 import type { DropletRequest } from './droplets.js';
-import type { Stage } from './stage.js';
+import { hasMethods, type Stage } from './stage.js';
 
 export interface StartOrder {
   action: 'start';
@@ -49,7 +49,7 @@ export type Order = InstanceOrder | RequestOrder;
  */
 /** Whether a stage keeps the sink contract (checked at start, so a broken plugin fails naming itself). */
 export function isSink(stage: Stage): stage is SinkStage {
-  return typeof (stage as { send?: unknown }).send === 'function';
+  return hasMethods(stage, 'send');
 }
 
 export interface SinkStage extends Stage {

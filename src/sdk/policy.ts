@@ -4,7 +4,7 @@
  * logs, audits and later sends.
  */
 import type { AppView } from './app-view.js';
-import type { Stage } from './stage.js';
+import { hasMethods, type Stage } from './stage.js';
 import type { CrashCount, PendingStart, PendingStop } from './state.js';
 
 /** What a policy rule reads: one app, the time, and HM9000's start priority for the app. */
@@ -47,5 +47,5 @@ export interface PolicyStage extends Stage {
 
 /** Whether a stage keeps the policy contract (checked at start, so a broken plugin fails naming itself). */
 export function isPolicy(stage: Stage): stage is PolicyStage {
-  return typeof (stage as { evaluate?: unknown }).evaluate === 'function';
+  return hasMethods(stage, 'evaluate');
 }

@@ -7,6 +7,11 @@ export interface StageHealth {
   last_error: string | null;
 }
 
+/** Whether a stage has every one of these methods: what the guards of kinds and capabilities check. */
+export function hasMethods(stage: object, ...names: string[]): boolean {
+  return names.every((n) => typeof (stage as Record<string, unknown>)[n] === 'function');
+}
+
 export interface Stage {
   start?(): Promise<void> | void;
   stop?(): Promise<void> | void;

@@ -7,7 +7,7 @@
  * All times are clock milliseconds; all TTLs run on the injected clock.
  */
 import type { AppKey } from './app-key.js';
-import type { Stage } from './stage.js';
+import { hasMethods, type Stage } from './stage.js';
 import type {
   AgentHeartbeat,
   AgentRecord,
@@ -72,8 +72,7 @@ export interface FreshnessStore {
 
 /** Whether a stage keeps the store contract (checked at start, so a broken plugin fails naming itself). */
 export function isStore(stage: Stage): stage is Store {
-  const s = stage as Record<string, unknown>;
-  return ['snapshot', 'onChange', 'saveHeartbeats', 'replaceDesired', 'putPendingStarts', 'bumpFreshness'].every((m) => typeof s[m] === 'function');
+  return hasMethods(stage, 'snapshot', 'onChange', 'saveHeartbeats', 'replaceDesired', 'putPendingStarts', 'bumpFreshness');
 }
 
 /** The whole store stage: every concern, a consistent snapshot of all of them, and change events. */

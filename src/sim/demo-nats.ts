@@ -47,7 +47,8 @@ export function findNatsServer(env: NodeJS.ProcessEnv = process.env, places: rea
   return found;
 }
 
-function freePort(): Promise<number> {
+/** A port free on the loopback address now (for a server to listen on next). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);

@@ -12,7 +12,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../config/duration.js';
@@ -21,7 +20,7 @@ import { createLoggerFactory, errorText, type LoggerFactory } from '../log.js';
 import type { DecisionRecord } from '../operator/audit.js';
 import { Engine } from '../pipeline/engine.js';
 import { DemoFoundation, newVersion } from './demo-foundation.js';
-import { DemoNatsServer } from './demo-nats.js';
+import { DemoNatsServer, freePort } from './demo-nats.js';
 import { appOf, appVersion } from './live-foundation.js';
 import { liveOptionsFromConfig, LiveSimulator } from './live.js';
 
@@ -197,7 +196,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<number> {
     // App 1 runs 1 of its 3 slots until it scales up.
     f.setDesiredInstances(SCALING_APP, 1);
     for (let i = 1; i < PER_APP; i++) f.remove(SCALING_APP * PER_APP + i);
-    const ccPort = await freeLoopbackPort();
+    const ccPort = await freePort();
 
     const file = join(dir, 'hmgate-demo.yaml');
     const ccPassword = randomBytes(9).toString('base64url');
@@ -431,16 +430,4 @@ export function registerDemo(program: Command): void {
       // Everything was stopped; should anything still hold the event loop, do not wait for it.
       setTimeout(() => process.exit(code), 2_000).unref();
     });
-}
-
-/** A port free on 127.0.0.1 now, for the simulated bulk API the config names before it listens. */
-function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-  });
 }

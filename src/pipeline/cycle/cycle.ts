@@ -26,8 +26,6 @@ export interface CycleOptions {
   store: Store;
   policies: readonly NamedPolicy[];
   gate: FreshnessGate;
-  /** freshness.gate: with it off (Ruby presets), nothing is held back for staleness. */
-  gateOn: boolean;
   mode: 'live' | 'shadow';
   messageLimit: number;
   sender: OrderSender;
@@ -62,9 +60,9 @@ export class AnalyzeDispatchCycle {
     const changed = (this.changed ??= new ChangedApps(this.o.store));
     const collected = changed.collect();
     const snapshot = await this.o.store.snapshot();
-    const freshness = this.o.gate.observe(snapshot.freshness, now, this.o.gateOn);
+    const freshness = this.o.gate.observe(snapshot.freshness, now);
     seen(snapshot, freshness);
-    if (this.o.gateOn && freshness.error !== null) {
+    if (this.o.gate.holdsBack(freshness)) {
       this.auditHeldBack(snapshot, now);
       changed.markAll(); // analyse everything once state is fresh again
       return;

@@ -63,7 +63,7 @@ export function buildEventPath(o: EventPathOptions): EventRunner {
     },
     shadow: mode === 'shadow',
     // The guards hold even without the gate: they stop mass action on state known to be wrong.
-    mayAct: () => o.gate.mayAct(config.freshness.gate),
+    mayAct: () => o.gate.mayAct(),
     isLeader: o.isLeader,
     desiredAvailable: () => desiredAvailable(o.stages, o.gate),
     ...(o.random ? { random: o.random } : {}),

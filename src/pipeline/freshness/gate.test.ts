@@ -10,6 +10,7 @@ describe('FreshnessGate.confirmLoss', () => {
     const logged: string[] = [];
     const board = { evaluateGuards: () => [], confirmLoss: () => 1 } as unknown as FreshnessBoard;
     const gate = new FreshnessGate({
+      on: true,
       board,
       logger: pino({ level: 'info' }, { write: (s: string) => void logged.push(String(JSON.parse(s).msg)) }),
       now: () => 0,

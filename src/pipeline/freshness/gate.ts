@@ -15,6 +15,8 @@ export type ConfirmLossAnswer = { ok: true; confirmed: number } | { ok: false; e
 type Markers = { actual?: FreshnessMarker; desired?: FreshnessMarker };
 
 export interface FreshnessGateOptions {
+  /** freshness.gate: with it off (the Ruby presets) stale state holds nothing back; the guards still do. */
+  on: boolean;
   board: FreshnessBoard;
   logger: Logger;
   now(): number;
@@ -41,8 +43,14 @@ export class FreshnessGate {
   }
 
   /** Whether the event path may act: the gate (when on) let the last cycle through, and no guard holds. */
-  mayAct(gateOn: boolean): boolean {
-    return (!gateOn || this.lastError === null) && !this.o.board.actualHeld();
+  mayAct(): boolean {
+    // With the gate off nothing is judged, so lastError stays null.
+    return this.lastError === null && !this.o.board.actualHeld();
+  }
+
+  /** Whether a cycle judged by these verdicts sends nothing. */
+  holdsBack(assessment: FreshnessAssessment): boolean {
+    return this.o.on && assessment.error !== null;
   }
 
   /** Re-evaluates the freshness guards (ingest lag, mass disappearance); logs each change once. */
@@ -79,10 +87,10 @@ export class FreshnessGate {
   }
 
   /** Notes the cycle's markers; with the gate on, judges them. Returns the verdicts, computed once. */
-  observe(markers: Markers, now: number, gateOn: boolean): FreshnessAssessment {
+  observe(markers: Markers, now: number): FreshnessAssessment {
     const assessment = this.o.board.assess(markers, now);
     this.desiredFresh = assessment.desired.fresh;
-    if (gateOn) this.judge(assessment);
+    if (this.o.on) this.judge(assessment);
     return assessment;
   }
 
